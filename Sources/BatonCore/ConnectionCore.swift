@@ -1,0 +1,588 @@
+/// One Baton connection's protocol state, without I/O: bytes in, events and bytes out.
+///
+/// The owner feeds received bytes to ``receive(_:into:)``, acts on the events, and writes
+/// ``outbound`` to the socket. Application actions (open a stream, send a message, reset,
+/// GOAWAY) are methods that append frames to ``outbound``. All rules of PROTOCOL.md that depend on
+/// connection state live here: stream ids, stream states, flow control, limits and GOAWAY.
+public struct ConnectionCore: Sendable {
+  public enum Role: Sendable, Hashable { case client, server }
+
+  public enum Phase: Sendable, Hashable {
+    case awaitingPreface
+    case awaitingSettings
+    case active
+    /// A connection error happened; nothing more is read.
+    case closed
+  }
+
+  public let role: Role
+  public let localSettings: ConnectionSettings
+  public private(set) var peerSettings: ConnectionSettings = .defaults
+  public private(set) var phase: Phase = .awaitingPreface
+  /// Bytes waiting to be written, in order. The owner takes them (for example by swapping in an
+  /// empty array) and writes them to the socket.
+  public var outbound: [UInt8] = []
+
+  /// (server) The highest stream id the client has opened: the last id a final GOAWAY names.
+  public private(set) var highestPeerStreamID: UInt32 = 0
+  /// (client) The id the next OPEN will use.
+  public private(set) var nextStreamID: UInt32 = 1
+  /// The lowest last id this side has sent in a GOAWAY.
+  public private(set) var goAwaySent: UInt32?
+  /// The lowest last id the peer has sent in a GOAWAY.
+  public private(set) var goAwayReceived: UInt32?
+  /// Non-ACK PINGs received so far (for keepalive policing by the owner).
+  public private(set) var pingsReceived = 0
+
+  private var decoder: FrameDecoder
+  private var streams: [UInt32: Stream] = [:]
+  private var connectionSendWindow: Int
+  private var connectionReceiveWindow: Int
+  private var connectionUnacked = 0
+  /// Streams with a message waiting for connection-level credit, oldest first (may hold stale ids).
+  private var blockedOnConnection: [UInt32] = []
+
+  private struct Stream {
+    var machine: StreamStateMachine
+    var sendWindow: Int
+    var receiveWindow: Int
+    var receiveUnacked = 0
+    /// Fragments of an incomplete inbound message.
+    var partial: [UInt8]? = nil
+    /// The rest of an outbound message waiting for credit.
+    var pending: PendingSend? = nil
+    /// (client) Whether HEADERS or DATA arrived yet: HEADERS must come first.
+    var receivedResponse = false
+  }
+
+  private struct PendingSend {
+    var bytes: [UInt8]
+    var offset: Int
+    var endStream: Bool
+  }
+
+  public init(role: Role, settings: ConnectionSettings = .defaults) {
+    self.role = role
+    self.localSettings = settings
+    self.decoder = FrameDecoder(settings: settings)
+    self.connectionSendWindow = Int(ConnectionSettings.defaults.connectionWindowSize)
+    self.connectionReceiveWindow = Int(settings.connectionWindowSize)
+    outbound.reserveCapacity(4096)
+    outbound.append(contentsOf: Preface.bytes)
+    FrameEncoder.appendSettings(&outbound, settings.wirePairs.map { Frame.Setting(id: $0.0, value: $0.1) })
+  }
+
+  // MARK: - Queries
+
+  /// Streams currently open (not yet ended by TRAILERS or RESET).
+  public var openStreamCount: Int { streams.count }
+  public var openStreamIDs: [UInt32] { Array(streams.keys) }
+  public func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
+
+  /// (client) Whether ``openStream(_:endStream:)`` would succeed now.
+  public var canOpenStream: Bool {
+    role == .client && phase == .active && goAwayReceived == nil && goAwaySent == nil
+      && streams.count < Int(peerSettings.maxConcurrentStreams) && nextStreamID <= StreamID.max
+  }
+
+  // MARK: - Input
+
+  /// Processes as many whole frames of `bytes` as there are and returns how many bytes it used;
+  /// the owner keeps the rest and calls again when more arrive.
+  public mutating func receive(
+    _ bytes: UnsafeRawBufferPointer, into events: inout [ConnectionEvent]
+  ) -> Int {
+    var consumed = 0
+    while phase != .closed {
+      let rest = UnsafeRawBufferPointer(rebasing: bytes[consumed...])
+      if phase == .awaitingPreface {
+        // Judge a wrong preface as soon as the bytes disagree, not only once 8 have arrived.
+        let seen = min(rest.count, Preface.magic.count)
+        guard rest.prefix(seen).elementsEqual(Preface.magic.prefix(seen)) else {
+          fail(.connection(.protocolError, "not a Baton peer: the connection preface is wrong"), &events)
+          break
+        }
+        guard rest.count >= Preface.length else { break }
+        do {
+          try Preface.validate(rest.prefix(Preface.length))
+        } catch {
+          fail(error, &events)
+          break
+        }
+        consumed += Preface.length
+        phase = .awaitingSettings
+        continue
+      }
+      let result: FrameDecoder.Result
+      do {
+        result = try decoder.decode(rest)
+      } catch {
+        fail(error, &events)
+        break
+      }
+      switch result {
+      case .needMore:
+        return consumed
+      case .frame(let frame, let used):
+        consumed += used
+        handle(frame, &events)
+      case .streamError(let error, let used):
+        consumed += used
+        handleStreamError(error, &events)
+      }
+    }
+    return consumed
+  }
+
+  private mutating func handle(_ frame: Frame, _ events: inout [ConnectionEvent]) {
+    if phase == .awaitingSettings {
+      guard case .settings(let pairs) = frame else {
+        return fail(.connection(.protocolError, "the first frame must be SETTINGS"), &events)
+      }
+      peerSettings = ConnectionSettings(wirePairs: pairs.map { ($0.id, $0.value) })
+      connectionSendWindow = Int(peerSettings.connectionWindowSize)
+      phase = .active
+      events.append(.ready(peerSettings))
+      return
+    }
+    switch frame {
+    case .data(let id, let payload, let endMessage, let endStream):
+      receiveData(id, payload, endMessage: endMessage, endStream: endStream, &events)
+    case .open(let id, let head, let endStream):
+      receiveOpen(id, head, endStream: endStream, &events)
+    case .headers(let id, let metadata):
+      receiveHeaders(id, metadata, &events)
+    case .trailers(let id, let trailers):
+      guard role == .client else {
+        return resetFromRule(id, .protocolError, "a client must not send TRAILERS", &events)
+      }
+      guard streams.removeValue(forKey: id) != nil else { return ignoreOrFailIdle(id, "TRAILERS", &events) }
+      events.append(.trailers(streamID: id, trailers))
+    case .reset(let id, let code):
+      guard streams.removeValue(forKey: id) != nil else { return ignoreOrFailIdle(id, "RESET", &events) }
+      events.append(.streamReset(streamID: id, code, reason: "the peer reset the stream (\(code))", byPeer: true))
+    case .settings:
+      fail(.connection(.protocolError, "SETTINGS may be sent only once"), &events)
+    case .ping(let ack, let payload):
+      if ack {
+        events.append(.pingAck(payload))
+      } else {
+        pingsReceived += 1
+        FrameEncoder.appendPing(&outbound, ack: true, payload: payload)
+      }
+    case .goAway(let last, let code, let debug):
+      receiveGoAway(last, code, debug, &events)
+    case .windowUpdate(let id, let increment):
+      receiveWindowUpdate(id, Int(increment), &events)
+    }
+  }
+
+  private func isIdle(_ id: UInt32) -> Bool {
+    role == .server ? id > highestPeerStreamID : id >= nextStreamID
+  }
+
+  /// Frames cross in flight, so one for a stream this side already closed is dropped quietly; one
+  /// for a stream that was never opened means the peer is broken.
+  private mutating func ignoreOrFailIdle(_ id: UInt32, _ what: String, _ events: inout [ConnectionEvent]) {
+    if isIdle(id) {
+      fail(.connection(.protocolError, "\(what) on stream \(id), which was never opened"), &events)
+    }
+  }
+
+  private mutating func receiveOpen(
+    _ id: UInt32, _ head: RequestHead, endStream: Bool, _ events: inout [ConnectionEvent]
+  ) {
+    guard admitOpen(id, &events) else { return }
+    if let last = goAwaySent, id > last {
+      // Above the final GOAWAY's last id: say explicitly that it was not processed.
+      FrameEncoder.appendReset(&outbound, streamID: id, code: .refusedStream)
+      return
+    }
+    guard streams.count < Int(localSettings.maxConcurrentStreams) else {
+      FrameEncoder.appendReset(&outbound, streamID: id, code: .refusedStream)
+      return
+    }
+    streams[id] = Stream(
+      machine: .openedRemotely(endStream: endStream), sendWindow: Int(peerSettings.initialWindowSize),
+      receiveWindow: Int(localSettings.initialWindowSize))
+    events.append(.opened(streamID: id, head, endStream: endStream))
+  }
+
+  /// Applies the id rules to an OPEN, even a malformed one, so that ids keep growing.
+  private mutating func admitOpen(_ id: UInt32, _ events: inout [ConnectionEvent]) -> Bool {
+    guard role == .server else {
+      fail(.connection(.protocolError, "a server must not open streams"), &events)
+      return false
+    }
+    guard id > highestPeerStreamID else {
+      fail(
+        .connection(
+          .protocolError, "stream id went backwards: OPEN \(id) after \(highestPeerStreamID)"), &events)
+      return false
+    }
+    highestPeerStreamID = id
+    return true
+  }
+
+  private mutating func receiveHeaders(_ id: UInt32, _ metadata: Metadata, _ events: inout [ConnectionEvent]) {
+    guard role == .client else {
+      return resetFromRule(id, .protocolError, "a client must not send HEADERS", &events)
+    }
+    guard var stream = streams[id] else { return ignoreOrFailIdle(id, "HEADERS", &events) }
+    guard !stream.receivedResponse else {
+      return resetFromRule(id, .protocolError, "HEADERS after the response had begun", &events)
+    }
+    stream.receivedResponse = true
+    streams[id] = stream
+    events.append(.headers(streamID: id, metadata))
+  }
+
+  private mutating func receiveData(
+    _ id: UInt32, _ payload: [UInt8], endMessage: Bool, endStream: Bool,
+    _ events: inout [ConnectionEvent]
+  ) {
+    let length = payload.count
+    guard length <= connectionReceiveWindow else {
+      return fail(
+        .connection(.flowControlError, "DATA of \(length) bytes exceeds the connection window \(connectionReceiveWindow)"),
+        &events)
+    }
+    connectionReceiveWindow -= length
+    guard var stream = streams[id] else {
+      if isIdle(id) { return fail(.connection(.protocolError, "DATA on stream \(id), which was never opened"), &events) }
+      // A closed stream: drop the bytes but give the connection credit back at once.
+      return returnConnectionCredit(length)
+    }
+    guard length <= stream.receiveWindow else {
+      returnConnectionCredit(length)
+      return resetFromRule(id, .flowControlError, "DATA of \(length) bytes exceeds the stream window \(stream.receiveWindow)", &events)
+    }
+    stream.receiveWindow -= length
+    guard stream.machine.canReceive else {
+      returnConnectionCredit(length)
+      return resetFromRule(id, .streamClosed, "DATA after the peer ended its side of the stream", &events)
+    }
+    if role == .client && endStream {
+      returnConnectionCredit(length)
+      return resetFromRule(id, .protocolError, "a server ends a stream with TRAILERS, not END_STREAM", &events)
+    }
+    stream.receivedResponse = true
+
+    var message: [UInt8]? = nil
+    if var partial = stream.partial {
+      stream.partial = nil
+      partial.append(contentsOf: payload)
+      if endMessage { message = partial } else { stream.partial = partial }
+    } else if endMessage {
+      message = payload
+    } else if length > 0 || !endStream {
+      stream.partial = payload
+    }
+    let buffered = (message?.count ?? 0) + (stream.partial?.count ?? 0)
+    guard buffered <= Int(localSettings.maxMessageSize) else {
+      returnConnectionCredit(length)
+      return resetFromRule(id, .messageTooLarge, "a message exceeds MAX_MESSAGE_SIZE \(localSettings.maxMessageSize)", &events)
+    }
+    if endStream && stream.partial != nil {
+      returnConnectionCredit(length)
+      return resetFromRule(id, .protocolError, "END_STREAM inside an incomplete message", &events)
+    }
+    if let message {
+      // The message's bytes are returned when the application consumes it; a message made of
+      // fragments was credited by the same total.
+      events.append(.message(streamID: id, message))
+    } else if stream.partial == nil {
+      returnConnectionCredit(length)  // a pure half-close carries no message to consume
+    }
+    if endStream {
+      do {
+        try stream.machine.receiveEndStream()
+      } catch {
+        return resetFromRule(id, .streamClosed, "END_STREAM twice", &events)
+      }
+      events.append(.endOfInput(streamID: id))
+    }
+    if stream.machine.state == .closed {
+      streams[id] = nil
+    } else {
+      streams[id] = stream
+    }
+  }
+
+  private mutating func receiveGoAway(
+    _ last: UInt32, _ code: ErrorCode, _ debug: String, _ events: inout [ConnectionEvent]
+  ) {
+    let effective = min(last, goAwayReceived ?? last)
+    goAwayReceived = effective
+    if role == .client {
+      // Streams above the last id were never processed: report them refused, safe to retry.
+      for id in streams.keys.sorted() where id > effective {
+        streams[id] = nil
+        let why = debug.isEmpty ? "" : ": \(debug)"
+        events.append(
+          .streamReset(
+            streamID: id, .refusedStream,
+            reason: "not processed: the server sent GOAWAY with last stream \(effective)\(why)", byPeer: true))
+      }
+    }
+    events.append(.goAway(lastStreamID: effective, code, debug: debug))
+  }
+
+  private mutating func receiveWindowUpdate(_ id: UInt32, _ increment: Int, _ events: inout [ConnectionEvent]) {
+    if id == 0 {
+      connectionSendWindow += increment
+      guard connectionSendWindow <= Int(ConnectionSettings.maxWindow) else {
+        return fail(.connection(.flowControlError, "connection window above 2^31-1"), &events)
+      }
+      let waiting = blockedOnConnection
+      blockedOnConnection.removeAll(keepingCapacity: true)
+      for (index, streamID) in waiting.enumerated() {
+        guard connectionSendWindow > 0 else {
+          // Credit ran out again: the rest keep waiting, oldest first.
+          blockedOnConnection.append(contentsOf: waiting[index...].filter { streams[$0]?.pending != nil })
+          break
+        }
+        resumePending(streamID, &events)
+      }
+      return
+    }
+    guard var stream = streams[id] else { return ignoreOrFailIdle(id, "WINDOW_UPDATE", &events) }
+    stream.sendWindow += increment
+    guard stream.sendWindow <= Int(ConnectionSettings.maxWindow) else {
+      return resetFromRule(id, .flowControlError, "stream window above 2^31-1", &events)
+    }
+    streams[id] = stream
+    resumePending(id, &events)
+  }
+
+  private mutating func handleStreamError(_ error: WireError, _ events: inout [ConnectionEvent]) {
+    guard case .stream(let id) = error.scope else { return fail(error, &events) }
+    if error.frameType == FrameType.open {
+      guard admitOpen(id, &events) else { return }
+      FrameEncoder.appendReset(&outbound, streamID: id, code: error.code)
+      return
+    }
+    if streams[id] == nil && isIdle(id) {
+      return fail(.connection(.protocolError, "frame on stream \(id), which was never opened"), &events)
+    }
+    resetFromRule(id, error.code, error.reason, &events)
+  }
+
+  /// The peer broke a stream rule: RESET it and report it, keep the connection.
+  private mutating func resetFromRule(
+    _ id: UInt32, _ code: ErrorCode, _ reason: String, _ events: inout [ConnectionEvent]
+  ) {
+    FrameEncoder.appendReset(&outbound, streamID: id, code: code)
+    if streams.removeValue(forKey: id) != nil {
+      events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
+    }
+  }
+
+  private mutating func fail(_ error: WireError, _ events: inout [ConnectionEvent]) {
+    guard phase != .closed else { return }
+    let last = role == .server ? highestPeerStreamID : 0
+    FrameEncoder.appendGoAway(&outbound, lastStreamID: last, code: error.code, debug: error.reason)
+    goAwaySent = min(goAwaySent ?? last, last)
+    phase = .closed
+    streams.removeAll()
+    blockedOnConnection.removeAll()
+    events.append(.connectionError(error))
+  }
+
+  // MARK: - Output
+
+  public enum OpenError: Error, Hashable, Sendable {
+    /// The peer's SETTINGS have not arrived yet.
+    case notReady
+    /// A GOAWAY was sent or received, the ids ran out, or the connection failed: use another.
+    case goingAway
+    /// The peer's MAX_CONCURRENT_STREAMS is reached: wait for a stream to end.
+    case tooManyStreams
+    /// The metadata block is larger than the peer's MAX_METADATA_SIZE.
+    case metadataTooLarge(size: Int, limit: UInt32)
+  }
+
+  /// (client) Opens a stream with OPEN and returns its id.
+  public mutating func openStream(_ head: RequestHead, endStream: Bool) throws(OpenError) -> UInt32 {
+    guard phase != .awaitingPreface && phase != .awaitingSettings else { throw .notReady }
+    guard phase == .active, goAwayReceived == nil, goAwaySent == nil, nextStreamID <= StreamID.max,
+      role == .client
+    else { throw .goingAway }
+    guard streams.count < Int(peerSettings.maxConcurrentStreams) else { throw .tooManyStreams }
+    if !head.metadata.isEmpty {
+      let size = FrameEncoder.metadataLength(head.metadata)
+      guard size <= Int(peerSettings.maxMetadataSize) else {
+        throw .metadataTooLarge(size: size, limit: peerSettings.maxMetadataSize)
+      }
+    }
+    let id = nextStreamID
+    nextStreamID += 2
+    FrameEncoder.appendOpen(&outbound, streamID: id, head: head, endStream: endStream)
+    streams[id] = Stream(
+      machine: .openedLocally(endStream: endStream), sendWindow: Int(peerSettings.initialWindowSize),
+      receiveWindow: Int(localSettings.initialWindowSize))
+    return id
+  }
+
+  public enum SendOutcome: Hashable, Sendable {
+    /// All of the message is in ``outbound``.
+    case written
+    /// Part of it waits for flow-control credit; a ``ConnectionEvent/writable(streamID:)`` follows
+    /// once it is all written. Send nothing more on this stream until then.
+    case blocked
+    /// The stream has ended (or this side already ended its half): nothing was written.
+    case streamClosed
+    /// The message is larger than the peer's MAX_MESSAGE_SIZE: nothing was written.
+    case tooLarge(limit: UInt32)
+  }
+
+  /// Sends one message on a stream, fragmenting it to the peer's MAX_FRAME_SIZE and to the
+  /// flow-control windows. `endStream` ends this side of the stream after it (client only; a
+  /// server ends with ``sendTrailers(streamID:_:)``).
+  public mutating func sendMessage(
+    streamID id: UInt32, _ message: [UInt8], endStream: Bool = false, events: inout [ConnectionEvent]
+  ) -> SendOutcome {
+    guard var stream = streams[id], stream.machine.canSend, stream.pending == nil else {
+      return .streamClosed
+    }
+    guard message.count <= Int(peerSettings.maxMessageSize) else {
+      return .tooLarge(limit: peerSettings.maxMessageSize)
+    }
+    let endStream = endStream && role == .client
+    // Fast path: the whole message fits in one frame and both windows.
+    if message.count <= Int(peerSettings.maxFrameSize) && message.count <= stream.sendWindow
+      && message.count <= connectionSendWindow
+    {
+      FrameEncoder.appendData(
+        &outbound, streamID: id, payload: message, endMessage: true, endStream: endStream)
+      stream.sendWindow -= message.count
+      connectionSendWindow -= message.count
+      if endStream { _ = stream.machine.sendEndStream() }
+      streams[id] = stream
+      return .written
+    }
+    stream.pending = PendingSend(bytes: message, offset: 0, endStream: endStream)
+    streams[id] = stream
+    return writePending(id) ? .written : .blocked
+  }
+
+  /// (client) Ends this side of the stream with an empty END_STREAM DATA frame.
+  public mutating func sendEnd(streamID id: UInt32) {
+    guard var stream = streams[id], stream.machine.canSend else { return }
+    if var pending = stream.pending {
+      pending.endStream = true
+      stream.pending = pending
+      streams[id] = stream
+      return
+    }
+    FrameEncoder.appendData(&outbound, streamID: id, payload: EmptyCollection(), endMessage: false, endStream: true)
+    _ = stream.machine.sendEndStream()
+    streams[id] = stream
+  }
+
+  /// (server) The response metadata; at most once, before any message.
+  public mutating func sendHeaders(streamID id: UInt32, _ metadata: Metadata) {
+    guard streams[id] != nil else { return }
+    FrameEncoder.appendHeaders(&outbound, streamID: id, metadata: metadata)
+  }
+
+  /// (server) Ends the stream with a status. Anything still waiting for credit is dropped.
+  /// Returns false if the stream had already ended.
+  @discardableResult
+  public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers) -> Bool {
+    guard streams.removeValue(forKey: id) != nil else { return false }
+    FrameEncoder.appendTrailers(&outbound, streamID: id, trailers: trailers)
+    return true
+  }
+
+  /// Ends a stream at once with RESET (a client's CANCEL, a server's refusal or error).
+  /// Returns false if the stream had already ended.
+  @discardableResult
+  public mutating func resetStream(streamID id: UInt32, _ code: ErrorCode) -> Bool {
+    guard streams.removeValue(forKey: id) != nil else { return false }
+    FrameEncoder.appendReset(&outbound, streamID: id, code: code)
+    return true
+  }
+
+  /// The application took a delivered message of `bytes` bytes: return the credit, with a
+  /// WINDOW_UPDATE once half a window has been consumed (PROTOCOL.md, "Flow control").
+  public mutating func consumed(streamID id: UInt32, bytes: Int) {
+    guard phase != .closed, bytes > 0 else { return }
+    returnConnectionCredit(bytes)
+    guard var stream = streams[id], stream.machine.canReceive else { return }
+    stream.receiveUnacked += bytes
+    if stream.receiveUnacked >= max(1, Int(localSettings.initialWindowSize) / 2) {
+      FrameEncoder.appendWindowUpdate(&outbound, streamID: id, increment: UInt32(stream.receiveUnacked))
+      stream.receiveWindow += stream.receiveUnacked
+      stream.receiveUnacked = 0
+    }
+    streams[id] = stream
+  }
+
+  private mutating func returnConnectionCredit(_ bytes: Int) {
+    guard bytes > 0 else { return }
+    connectionUnacked += bytes
+    if connectionUnacked >= max(1, Int(localSettings.connectionWindowSize) / 2) {
+      FrameEncoder.appendWindowUpdate(&outbound, streamID: 0, increment: UInt32(connectionUnacked))
+      connectionReceiveWindow += connectionUnacked
+      connectionUnacked = 0
+    }
+  }
+
+  /// Sends GOAWAY. The last id never grows: a later GOAWAY with a higher id is sent with the
+  /// lower one. Streams are not touched: those at or below the id run on.
+  public mutating func sendGoAway(lastStreamID: UInt32, _ code: ErrorCode = .noError, debug: String = "") {
+    guard phase != .closed else { return }
+    let last = min(lastStreamID, goAwaySent ?? lastStreamID)
+    goAwaySent = last
+    FrameEncoder.appendGoAway(&outbound, lastStreamID: last, code: code, debug: debug)
+  }
+
+  /// Sends a PING; the peer's ACK comes back as ``ConnectionEvent/pingAck(_:)``.
+  public mutating func sendPing(_ payload: UInt64) {
+    guard phase != .closed else { return }
+    FrameEncoder.appendPing(&outbound, ack: false, payload: payload)
+  }
+
+  /// Ends the connection because of this side's own error (a GOAWAY with the code, then close).
+  public mutating func abort(_ code: ErrorCode, reason: String, into events: inout [ConnectionEvent]) {
+    fail(.connection(code, reason), &events)
+  }
+
+  // MARK: - Flow control
+
+  /// Writes as much of a stream's pending message as the windows allow; true once it is all out.
+  private mutating func writePending(_ id: UInt32) -> Bool {
+    guard var stream = streams[id], var pending = stream.pending else { return true }
+    let maxFrame = Int(peerSettings.maxFrameSize)
+    while true {
+      let remaining = pending.bytes.count - pending.offset
+      let allowance = min(remaining, maxFrame, stream.sendWindow, connectionSendWindow)
+      if remaining > 0 && allowance <= 0 {
+        if connectionSendWindow <= 0 && stream.sendWindow > 0 { blockedOnConnection.append(id) }
+        stream.pending = pending
+        streams[id] = stream
+        return false
+      }
+      let end = pending.offset + allowance
+      let last = end == pending.bytes.count
+      FrameEncoder.appendData(
+        &outbound, streamID: id, payload: pending.bytes[pending.offset..<end], endMessage: last,
+        endStream: last && pending.endStream)
+      stream.sendWindow -= allowance
+      connectionSendWindow -= allowance
+      pending.offset = end
+      if last {
+        if pending.endStream { _ = stream.machine.sendEndStream() }
+        stream.pending = nil
+        streams[id] = stream
+        return true
+      }
+    }
+  }
+
+  private mutating func resumePending(_ id: UInt32, _ events: inout [ConnectionEvent]) {
+    guard streams[id]?.pending != nil else { return }
+    if writePending(id) { events.append(.writable(streamID: id)) }
+  }
+}

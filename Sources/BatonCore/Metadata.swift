@@ -1,0 +1,64 @@
+/// Ordered name/value pairs sent with a call (OPEN), its response (HEADERS) and its end (TRAILERS).
+///
+/// Names are lower-case `[a-z0-9-_.]`; a name may repeat. Names starting with `baton-` are reserved.
+public struct Metadata: Hashable, Sendable, Sequence, ExpressibleByDictionaryLiteral,
+  CustomStringConvertible
+{
+  public struct Entry: Hashable, Sendable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) {
+      self.name = name
+      self.value = value
+    }
+  }
+
+  public private(set) var entries: [Entry]
+
+  public init() { entries = [] }
+  public init(_ entries: [Entry]) { self.entries = entries }
+  public init(dictionaryLiteral elements: (String, String)...) {
+    entries = elements.map { Entry(name: $0.0, value: $0.1) }
+  }
+
+  public var isEmpty: Bool { entries.isEmpty }
+  public var count: Int { entries.count }
+
+  /// Appends a pair. Names are folded to lower case so that callers can't make an invalid block.
+  public mutating func add(_ name: String, _ value: String) {
+    entries.append(Entry(name: name.lowercased(), value: value))
+  }
+
+  /// The first value for `name`, if any.
+  public subscript(name: String) -> String? {
+    let lowered = name.lowercased()
+    return entries.first { $0.name == lowered }?.value
+  }
+
+  /// Every value for `name`, in order.
+  public func values(for name: String) -> [String] {
+    let lowered = name.lowercased()
+    return entries.filter { $0.name == lowered }.map(\.value)
+  }
+
+  public func makeIterator() -> IndexingIterator<[Entry]> { entries.makeIterator() }
+
+  public var description: String {
+    "[" + entries.map { "\($0.name): \($0.value)" }.joined(separator: ", ") + "]"
+  }
+
+  /// Whether `name` is a valid wire name (PROTOCOL.md, "Metadata block").
+  public static func isValidName<C: Collection<UInt8>>(_ name: C) -> Bool {
+    guard !name.isEmpty else { return false }
+    for byte in name {
+      switch byte {
+      case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+        UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+        continue
+      default:
+        return false
+      }
+    }
+    return true
+  }
+}
