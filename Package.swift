@@ -31,6 +31,7 @@ let package = Package(
     .executableTarget(name: "baton", dependencies: ["BatonCLI"], swiftSettings: strict),
 
     .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"], swiftSettings: strict),
+    .testTarget(name: "BatonServerTests", dependencies: ["BatonServer"], swiftSettings: strict),
     .testTarget(name: "BatonPosixTests", dependencies: ["BatonPosix"], swiftSettings: strict),
     .testTarget(
       name: "BatonEndToEndTests",

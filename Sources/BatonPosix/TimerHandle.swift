@@ -1,0 +1,10 @@
+/// Identifies a timer scheduled with ``EventLoop/schedule(at:_:)``, for cancelling it.
+package struct TimerHandle: Hashable, Sendable {
+  let id: UInt64
+  let loop: ObjectIdentifier
+
+  init(id: UInt64, loop: ObjectIdentifier) {
+    self.id = id
+    self.loop = loop
+  }
+}

@@ -1,0 +1,44 @@
+package import BatonTransport
+
+/// The request messages of a client- or bidirectional-streaming call, in order.
+///
+/// Ends when the client ends its side; throws if the stream fails (reset, cancellation).
+/// Iterate it once.
+public struct RequestStream: AsyncSequence, Sendable {
+  public typealias Element = [UInt8]
+  let stream: StreamHandle
+
+  package init(stream: StreamHandle) { self.stream = stream }
+
+  public struct AsyncIterator: AsyncIteratorProtocol {
+    let stream: StreamHandle
+    public mutating func next() async throws -> [UInt8]? {
+      do {
+        return try await stream.receive()
+      } catch let failure as StreamFailure {
+        throw failure.rpcError
+      }
+    }
+  }
+
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
+}
+
+/// Sends response messages of a server- or bidirectional-streaming call.
+///
+/// `write` waits while the client has not granted flow-control credit, so a slow reader slows
+/// the handler down instead of growing memory.
+public struct ResponseWriter: Sendable {
+  let stream: StreamHandle
+  let context: ServerContext
+
+  /// Sends one message (response metadata, if set, goes out first).
+  public func write(_ message: [UInt8]) async throws {
+    if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
+    do {
+      try await stream.send(message)
+    } catch let failure as StreamFailure {
+      throw failure.rpcError
+    }
+  }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// The methods a server answers, by name. Built before the server starts and immutable after,
+/// so looking a method up needs no lock.
+///
+/// Method names are free-form; `package.Service/Method` is the convention. Registering a name
+/// twice keeps the last handler.
+public struct Router: Sendable {
+  enum Handler: Sendable {
+    case unary(@Sendable ([UInt8], ServerContext) async throws -> [UInt8])
+    case serverStreaming(@Sendable ([UInt8], ResponseWriter, ServerContext) async throws -> Void)
+    case clientStreaming(@Sendable (RequestStream, ServerContext) async throws -> [UInt8])
+    case bidirectional(@Sendable (RequestStream, ResponseWriter, ServerContext) async throws -> Void)
+  }
+
+  var handlers: [String: Handler] = [:]
+
+  public init() {}
+
+  /// The method names registered, sorted.
+  public var methods: [String] { handlers.keys.sorted() }
+
+  /// One request message in, one response message out.
+  public mutating func unary(
+    _ method: String,
+    _ handler: @escaping @Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8]
+  ) {
+    handlers[method] = .unary(handler)
+  }
+
+  /// One request message in, any number of response messages out through the writer.
+  public mutating func serverStreaming(
+    _ method: String,
+    _ handler: @escaping @Sendable (_ request: [UInt8], _ responses: ResponseWriter, _ context: ServerContext)
+      async throws -> Void
+  ) {
+    handlers[method] = .serverStreaming(handler)
+  }
+
+  /// Any number of request messages in, one response message out.
+  public mutating func clientStreaming(
+    _ method: String,
+    _ handler: @escaping @Sendable (_ requests: RequestStream, _ context: ServerContext) async throws -> [UInt8]
+  ) {
+    handlers[method] = .clientStreaming(handler)
+  }
+
+  /// Both directions at once, independently.
+  public mutating func bidirectional(
+    _ method: String,
+    _ handler: @escaping @Sendable (_ requests: RequestStream, _ responses: ResponseWriter, _ context: ServerContext)
+      async throws -> Void
+  ) {
+    handlers[method] = .bidirectional(handler)
+  }
+
+  /// A unary method whose messages are JSON-encoded `Codable` values. A request that does not
+  /// decode fails the call with `invalidArgument`.
+  public mutating func unary<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+    _ method: String, request: Request.Type, response: Response.Type,
+    _ handler: @escaping @Sendable (_ request: Request, _ context: ServerContext) async throws -> Response
+  ) {
+    unary(method) { bytes, context in
+      let request = try JSONMessageCoding.decode(Request.self, from: bytes)
+      return try JSONMessageCoding.encode(try await handler(request, context))
+    }
+  }
+}
+
+/// The `Codable` convenience's message format: JSON, so any language can speak it.
+public enum JSONMessageCoding {
+  public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+    do {
+      return Array(try JSONEncoder().encode(value))
+    } catch {
+      throw RPCError(code: .internal, message: "could not encode \(T.self) as JSON: \(error)")
+    }
+  }
+
+  public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+    do {
+      return try JSONDecoder().decode(T.self, from: Data(bytes))
+    } catch {
+      throw RPCError(code: .invalidArgument, message: "the message is not a valid JSON \(T.self): \(error)")
+    }
+  }
+}

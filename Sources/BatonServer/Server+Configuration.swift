@@ -1,0 +1,90 @@
+extension Server {
+  /// How a server listens, what it allows, and how it stops.
+  public struct Configuration: Sendable {
+    /// Address to bind. Default `127.0.0.1`; use `0.0.0.0` or `::` to listen on every interface.
+    public var host: String
+    /// Port to bind; 0 picks a free one (read it back with ``Server/listeningAddress``).
+    public var port: Int
+    /// Pending-connection queue length handed to `listen(2)`. Default 1,024.
+    public var backlog: Int32
+    /// What this server announces in SETTINGS: frame, metadata and message sizes, streams per
+    /// connection, flow-control windows. Default ``ConnectionSettings/defaults``.
+    public var connection: ConnectionSettings
+    /// Connections served at once; a connection beyond it gets GOAWAY (last stream 0, so the
+    /// client retries elsewhere) and is closed. Default 10,000.
+    public var maxConnections: Int
+    /// Outbound bytes buffered per connection before the server stops reading from it until the
+    /// client catches up. Default 4 MiB.
+    public var maxBufferedBytesPerConnection: Int
+    /// Whether the text of an error that is not an ``RPCError`` reaches the client. Default
+    /// false: the client sees `internal` with a generic message, and the log has the details.
+    public var exposeErrorDetails: Bool
+    /// Graceful-stop behaviour.
+    public var shutdown: Shutdown
+    /// SIGTERM/SIGINT: the first starts ``Server/gracefulStop(deadline:)`` with
+    /// ``Shutdown/deadline``, a second stops at once. Default false (a library should not take
+    /// the process's signals unless asked).
+    public var handleSignals: Bool
+    /// Where lifecycle lines go. Default standard error.
+    public var logger: Logger
+
+    /// Binds 127.0.0.1 on a free port with the defaults above.
+    public static var defaults: Configuration { Configuration() }
+
+    public init(
+      host: String = "127.0.0.1", port: Int = 0, backlog: Int32 = 1_024,
+      connection: ConnectionSettings = .defaults, maxConnections: Int = 10_000,
+      maxBufferedBytesPerConnection: Int = 4 << 20, exposeErrorDetails: Bool = false,
+      shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError
+    ) {
+      self.host = host
+      self.port = port
+      self.backlog = backlog
+      self.connection = connection
+      self.maxConnections = maxConnections
+      self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
+      self.exposeErrorDetails = exposeErrorDetails
+      self.shutdown = shutdown
+      self.handleSignals = handleSignals
+      self.logger = logger
+    }
+  }
+
+  /// The graceful stop's timings.
+  public struct Shutdown: Sendable, Hashable {
+    /// How long open streams may run after the stop begins before they are cut. Default 30 s.
+    public var deadline: Duration
+    /// Time between "not ready" and the first GOAWAY, for load balancers to notice (what a
+    /// Kubernetes preStop sleep does). Default 0.
+    public var readinessPropagationDelay: Duration
+    /// The longest wait for the PING that separates the two GOAWAYs. The wait is four round
+    /// trips as measured on the connection, at least 10 ms, at most this. Default 1 s.
+    public var goAwayBarrierCap: Duration
+    /// After cutting streams at the deadline, how long to wait for the last frames to flush
+    /// before closing anyway. Default 1 s.
+    public var flushGrace: Duration
+
+    /// 30 s deadline, no propagation delay, 1 s barrier cap, 1 s flush grace.
+    public static var defaults: Shutdown { Shutdown() }
+
+    public init(
+      deadline: Duration = .seconds(30), readinessPropagationDelay: Duration = .zero,
+      goAwayBarrierCap: Duration = .seconds(1), flushGrace: Duration = .seconds(1)
+    ) {
+      self.deadline = deadline
+      self.readinessPropagationDelay = readinessPropagationDelay
+      self.goAwayBarrierCap = goAwayBarrierCap
+      self.flushGrace = flushGrace
+    }
+  }
+}
+
+extension Duration {
+  var nanoseconds: UInt64 {
+    let (seconds, attoseconds) = components
+    guard seconds >= 0 else { return 0 }
+    return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+  }
+
+  static func nanoseconds(_ value: UInt64) -> Duration { .nanoseconds(Int64(clamping: value)) }
+}

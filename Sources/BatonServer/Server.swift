@@ -1,0 +1,679 @@
+package import BatonPosix
+import Synchronization
+
+/// A Baton server: a listening socket, the connections it accepts, and the handlers of a ``Router``.
+///
+/// ```swift
+/// var router = Router()
+/// router.unary("echo.Echo/Unary") { request, _ in request }
+/// let server = Server(router: router)
+/// try await server.run()          // returns once the server has fully stopped
+/// ```
+/// Stop it with ``gracefulStop(deadline:)`` (or ``beginGracefulStop(deadline:)``), by cancelling
+/// the task that runs ``run()`` (a hard stop), or with SIGTERM when ``Configuration/handleSignals``
+/// is set.
+public final class Server: Sendable {
+  public let configuration: Configuration
+  let router: Router
+  let group: EventLoopGroup
+  let drainSignal = DrainSignal()
+  private let state: Mutex<State>
+  private let nextConnectionID = Atomic<UInt64>(0)
+  private let drainedCalls = Atomic<Int>(0)
+
+  /// The first PING on every connection measures its round trip; the drain barrier uses it.
+  static let rttProbe: UInt64 = 0x6261_746f_6e72_7474
+
+  private struct State: ~Copyable {
+    var lifecycle = ServerLifecycle()
+    var listener: Listener?
+    var address: Endpoint?
+    var listenError: RPCError?
+    var addressWaiters: [CheckedContinuation<Endpoint, any Error>] = []
+    var connections: [UInt64: Entry] = [:]
+    var connectionsWaiter: CheckedContinuation<Bool, Never>?
+    var runWaiter: CheckedContinuation<Void, Never>?
+    var stopWaiters: [CheckedContinuation<StopReport, Never>] = []
+    var report: StopReport?
+    var services: [Service] = []
+    var workers: [Int: Task<Void, Never>] = [:]
+    var signals: SignalTrap?
+    var nextBarrierPing: UInt64 = 1
+  }
+
+  private struct Entry {
+    let served: Served
+    let connection: Connection
+    var drain = ConnectionDrain()
+    var probeSentAt: UInt64 = 0
+    var rtt: UInt64?
+  }
+
+  /// A hook or a background worker, stopped in reverse order of registration.
+  private struct Service {
+    var name: String
+    var timeout: Duration
+    var kind: Kind
+    enum Kind {
+      case hook(@Sendable () async throws -> Void)
+      case worker(@Sendable () async throws -> Void)
+    }
+  }
+
+  /// Per-connection call records: what `/drainz` and the stop report show.
+  final class Served: Sendable {
+    let id: UInt64
+    let peer: String
+    let calls = Mutex<[UInt32: CallRecord]>([:])
+    init(id: UInt64, peer: String) {
+      self.id = id
+      self.peer = peer
+    }
+  }
+
+  struct CallRecord: Sendable {
+    var method: String
+    var startedAt: UInt64
+  }
+
+  /// Creates a server; nothing is bound until ``run()``.
+  public convenience init(configuration: Configuration = .defaults, router: Router) {
+    self.init(configuration: configuration, router: router, group: .shared)
+  }
+
+  package init(configuration: Configuration, router: Router, group: EventLoopGroup) {
+    self.configuration = configuration
+    self.router = router
+    self.group = group
+    self.state = Mutex(State())
+  }
+
+  private var logger: Logger { configuration.logger }
+
+  // MARK: - Running
+
+  /// Binds, serves, and returns only once the server has fully stopped (connections closed,
+  /// hooks run). Cancelling the calling task is a hard stop.
+  /// - Throws: ``RPCError`` with `unavailable` if the address cannot be bound,
+  ///   `failedPrecondition` if this server already ran.
+  public func run() async throws {
+    let started = state.withLock { $0.lifecycle.start() }
+    guard started else {
+      if state.withLock({ $0.lifecycle.state == .stopped && $0.address == nil }) { return }
+      throw RPCError(code: .failedPrecondition, message: "a server runs once; create a new one")
+    }
+    let listener: Listener
+    do {
+      let addresses = try SocketAddress.resolve(host: configuration.host, port: configuration.port)
+      guard let first = addresses.first else {
+        throw RPCError(code: .unavailable, message: "\(configuration.host) resolves to no address")
+      }
+      listener = try Listener(address: first, backlog: configuration.backlog, loop: group.next()) {
+        [weak self] fd, peer in
+        guard let self else { return Socket.close(fd) }
+        self.accept(fd: fd, peer: peer)
+      }
+    } catch {
+      let failure = RPCError(
+        code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)")
+      let waiters = state.withLock { s in
+        s.listenError = failure
+        _ = s.lifecycle.hardStop()
+        _ = s.lifecycle.connectionsClosed()
+        _ = s.lifecycle.hooksFinished()
+        defer { s.addressWaiters.removeAll() }
+        return s.addressWaiters
+      }
+      for waiter in waiters { waiter.resume(throwing: failure) }
+      throw failure
+    }
+    let endpoint = Endpoint(host: listener.address.host, port: listener.address.port)
+    let (waiters, services) = state.withLock { s in
+      s.listener = listener
+      s.address = endpoint
+      defer { s.addressWaiters.removeAll() }
+      return (s.addressWaiters, s.services)
+    }
+    listener.start()
+    logger.info("listening", ("address", endpoint.description))
+    for waiter in waiters { waiter.resume(returning: endpoint) }
+    startWorkers(services)
+    if configuration.handleSignals {
+      let trap = SignalTrap(
+        first: { [weak self] in self?.beginGracefulStop() }, second: { [weak self] in self?.stopNow() })
+      state.withLock { $0.signals = trap }
+    }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = state.withLock { s in
+          if s.lifecycle.state == .stopped { return true }
+          s.runWaiter = continuation
+          return false
+        }
+        if done { continuation.resume() }
+      }
+    } onCancel: {
+      self.stopNow()
+    }
+  }
+
+  /// The address the server is bound to, once ``run()`` has bound it (waits until then).
+  /// - Throws: the bind error if binding failed.
+  public var listeningAddress: Endpoint {
+    get async throws {
+      try await withCheckedThrowingContinuation { continuation in
+        let result: Result<Endpoint, RPCError>? = state.withLock { s in
+          if let address = s.address { return .success(address) }
+          if let error = s.listenError { return .failure(error) }
+          if s.lifecycle.state == .stopped {
+            return .failure(RPCError(code: .unavailable, message: "the server stopped before it listened"))
+          }
+          s.addressWaiters.append(continuation)
+          return nil
+        }
+        if let result { continuation.resume(with: result) }
+      }
+    }
+  }
+
+  /// Whether a readiness probe should pass: true while running, false from the first instant of
+  /// a stop.
+  public var isReady: Bool { state.withLock { $0.lifecycle.isReady } }
+
+  /// The lifecycle phase: `idle`, `running`, `draining`, `cancelling`, `closing`, `stopped`.
+  public var phase: String { state.withLock { "\($0.lifecycle.state)" } }
+
+  // MARK: - Hooks and workers
+
+  /// Registers cleanup to run after every connection has closed, in reverse order of
+  /// registration, each bounded by `timeout` (a hook that overruns is logged and left behind).
+  public func addShutdownHook(
+    _ name: String, timeout: Duration = .seconds(10), _ body: @escaping @Sendable () async throws -> Void
+  ) {
+    state.withLock { $0.services.append(Service(name: name, timeout: timeout, kind: .hook(body))) }
+  }
+
+  /// Registers a background worker: started when ``run()`` starts, cancelled (Swift task
+  /// cancellation) and awaited for at most `timeout` during the stop, in reverse order of
+  /// registration together with the hooks. Register before ``run()``.
+  public func addBackgroundWorker(
+    _ name: String, timeout: Duration = .seconds(10), _ body: @escaping @Sendable () async throws -> Void
+  ) {
+    state.withLock { $0.services.append(Service(name: name, timeout: timeout, kind: .worker(body))) }
+  }
+
+  private func startWorkers(_ services: [Service]) {
+    for (index, service) in services.enumerated() {
+      guard case .worker(let body) = service.kind else { continue }
+      let task = Task { _ = try? await body() }
+      state.withLock { $0.workers[index] = task }
+    }
+  }
+
+  // MARK: - Connections
+
+  private func accept(fd: Int32, peer: String) {
+    let (decision, full) = state.withLock { s in
+      (s.lifecycle.acceptDecision, s.connections.count >= configuration.maxConnections)
+    }
+    guard decision != .reject else { return Socket.close(fd) }
+    let served = Served(id: nextConnectionID.add(1, ordering: .relaxed).newValue, peer: peer)
+    let connection = Connection(
+      fd: fd, loop: group.next(), role: .server, peer: peer, settings: configuration.connection,
+      limits: TransportLimits(maxBufferedBytes: configuration.maxBufferedBytesPerConnection)
+    ) { [weak self, served] connection, notice in
+      self?.handle(notice, on: connection, served: served)
+    }
+    connection.start()
+    if full {
+      logger.warning("connection refused", ("peer", peer), ("reason", "connection limit \(configuration.maxConnections) reached"))
+      connection.abort(.enhanceYourCalm, reason: "connection limit (\(configuration.maxConnections)) reached; nothing was processed")
+      return
+    }
+    let now = MonotonicClock.now()
+    state.withLock { s in
+      s.connections[served.id] = Entry(served: served, connection: connection, probeSentAt: now)
+    }
+    connection.ping(Self.rttProbe)
+    if decision == .serveDraining { beginDrain(served.id) }
+  }
+
+  private func handle(_ notice: Connection.Notice, on connection: Connection, served: Served) {
+    switch notice {
+    case .opened(let stream, let head, _):
+      serve(stream, head, served)
+    case .pingAck(let payload):
+      if payload == Self.rttProbe {
+        let now = MonotonicClock.now()
+        state.withLock { s in
+          guard var entry = s.connections[served.id] else { return }
+          entry.rtt = now &- entry.probeSentAt
+          s.connections[served.id] = entry
+        }
+      } else {
+        barrierPassed(served.id, ack: payload)
+      }
+    case .idle:
+      closeIfDrained(served.id)
+    case .closed:
+      let waiter = state.withLock { s -> CheckedContinuation<Bool, Never>? in
+        s.connections[served.id] = nil
+        guard s.connections.isEmpty else { return nil }
+        defer { s.connectionsWaiter = nil }
+        return s.connectionsWaiter
+      }
+      waiter?.resume(returning: true)
+    case .ready, .goAway:
+      break
+    }
+  }
+
+  // MARK: - Calls
+
+  private func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Served) {
+    guard let handler = router.handlers[head.method] else {
+      stream.finish(Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
+      stream.release()
+      return
+    }
+    let now = MonotonicClock.now()
+    var timeout: Duration?
+    if head.timeoutMicroseconds > 0 {
+      let nanos = head.timeoutMicroseconds.multipliedReportingOverflow(by: 1_000)
+      let timeoutNanos = nanos.overflow ? UInt64.max / 2 : nanos.partialValue
+      timeout = .nanoseconds(timeoutNanos)
+      stream.setDeadline(at: now &+ timeoutNanos, timeout: timeoutNanos)
+    }
+    served.calls.withLock { $0[stream.id] = CallRecord(method: head.method, startedAt: now) }
+    let context = ServerContext(
+      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
+      drain: drainSignal)
+    // Run the handler on the connection's own loop: no thread hop between the frame that opened
+    // the stream, the handler, and the flush of its response.
+    let task = Task(executorPreference: stream.connection.loop) {
+      await self.execute(handler, stream, context)
+      served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
+      if self.drainSignal.isFired { self.drainedCalls.add(1, ordering: .relaxed) }
+      stream.release()
+    }
+    stream.attach(task)
+  }
+
+  private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async {
+    do {
+      switch handler {
+      case .unary(let body):
+        let request = try await onlyRequest(stream)
+        let response = try await body(request, context)
+        stream.respond(
+          headers: context.takeResponseHeaders(), message: response,
+          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
+      case .serverStreaming(let body):
+        let request = try await onlyRequest(stream)
+        try await body(request, ResponseWriter(stream: stream, context: context), context)
+        finishOK(stream, context)
+      case .clientStreaming(let body):
+        let response = try await body(RequestStream(stream: stream), context)
+        stream.respond(
+          headers: context.takeResponseHeaders(), message: response,
+          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
+      case .bidirectional(let body):
+        try await body(RequestStream(stream: stream), ResponseWriter(stream: stream, context: context), context)
+        finishOK(stream, context)
+      }
+    } catch {
+      stream.finish(trailers(for: error, context))
+    }
+  }
+
+  private func onlyRequest(_ stream: StreamHandle) async throws -> [UInt8] {
+    do {
+      guard let request = try await stream.receive() else {
+        throw RPCError(code: .invalidArgument, message: "the call carried no request message")
+      }
+      return request
+    } catch let failure as StreamFailure {
+      throw failure.rpcError
+    }
+  }
+
+  private func finishOK(_ stream: StreamHandle, _ context: ServerContext) {
+    if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
+    stream.finish(Trailers(status: 0, metadata: context.trailingMetadata))
+  }
+
+  private func trailers(for error: any Error, _ context: ServerContext) -> Trailers {
+    var rpcError: RPCError
+    switch error {
+    case let error as RPCError: rpcError = error
+    case let failure as StreamFailure: rpcError = failure.rpcError
+    case is CancellationError: rpcError = RPCError(code: .cancelled, message: "the handler was cancelled")
+    default:
+      rpcError = RPCError(
+        code: .internal,
+        message: configuration.exposeErrorDetails
+          ? "handler failed: \(error)" : "the handler failed (details are in the server's log when exposeErrorDetails is off)")
+      logger.log(.debug, "handler failed", ("method", context.method), ("error", "\(error)"))
+    }
+    if rpcError.metadata.isEmpty { rpcError.metadata = context.trailingMetadata }
+    return Trailers(rpcError)
+  }
+
+  // MARK: - Stopping
+
+  /// Starts a graceful stop and returns at once; idempotent. See ``gracefulStop(deadline:)``.
+  public func beginGracefulStop(deadline: Duration? = nil) {
+    let action = state.withLock { $0.lifecycle.beginGracefulStop() }
+    switch action {
+    case .drain:
+      let deadline = deadline ?? configuration.shutdown.deadline
+      Task { await self.stopSequence(deadline: deadline, hard: false) }
+    case .stoppedBeforeStart:
+      finish(StopReport())
+    case .none:
+      break
+    }
+  }
+
+  /// Stops without failing a call, within one deadline:
+  /// 1. readiness turns false at once (``isReady``), then the propagation delay passes;
+  /// 2. the listener closes; a connection that still arrives is told GOAWAY at once;
+  /// 3. each connection gets GOAWAY(2^31-1) and a PING, then on the PING's ACK (or after a wait
+  ///    of four measured round trips, capped) the final GOAWAY with the real last stream id, so
+  ///    the client knows exactly which calls to retry elsewhere;
+  /// 4. handlers are told (``ServerContext/isDraining``) and open streams run on;
+  /// 5. at the deadline the remaining handlers are cancelled and their streams end with
+  ///    `unavailable`; every connection closes with FIN after its last frame;
+  /// 6. shutdown hooks and workers stop in reverse order, each within its timeout.
+  /// Returns the report once all of that is done (``run()`` returns at the same moment).
+  @discardableResult
+  public func gracefulStop(deadline: Duration? = nil) async -> StopReport {
+    beginGracefulStop(deadline: deadline)
+    return await stopReport()
+  }
+
+  /// Stops at once: open streams are cut with `unavailable`, frames are flushed, hooks still run.
+  public func stopNow() {
+    let action = state.withLock { $0.lifecycle.hardStop() }
+    switch action {
+    case .drainAndCut:
+      Task { await self.stopSequence(deadline: .zero, hard: true) }
+    case .cut:
+      wakeConnectionsWaiter()
+    case .stoppedBeforeStart:
+      finish(StopReport())
+    case .none:
+      break
+    }
+  }
+
+  /// Waits until the server has stopped and returns what the stop did.
+  public func stopReport() async -> StopReport {
+    await withCheckedContinuation { continuation in
+      let report = state.withLock { s -> StopReport? in
+        if let report = s.report { return report }
+        s.stopWaiters.append(continuation)
+        return nil
+      }
+      if let report { continuation.resume(returning: report) }
+    }
+  }
+
+  private func stopSequence(deadline: Duration, hard: Bool) async {
+    let start = MonotonicClock.now()
+    let deadlineAt = start &+ deadline.nanoseconds
+    var report = StopReport()
+    drainSignal.fire()
+    let (connections, streams) = state.withLock { s in
+      (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
+    }
+    logger.info(
+      "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", "\(deadline)"))
+
+    let delay = configuration.shutdown.readinessPropagationDelay
+    if !hard && delay > .zero {
+      logger.info("readiness off", ("propagation_delay", "\(delay)"))
+      try? await Task.sleep(for: delay)
+    }
+    state.withLock { $0.listener }?.close()
+    for id in state.withLock({ Array($0.connections.keys) }) { beginDrain(id) }
+
+    let drained = await waitForConnections(until: deadlineAt)
+    let drainEnd = MonotonicClock.now()
+    report.phases.append(.init(name: "draining", duration: .nanoseconds(drainEnd &- start)))
+    if drained {
+      logger.info("drained", ("duration", "\(Duration.nanoseconds(drainEnd &- start))"))
+    } else {
+      _ = state.withLock { $0.lifecycle.deadlinePassed() }
+      report.cutStreams = cutEverything(reason: hard ? "the server stopped" : "the server stopped: its drain deadline of \(deadline) passed")
+      logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", hard ? "hard stop" : "deadline"))
+      let flushed = await waitForConnections(until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
+      if !flushed {
+        for entry in state.withLock({ Array($0.connections.values) }) { entry.connection.forceClose() }
+        _ = await waitForConnections(until: MonotonicClock.now() &+ 1_000_000_000)
+      }
+      report.phases.append(.init(name: "cancelling", duration: .nanoseconds(MonotonicClock.now() &- drainEnd)))
+    }
+    report.drainedStreams = drainedCalls.load(ordering: .relaxed)
+
+    let (services, workers) = state.withLock { s in
+      _ = s.lifecycle.connectionsClosed()
+      s.signals?.disarmFirst()
+      return (s.services, s.workers)
+    }
+    let hooksStart = MonotonicClock.now()
+    for (index, service) in services.enumerated().reversed() {
+      let began = MonotonicClock.now()
+      let outcome: StopReport.Hook.Outcome
+      switch service.kind {
+      case .hook(let body):
+        outcome = await runBounded(service.timeout, body)
+      case .worker:
+        guard let task = workers[index] else { continue }
+        task.cancel()
+        outcome = await runBounded(service.timeout) { await task.value }
+      }
+      let took = Duration.nanoseconds(MonotonicClock.now() &- began)
+      report.hooks.append(.init(name: service.name, duration: took, outcome: outcome))
+      logger.info("hook", ("name", service.name), ("duration", "\(took)"), ("outcome", "\(outcome)"))
+    }
+    if !services.isEmpty {
+      report.phases.append(.init(name: "closing", duration: .nanoseconds(MonotonicClock.now() &- hooksStart)))
+    }
+    report.total = .nanoseconds(MonotonicClock.now() &- start)
+    logger.info("stopped", ("total", "\(report.total)"), ("drained", "\(report.drainedStreams)"), ("cut", "\(report.cutStreams.count)"))
+    finish(report)
+  }
+
+  private func finish(_ report: StopReport) {
+    let (runWaiter, stopWaiters) = state.withLock { s in
+      _ = s.lifecycle.hooksFinished()
+      s.report = report
+      s.signals = nil
+      defer {
+        s.runWaiter = nil
+        s.stopWaiters.removeAll()
+      }
+      return (s.runWaiter, s.stopWaiters)
+    }
+    runWaiter?.resume()
+    for waiter in stopWaiters { waiter.resume(returning: report) }
+  }
+
+  /// Waits until every connection has closed (true) or `deadline` passes / a hard stop (false).
+  private func waitForConnections(until deadline: UInt64) async -> Bool {
+    let timer = group.next().schedule(at: deadline) { [weak self] in self?.wakeConnectionsWaiter() }
+    defer { group.next().cancel(timer) }
+    return await withCheckedContinuation { continuation in
+      let done = state.withLock { s -> Bool? in
+        if s.connections.isEmpty { return true }
+        if s.lifecycle.state == .cancelling && s.connectionsWaiter == nil && s.report == nil
+          && MonotonicClock.now() >= deadline
+        {
+          return false
+        }
+        s.connectionsWaiter = continuation
+        return nil
+      }
+      if let done { continuation.resume(returning: done) }
+    }
+  }
+
+  private func wakeConnectionsWaiter() {
+    let waiter = state.withLock { s in
+      defer { s.connectionsWaiter = nil }
+      return s.connectionsWaiter
+    }
+    waiter?.resume(returning: state.withLock { $0.connections.isEmpty })
+  }
+
+  /// Phase one of a connection's drain: GOAWAY(2^31-1) and the barrier PING, with a timer.
+  private func beginDrain(_ id: UInt64) {
+    let started = state.withLock { s -> (Connection, UInt64, UInt64?)? in
+      guard var entry = s.connections[id] else { return nil }
+      let ping = s.nextBarrierPing
+      guard entry.drain.begin(ping: ping) else { return nil }
+      s.nextBarrierPing += 1
+      s.connections[id] = entry
+      return (entry.connection, ping, entry.rtt)
+    }
+    guard let (connection, ping, rtt) = started else { return }
+    connection.notifyWhenIdle()
+    connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
+    connection.ping(ping)
+    let cap = configuration.shutdown.goAwayBarrierCap.nanoseconds
+    let wait = min(cap, max(10_000_000, (rtt ?? cap) &* 4))
+    _ = connection.loop.schedule(at: MonotonicClock.now() &+ wait) { [weak self] in
+      self?.barrierPassed(id, ack: nil)
+    }
+  }
+
+  /// Phase two: the final GOAWAY names the last stream this server will process.
+  private func barrierPassed(_ id: UInt64, ack: UInt64?) {
+    let connection = state.withLock { s -> Connection? in
+      guard var entry = s.connections[id], entry.drain.barrierPassed(ack: ack) else { return nil }
+      entry.drain.finalGoAwaySent(lastStreamID: 0)
+      s.connections[id] = entry
+      return entry.connection
+    }
+    guard let connection else { return }
+    let last = connection.finalGoAway(debug: "server stopping")
+    state.withLock { s in
+      guard var entry = s.connections[id] else { return }
+      entry.drain.finalGoAwaySent(lastStreamID: last)
+      s.connections[id] = entry
+    }
+    closeIfDrained(id)
+  }
+
+  private func closeIfDrained(_ id: UInt64) {
+    let connection = state.withLock { s -> Connection? in
+      guard var entry = s.connections[id], entry.drain.mayClose(activeCalls: entry.connection.activeCallCount)
+      else { return nil }
+      s.connections[id] = entry
+      return entry.connection
+    }
+    connection?.closeGracefully()
+  }
+
+  /// The deadline passed: cancel every handler, end its stream with `unavailable`, close.
+  private func cutEverything(reason: String) -> [StopReport.CutStream] {
+    let entries = state.withLock { s in
+      for id in Array(s.connections.keys) { s.connections[id]?.drain.forceClosing() }
+      return Array(s.connections.values)
+    }
+    let now = MonotonicClock.now()
+    var cut: [StopReport.CutStream] = []
+    for entry in entries {
+      entry.connection.finalGoAway(debug: "server stopping")
+      let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason)))
+      let calls = entry.served.calls.withLock { $0 }
+      for id in ids.sorted() {
+        let record = calls[id]
+        cut.append(
+          .init(
+            method: record?.method ?? "?", age: .nanoseconds(now &- (record?.startedAt ?? now)),
+            peer: entry.served.peer))
+      }
+      entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
+    }
+    return cut
+  }
+
+  private func runBounded(
+    _ timeout: Duration, _ body: @escaping @Sendable () async throws -> Void
+  ) async -> StopReport.Hook.Outcome {
+    let once = ResumeOnce<StopReport.Hook.Outcome>()
+    let loop = group.next()
+    return await withCheckedContinuation { continuation in
+      once.set(continuation)
+      let timer = loop.schedule(at: MonotonicClock.now() &+ timeout.nanoseconds) { once.resume(.timedOut) }
+      Task {
+        do {
+          try await body()
+          once.resume(.finished)
+        } catch {
+          once.resume(.failed("\(error)"))
+        }
+        loop.cancel(timer)
+      }
+    }
+  }
+
+  // MARK: - Drain progress
+
+  /// What the server is still waiting for, per connection: for logs, metrics and `/drainz`.
+  public struct Progress: Sendable {
+    public struct ConnectionProgress: Sendable {
+      public var peer: String
+      public var openStreams: Int
+      /// Age of the oldest open stream, if any.
+      public var oldestStream: Duration?
+      public var drainPhase: String
+    }
+    public var phase: String
+    public var connections: [ConnectionProgress]
+    public var openStreams: Int { connections.reduce(0) { $0 + $1.openStreams } }
+  }
+
+  public var progress: Progress {
+    let now = MonotonicClock.now()
+    return state.withLock { s in
+      Progress(
+        phase: "\(s.lifecycle.state)",
+        connections: s.connections.values.sorted { $0.served.id < $1.served.id }.map { entry in
+          let starts = entry.served.calls.withLock { $0.values.map(\.startedAt) }
+          return .init(
+            peer: entry.served.peer, openStreams: starts.count,
+            oldestStream: starts.min().map { .nanoseconds(now &- $0) }, drainPhase: "\(entry.drain.state)")
+        })
+    }
+  }
+}
+
+/// Resumes a continuation exactly once, whichever of several racers comes first.
+final class ResumeOnce<Value: Sendable>: Sendable {
+  private let state = Mutex<(continuation: CheckedContinuation<Value, Never>?, early: Value?)>((nil, nil))
+
+  func set(_ continuation: CheckedContinuation<Value, Never>) {
+    let early = state.withLock { s -> Value? in
+      if let early = s.early { return early }
+      s.continuation = continuation
+      return nil
+    }
+    if let early { continuation.resume(returning: early) }
+  }
+
+  func resume(_ value: Value) {
+    let continuation = state.withLock { s -> CheckedContinuation<Value, Never>? in
+      if let continuation = s.continuation {
+        s.continuation = nil
+        s.early = value
+        return continuation
+      }
+      if s.early == nil { s.early = value }
+      return nil
+    }
+    continuation?.resume(returning: value)
+  }
+}

@@ -1,0 +1,60 @@
+import Synchronization
+
+/// What a handler knows about its call, and how it shapes the response's metadata.
+public final class ServerContext: Sendable {
+  /// The method name the client called.
+  public let method: String
+  /// The client's metadata.
+  public let requestMetadata: Metadata
+  /// The client's address.
+  public let peer: String
+  /// How long the client gave the call, if it set a deadline; the server cancels the handler
+  /// (Swift task cancellation) when it passes and answers `deadlineExceeded`.
+  public let timeout: Duration?
+
+  private let drain: DrainSignal
+  private let response = Mutex<ResponseMetadata>(ResponseMetadata())
+
+  private struct ResponseMetadata {
+    var headers = Metadata()
+    var headersSent = false
+    var trailers = Metadata()
+  }
+
+  init(method: String, requestMetadata: Metadata, peer: String, timeout: Duration?, drain: DrainSignal) {
+    self.method = method
+    self.requestMetadata = requestMetadata
+    self.peer = peer
+    self.timeout = timeout
+    self.drain = drain
+  }
+
+  /// True once the server has begun a graceful stop. The call may still run to completion; a
+  /// long-lived stream should finish (or tell its client to move) soon.
+  public var isDraining: Bool { drain.isFired }
+
+  /// Returns when the server begins a graceful stop (at once if it already has, or if the
+  /// handler's task is cancelled). Race it against your work to end long streams early.
+  public func waitForDrain() async { await drain.wait() }
+
+  /// Metadata sent before the first response message. Ignored once a message was sent.
+  public func setResponseMetadata(_ metadata: Metadata) {
+    response.withLock { $0.headers = metadata }
+  }
+
+  /// Metadata sent with the final status.
+  public func setTrailingMetadata(_ metadata: Metadata) {
+    response.withLock { $0.trailers = metadata }
+  }
+
+  /// The response metadata if it is still to be sent, marking it sent.
+  func takeResponseHeaders() -> Metadata? {
+    response.withLock { state in
+      guard !state.headersSent else { return nil }
+      state.headersSent = true
+      return state.headers.isEmpty ? nil : state.headers
+    }
+  }
+
+  var trailingMetadata: Metadata { response.withLock { $0.trailers } }
+}

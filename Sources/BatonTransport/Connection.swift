@@ -1,0 +1,772 @@
+public import BatonCore
+package import BatonPosix
+import Synchronization
+
+/// One Baton connection on a socket: a ``ConnectionCore`` under a lock, fed by the event loop that
+/// owns the socket, with the application side (handlers, callers) awaiting per-stream slots.
+///
+/// Threading: socket I/O happens only on `loop`. Application code may call in from any thread or
+/// task; every decision is made under the lock and every continuation is resumed after it is
+/// released. Writes are coalesced: any number of frames produced in one loop turn leave in one
+/// `sendmsg` at the end of that turn.
+package final class Connection: IOHandler, @unchecked Sendable {
+  /// What the owner (server or client) hears about, outside the lock.
+  package enum Notice: Sendable {
+    case ready(ConnectionSettings)
+    /// (server) A stream opened; return the handler task so that resets and deadlines can cancel it.
+    case opened(StreamHandle, RequestHead, endStream: Bool)
+    case goAway(lastStreamID: UInt32, ErrorCode, debug: String)
+    case pingAck(UInt64)
+    /// Every stream slot has been released.
+    case idle
+    /// The socket is closed; no more notices follow.
+    case closed(reason: String)
+  }
+
+  package let loop: EventLoop
+  package let role: ConnectionCore.Role
+  /// The peer's address, for logs.
+  package let peer: String
+  private let fd: Int32
+  private let limits: TransportLimits
+  private let onNotice: @Sendable (Connection, Notice) -> Void
+  private let state: Mutex<State>
+
+  // Loop-thread-only state.
+  private var registration: Registration?
+  private var inbound: InboundBuffer
+  private var writing: [UInt8] = []
+  private var writeOffset = 0
+  private var events: [ConnectionEvent] = []
+  private var wakes: [Wake] = []
+  private var interest: Interest = .read
+  private var readPaused = false
+  private var fdClosed = false
+  private var halfClosed = false
+  private var lingerTimer: TimerHandle?
+
+  private struct State: ~Copyable {
+    var core: ConnectionCore
+    var slots: [UInt32: Slot] = [:]
+    var flushScheduled = false
+    var closeAfterFlush = false
+    var closedReason: String?
+    var handlerTasks: [UInt32: Task<Void, Never>] = [:]
+    /// Send `.idle` when the last slot is released (a draining server asks for it).
+    var notifyIdle = false
+  }
+
+  private struct Slot {
+    var inbox = MessageQueue()
+    /// No more messages will arrive (END_STREAM from a client, TRAILERS at a client).
+    var inputDone = false
+    var failure: StreamFailure?
+    var headers: Metadata?
+    var trailers: Trailers?
+    var receiver: UnsafeContinuation<[UInt8]?, any Error>?
+    var writer: UnsafeContinuation<Void, any Error>?
+    var finisher: UnsafeContinuation<Void, any Error>?
+    /// A `.writable` arrived before the writer had parked.
+    var writableEarly = false
+    var timer: TimerHandle?
+  }
+
+  private enum Wake {
+    case deliver(UnsafeContinuation<[UInt8]?, any Error>, [UInt8]?)
+    case failReceive(UnsafeContinuation<[UInt8]?, any Error>, any Error)
+    case resume(UnsafeContinuation<Void, any Error>, (any Error)?)
+    case cancelTask(Task<Void, Never>)
+    case cancelTimer(TimerHandle)
+    case notice(Notice)
+  }
+
+  /// Wraps an accepted or connected socket. Call ``start()`` to begin; until then nothing is read.
+  package init(
+    fd: Int32, loop: EventLoop, role: ConnectionCore.Role, peer: String,
+    settings: ConnectionSettings, limits: TransportLimits,
+    onNotice: @escaping @Sendable (Connection, Notice) -> Void
+  ) {
+    self.fd = fd
+    self.loop = loop
+    self.role = role
+    self.peer = peer
+    self.limits = limits
+    self.onNotice = onNotice
+    self.inbound = InboundBuffer(capacity: limits.readChunk)
+    self.state = Mutex(State(core: ConnectionCore(role: role, settings: settings)))
+  }
+
+  /// Registers with the loop and sends the preface and SETTINGS.
+  package func start() {
+    loop.execute { [self] in
+      do {
+        registration = try loop.register(fd: fd, interest: .read, handler: self)
+        flush()
+      } catch {
+        closeSocket(reason: "could not register the connection: \(error)")
+      }
+    }
+  }
+
+  // MARK: - Queries
+
+  package var openStreamCount: Int { state.withLock { $0.core.openStreamCount } }
+  package var activeCallCount: Int { state.withLock { $0.slots.count } }
+  package var isClosed: Bool { state.withLock { $0.closedReason != nil } }
+  package var canOpenStream: Bool { state.withLock { $0.core.canOpenStream } }
+  package var highestPeerStreamID: UInt32 { state.withLock { $0.core.highestPeerStreamID } }
+  package var goAwayReceived: UInt32? { state.withLock { $0.core.goAwayReceived } }
+  package var goAwaySent: UInt32? { state.withLock { $0.core.goAwaySent } }
+  package var peerSettings: ConnectionSettings { state.withLock { $0.core.peerSettings } }
+
+  // MARK: - Client calls
+
+  /// (client) Opens a stream, optionally sending its only message and END_STREAM in the same
+  /// flush (a unary or server-streaming request).
+  package func openStream(
+    _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false
+  ) throws(ConnectionCore.OpenError) -> StreamHandle {
+    let (id, flush) = try state.withLock { s throws(ConnectionCore.OpenError) in
+      let id = try s.core.openStream(head, endStream: endStream && message == nil)
+      var ignored: [ConnectionEvent] = []
+      if let message {
+        // A unary request never waits for credit: what does not fit leaves as credit arrives.
+        _ = s.core.sendMessage(streamID: id, message, endStream: endStream, events: &ignored)
+      }
+      s.slots[id] = Slot()
+      return (id, Self.claimFlush(&s))
+    }
+    if flush { requestFlush() }
+    return StreamHandle(connection: self, id: id)
+  }
+
+  // MARK: - Stream operations (used through StreamHandle)
+
+  func receive(_ id: UInt32) async throws -> [UInt8]? {
+    // Fast path: a message is already here.
+    switch try takeMessage(id) {
+    case .message(let message): return message
+    case .end: return nil
+    case .wait: break
+    }
+    return try await withTaskCancellationHandler {
+      try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<[UInt8]?, any Error>) in
+        let wake: Wake? = state.withLock { s in
+          guard var slot = s.slots[id] else { return .deliver(continuation, nil) }
+          if let message = slot.inbox.popFirst() {
+            s.slots[id] = slot
+            s.core.consumed(streamID: id, bytes: message.count)
+            return .deliver(continuation, message)
+          }
+          if let error = Self.endError(slot, role) { return .failReceive(continuation, error) }
+          if slot.inputDone { return .deliver(continuation, nil) }
+          slot.receiver = continuation
+          s.slots[id] = slot
+          return nil
+        }
+        if let wake { perform(wake) }
+      }
+    } onCancel: {
+      self.cancelWaits(id)
+    }
+  }
+
+  private enum Take { case message([UInt8]), end, wait }
+
+  private func takeMessage(_ id: UInt32) throws -> Take {
+    let (take, flush) = try state.withLock { s throws -> (Take, Bool) in
+      guard var slot = s.slots[id] else { return (.end, false) }
+      if let message = slot.inbox.popFirst() {
+        s.slots[id] = slot
+        s.core.consumed(streamID: id, bytes: message.count)
+        return (.message(message), Self.claimFlush(&s))
+      }
+      if let error = Self.endError(slot, role) { throw error }
+      return (slot.inputDone ? .end : .wait, false)
+    }
+    if flush { requestFlush() }
+    return take
+  }
+
+  /// The error a reader sees once the input has ended: a failure, or (client) a non-OK status.
+  private static func endError(_ slot: Slot, _ role: ConnectionCore.Role) -> (any Error)? {
+    if let failure = slot.failure { return failure }
+    if slot.inputDone, let error = slot.trailers?.error { return error }
+    return nil
+  }
+
+  func send(_ id: UInt32, _ message: [UInt8], endStream: Bool) async throws {
+    let (outcome, flush) = state.withLock { s -> (Result<Bool, any Error>, Bool) in
+      var events: [ConnectionEvent] = []
+      guard let slot = s.slots[id] else {
+        return (.failure(StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))), false)
+      }
+      if let failure = slot.failure { return (.failure(failure), false) }
+      switch s.core.sendMessage(streamID: id, message, endStream: endStream, events: &events) {
+      case .written:
+        return (.success(false), Self.claimFlush(&s))
+      case .blocked:
+        return (.success(true), Self.claimFlush(&s))
+      case .streamClosed:
+        let error = slot.trailers?.error ?? RPCError(code: .cancelled, message: "the peer already ended the call")
+        return (.failure(error), false)
+      case .tooLarge(let limit):
+        return (.failure(RPCError(code: .resourceExhausted, message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")), false)
+      }
+    }
+    if flush { requestFlush() }
+    guard try outcome.get() else { return }
+    // Blocked on flow control: wait for the peer's credit.
+    try await withTaskCancellationHandler {
+      try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+        let wake: Wake? = state.withLock { s in
+          guard var slot = s.slots[id] else { return .resume(continuation, nil) }
+          if let failure = slot.failure { return .resume(continuation, failure) }
+          if slot.writableEarly || !s.core.isOpen(id) {
+            slot.writableEarly = false
+            s.slots[id] = slot
+            return .resume(continuation, nil)
+          }
+          slot.writer = continuation
+          s.slots[id] = slot
+          return nil
+        }
+        if let wake { perform(wake) }
+      }
+    } onCancel: {
+      self.cancelWaits(id)
+    }
+  }
+
+  /// (client) Ends the request side of the stream.
+  func end(_ id: UInt32) {
+    let flush = state.withLock { s in
+      s.core.sendEnd(streamID: id)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+  }
+
+  /// (server) Sends response metadata.
+  func sendHeaders(_ id: UInt32, _ metadata: Metadata) {
+    let flush = state.withLock { s in
+      s.core.sendHeaders(streamID: id, metadata)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+  }
+
+  /// (server) Answers a unary call in one step: headers, the message, the status.
+  func respond(_ id: UInt32, headers: Metadata?, message: [UInt8]?, trailers: Trailers) {
+    let flush = state.withLock { s in
+      guard s.core.isOpen(id) else { return false }
+      if let headers, !headers.isEmpty { s.core.sendHeaders(streamID: id, headers) }
+      var trailers = trailers
+      if let message {
+        var events: [ConnectionEvent] = []
+        if case .tooLarge(let limit) = s.core.sendMessage(streamID: id, message, events: &events) {
+          trailers = Trailers(RPCError(code: .resourceExhausted, message: "response of \(message.count) bytes exceeds the client's limit of \(limit)"))
+        }
+      }
+      s.core.sendTrailers(streamID: id, trailers)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+  }
+
+  /// (server) Ends the stream with a status. Returns false if it had already ended.
+  @discardableResult
+  func finish(_ id: UInt32, _ trailers: Trailers) -> Bool {
+    let (sent, flush) = state.withLock { s in
+      let sent = s.core.sendTrailers(streamID: id, trailers)
+      return (sent, Self.claimFlush(&s))
+    }
+    if flush { requestFlush() }
+    return sent
+  }
+
+  /// Resets the stream (client: CANCEL; server: an error) and fails its waiters with `failure`.
+  func reset(_ id: UInt32, _ code: ErrorCode, failure: StreamFailure) {
+    var wakes: [Wake] = []
+    let flush = state.withLock { s in
+      s.core.resetStream(streamID: id, code)
+      Self.fail(id, failure, &s, &wakes)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+    perform(wakes)
+  }
+
+  /// (client) Waits until the server has ended the stream (TRAILERS) or it failed.
+  func awaitEnd(_ id: UInt32) async throws {
+    try await withTaskCancellationHandler {
+      try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+        let wake: Wake? = state.withLock { s in
+          guard var slot = s.slots[id] else { return .resume(continuation, nil) }
+          if let failure = slot.failure { return .resume(continuation, failure) }
+          if slot.trailers != nil { return .resume(continuation, nil) }
+          slot.finisher = continuation
+          s.slots[id] = slot
+          return nil
+        }
+        if let wake { perform(wake) }
+      }
+    } onCancel: {
+      self.cancelWaits(id)
+    }
+  }
+
+  /// (client) What the server sent besides messages, once known.
+  func responseParts(_ id: UInt32) -> (headers: Metadata?, trailers: Trailers?, failure: StreamFailure?) {
+    state.withLock { s in
+      let slot = s.slots[id]
+      return (slot?.headers, slot?.trailers, slot?.failure)
+    }
+  }
+
+  /// Ends the caller's or handler's interest in a stream: a stream still open is reset (CANCEL),
+  /// unread messages give back their credit.
+  func release(_ id: UInt32) {
+    var wakes: [Wake] = []
+    let flush = state.withLock { s in
+      guard var slot = s.slots.removeValue(forKey: id) else { return false }
+      s.handlerTasks[id] = nil
+      if s.core.isOpen(id) {
+        s.core.resetStream(streamID: id, role == .client ? .cancel : .internalError)
+      }
+      let unread = slot.inbox.removeAll()
+      if unread > 0 { s.core.consumed(streamID: id, bytes: unread) }
+      if let timer = slot.timer { wakes.append(.cancelTimer(timer)) }
+      if s.slots.isEmpty && s.notifyIdle { wakes.append(.notice(.idle)) }
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+    perform(wakes)
+  }
+
+  /// (server) Remembers the handler task so that a reset or deadline can cancel it.
+  func attach(_ id: UInt32, task: Task<Void, Never>) {
+    let cancelNow = state.withLock { s in
+      guard let slot = s.slots[id], slot.failure == nil else { return true }
+      s.handlerTasks[id] = task
+      return false
+    }
+    if cancelNow { task.cancel() }
+  }
+
+  /// Arms the stream's deadline. At `deadline` (MonotonicClock ns) the stream ends with
+  /// DEADLINE_EXCEEDED: a client resets it, a server sends that status and cancels the handler.
+  func setDeadline(_ id: UInt32, at deadline: UInt64, timeout: UInt64) {
+    let timer = loop.schedule(at: deadline) { [self] in
+      let error = RPCError(
+        code: .deadlineExceeded, message: "the deadline of \(Self.describe(nanoseconds: timeout)) passed")
+      var wakes: [Wake] = []
+      let flush = state.withLock { s in
+        guard s.slots[id] != nil else { return false }
+        if role == .client {
+          s.core.resetStream(streamID: id, .cancel)
+        } else {
+          s.core.sendTrailers(streamID: id, Trailers(error))
+        }
+        Self.fail(id, .local(error), &s, &wakes)
+        return Self.claimFlush(&s)
+      }
+      if flush { requestFlush() }
+      perform(wakes)
+    }
+    let cancelled = state.withLock { s in
+      guard var slot = s.slots[id] else { return true }
+      slot.timer = timer
+      s.slots[id] = slot
+      return false
+    }
+    if cancelled { loop.cancel(timer) }
+  }
+
+  static func describe(nanoseconds: UInt64) -> String {
+    nanoseconds >= 1_000_000_000 && nanoseconds % 1_000_000 == 0
+      ? "\(Double(nanoseconds) / 1e9) s" : "\(nanoseconds / 1_000_000) ms"
+  }
+
+  /// Task cancellation of a waiter: a client call is cancelled on the wire; a server handler's
+  /// waits just end (the server decides the status).
+  private func cancelWaits(_ id: UInt32) {
+    let error = RPCError(code: .cancelled, message: "the call was cancelled")
+    var wakes: [Wake] = []
+    let flush = state.withLock { s in
+      guard s.slots[id] != nil else { return false }
+      if role == .client { s.core.resetStream(streamID: id, .cancel) }
+      Self.fail(id, .local(error), &s, &wakes, cancelHandler: false)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+    perform(wakes)
+  }
+
+  // MARK: - Connection-level actions
+
+  /// Sends GOAWAY (the last id never grows).
+  package func goAway(lastStreamID: UInt32, _ code: ErrorCode = .noError, debug: String = "") {
+    let flush = state.withLock { s in
+      s.core.sendGoAway(lastStreamID: lastStreamID, code, debug: debug)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+  }
+
+  /// Sends GOAWAY with the highest stream id the client has opened: the final word on which
+  /// streams this server will process. Returns that id.
+  @discardableResult
+  package func finalGoAway(debug: String) -> UInt32 {
+    let (last, flush) = state.withLock { s in
+      let last = s.core.highestPeerStreamID
+      s.core.sendGoAway(lastStreamID: last, .noError, debug: debug)
+      return (last, Self.claimFlush(&s))
+    }
+    if flush { requestFlush() }
+    return last
+  }
+
+  /// From now on, tell the owner (`.idle`) whenever the last active call ends.
+  package func notifyWhenIdle() {
+    let idleNow = state.withLock { s in
+      s.notifyIdle = true
+      return s.slots.isEmpty
+    }
+    if idleNow { onNotice(self, .idle) }
+  }
+
+  /// (server) Ends every open stream with `trailers` and cancels its handler. Returns the ids cut.
+  package func cutAll(_ trailers: Trailers) -> [UInt32] {
+    var wakes: [Wake] = []
+    let (cut, flush) = state.withLock { s in
+      var cut: [UInt32] = []
+      for id in Array(s.slots.keys) {
+        if s.core.sendTrailers(streamID: id, trailers) { cut.append(id) }
+        Self.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &s, &wakes)
+      }
+      return (cut, Self.claimFlush(&s))
+    }
+    if flush { requestFlush() }
+    perform(wakes)
+    return cut
+  }
+
+  /// Closes the socket now, without waiting for the peer (after a flush grace ran out).
+  package func forceClose() {
+    loop.execute { [self] in closeSocket(reason: "closed after the flush grace") }
+  }
+
+  package func ping(_ payload: UInt64) {
+    let flush = state.withLock { s in
+      s.core.sendPing(payload)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+  }
+
+  /// Ends the connection with a GOAWAY carrying `code` (ping flood, limit), then closes.
+  package func abort(_ code: ErrorCode, reason: String) {
+    var wakes: [Wake] = []
+    let flush = state.withLock { s in
+      var events: [ConnectionEvent] = []
+      s.core.abort(code, reason: reason, into: &events)
+      s.closeAfterFlush = true
+      Self.failAll(.connectionLost("connection closed: \(reason)"), &s, &wakes)
+      return Self.claimFlush(&s, force: true)
+    }
+    if flush { requestFlush() }
+    perform(wakes)
+  }
+
+  /// Flushes everything queued, then closes the write side with FIN (never RST with frames
+  /// unsent) and closes the socket once the peer closes too (or after `linger` ns).
+  package func closeGracefully(linger: UInt64 = 2_000_000_000) {
+    let flush = state.withLock { s in
+      s.closeAfterFlush = true
+      return Self.claimFlush(&s, force: true)
+    }
+    if flush { requestFlush() }
+    loop.execute { [self] in
+      guard !fdClosed, lingerTimer == nil else { return }
+      lingerTimer = loop.schedule(at: MonotonicClock.now() + linger) { [self] in
+        loop.execute { self.closeSocket(reason: "closed") }
+      }
+    }
+  }
+
+  // MARK: - Event processing (under the lock)
+
+  private static func claimFlush(_ s: inout State, force: Bool = false) -> Bool {
+    guard !s.flushScheduled, force || !s.core.outbound.isEmpty else { return false }
+    s.flushScheduled = true
+    return true
+  }
+
+  private func apply(_ event: ConnectionEvent, _ s: inout State, _ wakes: inout [Wake]) {
+    switch event {
+    case .ready(let settings):
+      wakes.append(.notice(.ready(settings)))
+    case .opened(let id, let head, let endStream):
+      var slot = Slot()
+      slot.inputDone = endStream
+      s.slots[id] = slot
+      wakes.append(.notice(.opened(StreamHandle(connection: self, id: id), head, endStream: endStream)))
+    case .headers(let id, let metadata):
+      s.slots[id]?.headers = metadata
+    case .message(let id, let message):
+      guard var slot = s.slots[id] else {
+        s.core.consumed(streamID: id, bytes: message.count)
+        return
+      }
+      if let receiver = slot.receiver {
+        slot.receiver = nil
+        s.core.consumed(streamID: id, bytes: message.count)
+        wakes.append(.deliver(receiver, message))
+      } else {
+        slot.inbox.append(message)
+      }
+      s.slots[id] = slot
+    case .endOfInput(let id):
+      guard var slot = s.slots[id] else { return }
+      slot.inputDone = true
+      if let receiver = slot.receiver {
+        slot.receiver = nil
+        wakes.append(.deliver(receiver, nil))
+      }
+      s.slots[id] = slot
+    case .trailers(let id, let trailers):
+      guard var slot = s.slots[id] else { return }
+      slot.trailers = trailers
+      slot.inputDone = true
+      if let receiver = slot.receiver, slot.inbox.isEmpty {
+        slot.receiver = nil
+        if let error = trailers.error { wakes.append(.failReceive(receiver, error)) } else { wakes.append(.deliver(receiver, nil)) }
+      }
+      if let finisher = slot.finisher {
+        slot.finisher = nil
+        wakes.append(.resume(finisher, nil))
+      }
+      if let writer = slot.writer {
+        slot.writer = nil
+        wakes.append(.resume(writer, trailers.error ?? RPCError(code: .cancelled, message: "the server already ended the call")))
+      }
+      if let timer = slot.timer {
+        slot.timer = nil
+        wakes.append(.cancelTimer(timer))
+      }
+      s.slots[id] = slot
+    case .streamReset(let id, let code, let reason, let byPeer):
+      let failure: StreamFailure =
+        code == .refusedStream && byPeer ? .notProcessed(reason) : .reset(code, reason)
+      Self.fail(id, failure, &s, &wakes)
+    case .writable(let id):
+      guard var slot = s.slots[id] else { return }
+      if let writer = slot.writer {
+        slot.writer = nil
+        wakes.append(.resume(writer, nil))
+      } else {
+        slot.writableEarly = true
+      }
+      s.slots[id] = slot
+    case .goAway(let last, let code, let debug):
+      wakes.append(.notice(.goAway(lastStreamID: last, code, debug: debug)))
+    case .pingAck(let payload):
+      wakes.append(.notice(.pingAck(payload)))
+    case .connectionError(let error):
+      s.closeAfterFlush = true
+      s.flushScheduled = false  // force a flush of the GOAWAY below
+      Self.failAll(.connectionLost("the connection failed: \(error)"), &s, &wakes)
+    }
+  }
+
+  /// Fails every waiter of one stream, and (server) cancels its handler.
+  private static func fail(
+    _ id: UInt32, _ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake],
+    cancelHandler: Bool = true
+  ) {
+    guard var slot = s.slots[id] else { return }
+    if slot.failure == nil && slot.trailers == nil { slot.failure = failure }
+    let error: any Error = slot.failure ?? failure
+    if let receiver = slot.receiver {
+      slot.receiver = nil
+      wakes.append(.failReceive(receiver, error))
+    }
+    if let writer = slot.writer {
+      slot.writer = nil
+      wakes.append(.resume(writer, error))
+    }
+    if let finisher = slot.finisher {
+      slot.finisher = nil
+      wakes.append(.resume(finisher, nil))
+    }
+    if let timer = slot.timer {
+      slot.timer = nil
+      wakes.append(.cancelTimer(timer))
+    }
+    s.slots[id] = slot
+    if cancelHandler, let task = s.handlerTasks.removeValue(forKey: id) { wakes.append(.cancelTask(task)) }
+  }
+
+  private static func failAll(_ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake]) {
+    for id in Array(s.slots.keys) { fail(id, failure, &s, &wakes) }
+  }
+
+  private func perform(_ wake: Wake) {
+    switch wake {
+    case .deliver(let continuation, let message): continuation.resume(returning: message)
+    case .failReceive(let continuation, let error): continuation.resume(throwing: error)
+    case .resume(let continuation, let error):
+      if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+    case .cancelTask(let task): task.cancel()
+    case .cancelTimer(let timer): loop.cancel(timer)
+    case .notice(let notice): onNotice(self, notice)
+    }
+  }
+
+  private func perform(_ wakes: [Wake]) {
+    for wake in wakes { perform(wake) }
+  }
+
+  // MARK: - I/O (loop thread only)
+
+  private func requestFlush() {
+    if loop.inEventLoop {
+      loop.runAtTurnEnd { self.flush() }
+    } else {
+      loop.execute { self.flush() }
+    }
+  }
+
+  package func readable() {
+    guard !fdClosed else { return }
+    for _ in 0..<4 {
+      var eof = false
+      var failure: (any Error)?
+      let chunk = limits.readChunk
+      let count = inbound.write(minimumSpace: chunk) { tail in
+        do {
+          switch try Socket.read(fd, into: tail) {
+          case .bytes(let n): return n
+          case .eof: eof = true
+          case .wouldBlock: break
+          }
+        } catch {
+          failure = error
+        }
+        return 0
+      }
+      if count > 0 && !halfClosed { process() }
+      if let failure { return connectionLost("read failed: \(failure)") }
+      if eof { return connectionLost(halfClosed ? nil : "the peer closed the connection") }
+      if count < chunk { break }
+    }
+  }
+
+  private func process() {
+    let flush = state.withLock { s in
+      let wasClosed = s.core.phase == .closed
+      inbound.read { bytes in
+        let used = s.core.receive(bytes, into: &events)
+        return (used, ())
+      }
+      for event in events { apply(event, &s, &wakes) }
+      events.removeAll(keepingCapacity: true)
+      if !wasClosed && s.core.phase == .closed { return Self.claimFlush(&s, force: true) || true }
+      return Self.claimFlush(&s)
+    }
+    if !wakes.isEmpty {
+      let pending = wakes
+      wakes.removeAll(keepingCapacity: true)
+      perform(pending)
+    }
+    if flush { loop.runAtTurnEnd { self.flush() } }
+  }
+
+  package func writable() { flush() }
+
+  package func hangup() {
+    connectionLost(halfClosed ? nil : "the connection was reset by the peer")
+  }
+
+  private func flush() {
+    guard !fdClosed else { return }
+    let closeAfter = state.withLock { s in
+      s.flushScheduled = false
+      if writing.isEmpty {
+        swap(&writing, &s.core.outbound)
+        writeOffset = 0
+      } else if !s.core.outbound.isEmpty {
+        writing.append(contentsOf: s.core.outbound)
+        s.core.outbound.removeAll(keepingCapacity: true)
+      }
+      return s.closeAfterFlush
+    }
+    while writeOffset < writing.count {
+      let written: Int?
+      do {
+        let offset = writeOffset
+        written = try writing.withUnsafeBytes { raw in
+          try Socket.write(fd, UnsafeRawBufferPointer(rebasing: raw[offset...]))
+        }
+      } catch {
+        return connectionLost("write failed: \(error)")
+      }
+      guard let written else { break }
+      writeOffset += written
+    }
+    let pendingBytes = writing.count - writeOffset
+    if pendingBytes == 0 {
+      if writing.capacity > 4 << 20 { writing = [] } else { writing.removeAll(keepingCapacity: true) }
+      writeOffset = 0
+    }
+    // Stop reading while the peer is not taking what we write: bounded memory, always.
+    readPaused = pendingBytes > limits.maxBufferedBytes
+    updateInterest(write: pendingBytes > 0, read: !readPaused)
+    if pendingBytes == 0 && closeAfter && !halfClosed {
+      halfClosed = true
+      Socket.shutdownWrite(fd)
+      if lingerTimer == nil {
+        lingerTimer = loop.schedule(at: MonotonicClock.now() + 2_000_000_000) { [self] in
+          loop.execute { self.closeSocket(reason: "closed") }
+        }
+      }
+    }
+  }
+
+  private func updateInterest(write: Bool, read: Bool) {
+    var wanted: Interest = []
+    if read { wanted.insert(.read) }
+    if write { wanted.insert(.write) }
+    guard wanted != interest, let registration else { return }
+    interest = wanted
+    try? loop.setInterest(registration, wanted)
+  }
+
+  /// The socket is done (EOF, error, or our FIN answered). `reason` nil means an orderly close.
+  private func connectionLost(_ reason: String?) {
+    var wakes: [Wake] = []
+    let why = reason ?? "the connection closed"
+    state.withLock { s in
+      Self.failAll(.connectionLost("connection to \(peer) lost: \(why)"), &s, &wakes)
+    }
+    perform(wakes)
+    closeSocket(reason: why)
+  }
+
+  private func closeSocket(reason: String) {
+    guard !fdClosed else { return }
+    fdClosed = true
+    if let registration { loop.deregister(registration) }
+    registration = nil
+    if let lingerTimer { loop.cancel(lingerTimer) }
+    Socket.close(fd)
+    var wakes: [Wake] = []
+    state.withLock { s in
+      s.closedReason = reason
+      Self.failAll(.connectionLost("connection to \(peer) closed: \(reason)"), &s, &wakes)
+    }
+    perform(wakes)
+    onNotice(self, .closed(reason: reason))
+  }
+}

@@ -1,0 +1,43 @@
+public import BatonCore
+
+/// Why a stream ended without a status, in the terms the client's retry rules need
+/// (PROTOCOL.md, "Retry rules").
+package enum StreamFailure: Error, Sendable, Hashable, CustomStringConvertible {
+  /// Refused, or above a GOAWAY's last id: provably never processed, safe to retry anywhere.
+  case notProcessed(String)
+  /// The connection ended with no GOAWAY covering the stream: it may have been processed.
+  case connectionLost(String)
+  /// The peer reset the stream, or broke a stream rule and this side reset it.
+  case reset(ErrorCode, String)
+  /// This side ended the stream (cancellation, deadline, server stop).
+  case local(RPCError)
+
+  package var description: String {
+    switch self {
+    case .notProcessed(let why): "not processed: \(why)"
+    case .connectionLost(let why): why
+    case .reset(let code, let why): "\(why) (\(code))"
+    case .local(let error): error.description
+    }
+  }
+
+  /// The caller-facing error, with words that say whether the call may have run.
+  package var rpcError: RPCError {
+    switch self {
+    case .notProcessed(let why):
+      RPCError(code: .unavailable, message: "the server did not process the call (\(why))")
+    case .connectionLost(let why):
+      RPCError(code: .unavailable, message: "\(why); the call may have been processed")
+    case .reset(.cancel, let why):
+      RPCError(code: .cancelled, message: why)
+    case .reset(.messageTooLarge, let why):
+      RPCError(code: .resourceExhausted, message: why)
+    case .reset(.refusedStream, let why):
+      RPCError(code: .unavailable, message: "the server did not process the call (\(why))")
+    case .reset(let code, let why):
+      RPCError(code: .internal, message: "stream reset: \(why) (\(code))")
+    case .local(let error):
+      error
+    }
+  }
+}

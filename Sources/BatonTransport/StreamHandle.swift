@@ -1,0 +1,58 @@
+public import BatonCore
+
+/// One stream of a ``Connection``, as the server's handler or the client's call sees it.
+///
+/// Cheap to pass around; every operation goes through the connection's lock. Whoever created it
+/// must call ``release()`` exactly once when done (the scoped call APIs do).
+package final class StreamHandle: Sendable {
+  package let connection: Connection
+  package let id: UInt32
+
+  init(connection: Connection, id: UInt32) {
+    self.connection = connection
+    self.id = id
+  }
+
+  /// The next message, or nil once the peer ended its side. Throws the stream's failure, or
+  /// (client) the call's non-OK status once the messages are read.
+  package func receive() async throws -> [UInt8]? { try await connection.receive(id) }
+
+  /// Sends a message, waiting for flow-control credit if the peer has not granted enough.
+  package func send(_ message: [UInt8], endStream: Bool = false) async throws {
+    try await connection.send(id, message, endStream: endStream)
+  }
+
+  /// (client) Ends the request side.
+  package func end() { connection.end(id) }
+
+  /// (server) Response metadata, before any message.
+  package func sendHeaders(_ metadata: Metadata) { connection.sendHeaders(id, metadata) }
+
+  /// (server) Headers, one message and the status in one write.
+  package func respond(headers: Metadata?, message: [UInt8]?, trailers: Trailers) {
+    connection.respond(id, headers: headers, message: message, trailers: trailers)
+  }
+
+  /// (server) Ends the stream with a status; false if it had already ended.
+  @discardableResult
+  package func finish(_ trailers: Trailers) -> Bool { connection.finish(id, trailers) }
+
+  package func reset(_ code: ErrorCode, failure: StreamFailure) {
+    connection.reset(id, code, failure: failure)
+  }
+
+  /// (client) Waits for the server's TRAILERS or the stream's failure (whichever comes first).
+  package func awaitEnd() async throws { try await connection.awaitEnd(id) }
+
+  package var responseParts: (headers: Metadata?, trailers: Trailers?, failure: StreamFailure?) {
+    connection.responseParts(id)
+  }
+
+  package func setDeadline(at deadline: UInt64, timeout: UInt64) {
+    connection.setDeadline(id, at: deadline, timeout: timeout)
+  }
+
+  package func attach(_ task: Task<Void, Never>) { connection.attach(id, task: task) }
+
+  package func release() { connection.release(id) }
+}

@@ -1,0 +1,13 @@
+/// Per-connection limits that are not announced in SETTINGS.
+package struct TransportLimits: Sendable, Hashable {
+  /// Bytes waiting to be written above which the connection stops reading from the peer until
+  /// they drain (so a peer that sends requests but never reads responses can't grow memory).
+  package var maxBufferedBytes: Int
+  /// Bytes read per syscall.
+  package var readChunk: Int
+
+  package init(maxBufferedBytes: Int = 4 << 20, readChunk: Int = 64 << 10) {
+    self.maxBufferedBytes = maxBufferedBytes
+    self.readChunk = readChunk
+  }
+}

@@ -1,0 +1,145 @@
+import BatonPosix
+import Foundation
+import Synchronization
+import Testing
+
+@Suite("EventLoop")
+struct EventLoopTests {
+  @Test("execute from 8 threads runs each of 80,000 closures once, in per-thread FIFO order", .timeLimit(.minutes(1)))
+  func executeFromManyThreads() async {
+    let threads = 8
+    let perThread = 10_000
+    await withLoop { loop in
+      let sequences = await withCheckedContinuation { (continuation: CheckedContinuation<[[Int]], Never>) in
+        let seen = LoopConfined([[Int]](repeating: [], count: threads))
+        let remaining = LoopConfined(threads * perThread)
+        for thread in 0..<threads {
+          Thread.detachNewThread {
+            for sequence in 0..<perThread {
+              loop.execute {
+                precondition(loop.inEventLoop)
+                seen.value[thread].append(sequence)
+                remaining.value -= 1
+                if remaining.value == 0 {
+                  continuation.resume(returning: seen.value)
+                }
+              }
+            }
+          }
+        }
+      }
+      for sequence in sequences {
+        #expect(sequence == Array(0..<perThread))
+      }
+    }
+  }
+
+  @Test("execute from the loop thread runs next turn, in order, without signalling the eventfd", .timeLimit(.minutes(1)))
+  func executeFromLoopThread() async {
+    await withLoop { loop in
+      let (order, wakeupsBefore, wakeupsAfter, ranInline) = await withCheckedContinuation {
+        (continuation: CheckedContinuation<([Int], Int, Int, Bool), Never>) in
+        loop.execute {
+          let order = LoopConfined([Int]())
+          let wakeupsBefore = loop.wakeupCount
+          for value in 0..<100 {
+            loop.execute {
+              order.value.append(value)
+              if value == 99 {
+                continuation.resume(returning: (order.value, wakeupsBefore, loop.wakeupCount, false))
+              }
+            }
+          }
+          if !order.value.isEmpty {
+            continuation.resume(returning: ([], 0, 0, true))
+          }
+        }
+      }
+      #expect(!ranInline)
+      #expect(order == Array(0..<100))
+      #expect(wakeupsAfter == wakeupsBefore)
+    }
+  }
+
+  @Test("inEventLoop is true on the loop thread and false elsewhere", .timeLimit(.minutes(1)))
+  func inEventLoop() async throws {
+    try await withLoop { loop in
+      #expect(!loop.inEventLoop)
+      let inside = try await loop.submit { loop.inEventLoop }
+      #expect(inside)
+    }
+  }
+
+  @Test("submit returns the result or rethrows the error of work run on the loop", .timeLimit(.minutes(1)))
+  func submit() async throws {
+    struct Expected: Error, Equatable {}
+    try await withLoop { loop in
+      let answer = try await loop.submit { 6 * 7 }
+      #expect(answer == 42)
+      await #expect(throws: Expected()) {
+        try await loop.submit { () throws -> Int in throw Expected() }
+      }
+    }
+  }
+
+  @Test("runAtTurnEnd runs after all work of its batch, repeats for callbacks it adds, and precedes next turn's work", .timeLimit(.minutes(1)))
+  func runAtTurnEnd() async {
+    await withLoop { loop in
+      let order = await withCheckedContinuation { (continuation: CheckedContinuation<[String], Never>) in
+        let order = LoopConfined([String]())
+        // Queued from the loop thread in one turn, so A, B and C are one batch next turn.
+        loop.execute {
+          loop.execute {
+            order.value.append("A")
+            loop.runAtTurnEnd {
+              order.value.append("X")
+              loop.execute {
+                order.value.append("D")
+                continuation.resume(returning: order.value)
+              }
+              loop.runAtTurnEnd { order.value.append("Y") }
+            }
+          }
+          loop.execute { order.value.append("B") }
+          loop.execute { order.value.append("C") }
+        }
+      }
+      #expect(order == ["A", "B", "C", "X", "Y", "D"])
+    }
+  }
+
+  @Test("a task preferring the loop runs on it, also after suspending", .timeLimit(.minutes(1)))
+  func taskPreference() async {
+    await withLoop { loop in
+      let observations = await Task(executorPreference: loop) { () async -> [Bool] in
+        var seen = [loop.inEventLoop]
+        await Task.yield()
+        seen.append(loop.inEventLoop)
+        try? await Task.sleep(for: .milliseconds(1))
+        seen.append(loop.inEventLoop)
+        return seen
+      }.value
+      #expect(observations == [true, true, true])
+    }
+  }
+
+  @Test("10,000 tasks preferring the loop all complete on it", .timeLimit(.minutes(1)))
+  func manyTasks() async {
+    await withLoop { loop in
+      let onLoop = await withTaskGroup(of: Bool.self) { group in
+        for _ in 0..<10_000 {
+          group.addTask(executorPreference: loop) {
+            await Task.yield()
+            return loop.inEventLoop
+          }
+        }
+        var count = 0
+        for await ran in group where ran {
+          count += 1
+        }
+        return count
+      }
+      #expect(onLoop == 10_000)
+    }
+  }
+}
