@@ -1,4 +1,4 @@
-public import BatonCore
+package import BatonCore
 package import BatonPosix
 import Synchronization
 
@@ -383,7 +383,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if cancelled { loop.cancel(timer) }
   }
 
-  static func describe(nanoseconds: UInt64) -> String {
+  package static func describe(nanoseconds: UInt64) -> String {
     nanoseconds >= 1_000_000_000 && nanoseconds % 1_000_000 == 0
       ? "\(Double(nanoseconds) / 1e9) s" : "\(nanoseconds / 1_000_000) ms"
   }
@@ -691,7 +691,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   private func flush() {
     guard !fdClosed else { return }
-    let closeAfter = state.withLock { s in
+    let (closeAfter, peerWindow) = state.withLock { s in
       s.flushScheduled = false
       if writing.isEmpty {
         swap(&writing, &s.core.outbound)
@@ -700,7 +700,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         writing.append(contentsOf: s.core.outbound)
         s.core.outbound.removeAll(keepingCapacity: true)
       }
-      return s.closeAfterFlush
+      return (s.closeAfterFlush, Int(s.core.peerSettings.connectionWindowSize))
     }
     while writeOffset < writing.count {
       let written: Int?
@@ -720,8 +720,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
       if writing.capacity > 4 << 20 { writing = [] } else { writing.removeAll(keepingCapacity: true) }
       writeOffset = 0
     }
-    // Stop reading while the peer is not taking what we write: bounded memory, always.
-    readPaused = pendingBytes > limits.maxBufferedBytes
+    // Stop reading while the peer is not taking what we write, so memory stays bounded. DATA is
+    // already bounded by the peer's connection window, so only bytes beyond that window (frames
+    // owed for requests the peer keeps sending but never reads the answers to) can trip this;
+    // a well-behaved peer never does, and two of them can't deadlock on it.
+    readPaused = pendingBytes > limits.maxBufferedBytes + peerWindow
     updateInterest(write: pendingBytes > 0, read: !readPaused)
     if pendingBytes == 0 && closeAfter && !halfClosed {
       halfClosed = true

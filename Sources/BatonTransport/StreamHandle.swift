@@ -1,4 +1,4 @@
-public import BatonCore
+package import BatonCore
 
 /// One stream of a ``Connection``, as the server's handler or the client's call sees it.
 ///

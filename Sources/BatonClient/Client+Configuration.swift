@@ -1,0 +1,102 @@
+extension Client {
+  /// How a client connects, waits, and retries.
+  public struct Configuration: Sendable {
+    /// What this client announces in SETTINGS. Default ``ConnectionSettings/defaults``.
+    public var connection: ConnectionSettings
+    /// Longest a TCP connect may take. Default 5 s.
+    public var connectTimeout: Duration
+    /// Reconnect delays after a failed connect: `initial × multiplier^n`, ±`jitter`, at most
+    /// `maximum`. Default 50 ms × 1.6, jitter 0.2, max 5 s.
+    public var backoff: Backoff
+    /// Calls that may wait for a connection (no endpoint ready, or every stream slot busy);
+    /// one more fails with `resourceExhausted`. Default 10,000.
+    public var maxWaitingCalls: Int
+    /// Bytes of a streaming call's sent messages kept so that the call can be replayed on
+    /// another endpoint if the server did not process it. Past this, such a call fails with
+    /// `unavailable` instead of being replayed. Default 1 MiB per call.
+    public var maxReplayBytes: Int
+    /// Transparent retries of a call the server provably did not process, when the call has no
+    /// deadline to bound them. Default 25.
+    public var maxRetriesWithoutDeadline: Int
+    /// Outbound bytes buffered per connection before reading pauses. Default 4 MiB.
+    public var maxBufferedBytesPerConnection: Int
+    /// Where lifecycle lines go. Default: nowhere (a client is a library inside someone's service).
+    public var logger: Logger
+
+    public static var defaults: Configuration { Configuration() }
+
+    public init(
+      connection: ConnectionSettings = .defaults, connectTimeout: Duration = .seconds(5),
+      backoff: Backoff = .defaults, maxWaitingCalls: Int = 10_000, maxReplayBytes: Int = 1 << 20,
+      maxRetriesWithoutDeadline: Int = 25, maxBufferedBytesPerConnection: Int = 4 << 20,
+      logger: Logger = .disabled
+    ) {
+      self.connection = connection
+      self.connectTimeout = connectTimeout
+      self.backoff = backoff
+      self.maxWaitingCalls = maxWaitingCalls
+      self.maxReplayBytes = maxReplayBytes
+      self.maxRetriesWithoutDeadline = maxRetriesWithoutDeadline
+      self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
+      self.logger = logger
+    }
+  }
+
+  /// Jittered exponential reconnect backoff.
+  public struct Backoff: Sendable, Hashable {
+    public var initial: Duration
+    public var multiplier: Double
+    public var jitter: Double
+    public var maximum: Duration
+
+    public static var defaults: Backoff {
+      Backoff(initial: .milliseconds(50), multiplier: 1.6, jitter: 0.2, maximum: .seconds(5))
+    }
+
+    public init(initial: Duration, multiplier: Double, jitter: Double, maximum: Duration) {
+      self.initial = initial
+      self.multiplier = multiplier
+      self.jitter = jitter
+      self.maximum = maximum
+    }
+
+    /// The delay before attempt `failures` (1 = after the first failure), in nanoseconds.
+    func delay(afterFailures failures: Int) -> UInt64 {
+      let base = Double(initial.nanoseconds) * pow(multiplier, Double(max(0, failures - 1)))
+      let capped = min(base, Double(maximum.nanoseconds))
+      let spread = capped * jitter
+      return UInt64(max(0, capped + Double.random(in: -spread...spread)))
+    }
+  }
+}
+
+/// Per-call choices.
+public struct CallOptions: Sendable {
+  /// How long the call may take, retries and waiting for a connection included. nil: no limit.
+  public var timeout: Duration?
+  /// Sent with the call.
+  public var metadata: Metadata
+  /// The method is safe to run twice: retry it even when a lost connection means it may have
+  /// been processed. Calls the server provably did not process are retried regardless.
+  public var idempotent: Bool
+
+  public static var defaults: CallOptions { CallOptions() }
+
+  public init(timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false) {
+    self.timeout = timeout
+    self.metadata = metadata
+    self.idempotent = idempotent
+  }
+}
+
+extension Duration {
+  var nanoseconds: UInt64 {
+    let (seconds, attoseconds) = components
+    guard seconds >= 0 else { return 0 }
+    return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+  }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,240 @@
+package import BatonPosix
+import BatonTransport
+import Synchronization
+
+/// A Baton client over one or more endpoints.
+///
+/// Calls are balanced round-robin over the endpoints' ready connections. When a server drains
+/// (GOAWAY), its running calls finish there while new calls go elsewhere; a call the server
+/// provably did not process is retried on another endpoint, transparently and as often as its
+/// deadline allows; a call that may have been processed fails with `unavailable` unless marked
+/// ``CallOptions/idempotent``.
+///
+/// ```swift
+/// try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: 8080)]) { client in
+///   let reply = try await client.unary("echo.Echo/Unary", Array("hi".utf8))
+/// }
+/// ```
+public final class Client: Sendable {
+  public let configuration: Configuration
+  let pool: EndpointPool
+  let counters = Counters()
+
+  /// Creates a client and starts connecting to every endpoint in the background.
+  public convenience init(endpoints: [Endpoint], configuration: Configuration = .defaults) {
+    self.init(endpoints: endpoints, configuration: configuration, group: .shared)
+  }
+
+  package init(endpoints: [Endpoint], configuration: Configuration, group: EventLoopGroup) {
+    self.configuration = configuration
+    self.pool = EndpointPool(endpoints: endpoints, configuration: configuration, group: group)
+  }
+
+  /// Stops taking calls, waits for running ones, closes the connections.
+  public func close() async { await pool.close() }
+
+  /// Counts since the client was created.
+  public struct Statistics: Sendable, Hashable {
+    /// Calls that ended with OK.
+    public var succeeded: Int
+    /// Calls that ended with an error.
+    public var failed: Int
+    /// Attempts repeated on another connection because the first was not processed (or, for an
+    /// idempotent call, was lost).
+    public var retried: Int
+  }
+
+  public var statistics: Statistics {
+    Statistics(
+      succeeded: counters.succeeded.load(ordering: .relaxed), failed: counters.failed.load(ordering: .relaxed),
+      retried: counters.retried.load(ordering: .relaxed))
+  }
+
+  /// Per endpoint: whether it has a ready connection, how many calls run on it, how many old
+  /// (draining) connections still finish calls.
+  public var endpointStates: [(endpoint: Endpoint, ready: Bool, calls: Int, draining: Int)] { pool.snapshot }
+
+  final class Counters: Sendable {
+    let succeeded = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+    let retried = Atomic<Int>(0)
+  }
+
+  // MARK: - Unary
+
+  /// A unary call's reply with its metadata.
+  public struct UnaryResponse: Sendable {
+    public var message: [UInt8]
+    public var headers: Metadata
+    public var trailers: Metadata
+  }
+
+  /// Sends one message and returns the reply.
+  /// - Throws: ``RPCError``: the server's status, `deadlineExceeded`, `cancelled` when the task
+  ///   is cancelled (the stream is reset), `unavailable` when no endpoint could take the call.
+  public func unary(_ method: String, _ request: [UInt8], options: CallOptions = .defaults) async throws -> [UInt8] {
+    try await unaryResponse(method, request, options: options).message
+  }
+
+  /// A unary call with `Codable` messages, JSON-encoded.
+  public func unary<Request: Encodable & Sendable, Response: Decodable & Sendable>(
+    _ method: String, _ request: Request, as response: Response.Type, options: CallOptions = .defaults
+  ) async throws -> Response {
+    let bytes = try await unary(method, try JSONCoding.encode(request), options: options)
+    return try JSONCoding.decode(Response.self, from: bytes)
+  }
+
+  /// Like ``unary(_:_:options:)`` but with the response's headers and trailers.
+  public func unaryResponse(
+    _ method: String, _ request: [UInt8], options: CallOptions = .defaults
+  ) async throws -> UnaryResponse {
+    do {
+      let response = try await performUnary(method, request, options)
+      counters.succeeded.add(1, ordering: .relaxed)
+      return response
+    } catch {
+      counters.failed.add(1, ordering: .relaxed)
+      throw Self.rpcError(error)
+    }
+  }
+
+  private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse {
+    let budget = RetryBudget(options: options, configuration: configuration)
+    var avoiding: ObjectIdentifier?
+    while true {
+      let lease = try await pool.lease(deadline: budget.deadline, avoiding: avoiding)
+      let stream: StreamHandle
+      do {
+        stream = try lease.connection.openStream(try budget.head(method, options), message: request, endStream: true)
+      } catch let error as ConnectionCore.OpenError {
+        pool.release(lease)
+        try await handleOpenError(error, lease, budget)
+        continue
+      }
+      if let deadline = budget.deadline { stream.setDeadline(at: deadline, timeout: budget.timeout) }
+      defer {
+        stream.release()
+        pool.release(lease)
+      }
+      try await stream.awaitEnd()
+      let (headers, trailers, failure) = stream.responseParts
+      if let failure {
+        try budget.mayRetry(failure, idempotent: options.idempotent)
+        counters.retried.add(1, ordering: .relaxed)
+        avoiding = ObjectIdentifier(lease.connection)
+        continue
+      }
+      guard let message = try await stream.receive() else {
+        throw RPCError(code: .internal, message: "the server ended a unary call without a reply")
+      }
+      return UnaryResponse(message: message, headers: headers ?? [:], trailers: trailers?.metadata ?? [:])
+    }
+  }
+
+  /// The connection could not take a new stream. GOAWAY crossed the call: move on.
+  func handleOpenError(_ error: ConnectionCore.OpenError, _ lease: EndpointPool.Lease, _ budget: RetryBudget) async throws {
+    switch error {
+    case .metadataTooLarge(let size, let limit):
+      throw RPCError(code: .invalidArgument, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
+    case .goingAway, .notReady:
+      pool.markDraining(lease.connection)
+    case .tooManyStreams:
+      await Task.yield()
+    }
+    try budget.checkTime()
+  }
+
+  static func rpcError(_ error: any Error) -> any Error {
+    switch error {
+    case let failure as StreamFailure: failure.rpcError
+    case is CancellationError: RPCError(code: .cancelled, message: "the call was cancelled")
+    default: error
+    }
+  }
+}
+
+/// Creates a client, runs `body`, and closes the client however `body` ends.
+public func withClient<Result: Sendable>(
+  endpoints: [Endpoint], configuration: Client.Configuration = .defaults,
+  _ body: (Client) async throws -> Result
+) async throws -> Result {
+  let client = Client(endpoints: endpoints, configuration: configuration)
+  do {
+    let result = try await body(client)
+    await client.close()
+    return result
+  } catch {
+    await client.close()
+    throw error
+  }
+}
+
+/// One call's deadline and retry allowance.
+final class RetryBudget: Sendable {
+  let deadline: UInt64?
+  let timeout: UInt64
+  private let retriesLeft: Atomic<Int>
+
+  init(options: CallOptions, configuration: Client.Configuration) {
+    if let timeout = options.timeout {
+      self.timeout = timeout.nanoseconds
+      self.deadline = MonotonicClock.now() &+ timeout.nanoseconds
+      self.retriesLeft = Atomic(Int.max)
+    } else {
+      self.timeout = 0
+      self.deadline = nil
+      self.retriesLeft = Atomic(configuration.maxRetriesWithoutDeadline)
+    }
+  }
+
+  /// The OPEN for an attempt, carrying the time the call has left.
+  func head(_ method: String, _ options: CallOptions) throws -> RequestHead {
+    var micros: UInt64 = 0
+    if let deadline {
+      let now = MonotonicClock.now()
+      guard now < deadline else { throw RPCError(code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed") }
+      micros = max(1, (deadline - now) / 1_000)
+    }
+    return RequestHead(method: method, timeoutMicroseconds: micros, metadata: options.metadata)
+  }
+
+  func checkTime() throws {
+    if let deadline, MonotonicClock.now() >= deadline {
+      throw RPCError(code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed")
+    }
+  }
+
+  /// Throws unless `failure` may be retried: provably not processed, or lost and idempotent,
+  /// with time and retries left.
+  func mayRetry(_ failure: StreamFailure, idempotent: Bool) throws {
+    switch failure {
+    case .notProcessed:
+      break
+    case .connectionLost where idempotent:
+      break
+    default:
+      throw failure.rpcError
+    }
+    try checkTime()
+    guard retriesLeft.subtract(1, ordering: .relaxed).newValue >= 0 else { throw failure.rpcError }
+  }
+}
+
+enum JSONCoding {
+  static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+    do {
+      return Array(try JSONEncoder().encode(value))
+    } catch {
+      throw RPCError(code: .invalidArgument, message: "could not encode \(T.self) as JSON: \(error)")
+    }
+  }
+  static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+    do {
+      return try JSONDecoder().decode(T.self, from: Data(bytes))
+    } catch {
+      throw RPCError(code: .internal, message: "the reply is not a valid JSON \(T.self): \(error)")
+    }
+  }
+}
+
+import Foundation

@@ -1,0 +1,308 @@
+import BatonPosix
+import BatonTransport
+import Synchronization
+
+/// The client's connections: one per endpoint, replaced in the background when the server says
+/// GOAWAY or the connection drops, and handed out round-robin to calls, skipping draining ones.
+///
+/// A call takes a ``Lease`` on a connection with a free stream slot (waiting, bounded, if there is
+/// none) and returns it when done; the lease count is what keeps the client within each server's
+/// MAX_CONCURRENT_STREAMS.
+final class EndpointPool: Sendable {
+  struct Lease: Sendable {
+    let connection: Connection
+    let endpoint: Int
+  }
+
+  private let endpoints: [Endpoint]
+  private let configuration: Client.Configuration
+  private let group: EventLoopGroup
+  private let state: Mutex<State>
+
+  private struct State: ~Copyable {
+    var subchannels: [Subchannel]
+    var waiters: [UInt64: Waiter] = [:]
+    var waiterOrder: [UInt64] = []
+    var nextWaiter: UInt64 = 0
+    var cursor = 0
+    var closed = false
+    var leases: [ObjectIdentifier: Int] = [:]
+    var closeWaiter: CheckedContinuation<Void, Never>?
+  }
+
+  private struct Subchannel {
+    var endpoint: Endpoint
+    /// The connection new calls use; nil while (re)connecting.
+    var current: Connection?
+    var maxStreams = Int.max
+    var connecting = false
+    var failures = 0
+    /// Connections that received GOAWAY: their calls run on, no new ones start there.
+    var draining: [ObjectIdentifier: Connection] = [:]
+    var lastError: String?
+  }
+
+  private struct Waiter {
+    let continuation: CheckedContinuation<Lease, any Error>
+    let avoiding: ObjectIdentifier?
+    let timer: TimerHandle?
+  }
+
+  init(endpoints: [Endpoint], configuration: Client.Configuration, group: EventLoopGroup) {
+    self.endpoints = endpoints
+    self.configuration = configuration
+    self.group = group
+    self.state = Mutex(State(subchannels: endpoints.map { Subchannel(endpoint: $0) }))
+    for index in endpoints.indices { connect(index) }
+  }
+
+  private var logger: Logger { configuration.logger }
+
+  // MARK: - Leases
+
+  /// A connection with a free stream slot, preferring one that is not `avoiding` (the connection
+  /// a retried call just failed on). Waits until `deadline` (MonotonicClock ns) if none is ready.
+  func lease(deadline: UInt64?, avoiding: ObjectIdentifier? = nil) async throws -> Lease {
+    if let lease = try state.withLock({ s throws in try Self.pick(&s, avoiding: avoiding, strict: false) }) {
+      return lease
+    }
+    return try await withCheckedThrowingContinuation { continuation in
+      let outcome: Result<Lease, any Error>? = state.withLock { s in
+        do {
+          if let lease = try Self.pick(&s, avoiding: avoiding, strict: false) { return .success(lease) }
+        } catch {
+          return .failure(error)
+        }
+        guard s.waiters.count < configuration.maxWaitingCalls else {
+          return .failure(RPCError(code: .resourceExhausted, message: "\(configuration.maxWaitingCalls) calls are already waiting for a connection"))
+        }
+        let id = s.nextWaiter
+        s.nextWaiter += 1
+        var timer: TimerHandle?
+        if let deadline {
+          timer = group.next().schedule(at: deadline) { [weak self] in self?.expireWaiter(id) }
+        }
+        s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer)
+        s.waiterOrder.append(id)
+        return nil
+      }
+      if let outcome { continuation.resume(with: outcome) }
+    }
+  }
+
+  /// Gives a lease back and lets the next waiting call have the slot.
+  func release(_ lease: Lease) {
+    let (grants, closeWaiter) = state.withLock { s in
+      let key = ObjectIdentifier(lease.connection)
+      if let count = s.leases[key] { s.leases[key] = count > 1 ? count - 1 : nil }
+      var grants = Self.grantWaiters(&s)
+      if s.closed && s.leases.isEmpty, let waiter = s.closeWaiter {
+        s.closeWaiter = nil
+        grants.append(contentsOf: [])
+        return (grants, Optional(waiter))
+      }
+      return (grants, nil)
+    }
+    for (continuation, lease) in grants { continuation.resume(returning: lease) }
+    closeWaiter?.resume()
+  }
+
+  private static func pick(_ s: inout State, avoiding: ObjectIdentifier?, strict: Bool) throws -> Lease? {
+    if s.closed { throw RPCError(code: .unavailable, message: "the client is closed") }
+    let count = s.subchannels.count
+    var fallback: (Int, Connection)?
+    for step in 0..<count {
+      let index = (s.cursor + step) % count
+      guard let connection = s.subchannels[index].current else { continue }
+      let key = ObjectIdentifier(connection)
+      guard s.leases[key, default: 0] < s.subchannels[index].maxStreams else { continue }
+      if key == avoiding {
+        fallback = fallback ?? (index, connection)
+        continue
+      }
+      s.cursor = (index + 1) % count
+      s.leases[key, default: 0] += 1
+      return Lease(connection: connection, endpoint: index)
+    }
+    if !strict, let (index, connection) = fallback {
+      s.leases[ObjectIdentifier(connection), default: 0] += 1
+      return Lease(connection: connection, endpoint: index)
+    }
+    return nil
+  }
+
+  private static func grantWaiters(_ s: inout State) -> [(CheckedContinuation<Lease, any Error>, Lease)] {
+    var grants: [(CheckedContinuation<Lease, any Error>, Lease)] = []
+    while let id = s.waiterOrder.first {
+      guard let waiter = s.waiters[id] else {
+        s.waiterOrder.removeFirst()
+        continue
+      }
+      guard let lease = try? pick(&s, avoiding: waiter.avoiding, strict: false) else { break }
+      s.waiterOrder.removeFirst()
+      s.waiters[id] = nil
+      grants.append((waiter.continuation, lease))
+    }
+    if s.waiterOrder.count > 64 && s.waiterOrder.count > 2 * s.waiters.count {
+      s.waiterOrder.removeAll { s.waiters[$0] == nil }
+    }
+    return grants
+  }
+
+  private func expireWaiter(_ id: UInt64) {
+    let (waiter, detail) = state.withLock { s in
+      let waiter = s.waiters.removeValue(forKey: id)
+      let detail = s.subchannels.map { "\($0.endpoint): \($0.current != nil ? "busy" : ($0.lastError ?? "connecting"))" }
+        .joined(separator: ", ")
+      return (waiter, detail)
+    }
+    waiter?.continuation.resume(
+      throwing: RPCError(code: .deadlineExceeded, message: "the deadline passed while waiting for a ready endpoint (\(detail))"))
+  }
+
+  private func grant() {
+    let grants = state.withLock { Self.grantWaiters(&$0) }
+    for (continuation, lease) in grants { continuation.resume(returning: lease) }
+  }
+
+  /// A connection refused a new stream (it learned of a GOAWAY first): stop handing it out.
+  func markDraining(_ connection: Connection) {
+    moveToDraining(connection, reconnect: true)
+  }
+
+  /// Whether the connection is still the one new calls go to.
+  func isCurrent(_ connection: Connection) -> Bool {
+    state.withLock { s in s.subchannels.contains { $0.current === connection } }
+  }
+
+  // MARK: - Connections
+
+  private func connect(_ index: Int) {
+    let endpoint = state.withLock { s -> Endpoint? in
+      guard !s.closed, !s.subchannels[index].connecting, s.subchannels[index].current == nil else { return nil }
+      s.subchannels[index].connecting = true
+      return s.subchannels[index].endpoint
+    }
+    guard let endpoint else { return }
+    let loop = group.next()
+    Task {
+      do {
+        let (fd, peer) = try await Connector.connect(
+          host: endpoint.host, port: endpoint.port, loop: loop, timeout: configuration.connectTimeout.nanoseconds)
+        let connection = Connection(
+          fd: fd, loop: loop, role: .client, peer: peer, settings: configuration.connection,
+          limits: TransportLimits(maxBufferedBytes: configuration.maxBufferedBytesPerConnection)
+        ) { [weak self] connection, notice in
+          self?.handle(notice, connection: connection, endpoint: index)
+        }
+        let keep = state.withLock { s in
+          guard !s.closed else { return false }
+          s.subchannels[index].draining[ObjectIdentifier(connection)] = connection  // held until ready
+          return true
+        }
+        connection.start()
+        if !keep { connection.closeGracefully() }
+      } catch {
+        connectFailed(index, reason: "\(error)")
+      }
+    }
+  }
+
+  private func connectFailed(_ index: Int, reason: String) {
+    let delay = state.withLock { s -> UInt64? in
+      s.subchannels[index].connecting = false
+      s.subchannels[index].failures += 1
+      s.subchannels[index].lastError = reason
+      return s.closed ? nil : configuration.backoff.delay(afterFailures: s.subchannels[index].failures)
+    }
+    guard let delay else { return }
+    logger.log(.debug, "connect failed", ("endpoint", endpoints[index].description), ("error", reason))
+    _ = group.next().schedule(at: MonotonicClock.now() &+ delay) { [weak self] in self?.connect(index) }
+  }
+
+  private func handle(_ notice: Connection.Notice, connection: Connection, endpoint index: Int) {
+    switch notice {
+    case .ready(let settings):
+      let closed = state.withLock { s in
+        guard !s.closed else { return true }
+        s.subchannels[index].draining[ObjectIdentifier(connection)] = nil
+        s.subchannels[index].current = connection
+        s.subchannels[index].maxStreams = Int(settings.maxConcurrentStreams)
+        s.subchannels[index].connecting = false
+        s.subchannels[index].failures = 0
+        s.subchannels[index].lastError = nil
+        return false
+      }
+      if closed { return connection.closeGracefully() }
+      logger.info("connected", ("endpoint", endpoints[index].description))
+      grant()
+    case .goAway(let last, _, let debug):
+      logger.info("goaway", ("endpoint", endpoints[index].description), ("last_stream", "\(last)"), ("debug", debug))
+      moveToDraining(connection, reconnect: true)
+    case .closed(let reason):
+      let (wasCurrent, wasPending) = state.withLock { s in
+        let key = ObjectIdentifier(connection)
+        let wasCurrent = s.subchannels[index].current === connection
+        let wasPending = s.subchannels[index].connecting && s.subchannels[index].draining[key] != nil
+          && s.subchannels[index].current == nil
+        if wasCurrent { s.subchannels[index].current = nil }
+        s.subchannels[index].draining[key] = nil
+        return (wasCurrent, wasPending)
+      }
+      if wasPending {
+        connectFailed(index, reason: reason)
+      } else if wasCurrent {
+        logger.info("disconnected", ("endpoint", endpoints[index].description), ("reason", reason))
+        connectFailed(index, reason: reason)
+      }
+    case .opened, .pingAck, .idle:
+      break
+    }
+  }
+
+  private func moveToDraining(_ connection: Connection, reconnect: Bool) {
+    let index = state.withLock { s -> Int? in
+      guard let index = s.subchannels.firstIndex(where: { $0.current === connection }) else { return nil }
+      s.subchannels[index].current = nil
+      s.subchannels[index].draining[ObjectIdentifier(connection)] = connection
+      return index
+    }
+    if let index, reconnect { connect(index) }
+  }
+
+  /// Per-endpoint view: whether a connection is ready, how many calls it carries.
+  var snapshot: [(endpoint: Endpoint, ready: Bool, calls: Int, draining: Int)] {
+    state.withLock { s in
+      s.subchannels.map { sub in
+        (sub.endpoint, sub.current != nil, sub.current.map { s.leases[ObjectIdentifier($0), default: 0] } ?? 0, sub.draining.count)
+      }
+    }
+  }
+
+  /// No new calls; waits for running ones, then closes every connection.
+  func close() async {
+    let waiters = state.withLock { s in
+      s.closed = true
+      defer {
+        s.waiters.removeAll()
+        s.waiterOrder.removeAll()
+      }
+      return Array(s.waiters.values)
+    }
+    for waiter in waiters {
+      waiter.continuation.resume(throwing: RPCError(code: .unavailable, message: "the client is closed"))
+    }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = state.withLock { s in
+        if s.leases.isEmpty { return true }
+        s.closeWaiter = continuation
+        return false
+      }
+      if done { continuation.resume() }
+    }
+    let connections = state.withLock { s in
+      s.subchannels.flatMap { sub in (sub.current.map { [$0] } ?? []) + Array(sub.draining.values) }
+    }
+    for connection in connections { connection.closeGracefully(linger: 200_000_000) }
+  }
+}

@@ -1,0 +1,310 @@
+import BatonTransport
+import Synchronization
+
+/// A streaming call that survives its server going away before processing it.
+///
+/// Until the server's first reply proves the call was processed, every message sent is kept
+/// (up to ``Client/Configuration/maxReplayBytes``). If the attempt turns out not processed —
+/// refused, or above a GOAWAY's last id — a new attempt opens on another connection and the
+/// kept messages are sent again, in order, so the caller's writer and reader just carry on.
+final class StreamingCall: Sendable {
+  private let client: Client
+  private let method: String
+  private let options: CallOptions
+  let budget: RetryBudget
+  private let state: Mutex<State>
+
+  private struct State {
+    var attempt: Attempt?
+    var number = 0
+    var replay: [[UInt8]] = []
+    var replayBytes = 0
+    var replayLost = false
+    var ended = false
+    var committed = false
+    var recovering = false
+    var waiters: [CheckedContinuation<Void, Never>] = []
+    var finished = false
+  }
+
+  struct Attempt: Sendable {
+    let lease: EndpointPool.Lease
+    let stream: StreamHandle
+  }
+
+  init(client: Client, method: String, options: CallOptions) {
+    self.client = client
+    self.method = method
+    self.options = options
+    self.budget = RetryBudget(options: options, configuration: client.configuration)
+    self.state = Mutex(State())
+  }
+
+  /// Opens the first attempt; `request` is the single request of a server-streaming call.
+  func start(request: [UInt8]?) async throws {
+    if let request {
+      state.withLock { s in
+        s.replay.append(request)
+        s.replayBytes = request.count
+        s.ended = true
+      }
+    }
+    try await openAttempt(avoiding: nil)
+  }
+
+  private func current() throws -> (Attempt, Int) {
+    try state.withLock { s in
+      guard let attempt = s.attempt, !s.finished else {
+        throw RPCError(code: .cancelled, message: "the call has ended")
+      }
+      return (attempt, s.number)
+    }
+  }
+
+  /// Whether the connection carrying this call received GOAWAY: the server is draining, and a
+  /// long-lived stream may want to finish and start again (it will land elsewhere).
+  var isConnectionDraining: Bool {
+    guard let attempt = state.withLock({ $0.attempt }) else { return false }
+    return attempt.lease.connection.goAwayReceived != nil
+  }
+
+  func write(_ message: [UInt8]) async throws {
+    state.withLock { s in
+      guard !s.committed, !s.replayLost else { return }
+      s.replayBytes += message.count
+      if s.replayBytes > client.configuration.maxReplayBytes {
+        s.replayLost = true
+        s.replay = []
+      } else {
+        s.replay.append(message)
+      }
+    }
+    while true {
+      let (attempt, number) = try current()
+      do {
+        try await attempt.stream.send(message)
+        return
+      } catch let failure as StreamFailure {
+        // A new attempt replays every kept message, this one included.
+        try await recover(from: number, failure)
+        return
+      }
+    }
+  }
+
+  func end() {
+    let attempt = state.withLock { s in
+      s.ended = true
+      return s.attempt
+    }
+    attempt?.stream.end()
+  }
+
+  func next() async throws -> [UInt8]? {
+    while true {
+      let (attempt, number) = try current()
+      do {
+        let message = try await attempt.stream.receive()
+        state.withLock { s in
+          s.committed = true
+          s.replay = []
+        }
+        return message
+      } catch let failure as StreamFailure {
+        try await recover(from: number, failure)
+      }
+    }
+  }
+
+  private func recover(from number: Int, _ failure: StreamFailure) async throws {
+    let role = state.withLock { s -> Bool? in
+      if s.number != number { return nil }  // someone already moved on
+      if s.recovering { return false }
+      s.recovering = true
+      return true
+    }
+    switch role {
+    case nil:
+      return
+    case false?:
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let now = state.withLock { s in
+          if !s.recovering { return true }
+          s.waiters.append(continuation)
+          return false
+        }
+        if now { continuation.resume() }
+      }
+      return
+    case true?:
+      break
+    }
+    defer {
+      let waiters = state.withLock { s in
+        s.recovering = false
+        defer { s.waiters.removeAll() }
+        return s.waiters
+      }
+      for waiter in waiters { waiter.resume() }
+    }
+    let (committed, replayLost, old) = state.withLock { ($0.committed, $0.replayLost, $0.attempt) }
+    if committed { throw failure.rpcError }
+    try budget.mayRetry(failure, idempotent: options.idempotent)
+    if replayLost {
+      throw RPCError(
+        code: .unavailable,
+        message: "the server did not process the call, but its messages exceeded maxReplayBytes and cannot be replayed")
+    }
+    client.counters.retried.add(1, ordering: .relaxed)
+    if let old { retire(old) }
+    try await openAttempt(avoiding: old.map { ObjectIdentifier($0.lease.connection) })
+  }
+
+  private func openAttempt(avoiding: ObjectIdentifier?) async throws {
+    var avoiding = avoiding
+    while true {
+      let lease = try await client.pool.lease(deadline: budget.deadline, avoiding: avoiding)
+      let stream: StreamHandle
+      do {
+        stream = try lease.connection.openStream(try budget.head(method, options))
+      } catch let error as ConnectionCore.OpenError {
+        client.pool.release(lease)
+        try await client.handleOpenError(error, lease, budget)
+        continue
+      } catch {
+        client.pool.release(lease)
+        throw error
+      }
+      if let deadline = budget.deadline { stream.setDeadline(at: deadline, timeout: budget.timeout) }
+      let (replay, ended) = state.withLock { s in
+        s.attempt = Attempt(lease: lease, stream: stream)
+        s.number += 1
+        return (s.replay, s.ended)
+      }
+      do {
+        for message in replay { try await stream.send(message) }
+        if ended { stream.end() }
+        return
+      } catch let failure as StreamFailure {
+        // Not processed again (a rolling restart): try the next endpoint.
+        retire(Attempt(lease: lease, stream: stream))
+        try budget.mayRetry(failure, idempotent: options.idempotent)
+        client.counters.retried.add(1, ordering: .relaxed)
+        avoiding = ObjectIdentifier(lease.connection)
+      }
+    }
+  }
+
+  private func retire(_ attempt: Attempt) {
+    attempt.stream.release()
+    client.pool.release(attempt.lease)
+  }
+
+  /// Ends the call: a stream still open is reset (CANCEL), the connection slot is returned.
+  func finish() {
+    let attempt = state.withLock { s -> Attempt? in
+      guard !s.finished else { return nil }
+      s.finished = true
+      defer { s.attempt = nil }
+      return s.attempt
+    }
+    if let attempt { retire(attempt) }
+  }
+}
+
+/// The request side of a client- or bidirectional-streaming call.
+public struct RequestWriter: Sendable {
+  let call: StreamingCall
+
+  /// Sends one message, waiting while the server has not granted flow-control credit.
+  public func write(_ message: [UInt8]) async throws {
+    do {
+      try await call.write(message)
+    } catch {
+      throw Client.rpcError(error)
+    }
+  }
+
+  /// Ends the request side; the server's request stream then finishes.
+  public func finish() { call.end() }
+
+  /// True once the server carrying this call began to drain.
+  public var isConnectionDraining: Bool { call.isConnectionDraining }
+}
+
+/// The response messages of a server- or bidirectional-streaming call.
+///
+/// Ends when the server ends the call with OK; throws ``RPCError`` with its status otherwise.
+public struct ResponseStream: AsyncSequence, Sendable {
+  public typealias Element = [UInt8]
+  let call: StreamingCall
+
+  public struct AsyncIterator: AsyncIteratorProtocol {
+    let call: StreamingCall
+    public mutating func next() async throws -> [UInt8]? {
+      do {
+        return try await call.next()
+      } catch {
+        throw Client.rpcError(error)
+      }
+    }
+  }
+
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(call: call) }
+
+  /// True once the server carrying this call began to drain: a long-lived stream can end and
+  /// start again, and the new one lands on another endpoint.
+  public var isConnectionDraining: Bool { call.isConnectionDraining }
+}
+
+extension Client {
+  /// One request, a stream of replies. `body` reads them; the call ends when `body` returns.
+  public func serverStreaming<Result: Sendable>(
+    _ method: String, _ request: [UInt8], options: CallOptions = .defaults,
+    _ body: (ResponseStream) async throws -> Result
+  ) async throws -> Result {
+    try await streaming(method, options, request: request) { call in try await body(ResponseStream(call: call)) }
+  }
+
+  /// A stream of requests written by `body`, one reply.
+  public func clientStreaming(
+    _ method: String, options: CallOptions = .defaults, _ body: (RequestWriter) async throws -> Void
+  ) async throws -> [UInt8] {
+    try await streaming(method, options, request: nil) { call in
+      try await body(RequestWriter(call: call))
+      call.end()
+      guard let reply = try await call.next() else {
+        throw RPCError(code: .internal, message: "the server ended a client-streaming call without a reply")
+      }
+      _ = try await call.next()  // the status: OK, or the error it throws
+      return reply
+    }
+  }
+
+  /// Requests and replies at once: `body` writes with the writer and reads the stream.
+  public func bidirectional<Result: Sendable>(
+    _ method: String, options: CallOptions = .defaults,
+    _ body: (RequestWriter, ResponseStream) async throws -> Result
+  ) async throws -> Result {
+    try await streaming(method, options, request: nil) { call in
+      try await body(RequestWriter(call: call), ResponseStream(call: call))
+    }
+  }
+
+  private func streaming<Result: Sendable>(
+    _ method: String, _ options: CallOptions, request: [UInt8]?,
+    _ body: (StreamingCall) async throws -> Result
+  ) async throws -> Result {
+    let call = StreamingCall(client: self, method: method, options: options)
+    defer { call.finish() }
+    do {
+      try await call.start(request: request)
+      let result = try await body(call)
+      counters.succeeded.add(1, ordering: .relaxed)
+      return result
+    } catch {
+      counters.failed.add(1, ordering: .relaxed)
+      throw Self.rpcError(error)
+    }
+  }
+}

@@ -1,0 +1,92 @@
+import BatonClient
+import BatonServer
+import Testing
+
+@Suite("The four call shapes, end to end on 127.0.0.1", .timeLimit(.minutes(1)))
+struct CallShapeTests {
+  @Test("a unary call echoes its message")
+  func unary() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let reply = try await client.unary("echo/Unary", [UInt8]("hello"))
+        #expect(reply.text == "hello")
+        let empty = try await client.unary("echo/Unary", [])
+        #expect(empty.isEmpty)
+      }
+    }
+  }
+
+  @Test("a server-streaming call delivers every reply in order")
+  func serverStreaming() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let replies = try await client.serverStreaming("echo/Expand", [UInt8]("100")) { responses in
+          var all: [String] = []
+          for try await reply in responses { all.append(reply.text) }
+          return all
+        }
+        #expect(replies == (0..<100).map(String.init))
+      }
+    }
+  }
+
+  @Test("a client-streaming call sees every request and answers once")
+  func clientStreaming() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let reply = try await client.clientStreaming("echo/Collect") { writer in
+          for index in 0..<50 { try await writer.write([UInt8]("\(index % 10)")) }
+        }
+        #expect(reply.text == String(repeating: "0123456789", count: 5))
+      }
+    }
+  }
+
+  @Test("a bidirectional call echoes while both sides stream")
+  func bidirectional() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let echoed = try await client.bidirectional("echo/Bidi") { writer, responses in
+          var iterator = responses.makeAsyncIterator()
+          var got: [String] = []
+          for index in 0..<200 {
+            try await writer.write([UInt8]("m\(index)"))
+            if let reply = try await iterator.next() { got.append(reply.text) }
+          }
+          writer.finish()
+          #expect(try await iterator.next() == nil)
+          return got
+        }
+        #expect(echoed == (0..<200).map { "m\($0)" })
+      }
+    }
+  }
+
+  @Test("metadata and trailers travel both ways")
+  func metadata() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let response = try await client.unaryResponse(
+          "echo/Metadata", [UInt8]("x"), options: CallOptions(metadata: ["who": "tester"]))
+        #expect(response.headers["reply-to"] == "tester")
+        #expect(response.trailers["done"] == "yes")
+      }
+    }
+  }
+
+  @Test("a thrown RPCError becomes the status; any other error becomes internal without its text")
+  func errors() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let notFound = await #expect(throws: RPCError.self) { try await client.unary("echo/Fail", []) }
+        #expect(notFound?.code == .notFound)
+        #expect(notFound?.message == "no such thing")
+        let crash = await #expect(throws: RPCError.self) { try await client.unary("echo/Crash", []) }
+        #expect(crash?.code == .internal)
+        #expect(crash?.message.contains("Secret") == false)
+        let missing = await #expect(throws: RPCError.self) { try await client.unary("echo/Nope", []) }
+        #expect(missing?.code == .unimplemented)
+      }
+    }
+  }
+}
