@@ -136,6 +136,8 @@ public final class Client: Sendable {
     switch error {
     case .metadataTooLarge(let size, let limit):
       throw RPCError(code: .invalidArgument, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
+    case .messageTooLarge(let size, let limit):
+      throw RPCError(code: .resourceExhausted, message: "request of \(size) bytes exceeds the server's limit of \(limit)")
     case .goingAway, .notReady:
       pool.markDraining(lease.connection)
     case .tooManyStreams:

@@ -59,6 +59,8 @@ public struct ConnectionCore: Sendable {
     var bytes: [UInt8]
     var offset: Int
     var endStream: Bool
+    /// (server) The status to send once the bytes are out.
+    var trailers: Trailers? = nil
   }
 
   public init(role: Role, settings: ConnectionSettings = .defaults) {
@@ -113,7 +115,7 @@ public struct ConnectionCore: Sendable {
         phase = .awaitingSettings
         continue
       }
-      let result: FrameDecoder.Result
+      let result: FrameDecoder.Outcome
       do {
         result = try decoder.decode(rest)
       } catch {
@@ -400,6 +402,8 @@ public struct ConnectionCore: Sendable {
     case tooManyStreams
     /// The metadata block is larger than the peer's MAX_METADATA_SIZE.
     case metadataTooLarge(size: Int, limit: UInt32)
+    /// The request message is larger than the peer's MAX_MESSAGE_SIZE.
+    case messageTooLarge(size: Int, limit: UInt32)
   }
 
   /// (client) Opens a stream with OPEN and returns its id.
@@ -486,11 +490,21 @@ public struct ConnectionCore: Sendable {
     FrameEncoder.appendHeaders(&outbound, streamID: id, metadata: metadata)
   }
 
-  /// (server) Ends the stream with a status. Anything still waiting for credit is dropped.
+  /// (server) Ends the stream with a status. A message still waiting for flow-control credit
+  /// goes first and the status follows it (the stream stays open until then), unless
+  /// `discardPending` (a cut at the stop deadline), which drops it and ends at once.
   /// Returns false if the stream had already ended.
   @discardableResult
-  public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers) -> Bool {
-    guard streams.removeValue(forKey: id) != nil else { return false }
+  public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
+    guard var stream = streams[id] else { return false }
+    if !discardPending, var pending = stream.pending {
+      guard pending.trailers == nil else { return false }
+      pending.trailers = trailers
+      stream.pending = pending
+      streams[id] = stream
+      return true
+    }
+    streams[id] = nil
     FrameEncoder.appendTrailers(&outbound, streamID: id, trailers: trailers)
     return true
   }
@@ -575,7 +589,12 @@ public struct ConnectionCore: Sendable {
       if last {
         if pending.endStream { _ = stream.machine.sendEndStream() }
         stream.pending = nil
-        streams[id] = stream
+        if let trailers = pending.trailers {
+          streams[id] = nil
+          FrameEncoder.appendTrailers(&outbound, streamID: id, trailers: trailers)
+        } else {
+          streams[id] = stream
+        }
         return true
       }
     }

@@ -17,7 +17,7 @@ public struct FrameDecoder: Sendable {
     self.init(maxFrameSize: settings.maxFrameSize, maxMetadataSize: settings.maxMetadataSize)
   }
 
-  public enum Result: Hashable, Sendable {
+  public enum Outcome: Hashable, Sendable {
     /// Not a whole frame yet.
     case needMore
     case frame(Frame, consumed: Int)
@@ -27,7 +27,7 @@ public struct FrameDecoder: Sendable {
   }
 
   /// Decodes the first frame in `bytes`. Throws only connection-scoped errors.
-  public func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Result {
+  public func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Outcome {
     guard bytes.count >= FrameEncoder.headerLength else { return .needMore }
     let length = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
     let type = bytes[3]

@@ -36,12 +36,17 @@ extension EventLoop {
     /// Adds a timer. `isEarliest` is true when it now has the earliest deadline of the heap
     /// (a sleeping loop must wake to rearm for it).
     mutating func insert(deadline: UInt64, _ work: @escaping Work) -> (id: UInt64, isEarliest: Bool) {
-      self.lastID &+= 1
-      let id = self.lastID
+      let id = self.makeID()
       self.pending[id] = work
       self.heap.append(Entry(deadline: deadline, id: id))
       self.siftUp(self.heap.count - 1)
       return (id, self.heap[0].id == id)
+    }
+
+    /// A fresh timer id, never reused by this queue.
+    mutating func makeID() -> UInt64 {
+      self.lastID &+= 1
+      return self.lastID
     }
 
     /// Removes a pending timer and returns its closure, or nil if it is not pending.

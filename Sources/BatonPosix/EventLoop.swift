@@ -34,7 +34,7 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   let wakeFD: Int32
   let timerFD: Int32
   let events: UnsafeMutableRawPointer
-  let shared: Mutex<Shared>
+  let shared: Locked<Shared>
   /// `pthread_self()` of the loop thread while it runs, else 0.
   let owner = Atomic<UInt>(0)
   let thread = Mutex<pthread_t?>(nil)
@@ -109,7 +109,7 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
       byteCount: baton_epoll_event_size() * Int(Self.eventCapacity),
       alignment: MemoryLayout<UInt64>.alignment
     )
-    self.shared = Mutex(Shared())
+    self.shared = Locked(Shared())
   }
 
   deinit {
@@ -135,15 +135,21 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
     self.enqueue(.closure(work))
   }
 
-  /// Runs `work` on the loop and returns its result.
-  /// Work still queued when the loop stops is dropped and this never returns, so do not
-  /// await it across ``EventLoopGroup/shutdown()``.
+  /// Runs `work` on the loop and returns its result, or rethrows its error.
+  /// - Throws: `CancellationError` if the loop has already stopped. Work still queued when
+  ///   the loop stops is dropped and this never returns, so do not race it with
+  ///   ``EventLoopGroup/shutdown()``.
   package func submit<Result: Sendable>(
     _ work: @escaping @Sendable () throws -> Result
   ) async throws -> Result {
     try await withCheckedThrowingContinuation { continuation in
-      self.execute {
-        continuation.resume(with: Swift.Result { try work() })
+      let accepted = self.enqueue(
+        .closure {
+          continuation.resume(with: Swift.Result { try work() })
+        }
+      )
+      if !accepted {
+        continuation.resume(throwing: CancellationError())
       }
     }
   }
@@ -153,12 +159,11 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   /// from any thread.
   package func schedule(at deadline: UInt64, _ work: @escaping @Sendable () -> Void) -> TimerHandle {
     let (id, wake) = self.shared.withLock { state -> (UInt64, Bool) in
-      let (id, isEarliest) = state.timers.insert(deadline: deadline, work)
-      if state.stopped {
-        // Keep the id unique but never run it.
-        _ = state.timers.cancel(id)
-        return (id, false)
+      guard !state.stopped else {
+        // Never runs; `work` is released by the caller's frame, outside the lock.
+        return (state.timers.makeID(), false)
       }
+      let (id, isEarliest) = state.timers.insert(deadline: deadline, work)
       // A sleeping loop waits for the earliest deadline it knew; an earlier one needs it
       // to wake and rearm.
       return (id, isEarliest && Self.claimWakeup(&state))
@@ -208,17 +213,21 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
     self.enqueue(.job(UnownedJob(job)))
   }
 
-  private func enqueue(_ work: Work) {
-    let wake = self.shared.withLock { state -> Bool in
+  /// Queues `work`; false if the loop has stopped (the work is then released, unrun, when
+  /// the caller drops it, outside the lock).
+  @discardableResult
+  private func enqueue(_ work: Work) -> Bool {
+    let (accepted, wake) = self.shared.withLock { state -> (Bool, Bool) in
       guard !state.stopped else {
-        return false
+        return (false, false)
       }
       state.work.append(work)
-      return Self.claimWakeup(&state)
+      return (true, Self.claimWakeup(&state))
     }
     if wake {
       Epoll.signal(self.wakeFD)
     }
+    return accepted
   }
 
   /// Whether the caller must signal the eventfd: true for exactly one caller per sleep.

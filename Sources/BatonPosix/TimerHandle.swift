@@ -2,9 +2,4 @@
 package struct TimerHandle: Hashable, Sendable {
   let id: UInt64
   let loop: ObjectIdentifier
-
-  init(id: UInt64, loop: ObjectIdentifier) {
-    self.id = id
-    self.loop = loop
-  }
 }

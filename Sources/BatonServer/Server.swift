@@ -438,7 +438,7 @@ public final class Server: Sendable {
     state.withLock { $0.listener }?.close()
     for id in state.withLock({ Array($0.connections.keys) }) { beginDrain(id) }
 
-    let drained = await waitForConnections(until: deadlineAt)
+    let drained = await waitForConnections(until: deadlineAt, endOnHardStop: true)
     let drainEnd = MonotonicClock.now()
     report.phases.append(.init(name: "draining", duration: .nanoseconds(drainEnd &- start)))
     if drained {
@@ -500,18 +500,15 @@ public final class Server: Sendable {
     for waiter in stopWaiters { waiter.resume(returning: report) }
   }
 
-  /// Waits until every connection has closed (true) or `deadline` passes / a hard stop (false).
-  private func waitForConnections(until deadline: UInt64) async -> Bool {
+  /// Waits until every connection has closed (true) or `deadline` passes (false). With
+  /// `endOnHardStop`, a hard stop (now or already requested) also ends the wait.
+  private func waitForConnections(until deadline: UInt64, endOnHardStop: Bool = false) async -> Bool {
     let timer = group.next().schedule(at: deadline) { [weak self] in self?.wakeConnectionsWaiter() }
     defer { group.next().cancel(timer) }
     return await withCheckedContinuation { continuation in
       let done = state.withLock { s -> Bool? in
         if s.connections.isEmpty { return true }
-        if s.lifecycle.state == .cancelling && s.connectionsWaiter == nil && s.report == nil
-          && MonotonicClock.now() >= deadline
-        {
-          return false
-        }
+        if endOnHardStop && s.lifecycle.state == .cancelling { return false }
         s.connectionsWaiter = continuation
         return nil
       }

@@ -127,6 +127,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
     _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false
   ) throws(ConnectionCore.OpenError) -> StreamHandle {
     let (id, flush) = try state.withLock { s throws(ConnectionCore.OpenError) in
+      if let message, message.count > Int(s.core.peerSettings.maxMessageSize) {
+        throw .messageTooLarge(size: message.count, limit: s.core.peerSettings.maxMessageSize)
+      }
       let id = try s.core.openStream(head, endStream: endStream && message == nil)
       var ignored: [ConnectionEvent] = []
       if let message {
@@ -366,7 +369,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         if role == .client {
           s.core.resetStream(streamID: id, .cancel)
         } else {
-          s.core.sendTrailers(streamID: id, Trailers(error))
+          s.core.sendTrailers(streamID: id, Trailers(error), discardPending: true)
         }
         Self.fail(id, .local(error), &s, &wakes)
         return Self.claimFlush(&s)
@@ -442,7 +445,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     let (cut, flush) = state.withLock { s in
       var cut: [UInt32] = []
       for id in Array(s.slots.keys) {
-        if s.core.sendTrailers(streamID: id, trailers) { cut.append(id) }
+        if s.core.sendTrailers(streamID: id, trailers, discardPending: true) { cut.append(id) }
         Self.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &s, &wakes)
       }
       return (cut, Self.claimFlush(&s))

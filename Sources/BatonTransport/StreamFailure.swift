@@ -1,4 +1,4 @@
-public import BatonCore
+package import BatonCore
 
 /// Why a stream ended without a status, in the terms the client's retry rules need
 /// (PROTOCOL.md, "Retry rules").

@@ -10,7 +10,8 @@ struct EventLoopIOTests {
     try await withLoop { loop in
       let listener = try Socket.listen(on: SocketAddress(host: "127.0.0.1", port: 0))
       let address = try Socket.localAddress(listener)
-      let received = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[UInt8], any Error>) in
+      let received = try await withCheckedThrowingContinuation {
+        (continuation: CheckedContinuation<[UInt8], any Error>) in
         loop.execute {
           do {
             let acceptor = Acceptor(loop: loop, fd: listener)
@@ -37,7 +38,8 @@ struct EventLoopIOTests {
   @Test("a reused fd number never gets an event meant for its previous registration", .timeLimit(.minutes(1)))
   func staleEventAfterReuse() async throws {
     try await withLoop { loop in
-      let report = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ReuseReport, any Error>) in
+      let report = try await withCheckedThrowingContinuation {
+        (continuation: CheckedContinuation<ReuseReport, any Error>) in
         loop.execute {
           do {
             let scenario = try ReuseScenario(loop: loop, continuation: continuation)
@@ -88,7 +90,8 @@ struct EventLoopIOTests {
   func hangupAfterReadable() async throws {
     try await withLoop { loop in
       let (a, b) = try Socket.makePair()
-      let events = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[String], any Error>) in
+      let events = try await withCheckedThrowingContinuation {
+        (continuation: CheckedContinuation<[String], any Error>) in
         loop.execute {
           let handler = Recorder(loop: loop) { recorder, event in
             if event == "readable" {
@@ -157,7 +160,9 @@ struct EventLoopIOTests {
     }
   }
 
-  @Test("registering the same fd twice throws EEXIST; deregister and setInterest tolerate stale registrations", .timeLimit(.minutes(1)))
+  @Test(
+    "registering the same fd twice throws EEXIST; deregister and setInterest tolerate stale registrations",
+    .timeLimit(.minutes(1)))
   func registrationErrors() async throws {
     try await withLoop { loop in
       let (a, b) = try Socket.makePair()

@@ -1,5 +1,6 @@
-@testable import BatonPosix
 import Testing
+
+@testable import BatonPosix
 
 @Suite("EventLoop.TimerQueue")
 struct TimerQueueTests {
@@ -21,7 +22,7 @@ struct TimerQueueTests {
     }
     var due: [EventLoop.TimerQueue.Work] = []
     tagged.popDue(now: 40, into: &due)
-    due.forEach { $0() }
+    for work in due { work() }
     #expect(order.value == [1, 3, 5, 4, 2])
     #expect(tagged.count == 2)
     #expect(tagged.earliestDeadline() == 50)
@@ -48,7 +49,7 @@ struct TimerQueueTests {
     #expect(queue.earliestDeadline() == 2)
     var due: [EventLoop.TimerQueue.Work] = []
     queue.popDue(now: .max, into: &due)
-    due.forEach { $0() }
+    for work in due { work() }
     #expect(ran.value == [2])
     #expect(queue.isEmpty)
     #expect(queue.earliestDeadline() == nil)
@@ -70,7 +71,7 @@ struct TimerQueueTests {
     #expect(queue.count == 100)
     var due: [EventLoop.TimerQueue.Work] = []
     queue.popDue(now: .max, into: &due)
-    due.forEach { $0() }
+    for work in due { work() }
     #expect(ran.value.count == 100)
     #expect(ran.value == ran.value.sorted())
     #expect(queue.isEmpty)

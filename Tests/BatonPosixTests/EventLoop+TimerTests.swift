@@ -9,7 +9,8 @@ struct EventLoopTimerTests {
     await withLoop { loop in
       for delay in [0, 1, 3, 20] {
         let deadline = MonotonicClock.now() + UInt64(delay) * 1_000_000
-        let (firedAt, onLoop) = await withCheckedContinuation { (continuation: CheckedContinuation<(UInt64, Bool), Never>) in
+        let (firedAt, onLoop) = await withCheckedContinuation {
+          (continuation: CheckedContinuation<(UInt64, Bool), Never>) in
           _ = loop.schedule(at: deadline) {
             continuation.resume(returning: (MonotonicClock.now(), loop.inEventLoop))
           }
@@ -35,11 +36,14 @@ struct EventLoopTimerTests {
 
       let fired = await withCheckedContinuation { (continuation: CheckedContinuation<[Int], Never>) in
         let fired = LoopConfined([Int]())
-        for entry in plan {
-          _ = loop.schedule(at: entry.deadline) {
-            fired.value.append(entry.label)
-            if fired.value.count == count {
-              continuation.resume(returning: fired.value)
+        // Parked, so no deadline can pass before the last timer is in.
+        whileParked(loop) {
+          for entry in plan {
+            _ = loop.schedule(at: entry.deadline) {
+              fired.value.append(entry.label)
+              if fired.value.count == count {
+                continuation.resume(returning: fired.value)
+              }
             }
           }
         }

@@ -66,6 +66,23 @@ struct EventLoopGroupTests {
     #expect(released.withLock { $0 })
   }
 
+  @Test("submit on a stopped loop throws CancellationError instead of hanging", .timeLimit(.minutes(1)))
+  func submitAfterShutdown() async {
+    let group = EventLoopGroup(threads: 1)
+    group.shutdown()
+    await #expect(throws: CancellationError.self) {
+      try await group.loops[0].submit { 1 }
+    }
+  }
+
+  @Test("a timer scheduled on a stopped loop never runs and cancelling it reports false")
+  func timerAfterShutdown() {
+    let group = EventLoopGroup(threads: 1)
+    group.shutdown()
+    let handle = group.loops[0].schedule(at: 0) {}
+    #expect(!group.loops[0].cancel(handle))
+  }
+
   @Test("the shared group has at least one loop and hands them out")
   func sharedGroup() {
     #expect(!EventLoopGroup.shared.loops.isEmpty)

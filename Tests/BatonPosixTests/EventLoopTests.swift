@@ -34,7 +34,8 @@ struct EventLoopTests {
     }
   }
 
-  @Test("execute from the loop thread runs next turn, in order, without signalling the eventfd", .timeLimit(.minutes(1)))
+  @Test(
+    "execute from the loop thread runs next turn, in order, without signalling the eventfd", .timeLimit(.minutes(1)))
   func executeFromLoopThread() async {
     await withLoop { loop in
       let (order, wakeupsBefore, wakeupsAfter, ranInline) = await withCheckedContinuation {
@@ -82,7 +83,9 @@ struct EventLoopTests {
     }
   }
 
-  @Test("runAtTurnEnd runs after all work of its batch, repeats for callbacks it adds, and precedes next turn's work", .timeLimit(.minutes(1)))
+  @Test(
+    "runAtTurnEnd runs after all work of its batch, repeats for callbacks it adds, and precedes next turn's work",
+    .timeLimit(.minutes(1)))
   func runAtTurnEnd() async {
     await withLoop { loop in
       let order = await withCheckedContinuation { (continuation: CheckedContinuation<[String], Never>) in

@@ -1,6 +1,6 @@
 import BatonPosix
-import Glibc
 import Dispatch
+import Glibc
 import Synchronization
 
 /// Mutable state touched only on one event loop's thread; `@unchecked` because the tests

@@ -1,0 +1,114 @@
+import BatonClient
+import BatonPosix
+
+/// `baton bench stream`: one bidirectional stream, written as fast as flow control allows.
+enum BenchStreamCommand {
+  static let spec = CommandSpec(
+    path: "baton bench stream",
+    summary: "one bidirectional stream at full speed",
+    help: """
+      usage: baton bench stream --port P [--seconds S] [--warmup W] [--size B]
+
+      Opens one bench.Echo/Stream stream to 127.0.0.1:P. One task writes B-byte messages as fast
+      as flow control allows for W + S seconds, then ends its side; another reads the echoes.
+      Echoes that arrive between the end of the warm-up and the deadline are measured. Prints:
+        RESULT stream impl=baton size=B secs=S msgs=N msgs_per_s=N MB_per_s=N
+
+      options:
+        --port P        the bench server's port (required)
+        --seconds S     measured seconds (default 5)
+        --warmup W      unmeasured seconds at the start of the same stream (default 1)
+        --size B        payload bytes (default 64)
+        --help          this text
+
+      exit status: 0 measured, 1 the stream failed or too few echoes arrived.
+      """,
+    valued: ["--port", "--seconds", "--warmup", "--size"]
+  )
+
+  /// Echo counts, with the count and time at the start and end of the measured span.
+  struct Counts: Sendable {
+    var total = 0
+    var atStart = -1
+    var startTime: UInt64 = 0
+    var atEnd = -1
+    var endTime: UInt64 = 0
+  }
+
+  static func run(_ arguments: Arguments, _ output: Output) async throws -> Int32 {
+    let port = try arguments.int("--port", default: nil, in: 1...65_535)
+    let seconds = try arguments.seconds("--seconds", default: 5, in: 0.01...86_400)
+    let warmup = try arguments.seconds("--warmup", default: 1, in: 0...86_400)
+    let size = try arguments.int("--size", default: 64, in: 0...(4 << 20) - 1_024)
+    let payload = Format.payload(size)
+
+    let start = MonotonicClock.now()
+    let measureStart = start &+ UInt64(warmup * 1e9)
+    let deadline = measureStart &+ UInt64(seconds * 1e9)
+    let client = Client(endpoints: [Endpoint(host: "127.0.0.1", port: port)])
+    let outcome = await LoadWorkers.run(count: 1, hardDeadline: deadline &+ 30_000_000_000) { _ in
+      await stream(client, payload, measureStart: measureStart, deadline: deadline)
+    }
+    await client.close()
+
+    let counts: Counts
+    switch outcome.first {
+    case .success(let value)?:
+      counts = value
+    case .failure(let error)?:
+      output.line("RESULT stream impl=baton size=\(size) error=\(Format.errorKey(error))")
+      output.error("error: \(error)")
+      return 1
+    case nil:
+      output.line("RESULT stream impl=baton size=\(size) error=no-result")
+      return 1
+    }
+    guard counts.atStart >= 0, counts.atEnd > counts.atStart else {
+      output.line("RESULT stream impl=baton size=\(size) error=too-few-messages total=\(counts.total)")
+      return 1
+    }
+    let messages = counts.atEnd - counts.atStart
+    let secs = Double(counts.endTime &- counts.startTime) / 1e9
+    let perSecond = Double(messages) / secs
+    output.line(
+      "RESULT stream impl=baton size=\(size) secs=\(Format.fixed(secs, 2)) msgs=\(messages)"
+        + " msgs_per_s=\(Format.fixed(perSecond, 0)) MB_per_s=\(Format.fixed(perSecond * Double(size) / 1e6, 1))")
+    return 0
+  }
+
+  private static func stream(
+    _ client: Client, _ payload: [UInt8], measureStart: UInt64, deadline: UInt64
+  ) async -> Result<Counts, any Error> {
+    do {
+      return .success(
+        try await client.bidirectional("bench.Echo/Stream") { writer, responses in
+          try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+              // write() waits while the server has not granted flow-control credit.
+              while MonotonicClock.now() < deadline { try await writer.write(payload) }
+              writer.finish()
+            }
+            var counts = Counts()
+            for try await _ in responses {
+              counts.total += 1
+              if counts.atEnd < 0 {
+                let now = MonotonicClock.now()
+                if counts.atStart < 0 && now >= measureStart {
+                  counts.atStart = counts.total
+                  counts.startTime = now
+                }
+                if now >= deadline {
+                  counts.atEnd = counts.total
+                  counts.endTime = now
+                }
+              }
+            }
+            try await group.waitForAll()
+            return counts
+          }
+        })
+    } catch {
+      return .failure(error)
+    }
+  }
+}

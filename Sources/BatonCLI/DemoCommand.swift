@@ -1,0 +1,143 @@
+import BatonClient
+import BatonPosix
+
+/// `baton demo`: three servers restarted one by one under steady load, and no call fails.
+enum DemoCommand {
+  static let spec = CommandSpec(
+    path: "baton demo",
+    summary: "rolling restart of three in-process servers under load",
+    help: """
+      usage: baton demo [--seconds S] [--verbose]
+
+      Starts three demo servers in this process on 127.0.0.1 and one client over the three,
+      with 16 unary workers and 4 bidirectional-stream workers of steady load. After a warm-up
+      each server in turn is stopped gracefully (deadline 5 s) and a new one is started on the
+      same port. A live line shows calls ok / failed / retried, each server's share of the
+      calls over the last second, and the restart under way; the summary lists each drain.
+
+      options:
+        --seconds S   length of the run, 3 to 3600 (default 12); restarts that overrun extend it
+        --verbose     the servers' lifecycle lines on standard error, prefixed '[server N]'
+        --help        this text
+
+      exit status: 0 no call failed, 1 some call failed (or a server could not restart).
+      """,
+    valued: ["--seconds"],
+    switches: ["--verbose"]
+  )
+
+  static let unaryWorkers = 16
+  static let streamWorkers = 4
+  static let drainDeadline: Duration = .seconds(5)
+
+  static func run(_ arguments: Arguments, _ output: Output) async throws -> Int32 {
+    let seconds = try arguments.seconds("--seconds", default: 12, in: 3...3_600)
+    let verbose = arguments.flag("--verbose")
+    let cluster = try await LocalCluster.start(count: 3) { index in
+      verbose ? output.logger(prefix: "[server \(index + 1)] ") : .disabled
+    }
+    output.line(
+      "demo: servers on \(cluster.endpoints.map(\.description).joined(separator: ", ")); "
+        + "\(unaryWorkers) unary + \(streamWorkers) stream workers for \(Format.fixed(seconds, 0)) s; "
+        + "each server restarts in turn")
+
+    let client = Client(endpoints: cluster.endpoints)
+    let live = LiveCounters()
+    let stop = StopTime()
+    let options = CallOptions(timeout: .seconds(5))
+    let payload = Array("baton demo".utf8)
+    let start = MonotonicClock.now()
+    // Three drains of at most 5 s, each with up to 3 s to bind again: the run cannot outlast this.
+    let hardDeadline = start &+ UInt64((seconds + 3 * 9 + 10) * 1e9)
+
+    let driver = Task { () -> [Result<LocalCluster.Restart, any Error>] in
+      defer { stop.stopNow() }
+      return await cluster.rollingRestart(seconds: seconds, start: start, deadline: drainDeadline)
+    }
+    let progress = Task { await showProgress(cluster, client, live, start: start, output) }
+    let tallies = await LoadWorkers.run(count: unaryWorkers + streamWorkers, hardDeadline: hardDeadline) { index in
+      index < unaryWorkers
+        ? await LoadWorkers.unary(
+          client: client, method: "demo.Echo/Unary", payload: payload, options: options, stop: stop, live: live)
+        : await LoadWorkers.stream(
+          client: client, method: "demo.Echo/Bidi", payload: payload, options: options, stop: stop, live: live)
+    }
+    let restarts = await driver.value
+    progress.cancel()
+    await progress.value
+    let elapsed = MonotonicClock.now() &- start
+    let retried = client.statistics.retried
+    await client.close()
+    await cluster.stopAll()
+
+    var total = Tally()
+    for tally in tallies { total.merge(tally) }
+    output.line(
+      "summary: ok=\(total.ok) failed=\(total.failed) retried=\(retried) in \(Format.fixed(Double(elapsed) / 1e9, 1)) s"
+        + " (unary p50 \(Format.micros(total.latency.percentile(50))) us, p99 \(Format.micros(total.latency.percentile(99))) us;"
+        + " \(total.messages) stream messages)")
+    var restartFailed = false
+    for (index, outcome) in restarts.enumerated() {
+      let name = "server \(index + 1) (\(cluster.endpoints[index]))"
+      switch outcome {
+      case .success(let restart):
+        let cut = restart.report.cutStreams.count
+        output.line(
+          "  drain \(index + 1): \(name) drained in \(Format.millis(restart.drain)) ms, listening again after "
+            + "\(Format.millis(restart.total)) ms; \(restart.report.drainedStreams) calls finished during the drain"
+            + (cut == 0 ? ", none cut" : ", \(cut) cut at the deadline"))
+      case .failure(let error):
+        restartFailed = true
+        output.line("  drain \(index + 1): \(name) could not restart: \(error)")
+      }
+    }
+    if total.failed == 0 && !restartFailed {
+      output.line("PASS: no call failed while every server restarted")
+      return 0
+    }
+    output.line("FAIL: \(total.failed) calls failed (\(Format.failures(total.failures)))")
+    return 1
+  }
+
+  /// The live line: every 250 ms redrawn in place on a terminal, else one line a second.
+  private static func showProgress(
+    _ cluster: LocalCluster, _ client: Client, _ live: LiveCounters, start: UInt64, _ output: Output
+  ) async {
+    let interval: UInt64 = output.isTerminal ? 250_000_000 : 1_000_000_000
+    var history: [(at: UInt64, counts: [Int])] = [(start, cluster.callCounts)]
+    var tick: UInt64 = 1
+    while !Task.isCancelled {
+      await LoadWorkers.sleep(until: start &+ tick &* interval)
+      if Task.isCancelled { break }
+      tick += 1
+      let now = MonotonicClock.now()
+      let counts = cluster.callCounts
+      // Shares over the last second, so a draining server visibly drops to 0%.
+      while history.count > 1, let second = history.dropFirst().first, now &- second.at >= 1_000_000_000 {
+        history.removeFirst()
+      }
+      let base = history.first?.counts ?? counts
+      history.append((now, counts))
+      let deltas = zip(counts, base).map { $0 - $1 }
+      let sum = max(1, deltas.reduce(0, +))
+      let shares = zip(cluster.endpoints, deltas).map { endpoint, delta in
+        ":\(endpoint.port) \(String(delta * 100 / sum).leftPadded(to: 3))%"
+      }.joined(separator: " ")
+      let phase: String
+      if let index = cluster.restarting {
+        phase = "restarting server \(index + 1): \(cluster.status(index))"
+      } else {
+        phase = "steady"
+      }
+      let line =
+        "\(Format.fixed(Double(now &- start) / 1e9, 1))s ok=\(live.ok) failed=\(live.failures) "
+        + "retried=\(client.statistics.retried) | share \(shares) | \(phase)"
+      if output.isTerminal {
+        output.raw("\r" + line + "\u{1B}[K", to: .standardOutput)
+      } else {
+        output.line(line)
+      }
+    }
+    if output.isTerminal { output.raw("\n", to: .standardOutput) }
+  }
+}

@@ -1,0 +1,117 @@
+import BatonClient
+import BatonPosix
+
+/// The closed-loop callers behind `load`, `demo` and the benchmarks.
+enum LoadWorkers {
+  /// Runs `count` copies of `body` at once and returns their results. If they have not all
+  /// returned by `hardDeadline` (``MonotonicClock`` ns), they are cancelled: their calls end with
+  /// `cancelled` and the loops stop.
+  static func run<Result: Sendable>(
+    count: Int, hardDeadline: UInt64, _ body: @escaping @Sendable (Int) async -> Result
+  ) async -> [Result] {
+    await withTaskGroup(of: Result?.self) { group in
+      for index in 0..<count {
+        group.addTask { await body(index) }
+      }
+      group.addTask {
+        await sleep(until: hardDeadline)
+        return nil
+      }
+      var results: [Result] = []
+      for await result in group {
+        if let result {
+          results.append(result)
+          if results.count == count { group.cancelAll() }  // ends the watchdog
+        } else if results.count < count {
+          group.cancelAll()  // the watchdog fired: stop the stragglers
+        }
+      }
+      return results
+    }
+  }
+
+  /// Sleeps until `deadline` (``MonotonicClock`` ns), or until the task is cancelled.
+  static func sleep(until deadline: UInt64) async {
+    let now = MonotonicClock.now()
+    if deadline > now { try? await Task.sleep(nanoseconds: deadline - now) }
+  }
+
+  /// Unary calls in a closed loop until `stop`; each reply must have the request's length.
+  static func unary(
+    client: Client, method: String, payload: [UInt8], options: CallOptions, stop: StopTime,
+    live: LiveCounters? = nil, window: RestartWindow? = nil
+  ) async -> Tally {
+    var tally = Tally()
+    while !stop.isOver {
+      let mark = window?.mark ?? 0
+      let start = MonotonicClock.now()
+      do {
+        let reply = try await client.unary(method, payload, options: options)
+        let took = MonotonicClock.now() &- start
+        guard reply.count == payload.count else {
+          tally.fail("wrong-length")
+          live?.failed()
+          continue
+        }
+        tally.ok += 1
+        live?.succeeded()
+        if let window, window.overlaps(since: mark) {
+          tally.restartLatency.record(nanoseconds: took)
+        } else {
+          tally.latency.record(nanoseconds: took)
+        }
+      } catch {
+        tally.fail(Format.errorKey(error))
+        live?.failed()
+      }
+    }
+    return tally
+  }
+
+  /// Bidirectional streams in a closed loop until `stop`: each stream sends a message, waits
+  /// for its echo, and repeats for up to `streamLength` ns (or until its server starts to drain),
+  /// then ends and the next one starts. A stream is one call; each round trip is one latency.
+  static func stream(
+    client: Client, method: String, payload: [UInt8], options: CallOptions, stop: StopTime,
+    streamLength: UInt64 = 1_000_000_000, live: LiveCounters? = nil, window: RestartWindow? = nil
+  ) async -> Tally {
+    var tally = Tally()
+    while !stop.isOver {
+      let streamEnd = MonotonicClock.now() &+ streamLength
+      do {
+        let run = try await client.bidirectional(method, options: options) { writer, responses in
+          var run = Tally()
+          var replies = responses.makeAsyncIterator()
+          while MonotonicClock.now() < streamEnd && !stop.isOver && !writer.isConnectionDraining {
+            let mark = window?.mark ?? 0
+            let start = MonotonicClock.now()
+            try await writer.write(payload)
+            guard let reply = try await replies.next() else {
+              throw RPCError(code: .internal, message: "the stream ended before echoing every message")
+            }
+            let took = MonotonicClock.now() &- start
+            guard reply.count == payload.count else {
+              throw RPCError(code: .dataLoss, message: "an echo had \(reply.count) bytes, not \(payload.count)")
+            }
+            run.messages += 1
+            if let window, window.overlaps(since: mark) {
+              run.restartLatency.record(nanoseconds: took)
+            } else {
+              run.latency.record(nanoseconds: took)
+            }
+          }
+          writer.finish()
+          while try await replies.next() != nil {}
+          return run
+        }
+        tally.merge(run)
+        tally.ok += 1
+        live?.succeeded()
+      } catch {
+        tally.fail(Format.errorKey(error))
+        live?.failed()
+      }
+    }
+    return tally
+  }
+}

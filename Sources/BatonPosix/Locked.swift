@@ -1,0 +1,41 @@
+import Glibc
+
+/// A value guarded by a plain (non-priority-inheriting) pthread mutex.
+///
+/// Same shape as `Synchronization.Mutex`, for state that many threads hit at once.
+/// `Mutex` on Linux is built on priority-inheritance futexes, whose unlock hands the lock
+/// to a sleeping waiter; with more contending threads than cores that turns into a convoy
+/// where every acquisition waits for a context switch. Measured here (gVisor, 2 cores, 8
+/// threads appending to one array): `Mutex` 24 thousand operations/s, this lock 21 million.
+/// glibc's mutex lets a running thread take a just-released lock instead, so it degrades
+/// gracefully. Keep critical sections short and never call out of them.
+package final class Locked<Value>: @unchecked Sendable {
+  // @unchecked: `value` is only reached through `withLock`, under `mutex`.
+  private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+  private let value: UnsafeMutablePointer<Value>
+
+  package init(_ initialValue: sending Value) {
+    self.mutex = .allocate(capacity: 1)
+    self.mutex.initialize(to: pthread_mutex_t())
+    _ = pthread_mutex_init(self.mutex, nil)
+    self.value = .allocate(capacity: 1)
+    self.value.initialize(to: initialValue)
+  }
+
+  deinit {
+    _ = pthread_mutex_destroy(self.mutex)
+    self.mutex.deallocate()
+    self.value.deinitialize(count: 1)
+    self.value.deallocate()
+  }
+
+  /// Runs `body` with exclusive access to the value. Not reentrant.
+  @inline(__always)
+  package func withLock<Result, E: Error>(
+    _ body: (inout sending Value) throws(E) -> sending Result
+  ) throws(E) -> sending Result {
+    _ = pthread_mutex_lock(self.mutex)
+    defer { _ = pthread_mutex_unlock(self.mutex) }
+    return try body(&self.value.pointee)
+  }
+}

@@ -1,0 +1,150 @@
+import BatonClient
+import BatonServer
+import Testing
+
+@Suite("Deadlines, cancellation, flow control and scale", .timeLimit(.minutes(2)))
+struct CallLifecycleTests {
+  @Test("a deadline ends the call with deadlineExceeded and cancels the handler")
+  func deadline() async throws {
+    let handlerCancelled = Signal()
+    var router = Router()
+    router.unary("test/Hang") { _, context in
+      #expect(context.timeout != nil)
+      do {
+        try await Task.sleep(for: .seconds(30))
+      } catch {
+        handlerCancelled.fire()
+        throw error
+      }
+      return []
+    }
+    try await withTestServer(router) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let started = ContinuousClock.now
+        let error = await #expect(throws: RPCError.self) {
+          try await client.unary("test/Hang", [], options: CallOptions(timeout: .milliseconds(200)))
+        }
+        #expect(error?.code == .deadlineExceeded)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        await handlerCancelled.wait()
+      }
+    }
+  }
+
+  @Test("cancelling the calling task resets the stream and the handler sees the cancellation")
+  func cancellation() async throws {
+    let handlerStarted = Signal()
+    let handlerCancelled = Signal()
+    var router = Router()
+    router.unary("test/Hang") { _, _ in
+      handlerStarted.fire()
+      do {
+        try await Task.sleep(for: .seconds(30))
+      } catch {
+        handlerCancelled.fire()
+        throw error
+      }
+      return []
+    }
+    try await withTestServer(router) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let call = Task { try await client.unary("test/Hang", []) }
+        await handlerStarted.wait()
+        call.cancel()
+        let result = await call.result
+        #expect(throws: RPCError.self) { try result.get() }
+        if case .failure(let error as RPCError) = result { #expect(error.code == .cancelled) }
+        await handlerCancelled.wait()
+      }
+    }
+  }
+
+  @Test("a slow reader bounds what a fast writer has in flight to the flow-control window")
+  func slowReader() async throws {
+    let written = Counter()
+    let messageSize = 16 << 10
+    var router = Router()
+    router.serverStreaming("test/Firehose") { _, writer, _ in
+      for _ in 0..<400 {
+        try await writer.write([UInt8](repeating: 7, count: messageSize))
+        written.increment()
+      }
+    }
+    var clientConfiguration = Client.Configuration()
+    clientConfiguration.connection.initialWindowSize = 128 << 10
+    try await withTestServer(router) { _, address in
+      try await withClient(endpoints: [address], configuration: clientConfiguration) { client in
+        try await client.serverStreaming("test/Firehose", []) { responses in
+          var read = 0
+          var maxAhead = 0
+          for try await message in responses {
+            #expect(message.count == messageSize)
+            read += 1
+            maxAhead = max(maxAhead, written.current - read)
+            if read % 50 == 0 { try await Task.sleep(for: .milliseconds(20)) }  // be slow, not a sync
+          }
+          #expect(read == 400)
+          // 128 KiB window / 16 KiB messages = 8 in flight, plus the one being written.
+          #expect(maxAhead <= 10, "the writer ran \(maxAhead) messages ahead of the reader")
+        }
+      }
+    }
+  }
+
+  @Test("1,000 concurrent streams on one connection all complete")
+  func thousandStreams() async throws {
+    let barrier = Barrier(count: 1_000)
+    var router = Router()
+    router.unary("test/Together") { request, _ in
+      await barrier.arrive()
+      return request
+    }
+    try await withTestServer(router) { server, address in
+      try await withClient(endpoints: [address]) { client in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for index in 0..<1_000 {
+            group.addTask {
+              let reply = try await client.unary("test/Together", [UInt8]("\(index)"))
+              #expect(reply.text == "\(index)")
+            }
+          }
+          try await group.waitForAll()
+        }
+        #expect(barrier.arrived == 1_000)
+        #expect(client.statistics.succeeded == 1_000)
+        #expect(server.progress.connections.count == 1)
+      }
+    }
+  }
+
+  @Test("100 connections at once are all served")
+  func hundredConnections() async throws {
+    let barrier = Barrier(count: 100)
+    let serverBox = Box<Server>()
+    let countAtPeak = Counter()
+    var router = Router()
+    router.unary("test/Together") { request, _ in
+      // The 100th arrival sees every connection still open: all 100 are in flight.
+      if barrier.arrived == 99, let server = serverBox.value {
+        for _ in 0..<server.progress.connections.count { countAtPeak.increment() }
+      }
+      await barrier.arrive()
+      return request
+    }
+    try await withTestServer(router) { server, address in
+      serverBox.value = server
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for index in 0..<100 {
+          group.addTask {
+            try await withClient(endpoints: [address]) { client in
+              let got139 = try await client.unary("test/Together", [UInt8]("\(index)")).text
+              #expect(got139 == "\(index)")
+            }
+          }
+        }
+        try await group.waitForAll()
+      }
+      #expect(countAtPeak.current == 100)
+    }
+  }
+}

@@ -1,0 +1,166 @@
+import BatonClient
+import BatonCore
+import BatonServer
+import Testing
+
+@Suite("Failover: calls survive GOAWAY, restarts and lost servers", .timeLimit(.minutes(5)))
+struct FailoverTests {
+  @Test("a call racing the GOAWAY is either processed once or retried elsewhere, never lost or run twice (1,000 rounds)")
+  func goAwayRace() async throws {
+    let ledger = Ledger()
+    let serverB = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledger))
+    let runB = Task { try await serverB.run() }
+    let addressB = try await serverB.listeningAddress
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.shutdown.goAwayBarrierCap = .milliseconds(20)
+    for round in 0..<1_000 {
+      let serverA = Server(configuration: configuration, router: ledgerRouter(ledger))
+      let runA = Task { try await serverA.run() }
+      let addressA = try await serverA.listeningAddress
+      try await withClient(endpoints: [addressA, addressB]) { client in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for call in 0..<4 {
+            group.addTask {
+              let id = "r\(round)-c\(call)"
+              let got24 = try await client.unary("test/Ledger", [UInt8](id), options: CallOptions(timeout: .seconds(10))).text
+              #expect(got24 == id)
+            }
+          }
+          group.addTask { _ = await serverA.gracefulStop(deadline: .seconds(5)) }
+          try await group.waitForAll()
+        }
+        #expect(client.statistics.failed == 0)
+      }
+      try await runA.value
+    }
+    #expect(ledger.total == 4_000, "every call processed")
+    #expect(ledger.duplicates.isEmpty, "processed twice: \(ledger.duplicates.prefix(5))")
+    serverB.stopNow()
+    try await runB.value
+  }
+
+  @Test("a rolling restart of three servers under continuous load fails no call and runs none twice")
+  func rollingRestart() async throws {
+    let ledger = Ledger()
+    var servers: [Server] = []
+    var runs: [Task<Void, any Error>] = []
+    var endpoints: [Endpoint] = []
+    for _ in 0..<3 {
+      let server = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledger))
+      runs.append(Task { try await server.run() })
+      endpoints.append(try await server.listeningAddress)
+      servers.append(server)
+    }
+    let stop = Signal()
+    let issued = Counter()
+    try await withClient(endpoints: endpoints) { client in
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for worker in 0..<16 {
+          group.addTask {
+            var index = 0
+            while !stop.isFired {
+              let id = "w\(worker)-\(index)"
+              issued.increment()
+              let got62 = try await client.unary("test/SlowLedger", [UInt8](id), options: CallOptions(timeout: .seconds(20))).text
+              #expect(got62 == id)
+              index += 1
+            }
+          }
+        }
+        for worker in 0..<2 {
+          group.addTask {
+            var round = 0
+            while !stop.isFired {
+              try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(20))) { writer, responses in
+                var iterator = responses.makeAsyncIterator()
+                for index in 0..<10 {
+                  try await writer.write([UInt8]("s\(worker)-\(round)-\(index)"))
+                  let got75 = try await iterator.next()?.text
+                  #expect(got75 == "s\(worker)-\(round)-\(index)")
+                }
+                writer.finish()
+                let got78 = try await iterator.next()
+                #expect(got78 == nil)
+              }
+              round += 1
+            }
+          }
+        }
+        for index in 0..<3 {
+          try await Task.sleep(for: .milliseconds(300))  // load runs between restarts
+          let report = await servers[index].gracefulStop(deadline: .seconds(10))
+          #expect(report.isClean)
+          try await runs[index].value
+          var configuration = Server.Configuration(logger: .disabled)
+          configuration.port = endpoints[index].port
+          let replacement = Server(configuration: configuration, router: ledgerRouter(ledger))
+          runs[index] = Task { try await replacement.run() }
+          _ = try await replacement.listeningAddress
+          servers[index] = replacement
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        stop.fire()
+        try await group.waitForAll()
+      }
+      #expect(client.statistics.failed == 0)
+      #expect(ledger.duplicates.isEmpty, "processed twice: \(ledger.duplicates.prefix(5))")
+      #expect(ledger.total == issued.current)
+    }
+    for server in servers { server.stopNow() }
+    for run in runs { try await run.value }
+  }
+
+  @Test("when no endpoint is ready, a call waits for one until its deadline instead of failing fast")
+  func waitsForEndpoint() async throws {
+    // Reserve a port, then start the server on it only after the call has begun.
+    let probe = Server(configuration: .init(logger: .disabled), router: echoRouter())
+    let probeRun = Task { try await probe.run() }
+    let port = try await probe.listeningAddress.port
+    probe.stopNow()
+    try await probeRun.value
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.port = port
+    try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: port)]) { client in
+      let reply = Task { try await client.unary("echo/Unary", [UInt8]("late"), options: CallOptions(timeout: .seconds(10))) }
+      try await Task.sleep(for: .milliseconds(200))  // the call is waiting; now the server appears
+      try await withTestServer(echoRouter(), configuration: configuration) { _, _ in
+        let got122 = try await reply.value.text
+        #expect(got122 == "late")
+      }
+    }
+    // And with no server at all, the deadline (not a connect error) ends the call.
+    try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: port)]) { client in
+      let error = await #expect(throws: RPCError.self) {
+        try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(300)))
+      }
+      #expect(error?.code == .deadlineExceeded)
+    }
+  }
+
+  @Test("a client-streaming call the server did not process is replayed on another endpoint")
+  func replayStreamingCall() async throws {
+    let gate = Signal()
+    var routerA = echoRouter()
+    routerA.clientStreaming("echo/Collect") { _, _ in
+      throw RPCError(code: .internal, message: "A must never process this")
+    }
+    // A refuses every stream: MAX_CONCURRENT_STREAMS 0 means "not processed" for all of them.
+    var configurationA = Server.Configuration(logger: .disabled)
+    configurationA.connection.maxConcurrentStreams = 0
+    try await withTestServer(routerA, configuration: configurationA) { _, addressA in
+      try await withTestServer(echoRouter()) { _, addressB in
+        try await withClient(endpoints: [addressA, addressB]) { client in
+          for _ in 0..<10 {
+            let reply = try await client.clientStreaming("echo/Collect") { writer in
+              for index in 0..<5 { try await writer.write([UInt8]("\(index)")) }
+            }
+            #expect(reply.text == "01234")
+          }
+          gate.fire()
+          #expect(client.statistics.failed == 0)
+        }
+      }
+    }
+    #expect(gate.isFired)
+  }
+}

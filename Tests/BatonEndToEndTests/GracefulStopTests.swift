@@ -1,0 +1,285 @@
+import BatonClient
+import BatonCore
+import BatonServer
+import Testing
+
+func ledgerRouter(_ ledger: Ledger, name: String = "") -> Router {
+  var router = echoRouter()
+  router.unary("test/Ledger") { request, _ in
+    ledger.record(request.text)
+    return request
+  }
+  router.unary("test/SlowLedger") { request, _ in
+    ledger.record(request.text)
+    try await Task.sleep(for: .milliseconds(50))
+    return request
+  }
+  return router
+}
+
+@Suite("Graceful stop: a deploy never fails a call", .timeLimit(.minutes(3)))
+struct GracefulStopTests {
+  @Test("in-flight unary calls and a bidi stream finish OK on a stopping server while new calls go elsewhere")
+  func inFlightFinishNewGoElsewhere() async throws {
+    let ledger = Ledger()
+    let inFlight = Barrier(count: 8)
+    var routerA = ledgerRouter(ledger)
+    routerA.unary("test/Held") { request, _ in
+      await inFlight.arrive()
+      try await Task.sleep(for: .milliseconds(300))
+      return request
+    }
+    let serverB = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledger))
+    let runB = Task { try await serverB.run() }
+    defer { serverB.stopNow() }
+    let addressB = try await serverB.listeningAddress
+    try await withTestServer(routerA) { serverA, addressA in
+      try await withClient(endpoints: [addressA]) { clientA in
+        try await withClient(endpoints: [addressA, addressB]) { both in
+          try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<8 {
+              group.addTask {
+                let reply = try await clientA.unary("test/Held", [UInt8]("held-\(index)")).text
+                #expect(reply == "held-\(index)")
+              }
+            }
+            // A bidi stream that keeps talking through the stop.
+            group.addTask {
+              try await clientA.bidirectional("echo/Bidi") { writer, responses in
+                var iterator = responses.makeAsyncIterator()
+                for index in 0..<30 {
+                  try await writer.write([UInt8]("b\(index)"))
+                  let got51 = try await iterator.next()?.text
+                  #expect(got51 == "b\(index)")
+                  if index == 5 { await inFlight.arrive() }
+                  try await Task.sleep(for: .milliseconds(10))
+                }
+                writer.finish()
+              }
+            }
+            await inFlight.arrive()
+            let stopping = Task { await serverA.gracefulStop(deadline: .seconds(10)) }
+            while serverA.isReady { await Task.yield() }
+            // New calls through the two-endpoint client all land on B.
+            for index in 0..<20 {
+              let got63 = try await both.unary("test/Ledger", [UInt8]("new-\(index)")).text
+              #expect(got63 == "new-\(index)")
+            }
+            try await group.waitForAll()
+            let report = await stopping.value
+            #expect(report.isClean)
+            #expect(report.drainedStreams >= 9)
+          }
+          #expect(clientA.statistics.failed == 0)
+          #expect(both.statistics.failed == 0)
+        }
+      }
+    }
+    serverB.stopNow()
+    try await runB.value
+  }
+
+  @Test("readiness turns off before the first GOAWAY leaves, and a client that never answers the PING still gets the final GOAWAY")
+  func readinessAndBoundedBarrier() async throws {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.shutdown.goAwayBarrierCap = .milliseconds(300)
+    let server = Server(configuration: configuration, router: echoRouter())
+    let run = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    let peer = try RawPeer(port: address.port)
+    peer.handshake()
+    peer.send(
+      .open(streamID: 1, RequestHead(method: "echo/Unary"), endStream: false),
+      .data(streamID: 1, payload: [1], endMessage: true, endStream: true))
+    _ = await peer.read { $0.isTrailers }
+    #expect(server.isReady)
+    server.beginGracefulStop(deadline: .seconds(5))
+    #expect(!server.isReady)  // flipped synchronously, before any GOAWAY can be written
+    let started = ContinuousClock.now
+    let (first, _) = await peer.read { $0.isGoAway }
+    #expect(first.last?.goAwayLastStreamID == StreamID.max)
+    // The peer never answers the barrier PING.
+    let (rest, closed) = await peer.read()
+    let elapsed = ContinuousClock.now - started
+    let final = rest.first { $0.isGoAway }
+    #expect(final?.goAwayLastStreamID == 1)
+    #expect(rest.contains { if case .ping(false, _) = $0 { true } else { false } })
+    #expect(closed)
+    #expect(elapsed < .seconds(3), "the final GOAWAY waited \(elapsed)")
+    try await run.value
+  }
+
+  @Test("a stream opened above the final GOAWAY's last id is refused, never run")
+  func refusedAboveLastID() async throws {
+    let ledger = Ledger()
+    let server = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledger))
+    let run = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    let peer = try RawPeer(port: address.port)
+    peer.handshake()
+    // Stream 1 is a slow call that keeps the connection open through the drain.
+    peer.send(
+      .open(streamID: 1, RequestHead(method: "echo/Sleep"), endStream: false),
+      .data(streamID: 1, payload: [UInt8]("1500"), endMessage: true, endStream: true))
+    // A PING round trip proves the server has taken stream 1 (frames are handled in order).
+    peer.send(.ping(ack: false, payload: 77))
+    _ = await peer.read { $0.isPingAck(77) }
+    server.beginGracefulStop(deadline: .seconds(5))
+    _ = await peer.read { $0.isGoAway }
+    // Answer the barrier PING as a real client would, then wait for the final GOAWAY.
+    let (frames, _) = await peer.read { $0.isPing }
+    if case .ping(false, let payload)? = frames.last { peer.send(.ping(ack: true, payload: payload)) }
+    let (finalFrames, _) = await peer.read { $0.isGoAway }
+    #expect(finalFrames.last?.goAwayLastStreamID == 1)
+    peer.send(
+      .open(streamID: 3, RequestHead(method: "test/Ledger"), endStream: false),
+      .data(streamID: 3, payload: [UInt8]("three"), endMessage: true, endStream: true))
+    let (after, _) = await peer.read { $0.resetCode(stream: 3) != nil }
+    #expect(after.last?.resetCode(stream: 3) == .refusedStream)
+    // Stream 1 still finishes normally.
+    let (end, _) = await peer.read { $0.isTrailers }
+    if case .trailers(1, let trailers)? = end.last { #expect(trailers.status == 0) } else { Issue.record("stream 1 did not finish: \(end)") }
+    #expect(ledger.count("three") == 0)
+    try await run.value
+  }
+
+  @Test("the deadline cuts a handler that ignores the drain: unavailable with the reason, named in the report, hooks still run")
+  func deadlineCuts() async throws {
+    let started = Signal()
+    let hookRan = Signal()
+    var router = Router()
+    router.unary("test/Stubborn") { _, _ in
+      started.fire()
+      while true { try await Task.sleep(for: .seconds(60)) }
+    }
+    let server = Server(configuration: .init(logger: .disabled), router: router)
+    server.addShutdownHook("flush-metrics") { hookRan.fire() }
+    let run = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    try await withClient(endpoints: [address]) { client in
+      let call = Task { try await client.unary("test/Stubborn", []) }
+      await started.wait()
+      let report = await server.gracefulStop(deadline: .milliseconds(300))
+      let result = await call.result
+      guard case .failure(let error as RPCError) = result else {
+        Issue.record("the cut call should fail, got \(result)")
+        return
+      }
+      #expect(error.code == .unavailable)
+      #expect(error.message.contains("drain deadline"))
+      #expect(report.cutStreams.map(\.method) == ["test/Stubborn"])
+      #expect(report.cutStreams.first.map { $0.age >= .milliseconds(250) } == true)
+      #expect(!report.isClean)
+      #expect(report.hooks.map(\.name) == ["flush-metrics"])
+      #expect(hookRan.isFired)
+    }
+    try await run.value
+  }
+
+  @Test("a handler that watches the drain signal ends early and cleanly")
+  func handlerWatchesDrain() async throws {
+    let started = Signal()
+    var router = Router()
+    router.serverStreaming("test/Ticker") { _, writer, context in
+      started.fire()
+      var sent = 0
+      while !context.isDraining {
+        try await writer.write([UInt8]("tick"))
+        sent += 1
+        try await Task.sleep(for: .milliseconds(5))
+      }
+      try await writer.write([UInt8]("bye"))
+    }
+    let server = Server(configuration: .init(logger: .disabled), router: router)
+    let run = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    try await withClient(endpoints: [address]) { client in
+      async let messages = client.serverStreaming("test/Ticker", []) { responses in
+        var all: [String] = []
+        for try await message in responses { all.append(message.text) }
+        return all
+      }
+      await started.wait()
+      let report = await server.gracefulStop(deadline: .seconds(20))
+      let all = try await messages
+      #expect(all.last == "bye")
+      #expect(report.isClean)
+      #expect(report.total < .seconds(10))
+    }
+    try await run.value
+  }
+
+  @Test("hooks and workers stop in reverse order of registration; a hung hook is timed out")
+  func hooksInReverse() async throws {
+    let order = Mutexed<[String]>([])
+    let server = Server(configuration: .init(logger: .disabled), router: echoRouter())
+    server.addShutdownHook("database") { order.mutate { $0.append("database") } }
+    server.addBackgroundWorker("consumer") {
+      do {
+        while true { try await Task.sleep(for: .seconds(60)) }
+      } catch {
+        order.mutate { $0.append("consumer") }
+      }
+    }
+    server.addShutdownHook("hung", timeout: .milliseconds(200)) {
+      order.mutate { $0.append("hung") }
+      while true { try? await Task.sleep(for: .seconds(60)) }
+    }
+    server.addShutdownHook("cache") { order.mutate { $0.append("cache") } }
+    let run = Task { try await server.run() }
+    _ = try await server.listeningAddress
+    let report = await server.gracefulStop(deadline: .seconds(1))
+    try await run.value
+    #expect(report.hooks.map(\.name) == ["cache", "hung", "consumer", "database"])
+    #expect(report.hooks[1].outcome == .timedOut)
+    #expect(report.hooks[0].outcome == .finished)
+    #expect(order.value == ["cache", "hung", "consumer", "database"])
+  }
+
+  @Test("a hard stop after a graceful one cuts at once and does not deadlock")
+  func hardAfterGraceful() async throws {
+    let started = Signal()
+    var router = Router()
+    router.unary("test/Stubborn") { _, _ in
+      started.fire()
+      while true { try await Task.sleep(for: .seconds(60)) }
+    }
+    let server = Server(configuration: .init(logger: .disabled), router: router)
+    let run = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    try await withClient(endpoints: [address]) { client in
+      let call = Task { try await client.unary("test/Stubborn", []) }
+      await started.wait()
+      server.beginGracefulStop(deadline: .seconds(60))
+      server.stopNow()
+      let began = ContinuousClock.now
+      let report = await server.stopReport()
+      #expect(ContinuousClock.now - began < .seconds(5))
+      #expect(report.cutStreams.count == 1)
+      if case .failure(let error as RPCError) = await call.result { #expect(error.code == .unavailable) } else {
+        Issue.record("the call should have been cut")
+      }
+    }
+    try await run.value
+  }
+
+  @Test("cancelling the task that runs the server is a hard stop, and run() returns")
+  func cancelRun() async throws {
+    let server = Server(configuration: .init(logger: .disabled), router: echoRouter())
+    let run = Task { try await server.run() }
+    _ = try await server.listeningAddress
+    run.cancel()
+    try await run.value
+    #expect(server.phase == "stopped")
+  }
+}
+
+/// A value behind a lock, for tests that collect from several tasks.
+final class Mutexed<Value: Sendable>: Sendable {
+  private let storage: Mutex<Value>
+  init(_ value: Value) { storage = Mutex(value) }
+  func mutate(_ body: (inout Value) -> Void) { storage.withLock { body(&$0) } }
+  var value: Value { storage.withLock { $0 } }
+}
+
+import Synchronization

@@ -1,0 +1,76 @@
+import Synchronization
+
+/// A test's way to await an event that happens elsewhere (in a handler, on a loop) without
+/// sleeping: `fire()` once, `wait()` any number of times.
+final class Signal: Sendable {
+  private let state = Mutex<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+  func fire() {
+    let waiters = state.withLock { s in
+      s.fired = true
+      defer { s.waiters.removeAll() }
+      return s.waiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  var isFired: Bool { state.withLock { $0.fired } }
+
+  func wait() async {
+    await withCheckedContinuation { continuation in
+      let now = state.withLock { s in
+        if s.fired { return true }
+        s.waiters.append(continuation)
+        return false
+      }
+      if now { continuation.resume() }
+    }
+  }
+}
+
+/// Releases everyone once `count` callers have arrived.
+final class Barrier: Sendable {
+  private let count: Int
+  private let state = Mutex<(arrived: Int, waiters: [CheckedContinuation<Void, Never>])>((0, []))
+  init(count: Int) { self.count = count }
+
+  func arrive() async {
+    await withCheckedContinuation { continuation in
+      let release = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        s.arrived += 1
+        s.waiters.append(continuation)
+        guard s.arrived >= count else { return [] }
+        defer { s.waiters.removeAll() }
+        return s.waiters
+      }
+      for waiter in release { waiter.resume() }
+    }
+  }
+
+  var arrived: Int { state.withLock { $0.arrived } }
+}
+
+/// A counter shared between a handler and a test.
+final class Counter: Sendable {
+  private let value = Atomic<Int>(0)
+  @discardableResult func increment() -> Int { value.add(1, ordering: .relaxed).newValue }
+  var current: Int { value.load(ordering: .relaxed) }
+}
+
+/// A value set once by the test and read by handlers.
+final class Box<Value: Sendable>: Sendable {
+  private let storage = Mutex<Value?>(nil)
+  var value: Value? {
+    get { storage.withLock { $0 } }
+    set { storage.withLock { $0 = newValue } }
+  }
+}
+
+/// Which request ids each server processed: proves no call ran twice.
+final class Ledger: Sendable {
+  private let entries = Mutex<[String: Int]>([:])
+  func record(_ id: String) { entries.withLock { $0[id, default: 0] += 1 } }
+  var duplicates: [String] { entries.withLock { $0.filter { $0.value > 1 }.map(\.key) } }
+  func count(_ id: String) -> Int { entries.withLock { $0[id, default: 0] } }
+  var total: Int { entries.withLock { $0.count } }
+}
