@@ -30,6 +30,14 @@ public final class Client: Sendable {
     self.pool = EndpointPool(endpoints: endpoints, configuration: configuration, group: group)
   }
 
+  /// Waits until `endpoints` of the endpoints (default: all) have a ready connection. Calls do
+  /// not need this (they wait for a connection on their own); it is for start-up checks and tests.
+  /// - Throws: ``RPCError`` `deadlineExceeded` after `timeout`.
+  public func waitUntilReady(endpoints: Int? = nil, timeout: Duration = .seconds(10)) async throws {
+    try await pool.waitUntilReady(
+      minimum: endpoints ?? pool.snapshot.count, deadline: MonotonicClock.now() &+ timeout.nanoseconds)
+  }
+
   /// Stops taking calls, waits for running ones, closes the connections.
   public func close() async { await pool.close() }
 
@@ -136,6 +144,10 @@ public final class Client: Sendable {
     switch error {
     case .metadataTooLarge(let size, let limit):
       throw RPCError(code: .invalidArgument, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
+    case .frameTooLarge(let size, let limit):
+      throw RPCError(code: .invalidArgument, message: "the call's method and metadata take \(size) bytes, more than the server's frame limit of \(limit)")
+    case .invalidMethod(let length):
+      throw RPCError(code: .invalidArgument, message: "a method name must be 1 to 65,535 bytes, not \(length)")
     case .messageTooLarge(let size, let limit):
       throw RPCError(code: .resourceExhausted, message: "request of \(size) bytes exceeds the server's limit of \(limit)")
     case .goingAway, .notReady:

@@ -28,6 +28,7 @@ final class EndpointPool: Sendable {
     var closed = false
     var leases: [ObjectIdentifier: Int] = [:]
     var closeWaiter: CheckedContinuation<Void, Never>?
+    var readyWaiters: [UInt64: (minimum: Int, continuation: CheckedContinuation<Void, any Error>)] = [:]
   }
 
   private struct Subchannel {
@@ -236,6 +237,13 @@ final class EndpointPool: Sendable {
       if closed { return connection.closeGracefully() }
       logger.info("connected", ("endpoint", endpoints[index].description))
       grant()
+      let ready = state.withLock { s in
+        let count = s.subchannels.filter { $0.current != nil }.count
+        let due = s.readyWaiters.filter { $0.value.minimum <= count }
+        for key in due.keys { s.readyWaiters[key] = nil }
+        return due.values.map(\.continuation)
+      }
+      for waiter in ready { waiter.resume() }
     case .goAway(let last, _, let debug):
       logger.info("goaway", ("endpoint", endpoints[index].description), ("last_stream", "\(last)"), ("debug", debug))
       moveToDraining(connection, reconnect: true)
@@ -268,6 +276,28 @@ final class EndpointPool: Sendable {
       return index
     }
     if let index, reconnect { connect(index) }
+  }
+
+  /// Waits until at least `minimum` endpoints have a ready connection, or throws
+  /// `deadlineExceeded` at `deadline`.
+  func waitUntilReady(minimum: Int, deadline: UInt64) async throws {
+    let id = state.withLock { s in
+      defer { s.nextWaiter += 1 }
+      return s.nextWaiter
+    }
+    let timer = group.next().schedule(at: deadline) { [weak self] in
+      let waiter = self?.state.withLock { $0.readyWaiters.removeValue(forKey: id) }
+      waiter?.continuation.resume(throwing: RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
+    }
+    defer { group.next().cancel(timer) }
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+      let now = state.withLock { s in
+        if s.subchannels.filter({ $0.current != nil }).count >= minimum { return true }
+        s.readyWaiters[id] = (minimum, continuation)
+        return false
+      }
+      if now { continuation.resume() }
+    }
   }
 
   /// Per-endpoint view: whether a connection is ready, how many calls it carries.

@@ -39,6 +39,8 @@ public struct ConnectionCore: Sendable {
   private var connectionSendWindow: Int
   private var connectionReceiveWindow: Int
   private var connectionUnacked = 0
+  /// Connection-level twin of `Stream.precredited`.
+  private var connectionPrecredited = 0
   /// Streams with a message waiting for connection-level credit, oldest first (may hold stale ids).
   private var blockedOnConnection: [UInt32] = []
 
@@ -53,6 +55,11 @@ public struct ConnectionCore: Sendable {
     var pending: PendingSend? = nil
     /// (client) Whether HEADERS or DATA arrived yet: HEADERS must come first.
     var receivedResponse = false
+    /// Bytes of delivered messages whose credit was already returned while they were buffered
+    /// as fragments; ``consumed(streamID:bytes:)`` does not return them twice.
+    var precredited = 0
+    /// (server) HEADERS were sent: at most once.
+    var sentHeaders = false
   }
 
   private struct PendingSend {
@@ -130,7 +137,11 @@ public struct ConnectionCore: Sendable {
         handle(frame, &events)
       case .streamError(let error, let used):
         consumed += used
-        handleStreamError(error, &events)
+        if phase == .awaitingSettings {
+          fail(.connection(.protocolError, "the first frame must be SETTINGS"), &events)
+        } else {
+          handleStreamError(error, &events)
+        }
       }
     }
     return consumed
@@ -156,12 +167,18 @@ public struct ConnectionCore: Sendable {
       receiveHeaders(id, metadata, &events)
     case .trailers(let id, let trailers):
       guard role == .client else {
+        if isIdle(id) { return ignoreOrFailIdle(id, "TRAILERS", &events) }
         return resetFromRule(id, .protocolError, "a client must not send TRAILERS", &events)
       }
-      guard streams.removeValue(forKey: id) != nil else { return ignoreOrFailIdle(id, "TRAILERS", &events) }
+      guard let stream = removeStream(id) else { return ignoreOrFailIdle(id, "TRAILERS", &events) }
+      if stream.partial != nil {
+        // The call ended inside a message: the reply is incomplete, so the call fails.
+        return events.append(
+          .streamReset(streamID: id, .protocolError, reason: "TRAILERS arrived inside an incomplete message", byPeer: false))
+      }
       events.append(.trailers(streamID: id, trailers))
     case .reset(let id, let code):
-      guard streams.removeValue(forKey: id) != nil else { return ignoreOrFailIdle(id, "RESET", &events) }
+      guard removeStream(id) != nil else { return ignoreOrFailIdle(id, "RESET", &events) }
       events.append(.streamReset(streamID: id, code, reason: "the peer reset the stream (\(code))", byPeer: true))
     case .settings:
       fail(.connection(.protocolError, "SETTINGS may be sent only once"), &events)
@@ -228,6 +245,7 @@ public struct ConnectionCore: Sendable {
 
   private mutating func receiveHeaders(_ id: UInt32, _ metadata: Metadata, _ events: inout [ConnectionEvent]) {
     guard role == .client else {
+      if isIdle(id) { return ignoreOrFailIdle(id, "HEADERS", &events) }
       return resetFromRule(id, .protocolError, "a client must not send HEADERS", &events)
     }
     guard var stream = streams[id] else { return ignoreOrFailIdle(id, "HEADERS", &events) }
@@ -277,24 +295,32 @@ public struct ConnectionCore: Sendable {
       if endMessage { message = partial } else { stream.partial = partial }
     } else if endMessage {
       message = payload
-    } else if length > 0 || !endStream {
+    } else if length > 0 {
       stream.partial = payload
     }
     let buffered = (message?.count ?? 0) + (stream.partial?.count ?? 0)
     guard buffered <= Int(localSettings.maxMessageSize) else {
+      streams[id] = stream
       returnConnectionCredit(length)
       return resetFromRule(id, .messageTooLarge, "a message exceeds MAX_MESSAGE_SIZE \(localSettings.maxMessageSize)", &events)
     }
     if endStream && stream.partial != nil {
+      streams[id] = stream
       returnConnectionCredit(length)
       return resetFromRule(id, .protocolError, "END_STREAM inside an incomplete message", &events)
     }
-    if let message {
-      // The message's bytes are returned when the application consumes it; a message made of
-      // fragments was credited by the same total.
+    if message == nil && length > 0 {
+      // A fragment: its credit goes back now, so that a message larger than the window can
+      // arrive at all (its size is bounded by MAX_MESSAGE_SIZE instead). The application will
+      // report the whole message consumed later; that part is then not returned twice.
+      stream.precredited += length
+      connectionPrecredited += length
+      returnConnectionCredit(length)
+      creditStream(id, &stream, length)
+    } else if let message {
       events.append(.message(streamID: id, message))
-    } else if stream.partial == nil {
-      returnConnectionCredit(length)  // a pure half-close carries no message to consume
+    } else {
+      returnConnectionCredit(length)  // an empty frame or a pure half-close: nothing to consume
     }
     if endStream {
       do {
@@ -374,19 +400,21 @@ public struct ConnectionCore: Sendable {
   private mutating func resetFromRule(
     _ id: UInt32, _ code: ErrorCode, _ reason: String, _ events: inout [ConnectionEvent]
   ) {
+    // A stream this side already closed gets nothing: the peer's frame crossed our end.
+    guard removeStream(id) != nil else { return }
     FrameEncoder.appendReset(&outbound, streamID: id, code: code)
-    if streams.removeValue(forKey: id) != nil {
-      events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
-    }
+    events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
   }
 
   private mutating func fail(_ error: WireError, _ events: inout [ConnectionEvent]) {
     guard phase != .closed else { return }
-    let last = role == .server ? highestPeerStreamID : 0
+    // A last id never grows, even on an error GOAWAY after a graceful one.
+    let last = min(role == .server ? highestPeerStreamID : 0, goAwaySent ?? .max)
     FrameEncoder.appendGoAway(&outbound, lastStreamID: last, code: error.code, debug: error.reason)
     goAwaySent = min(goAwaySent ?? last, last)
     phase = .closed
     streams.removeAll()
+    connectionPrecredited = 0
     blockedOnConnection.removeAll()
     events.append(.connectionError(error))
   }
@@ -404,6 +432,10 @@ public struct ConnectionCore: Sendable {
     case metadataTooLarge(size: Int, limit: UInt32)
     /// The request message is larger than the peer's MAX_MESSAGE_SIZE.
     case messageTooLarge(size: Int, limit: UInt32)
+    /// The OPEN frame (method and metadata) is larger than the peer's MAX_FRAME_SIZE.
+    case frameTooLarge(size: Int, limit: UInt32)
+    /// The method name is empty or longer than 65,535 bytes.
+    case invalidMethod(length: Int)
   }
 
   /// (client) Opens a stream with OPEN and returns its id.
@@ -413,11 +445,15 @@ public struct ConnectionCore: Sendable {
       role == .client
     else { throw .goingAway }
     guard streams.count < Int(peerSettings.maxConcurrentStreams) else { throw .tooManyStreams }
-    if !head.metadata.isEmpty {
-      let size = FrameEncoder.metadataLength(head.metadata)
-      guard size <= Int(peerSettings.maxMetadataSize) else {
-        throw .metadataTooLarge(size: size, limit: peerSettings.maxMetadataSize)
-      }
+    let methodLength = head.method.utf8.count
+    guard (1...Int(UInt16.max)).contains(methodLength) else { throw .invalidMethod(length: methodLength) }
+    let metadataSize = FrameEncoder.metadataLength(head.metadata)
+    guard metadataSize <= Int(peerSettings.maxMetadataSize) else {
+      throw .metadataTooLarge(size: metadataSize, limit: peerSettings.maxMetadataSize)
+    }
+    let frameSize = 2 + methodLength + 8 + metadataSize
+    guard frameSize <= Int(peerSettings.maxFrameSize) else {
+      throw .frameTooLarge(size: frameSize, limit: peerSettings.maxFrameSize)
     }
     let id = nextStreamID
     nextStreamID += 2
@@ -472,7 +508,7 @@ public struct ConnectionCore: Sendable {
 
   /// (client) Ends this side of the stream with an empty END_STREAM DATA frame.
   public mutating func sendEnd(streamID id: UInt32) {
-    guard var stream = streams[id], stream.machine.canSend else { return }
+    guard role == .client, var stream = streams[id], stream.machine.canSend else { return }
     if var pending = stream.pending {
       pending.endStream = true
       stream.pending = pending
@@ -484,10 +520,49 @@ public struct ConnectionCore: Sendable {
     streams[id] = stream
   }
 
-  /// (server) The response metadata; at most once, before any message.
-  public mutating func sendHeaders(streamID id: UInt32, _ metadata: Metadata) {
-    guard streams[id] != nil else { return }
+  /// (server) The response metadata; at most once, before any message. Metadata larger than
+  /// the client accepts (MAX_METADATA_SIZE, MAX_FRAME_SIZE) is not sent: the call ends with
+  /// RESOURCE_EXHAUSTED instead, and this returns false.
+  @discardableResult
+  public mutating func sendHeaders(streamID id: UInt32, _ metadata: Metadata) -> Bool {
+    guard role == .server, var stream = streams[id], !stream.sentHeaders else { return false }
+    let size = FrameEncoder.metadataLength(metadata)
+    guard size <= Int(peerSettings.maxMetadataSize), size <= Int(peerSettings.maxFrameSize) else {
+      sendTrailers(
+        streamID: id,
+        Trailers(status: 8, message: "response metadata of \(size) bytes exceeds the client's limit"),
+        discardPending: true)
+      return false
+    }
+    stream.sentHeaders = true
+    streams[id] = stream
     FrameEncoder.appendHeaders(&outbound, streamID: id, metadata: metadata)
+    return true
+  }
+
+  /// Trailers that fit the client's limits: metadata that is too large becomes a
+  /// RESOURCE_EXHAUSTED status without metadata; a long message is cut at a character boundary.
+  private func fitted(_ trailers: Trailers) -> Trailers {
+    var trailers = trailers
+    let limit = min(Int(peerSettings.maxFrameSize), Int(UInt16.max) + 3)
+    if FrameEncoder.metadataLength(trailers.metadata) > Int(peerSettings.maxMetadataSize)
+      || 3 + FrameEncoder.metadataLength(trailers.metadata) > limit
+    {
+      trailers = Trailers(status: 8, message: "trailing metadata exceeds the client's limit")
+    }
+    let room = limit - 3 - FrameEncoder.metadataLength(trailers.metadata)
+    if trailers.message.utf8.count > room {
+      var cut = ""
+      var used = 0
+      for character in trailers.message {
+        let size = character.utf8.count
+        guard used + size <= room else { break }
+        cut.append(character)
+        used += size
+      }
+      trailers.message = cut
+    }
+    return trailers
   }
 
   /// (server) Ends the stream with a status. A message still waiting for flow-control credit
@@ -497,6 +572,7 @@ public struct ConnectionCore: Sendable {
   @discardableResult
   public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
     guard var stream = streams[id] else { return false }
+    let trailers = fitted(trailers)
     if !discardPending, var pending = stream.pending {
       guard pending.trailers == nil else { return false }
       pending.trailers = trailers
@@ -504,7 +580,7 @@ public struct ConnectionCore: Sendable {
       streams[id] = stream
       return true
     }
-    streams[id] = nil
+    removeStream(id)
     FrameEncoder.appendTrailers(&outbound, streamID: id, trailers: trailers)
     return true
   }
@@ -513,7 +589,7 @@ public struct ConnectionCore: Sendable {
   /// Returns false if the stream had already ended.
   @discardableResult
   public mutating func resetStream(streamID id: UInt32, _ code: ErrorCode) -> Bool {
-    guard streams.removeValue(forKey: id) != nil else { return false }
+    guard removeStream(id) != nil else { return false }
     FrameEncoder.appendReset(&outbound, streamID: id, code: code)
     return true
   }
@@ -522,15 +598,35 @@ public struct ConnectionCore: Sendable {
   /// WINDOW_UPDATE once half a window has been consumed (PROTOCOL.md, "Flow control").
   public mutating func consumed(streamID id: UInt32, bytes: Int) {
     guard phase != .closed, bytes > 0 else { return }
-    returnConnectionCredit(bytes)
+    let early = min(bytes, connectionPrecredited)
+    connectionPrecredited -= early
+    returnConnectionCredit(bytes - early)
     guard var stream = streams[id], stream.machine.canReceive else { return }
+    let streamEarly = min(bytes, stream.precredited)
+    stream.precredited -= streamEarly
+    creditStream(id, &stream, bytes - streamEarly)
+    streams[id] = stream
+  }
+
+  private mutating func creditStream(_ id: UInt32, _ stream: inout Stream, _ bytes: Int) {
+    guard bytes > 0 else { return }
     stream.receiveUnacked += bytes
     if stream.receiveUnacked >= max(1, Int(localSettings.initialWindowSize) / 2) {
       FrameEncoder.appendWindowUpdate(&outbound, streamID: id, increment: UInt32(stream.receiveUnacked))
       stream.receiveWindow += stream.receiveUnacked
       stream.receiveUnacked = 0
     }
-    streams[id] = stream
+  }
+
+  /// Forgets a stream. Fragments it was still buffering were credited when they arrived and
+  /// will never be consumed, so they leave the connection's early-credit account.
+  @discardableResult
+  private mutating func removeStream(_ id: UInt32) -> Stream? {
+    guard let stream = streams.removeValue(forKey: id) else { return nil }
+    if let partial = stream.partial {
+      connectionPrecredited = max(0, connectionPrecredited - partial.count)
+    }
+    return stream
   }
 
   private mutating func returnConnectionCredit(_ bytes: Int) {
@@ -590,7 +686,8 @@ public struct ConnectionCore: Sendable {
         if pending.endStream { _ = stream.machine.sendEndStream() }
         stream.pending = nil
         if let trailers = pending.trailers {
-          streams[id] = nil
+          streams[id] = stream
+          removeStream(id)
           FrameEncoder.appendTrailers(&outbound, streamID: id, trailers: trailers)
         } else {
           streams[id] = stream

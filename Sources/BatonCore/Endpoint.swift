@@ -21,7 +21,9 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
       host = text[..<colon]
       portText = text[text.index(after: colon)...]
     }
-    guard !host.isEmpty, let port = Int(portText), (0...65_535).contains(port) else { return nil }
+    guard !host.isEmpty, !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
+      let port = Int(portText), (0...65_535).contains(port)
+    else { return nil }
     if host.contains(":") && !text.hasPrefix("[") { return nil }
     self.init(host: String(host), port: port)
   }

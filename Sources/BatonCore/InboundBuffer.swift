@@ -75,6 +75,7 @@ public struct InboundBuffer: Sendable {
 
   /// Gives memory back after a burst: shrinks to `capacity` when nothing is buffered.
   public mutating func shrink(to capacity: Int) {
+    let capacity = max(capacity, 64)
     guard readableCount == 0, storage.count > capacity else { return }
     storage = [UInt8](repeating: 0, count: capacity)
     readIndex = 0

@@ -16,9 +16,12 @@ public struct Metadata: Hashable, Sendable, Sequence, ExpressibleByDictionaryLit
   public private(set) var entries: [Entry]
 
   public init() { entries = [] }
-  public init(_ entries: [Entry]) { self.entries = entries }
+  /// Names are folded to lower case, as on the wire.
+  public init(_ entries: [Entry]) {
+    self.entries = entries.map { Entry(name: $0.name.lowercased(), value: $0.value) }
+  }
   public init(dictionaryLiteral elements: (String, String)...) {
-    entries = elements.map { Entry(name: $0.0, value: $0.1) }
+    entries = elements.map { Entry(name: $0.0.lowercased(), value: $0.1) }
   }
 
   public var isEmpty: Bool { entries.isEmpty }

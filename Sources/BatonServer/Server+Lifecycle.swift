@@ -141,7 +141,9 @@ struct ConnectionDrain: Hashable, Sendable {
     return true
   }
 
+  /// Records the final GOAWAY; a drain already closing (a hard stop got there first) stays so.
   mutating func finalGoAwaySent(lastStreamID: UInt32) {
+    guard state != .closing else { return }
     state = .finalGoAwaySent(lastStreamID: lastStreamID)
   }
 

@@ -539,7 +539,7 @@ public final class Server: Sendable {
     connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
     connection.ping(ping)
     let cap = configuration.shutdown.goAwayBarrierCap.nanoseconds
-    let wait = min(cap, max(10_000_000, (rtt ?? cap) &* 4))
+    let wait = min(cap, max(10_000_000, (rtt ?? cap) &* 4))  // a cap of 0 skips the barrier
     _ = connection.loop.schedule(at: MonotonicClock.now() &+ wait) { [weak self] in
       self?.barrierPassed(id, ack: nil)
     }

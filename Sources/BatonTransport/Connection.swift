@@ -305,9 +305,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
     try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
         let wake: Wake? = state.withLock { s in
-          guard var slot = s.slots[id] else { return .resume(continuation, nil) }
-          if let failure = slot.failure { return .resume(continuation, failure) }
-          if slot.trailers != nil { return .resume(continuation, nil) }
+          // The caller reads the outcome (trailers or failure) from the slot: a failure is
+          // not thrown here because the caller decides whether it may retry.
+          guard var slot = s.slots[id], slot.failure == nil, slot.trailers == nil else {
+            return .resume(continuation, nil)
+          }
           slot.finisher = continuation
           s.slots[id] = slot
           return nil

@@ -11,7 +11,9 @@ struct ConnectionCoreFlowControlTests {
   func streamWindowOverrun() {
     var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 1024))
     server.receive(openFrame(1), openFrame(3))
-    #expect(server.receive(dataFrame(1, pattern(1024), endMessage: false)).isEmpty)
+    // A whole message the application has not consumed yet keeps the window full (a fragment
+    // would not: its credit goes back as it is buffered).
+    #expect(server.receive(dataFrame(1, pattern(1024))).seen == [.message(1, pattern(1024))])
     #expect(server.receive(dataFrame(1, [1])).seen == [.reset(1, .flowControlError, byPeer: false)])
     #expect(server.written().resets == [StreamCode(1, .flowControlError)])
     #expect(server.core.phase == .active)
@@ -124,9 +126,7 @@ struct ConnectionCoreFlowControlTests {
     #expect(server.receive(dataFrame(1, pattern(3000), endMessage: false)).isEmpty)
     #expect(server.receive(.reset(streamID: 1, .cancel)).seen == [.reset(1, .cancel, byPeer: true)])
     let frames = server.written()
-    withKnownIssue("ConnectionCore never credits the connection for reassembly bytes discarded with a reset stream (PROTOCOL.md 9.3)") {
-      #expect(frames.increments(on: 0) == [3000])
-    }
+    #expect(frames.increments(on: 0) == [3000])
   }
 
   @Test("a MESSAGE_TOO_LARGE reset returns the whole partial message to the connection window")
@@ -137,9 +137,7 @@ struct ConnectionCoreFlowControlTests {
     #expect(server.receive(dataFrame(1, pattern(1000), endMessage: false)).seen == [.reset(1, .messageTooLarge, byPeer: false)])
     let frames = server.written()
     #expect(frames.resets == [StreamCode(1, .messageTooLarge)])
-    withKnownIssue("ConnectionCore.receiveData credits only the last frame's bytes on MESSAGE_TOO_LARGE, leaking the earlier fragments") {
-      #expect(frames.increments(on: 0) == [3000])
-    }
+    #expect(frames.increments(on: 0) == [3000])
   }
 
   @Test("a message larger than the stream window still arrives: fragments count as consumed when buffered")
@@ -150,10 +148,8 @@ struct ConnectionCoreFlowControlTests {
     let message = pattern(5000)
     #expect(pair.client.core.send(id, message).outcome == .blocked)
     let (client, server) = pair.pump()
-    withKnownIssue("ConnectionCore returns no credit for fragments of an incomplete message, so a message larger than the window deadlocks (PROTOCOL.md 8, 9.3)") {
-      #expect(server.seen.contains(.message(1, message)))
-      #expect(client.seen == [.writable(1)])
-    }
+    #expect(server.seen.contains(.message(1, message)))
+    #expect(client.seen == [.writable(1)])
   }
 
   // MARK: - Sending
@@ -380,9 +376,7 @@ struct ConnectionCoreFlowControlTests {
   func emptyMetadataBlockCounts() {
     var client = Driven.ready(.client, peer: ConnectionSettings(maxMetadataSize: 1))
     _ = client.written()
-    withKnownIssue("ConnectionCore.openStream skips the size check for empty metadata, but its block is still 2 bytes") {
-      #expect(throws: ConnectionCore.OpenError.metadataTooLarge(size: 2, limit: 1)) { try client.core.open() }
-    }
+    #expect(throws: ConnectionCore.OpenError.metadataTooLarge(size: 2, limit: 1)) { try client.core.open() }
   }
 
   @Test("openStream never writes an OPEN larger than the server's MAX_FRAME_SIZE")
@@ -390,9 +384,7 @@ struct ConnectionCoreFlowControlTests {
     var client = Driven.ready(.client, peer: ConnectionSettings(maxFrameSize: 1024))
     _ = client.written()
     let metadata: Metadata = ["k": String(repeating: "v", count: 1100)]  // within MAX_METADATA_SIZE 16384
-    withKnownIssue("ConnectionCore.openStream checks the metadata block but not the OPEN frame against the peer's MAX_FRAME_SIZE; the peer then kills the whole connection with FRAME_SIZE_ERROR") {
-      #expect(throws: ConnectionCore.OpenError.self) { try client.core.open(metadata: metadata) }
-    }
+    #expect(throws: ConnectionCore.OpenError.self) { try client.core.open(metadata: metadata) }
   }
 
   @Test("the server never sends HEADERS larger than the client's MAX_METADATA_SIZE: it sends TRAILERS RESOURCE_EXHAUSTED instead")
@@ -402,9 +394,7 @@ struct ConnectionCoreFlowControlTests {
     pair.clientToServer()
     pair.server.core.sendHeaders(streamID: id, ["k": String(repeating: "v", count: 100)])
     let frames = pair.flushServer()
-    withKnownIssue("ConnectionCore.sendHeaders/sendTrailers do not check the peer's MAX_METADATA_SIZE or MAX_FRAME_SIZE (PROTOCOL.md 5)") {
-      #expect(!frames.contains { if case .headers = $0 { true } else { false } })
-      #expect(frames.contains { if case .trailers(_, let trailers) = $0 { trailers.status == 8 } else { false } })
-    }
+    #expect(!frames.contains { if case .headers = $0 { true } else { false } })
+    #expect(frames.contains { if case .trailers(_, let trailers) = $0 { trailers.status == 8 } else { false } })
   }
 }

@@ -117,9 +117,7 @@ struct ConnectionCoreGoAwayTests {
     #expect(server.receive(.settings([])).seen == [.connectionError(.protocolError)])
     let goAways = server.written().goAways
     #expect(goAways.map(\.code) == [.protocolError])
-    withKnownIssue("ConnectionCore.fail writes highestPeerStreamID (5) into the GOAWAY although GOAWAY(3) was sent (PROTOCOL.md 13.1)") {
-      #expect(goAways.map(\.id) == [3])
-    }
+    #expect(goAways.map(\.id) == [3])
   }
 
   // MARK: - The race, made deterministic

@@ -113,10 +113,8 @@ struct ConnectionCoreTests {
     var server = Driven(.server)
     _ = server.written()
     let events = server.receive(Preface.bytes + [UInt8](hex: vector.hex))
-    withKnownIssue("ConnectionCore.receive passes decoder stream errors to handleStreamError without the awaitingSettings check") {
-      #expect(events.seen == [.connectionError(.protocolError)])
-      #expect(server.core.phase == .closed)
-    }
+    #expect(events.seen == [.connectionError(.protocolError)])
+    #expect(server.core.phase == .closed)
   }
 
   @Test("a second SETTINGS is a connection PROTOCOL_ERROR")
@@ -286,10 +284,8 @@ struct ConnectionCoreTests {
     server.receive(openFrame(1))
     #expect(server.receive(dataFrame(1, [], endMessage: false)).isEmpty)
     let events = server.receive(dataFrame(1, [], endMessage: false, endStream: true))
-    withKnownIssue("ConnectionCore.receiveData stores an empty fragment for a flagless zero-length DATA, so the half-close is judged 'END_STREAM inside an incomplete message'") {
-      #expect(events.seen == [.endOfInput(1)])
-      #expect(server.written().resets.isEmpty)
-    }
+    #expect(events.seen == [.endOfInput(1)])
+    #expect(server.written().resets.isEmpty)
   }
 
   @Test("sendEnd is for clients: a server, which ends with TRAILERS, writes no END_STREAM")
@@ -298,9 +294,7 @@ struct ConnectionCoreTests {
     server.receive(openFrame(1))
     server.core.sendEnd(streamID: 1)
     let frames = server.written()
-    withKnownIssue("ConnectionCore.sendEnd lacks the role check sendMessage has, so a server writes DATA with END_STREAM (PROTOCOL.md 4.3)") {
-      #expect(!frames.dataFrames.contains { $0.endStream })
-    }
+    #expect(!frames.dataFrames.contains { $0.endStream })
   }
 
   // MARK: - Stream ids
@@ -365,9 +359,7 @@ struct ConnectionCoreTests {
     var server = Driven.ready(.server)
     server.receive(openFrame(1))
     let events = server.receive(frame)
-    withKnownIssue("ConnectionCore.handle answers client HEADERS/TRAILERS with resetFromRule before checking whether the stream is idle") {
-      #expect(events.seen == [.connectionError(.protocolError)])
-    }
+    #expect(events.seen == [.connectionError(.protocolError)])
   }
 
   @Test("an OPEN received by a client is a connection PROTOCOL_ERROR")
@@ -479,9 +471,7 @@ struct ConnectionCoreTests {
     #expect(server.core.sendTrailers(streamID: 1, .ok) == true)
     _ = server.written()
     #expect(server.receive(frame).isEmpty)
-    withKnownIssue("ConnectionCore.resetFromRule writes RESET even when the stream is no longer open (PROTOCOL.md 6.3, 11.3)") {
-      #expect(server.written().resets.isEmpty)
-    }
+    #expect(server.written().resets.isEmpty)
   }
 
   @Test("WINDOW_UPDATE with increment 0 on an open stream is RESET PROTOCOL_ERROR; the connection goes on")
@@ -500,9 +490,7 @@ struct ConnectionCoreTests {
     server.core.sendTrailers(streamID: 1, .ok)
     _ = server.written()
     #expect(server.receive(.windowUpdate(streamID: 1, increment: 0)).isEmpty)
-    withKnownIssue("ConnectionCore.handleStreamError resets a closed stream instead of ignoring the frame") {
-      #expect(server.written().isEmpty)
-    }
+    #expect(server.written().isEmpty)
   }
 
   @Test("a server DATA with END_STREAM is RESET PROTOCOL_ERROR at the client")
@@ -533,9 +521,7 @@ struct ConnectionCoreTests {
     let events = client.receive(.trailers(streamID: 1, .ok))
     #expect(!client.core.isOpen(1))
     #expect(client.written().resets.isEmpty, "TRAILERS already closed the stream")
-    withKnownIssue("ConnectionCore reports OK trailers and silently drops the partial message (PROTOCOL.md 7.3)") {
-      #expect(events.seen == [.reset(1, .protocolError, byPeer: false)])
-    }
+    #expect(events.seen == [.reset(1, .protocolError, byPeer: false)])
   }
 
   @Test("a RESET from the peer ends the stream (byPeer) and is not answered with RESET")

@@ -44,10 +44,8 @@ struct MetadataTests {
   @Test("names from a dictionary literal are folded like add(_:_:), so lookups find them and the block stays valid")
   func literalNamesFold() {
     let metadata: Metadata = ["Trace-ID": "abc"]
-    withKnownIssue("Metadata.init(dictionaryLiteral:) and init(_:) keep upper-case names: unreachable by subscript, and an invalid wire block") {
-      #expect(metadata["trace-id"] == "abc")
-      #expect(metadata.entries.allSatisfy { Metadata.isValidName(Array($0.name.utf8)) })
-    }
+    #expect(metadata["trace-id"] == "abc")
+    #expect(metadata.entries.allSatisfy { Metadata.isValidName(Array($0.name.utf8)) })
   }
 
   @Test("equal metadata means the same pairs in the same order")

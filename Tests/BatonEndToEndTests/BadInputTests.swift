@@ -138,8 +138,10 @@ struct BadInputTests {
       peer.send(
         .open(streamID: 1, RequestHead(method: "echo/Collect"), endStream: false),
         .open(streamID: 3, RequestHead(method: "echo/Collect"), endStream: false),
-        .data(streamID: 1, payload: [UInt8](repeating: 1, count: 900), endMessage: false, endStream: false),
-        .data(streamID: 3, payload: [UInt8](repeating: 1, count: 900), endMessage: false, endStream: false))
+        // Whole messages, handled in one read before any handler can consume them (fragments
+        // would give their credit back as they arrive).
+        .data(streamID: 1, payload: [UInt8](repeating: 1, count: 900), endMessage: true, endStream: false),
+        .data(streamID: 3, payload: [UInt8](repeating: 1, count: 900), endMessage: true, endStream: false))
       let (frames, closed) = await peer.read()
       #expect(frames.contains { $0.goAwayCode == .flowControlError })
       #expect(closed)

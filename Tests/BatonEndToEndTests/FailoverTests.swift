@@ -7,34 +7,59 @@ import Testing
 struct FailoverTests {
   @Test("a call racing the GOAWAY is either processed once or retried elsewhere, never lost or run twice (1,000 rounds)")
   func goAwayRace() async throws {
-    let ledger = Ledger()
-    let serverB = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledger))
+    let ledgerA = Ledger()
+    let ledgerB = Ledger()
+    let retried = Counter()
+    let issued = Ledger()
+    let serverB = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledgerB))
     let runB = Task { try await serverB.run() }
     let addressB = try await serverB.listeningAddress
-    var configuration = Server.Configuration(logger: .disabled)
-    configuration.shutdown.goAwayBarrierCap = .milliseconds(20)
     for round in 0..<1_000 {
-      let serverA = Server(configuration: configuration, router: ledgerRouter(ledger))
+      // Even rounds: the normal two-phase GOAWAY. Odd rounds: no barrier, the final GOAWAY goes
+      // out at once, so calls already in flight are refused and must be retried on B.
+      var configuration = Server.Configuration(logger: .disabled)
+      configuration.shutdown.goAwayBarrierCap = round.isMultiple(of: 2) ? .milliseconds(20) : .zero
+      let serverA = Server(configuration: configuration, router: ledgerRouter(ledgerA))
       let runA = Task { try await serverA.run() }
       let addressA = try await serverA.listeningAddress
       try await withClient(endpoints: [addressA, addressB]) { client in
+        try await client.waitUntilReady()
+        let stopped = Signal()
         try await withThrowingTaskGroup(of: Void.self) { group in
-          for call in 0..<4 {
+          // Callers keep calling until A has stopped, so calls straddle both GOAWAYs.
+          for caller in 0..<4 {
             group.addTask {
-              let id = "r\(round)-c\(call)"
-              let got24 = try await client.unary("test/Ledger", [UInt8](id), options: CallOptions(timeout: .seconds(10))).text
-              #expect(got24 == id)
+              var index = 0
+              while !stopped.isFired {
+                let id = "r\(round)-c\(caller)-\(index)"
+                issued.record(id)
+                let reply = try await client.unary("test/Ledger", [UInt8](id), options: CallOptions(timeout: .seconds(10)))
+                #expect(reply.text == id)
+                index += 1
+              }
             }
           }
-          group.addTask { _ = await serverA.gracefulStop(deadline: .seconds(5)) }
+          group.addTask {
+            _ = await serverA.gracefulStop(deadline: .seconds(5))
+            stopped.fire()
+          }
           try await group.waitForAll()
         }
         #expect(client.statistics.failed == 0)
+        for _ in 0..<client.statistics.retried { retried.increment() }
       }
       try await runA.value
     }
-    #expect(ledger.total == 4_000, "every call processed")
-    #expect(ledger.duplicates.isEmpty, "processed twice: \(ledger.duplicates.prefix(5))")
+    // Every id ran exactly once, on exactly one of the two servers.
+    for id in issued.ids {
+      #expect(ledgerA.count(id) + ledgerB.count(id) == 1, "\(id) ran \(ledgerA.count(id)) times on A, \(ledgerB.count(id)) on B")
+    }
+    #expect(ledgerA.total + ledgerB.total == issued.total)
+    // Both sides of the race happened: calls that A took before its GOAWAY, calls that moved to B.
+    #expect(ledgerA.total > 0)
+    #expect(ledgerB.total > 0)
+    #expect(retried.current > 0, "no call was ever refused and retried: the race was not exercised")
+    print("goAwayRace: A processed \(ledgerA.total), B processed \(ledgerB.total), transparent retries \(retried.current)")
     serverB.stopNow()
     try await runB.value
   }

@@ -73,4 +73,5 @@ final class Ledger: Sendable {
   var duplicates: [String] { entries.withLock { $0.filter { $0.value > 1 }.map(\.key) } }
   func count(_ id: String) -> Int { entries.withLock { $0[id, default: 0] } }
   var total: Int { entries.withLock { $0.count } }
+  var ids: [String] { entries.withLock { Array($0.keys) } }
 }

@@ -111,8 +111,6 @@ struct ConnectionDrainTests {
     _ = drain.begin(ping: 1)
     drain.forceClosing()
     drain.finalGoAwaySent(lastStreamID: 3)
-    withKnownIssue("ConnectionDrain.finalGoAwaySent moves any state, even closing, back to finalGoAwaySent") {
-      #expect(drain.state == .closing)
-    }
+    #expect(drain.state == .closing)
   }
 }
