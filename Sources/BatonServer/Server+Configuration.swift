@@ -27,6 +27,11 @@ extension Server {
     public var handleSignals: Bool
     /// Where lifecycle lines go. Default standard error.
     public var logger: Logger
+    /// A plain-HTTP port for orchestrators' probes, on ``host``: `GET /livez` (200 until the
+    /// process stops), `GET /readyz` (200 while serving, 503 from the first instant of a stop),
+    /// `GET /drainz` (JSON: phase, open streams per connection, oldest stream's age). nil (the
+    /// default) serves none; 0 picks a free port (read it back with ``Server/healthAddress``).
+    public var healthPort: Int?
 
     /// Binds 127.0.0.1 on a free port with the defaults above.
     public static var defaults: Configuration { Configuration() }
@@ -35,8 +40,10 @@ extension Server {
       host: String = "127.0.0.1", port: Int = 0, backlog: Int32 = 1_024,
       connection: ConnectionSettings = .defaults, maxConnections: Int = 10_000,
       maxBufferedBytesPerConnection: Int = 4 << 20, exposeErrorDetails: Bool = false,
-      shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError
+      shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError,
+      healthPort: Int? = nil
     ) {
+      self.healthPort = healthPort
       self.host = host
       self.port = port
       self.backlog = backlog

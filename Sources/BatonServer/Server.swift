@@ -1,4 +1,5 @@
 package import BatonPosix
+import Foundation
 import Synchronization
 
 /// A Baton server: a listening socket, the connections it accepts, and the handlers of a ``Router``.
@@ -27,6 +28,7 @@ public final class Server: Sendable {
   private struct State: ~Copyable {
     var lifecycle = ServerLifecycle()
     var listener: Listener?
+    var health: HealthEndpoint?
     var address: Endpoint?
     var listenError: RPCError?
     var addressWaiters: [CheckedContinuation<Endpoint, any Error>] = []
@@ -127,15 +129,41 @@ public final class Server: Sendable {
       for waiter in waiters { waiter.resume(throwing: failure) }
       throw failure
     }
+    var health: HealthEndpoint?
+    if let healthPort = configuration.healthPort {
+      do {
+        health = try HealthEndpoint(host: configuration.host, port: healthPort, loop: group.next()) { [weak self] path in
+          self?.healthAnswer(path) ?? (503, "text/plain", "stopped\n")
+        }
+      } catch {
+        listener.close()
+        let failure = RPCError(code: .unavailable, message: "could not listen for health probes on port \(healthPort): \(error)")
+        let waiters = state.withLock { s in
+          s.listenError = failure
+          _ = s.lifecycle.hardStop()
+          _ = s.lifecycle.connectionsClosed()
+          _ = s.lifecycle.hooksFinished()
+          defer { s.addressWaiters.removeAll() }
+          return s.addressWaiters
+        }
+        for waiter in waiters { waiter.resume(throwing: failure) }
+        throw failure
+      }
+    }
     let endpoint = Endpoint(host: listener.address.host, port: listener.address.port)
     let (waiters, services) = state.withLock { s in
       s.listener = listener
+      s.health = health
       s.address = endpoint
       defer { s.addressWaiters.removeAll() }
       return (s.addressWaiters, s.services)
     }
     listener.start()
     logger.info("listening", ("address", endpoint.description))
+    if let health {
+      health.start()
+      logger.info("health listening", ("address", health.address.description))
+    }
     for waiter in waiters { waiter.resume(returning: endpoint) }
     startWorkers(services)
     if configuration.handleSignals {
@@ -173,6 +201,36 @@ public final class Server: Sendable {
         }
         if let result { continuation.resume(with: result) }
       }
+    }
+  }
+
+  /// Where the health endpoint listens, if ``Configuration/healthPort`` is set (nil otherwise,
+  /// or before ``run()`` has bound it).
+  public var healthAddress: Endpoint? { state.withLock { $0.health?.address } }
+
+  func healthAnswer(_ path: String) -> (Int, String, String) {
+    switch path {
+    case "/livez":
+      return (200, "text/plain", "ok\n")
+    case "/readyz":
+      return isReady ? (200, "text/plain", "ready\n") : (503, "text/plain", "draining\n")
+    case "/drainz":
+      let progress = self.progress
+      let connections = progress.connections.map { connection -> [String: Any] in
+        var entry: [String: Any] = [
+          "peer": connection.peer, "open_streams": connection.openStreams, "drain_phase": connection.drainPhase,
+        ]
+        if let oldest = connection.oldestStream { entry["oldest_stream_ms"] = Int(oldest.nanoseconds / 1_000_000) }
+        return entry
+      }
+      let document: [String: Any] = [
+        "phase": progress.phase, "ready": isReady, "open_streams": progress.openStreams,
+        "connections": connections,
+      ]
+      let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
+      return (200, "application/json", String(decoding: data, as: UTF8.self) + "\n")
+    default:
+      return (404, "text/plain", "unknown path; try /livez, /readyz or /drainz\n")
     }
   }
 
@@ -486,6 +544,7 @@ public final class Server: Sendable {
   }
 
   private func finish(_ report: StopReport) {
+    state.withLock { $0.health }?.close()
     let (runWaiter, stopWaiters) = state.withLock { s in
       _ = s.lifecycle.hooksFinished()
       s.report = report

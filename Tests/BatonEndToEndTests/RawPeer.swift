@@ -63,6 +63,18 @@ final class RawPeer: @unchecked Sendable {
     }
   }
 
+  /// The frames already received, without waiting for more.
+  func readNow() -> [Frame] {
+    var frames: [Frame] = []
+    while true {
+      while let frame = nextBuffered() { frames.append(frame) }
+      let count = buffer.write(minimumSpace: 65_536) { tail -> Int in
+        max(recv(fd, tail.baseAddress, tail.count, Int32(MSG_DONTWAIT)), 0)
+      }
+      if count == 0 { return frames }
+    }
+  }
+
   private func readBlocking(until stop: (Frame) -> Bool) -> (frames: [Frame], closed: Bool) {
     var frames: [Frame] = []
     while true {
