@@ -52,7 +52,20 @@ enum DemoCommand {
 
     let driver = Task { () -> [Result<LocalCluster.Restart, any Error>] in
       defer { stop.stopNow() }
-      return await cluster.rollingRestart(seconds: seconds, start: start, deadline: drainDeadline)
+      return await cluster.rollingRestart(seconds: seconds, start: start, deadline: drainDeadline) { index, outcome in
+        let name = "server \(index + 1) (\(cluster.endpoints[index]))"
+        let at = Format.fixed(Double(MonotonicClock.now() &- start) / 1e9, 1) + "s"
+        let text: String
+        switch outcome {
+        case nil: text = "\(at) restarting \(name): graceful stop, deadline \(drainDeadline)"
+        case .success(let restart)?:
+          text = "\(at) \(name) drained in \(Format.millis(restart.drain)) ms (\(restart.report.drainedStreams) calls finished, "
+            + "\(restart.report.cutStreams.count) cut); listening again after \(Format.millis(restart.total)) ms"
+        case .failure(let error)?: text = "\(at) \(name) could not restart: \(error)"
+        }
+        // On a terminal, the event replaces the live line, which is redrawn below it.
+        output.raw((output.isTerminal ? "\r\u{1B}[K" : "") + text + "\n", to: .standardOutput)
+      }
     }
     let progress = Task { await showProgress(cluster, client, live, start: start, output) }
     let tallies = await LoadWorkers.run(count: unaryWorkers + streamWorkers, hardDeadline: hardDeadline) { index in

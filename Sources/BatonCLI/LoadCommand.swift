@@ -70,7 +70,8 @@ enum LoadCommand {
         if Task.isCancelled { break }
         let ok = live.ok
         output.error(
-          "load t=\(tick)s ok=\(ok) failed=\(live.failures) retried=\(client.statistics.retried) per_s=\(ok - lastOK)")
+          "load t=\(tick)s ok=\(ok) failed=\(live.failures) retried=\(client.statistics.retried) per_s=\(ok - lastOK)"
+            + (method == "stream" ? " messages=\(live.messages)" : ""))
         lastOK = ok
         tick += 1
       }

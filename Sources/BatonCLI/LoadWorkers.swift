@@ -94,6 +94,7 @@ enum LoadWorkers {
               throw RPCError(code: .dataLoss, message: "an echo had \(reply.count) bytes, not \(payload.count)")
             }
             run.messages += 1
+            live?.echoed()
             if let window, window.overlaps(since: mark) {
               run.restartLatency.record(nanoseconds: took)
             } else {

@@ -101,18 +101,26 @@ final class LocalCluster: Sendable {
   /// A rolling restart within a run of `seconds` that began at `start` (``MonotonicClock`` ns):
   /// a warm-up, then each server restarted in turn at evenly spaced times (a restart that
   /// overruns delays the next), then a steady tail. Returns after the tail.
-  func rollingRestart(seconds: Double, start: UInt64, deadline: Duration) async -> [Result<Restart, any Error>] {
+  /// `event` is told of each restart as it begins (nil) and ends.
+  func rollingRestart(
+    seconds: Double, start: UInt64, deadline: Duration,
+    event: @Sendable (Int, Result<Restart, any Error>?) -> Void = { _, _ in }
+  ) async -> [Result<Restart, any Error>] {
     let warmup = min(2, seconds * 0.15)
     let tail = min(1.5, seconds * 0.1)
     let spacing = (seconds - warmup - tail) / Double(endpoints.count)
     var restarts: [Result<Restart, any Error>] = []
     for index in endpoints.indices {
       await LoadWorkers.sleep(until: start &+ UInt64((warmup + Double(index) * spacing) * 1e9))
+      event(index, nil)
+      let outcome: Result<Restart, any Error>
       do {
-        restarts.append(.success(try await restart(index, deadline: deadline)))
+        outcome = .success(try await restart(index, deadline: deadline))
       } catch {
-        restarts.append(.failure(error))
+        outcome = .failure(error)
       }
+      restarts.append(outcome)
+      event(index, outcome)
     }
     await LoadWorkers.sleep(until: max(start &+ UInt64(seconds * 1e9), MonotonicClock.now() &+ UInt64(tail * 1e9)))
     return restarts

@@ -24,7 +24,7 @@ import Synchronization
 /// ``setInterest(_:_:)``, ``deregister(_:)`` and ``runAtTurnEnd(_:)``, plus all the
 /// loop-owned state they touch.
 package final class EventLoop: TaskExecutor, @unchecked Sendable {
-  // @unchecked: `shared` is guarded by its mutex; every `var` below it is touched only on
+  // @unchecked: `shared` is guarded by its lock; every `var` below it is touched only on
   // the loop's thread (checked by preconditions on the entry points that reach them).
 
   /// The loop's position in its group; its thread is named `baton-loop-<index>`.

@@ -21,6 +21,8 @@ extension Server {
     public var exposeErrorDetails: Bool
     /// Graceful-stop behaviour.
     public var shutdown: Shutdown
+    /// Connection age, idleness, keepalive and ping policing.
+    public var connectionManagement: ConnectionManagement
     /// SIGTERM/SIGINT: the first starts ``Server/gracefulStop(deadline:)`` with
     /// ``Shutdown/deadline``, a second stops at once. Default false (a library should not take
     /// the process's signals unless asked).
@@ -41,8 +43,9 @@ extension Server {
       connection: ConnectionSettings = .defaults, maxConnections: Int = 10_000,
       maxBufferedBytesPerConnection: Int = 4 << 20, exposeErrorDetails: Bool = false,
       shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError,
-      healthPort: Int? = nil
+      healthPort: Int? = nil, connectionManagement: ConnectionManagement = .defaults
     ) {
+      self.connectionManagement = connectionManagement
       self.healthPort = healthPort
       self.host = host
       self.port = port
@@ -82,6 +85,48 @@ extension Server {
       self.readinessPropagationDelay = readinessPropagationDelay
       self.goAwayBarrierCap = goAwayBarrierCap
       self.flushGrace = flushGrace
+    }
+  }
+}
+
+extension Server {
+  /// How long connections live and how they are kept honest. Every timer here uses the same
+  /// two-phase GOAWAY as a graceful stop, so clients move their new calls without failing any.
+  public struct ConnectionManagement: Sendable, Hashable {
+    /// A connection older than this is drained (GOAWAY) so that clients reconnect, which
+    /// rebalances them across servers after a scale-up. Default nil: no limit.
+    public var maxAge: Duration?
+    /// Spread of ``maxAge`` (±fraction) so that connections made together do not all go
+    /// together. Default 0.1.
+    public var maxAgeJitter: Double
+    /// After ``maxAge``, how long that connection's open calls may still run before they are cut.
+    /// Default 30 s.
+    public var maxAgeGrace: Duration
+    /// A connection with no call for this long is drained and closed. Default nil: never.
+    public var idleTimeout: Duration?
+    /// With nothing received for this long, the server sends a PING; default 2 hours (as gRPC).
+    public var keepaliveInterval: Duration?
+    /// No answer to that PING within this long closes the connection. Default 20 s.
+    public var keepaliveTimeout: Duration
+    /// PINGs a client may send per second (and in a burst); beyond that the connection gets
+    /// GOAWAY(ENHANCE_YOUR_CALM, "too many pings"). Default 10; 0 turns policing off.
+    public var maxPingsPerSecond: Int
+
+    /// No age limit or idle timeout, keepalive every 2 h with a 20 s timeout, 10 pings/s.
+    public static var defaults: ConnectionManagement { ConnectionManagement() }
+
+    public init(
+      maxAge: Duration? = nil, maxAgeJitter: Double = 0.1, maxAgeGrace: Duration = .seconds(30),
+      idleTimeout: Duration? = nil, keepaliveInterval: Duration? = .seconds(7_200),
+      keepaliveTimeout: Duration = .seconds(20), maxPingsPerSecond: Int = 10
+    ) {
+      self.maxAge = maxAge
+      self.maxAgeJitter = maxAgeJitter
+      self.maxAgeGrace = maxAgeGrace
+      self.idleTimeout = idleTimeout
+      self.keepaliveInterval = keepaliveInterval
+      self.keepaliveTimeout = keepaliveTimeout
+      self.maxPingsPerSecond = maxPingsPerSecond
     }
   }
 }

@@ -234,6 +234,9 @@ public final class Server: Sendable {
     }
   }
 
+  /// Connections accepted since the server started (including refused ones).
+  public var connectionsAccepted: Int { Int(nextConnectionID.load(ordering: .relaxed)) }
+
   /// Whether a readiness probe should pass: true while running, false from the first instant of
   /// a stop.
   public var isReady: Bool { state.withLock { $0.lifecycle.isReady } }
@@ -278,7 +281,9 @@ public final class Server: Sendable {
     let served = Served(id: nextConnectionID.add(1, ordering: .relaxed).newValue, peer: peer)
     let connection = Connection(
       fd: fd, loop: group.next(), role: .server, peer: peer, settings: configuration.connection,
-      limits: TransportLimits(maxBufferedBytes: configuration.maxBufferedBytesPerConnection)
+      limits: TransportLimits(
+        maxBufferedBytes: configuration.maxBufferedBytesPerConnection,
+        maxPingsPerSecond: configuration.connectionManagement.maxPingsPerSecond)
     ) { [weak self, served] connection, notice in
       self?.handle(notice, on: connection, served: served)
     }
@@ -294,7 +299,76 @@ public final class Server: Sendable {
     }
     connection.ping(Self.rttProbe)
     if decision == .serveDraining { beginDrain(served.id) }
+    armHygiene(served.id, connection, acceptedAt: now)
   }
+
+  // MARK: - Connection hygiene
+
+  private func armHygiene(_ id: UInt64, _ connection: Connection, acceptedAt: UInt64) {
+    let management = configuration.connectionManagement
+    let loop = connection.loop
+    if let maxAge = management.maxAge {
+      let jitter = 1 + Double.random(in: -1...1) * max(0, min(1, management.maxAgeJitter))
+      let age = UInt64(Double(maxAge.nanoseconds) * jitter)
+      _ = loop.schedule(at: acceptedAt &+ age) { [weak self] in self?.ageOut(id) }
+    }
+    if let idle = management.idleTimeout {
+      _ = loop.schedule(at: acceptedAt &+ idle.nanoseconds) { [weak self] in self?.checkIdle(id, since: acceptedAt) }
+    }
+    if let interval = management.keepaliveInterval {
+      _ = loop.schedule(at: acceptedAt &+ interval.nanoseconds) { [weak self] in self?.checkKeepalive(id) }
+    }
+  }
+
+  private func entry(_ id: UInt64) -> Entry? { state.withLock { $0.connections[id] } }
+
+  /// Max connection age reached: drain this connection, and cut what is left after the grace.
+  private func ageOut(_ id: UInt64) {
+    guard let entry = entry(id) else { return }
+    logger.info("connection max age", ("peer", entry.served.peer))
+    beginDrain(id)
+    let grace = configuration.connectionManagement.maxAgeGrace.nanoseconds
+    _ = entry.connection.loop.schedule(at: MonotonicClock.now() &+ grace) { [weak self] in
+      guard let self, let entry = self.entry(id) else { return }
+      _ = self.cut(entry, reason: "the connection reached its maximum age and its grace period passed")
+    }
+  }
+
+  private func checkIdle(_ id: UInt64, since acceptedAt: UInt64) {
+    guard let idle = configuration.connectionManagement.idleTimeout?.nanoseconds, let entry = entry(id) else { return }
+    let now = MonotonicClock.now()
+    let lastUse = max(acceptedAt, entry.connection.lastCallEndedAt)
+    if entry.connection.activeCallCount == 0 && now &- lastUse >= idle {
+      logger.info("connection idle", ("peer", entry.served.peer))
+      return beginDrain(id)
+    }
+    let next = entry.connection.activeCallCount == 0 ? lastUse &+ idle : now &+ idle
+    _ = entry.connection.loop.schedule(at: next) { [weak self] in self?.checkIdle(id, since: acceptedAt) }
+  }
+
+  /// Nothing heard for `keepaliveInterval`: PING, and close if nothing comes back in time.
+  private func checkKeepalive(_ id: UInt64) {
+    let management = configuration.connectionManagement
+    guard let interval = management.keepaliveInterval?.nanoseconds, let entry = entry(id) else { return }
+    let now = MonotonicClock.now()
+    let quietSince = entry.connection.lastInboundAt
+    guard now &- quietSince >= interval else {
+      _ = entry.connection.loop.schedule(at: quietSince &+ interval) { [weak self] in self?.checkKeepalive(id) }
+      return
+    }
+    entry.connection.ping(Self.keepaliveProbe)
+    _ = entry.connection.loop.schedule(at: now &+ management.keepaliveTimeout.nanoseconds) { [weak self] in
+      guard let self, let entry = self.entry(id) else { return }
+      if entry.connection.lastInboundAt > now {
+        self.checkKeepalive(id)
+      } else {
+        self.logger.info("connection keepalive timeout", ("peer", entry.served.peer))
+        entry.connection.abort(.noError, reason: "keepalive timeout: no answer to a PING")
+      }
+    }
+  }
+
+  static let keepaliveProbe: UInt64 = 0x6261_746f_6e6b_616c
 
   private func handle(_ notice: Connection.Notice, on connection: Connection, served: Served) {
     switch notice {
@@ -308,7 +382,7 @@ public final class Server: Sendable {
           entry.rtt = now &- entry.probeSentAt
           s.connections[served.id] = entry
         }
-      } else {
+      } else if payload != Self.keepaliveProbe {
         barrierPassed(served.id, ack: payload)
       }
     case .idle:
@@ -638,22 +712,22 @@ public final class Server: Sendable {
       for id in Array(s.connections.keys) { s.connections[id]?.drain.forceClosing() }
       return Array(s.connections.values)
     }
+    return entries.flatMap { cut($0, reason: reason) }
+  }
+
+  /// Ends every call still open on one connection with `unavailable` and `reason`, then closes it
+  /// (final GOAWAY first, FIN after the last frame).
+  private func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
     let now = MonotonicClock.now()
-    var cut: [StopReport.CutStream] = []
-    for entry in entries {
-      entry.connection.finalGoAway(debug: "server stopping")
-      let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason)))
-      let calls = entry.served.calls.withLock { $0 }
-      for id in ids.sorted() {
-        let record = calls[id]
-        cut.append(
-          .init(
-            method: record?.method ?? "?", age: .nanoseconds(now &- (record?.startedAt ?? now)),
-            peer: entry.served.peer))
-      }
-      entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
+    entry.connection.finalGoAway(debug: "server stopping")
+    let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason)))
+    let calls = entry.served.calls.withLock { $0 }
+    entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
+    return ids.sorted().map { id in
+      let record = calls[id]
+      return StopReport.CutStream(
+        method: record?.method ?? "?", age: .nanoseconds(now &- (record?.startedAt ?? now)), peer: entry.served.peer)
     }
-    return cut
   }
 
   private func runBounded(

@@ -54,6 +54,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var handlerTasks: [UInt32: Task<Void, Never>] = [:]
     /// Send `.idle` when the last slot is released (a draining server asks for it).
     var notifyIdle = false
+    /// When the last frame arrived and when the last call ended (MonotonicClock ns): what
+    /// keepalive and the idle timeout look at.
+    var lastInboundAt: UInt64 = 0
+    var lastCallEndedAt: UInt64 = 0
+    /// Ping-flood policing: a token bucket refilled at `maxPingsPerSecond`.
+    var pingTokens: Double = 0
+    var pingTokensAt: UInt64 = 0
+    var pingsSeen = 0
   }
 
   private struct Slot {
@@ -118,6 +126,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
   package var goAwayReceived: UInt32? { state.withLock { $0.core.goAwayReceived } }
   package var goAwaySent: UInt32? { state.withLock { $0.core.goAwaySent } }
   package var peerSettings: ConnectionSettings { state.withLock { $0.core.peerSettings } }
+  /// When the last bytes arrived (MonotonicClock ns; 0 before any).
+  package var lastInboundAt: UInt64 { state.withLock { $0.lastInboundAt } }
+  /// When the last call ended (MonotonicClock ns; 0 before any).
+  package var lastCallEndedAt: UInt64 { state.withLock { $0.lastCallEndedAt } }
 
   // MARK: - Client calls
 
@@ -339,6 +351,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       if s.core.isOpen(id) {
         s.core.resetStream(streamID: id, role == .client ? .cancel : .internalError)
       }
+      s.lastCallEndedAt = MonotonicClock.now()
       let unread = slot.inbox.removeAll()
       if unread > 0 { s.core.consumed(streamID: id, bytes: unread) }
       if let timer = slot.timer { wakes.append(.cancelTimer(timer)) }
@@ -508,6 +521,27 @@ package final class Connection: IOHandler, @unchecked Sendable {
     return true
   }
 
+  /// A peer that pings faster than `maxPingsPerSecond` (beyond a burst of as many) is told
+  /// GOAWAY(ENHANCE_YOUR_CALM, "too many pings") and closed: answering costs us, not it.
+  private func policePings(_ s: inout State, now: UInt64, _ wakes: inout [Wake]) {
+    let arrived = s.core.pingsReceived - s.pingsSeen
+    s.pingsSeen = s.core.pingsReceived
+    let rate = Double(limits.maxPingsPerSecond)
+    guard rate > 0 else { return }
+    if s.pingTokensAt == 0 {
+      s.pingTokens = rate
+    } else {
+      s.pingTokens = min(rate, s.pingTokens + Double(now &- s.pingTokensAt) / 1e9 * rate)
+    }
+    s.pingTokensAt = now
+    s.pingTokens -= Double(arrived)
+    guard s.pingTokens < 0 else { return }
+    var events: [ConnectionEvent] = []
+    s.core.abort(.enhanceYourCalm, reason: "too many pings", into: &events)
+    s.closeAfterFlush = true
+    Self.failAll(.connectionLost("connection closed: the peer sent too many pings"), &s, &wakes)
+  }
+
   private func apply(_ event: ConnectionEvent, _ s: inout State, _ wakes: inout [Wake]) {
     switch event {
     case .ready(let settings):
@@ -669,14 +703,17 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   private func process() {
+    let now = MonotonicClock.now()
     let flush = state.withLock { s in
       let wasClosed = s.core.phase == .closed
+      s.lastInboundAt = now
       inbound.read { bytes in
         let used = s.core.receive(bytes, into: &events)
         return (used, ())
       }
       for event in events { apply(event, &s, &wakes) }
       events.removeAll(keepingCapacity: true)
+      if s.core.pingsReceived != s.pingsSeen { policePings(&s, now: now, &wakes) }
       if !wasClosed && s.core.phase == .closed { return Self.claimFlush(&s, force: true) || true }
       return Self.claimFlush(&s)
     }

@@ -5,9 +5,13 @@ package struct TransportLimits: Sendable, Hashable {
   package var maxBufferedBytes: Int
   /// Bytes read per syscall.
   package var readChunk: Int
+  /// PINGs the peer may send per second (with a burst of as many); one more ends the
+  /// connection with GOAWAY(ENHANCE_YOUR_CALM, "too many pings"). 0 turns policing off.
+  package var maxPingsPerSecond: Int
 
-  package init(maxBufferedBytes: Int = 4 << 20, readChunk: Int = 64 << 10) {
+  package init(maxBufferedBytes: Int = 4 << 20, readChunk: Int = 64 << 10, maxPingsPerSecond: Int = 10) {
     self.maxBufferedBytes = maxBufferedBytes
     self.readChunk = readChunk
+    self.maxPingsPerSecond = maxPingsPerSecond
   }
 }

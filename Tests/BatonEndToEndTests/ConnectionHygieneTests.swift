@@ -1,0 +1,81 @@
+import BatonClient
+import BatonCore
+import BatonServer
+import Testing
+
+@Suite("Connection hygiene: age, idleness, keepalive, ping floods", .timeLimit(.minutes(1)))
+struct ConnectionHygieneTests {
+  @Test("max connection age drains the connection with GOAWAY; the client reconnects and no call fails")
+  func maxAge() async throws {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.connectionManagement.maxAge = .milliseconds(150)
+    configuration.connectionManagement.maxAgeJitter = 0
+    try await withTestServer(echoRouter(), configuration: configuration) { server, address in
+      try await withClient(endpoints: [address]) { client in
+        let until = ContinuousClock.now + .milliseconds(700)
+        var calls = 0
+        while ContinuousClock.now < until {
+          let reply = try await client.unary("echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(5)))
+          #expect(reply.text == "\(calls)")
+          calls += 1
+        }
+        #expect(client.statistics.failed == 0)
+        #expect(server.connectionsAccepted >= 3, "only \(server.connectionsAccepted) connections in 700 ms with a 150 ms max age")
+      }
+    }
+  }
+
+  @Test("an idle connection is drained and closed after the idle timeout")
+  func idleTimeout() async throws {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.connectionManagement.idleTimeout = .milliseconds(200)
+    try await withTestServer(echoRouter(), configuration: configuration) { _, address in
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      peer.handshake()
+      peer.send(
+        .open(streamID: 1, RequestHead(method: "echo/Unary"), endStream: false),
+        .data(streamID: 1, payload: [1], endMessage: true, endStream: true))
+      let started = ContinuousClock.now
+      let (frames, closed) = await peer.read()
+      #expect(frames.contains { $0.isTrailers })
+      #expect(frames.contains { $0.isGoAway })
+      #expect(closed)
+      #expect(ContinuousClock.now - started < .seconds(4))
+    }
+  }
+
+  @Test("keepalive: a peer that stops answering PINGs is closed")
+  func keepalive() async throws {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.connectionManagement.keepaliveInterval = .milliseconds(150)
+    configuration.connectionManagement.keepaliveTimeout = .milliseconds(150)
+    try await withTestServer(echoRouter(), configuration: configuration) { _, address in
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      peer.handshake()
+      let (frames, closed) = await peer.read()
+      let pings = frames.filter(\.isPing).count
+      #expect(pings >= 2, "the RTT probe and at least one keepalive PING")
+      let goAway = try #require(frames.first { $0.isGoAway })
+      #expect(goAway.goAwayCode == .noError)
+      #expect(closed)
+    }
+  }
+
+  @Test("a ping flood gets GOAWAY(ENHANCE_YOUR_CALM, too many pings); a real client is unaffected")
+  func pingFlood() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      let peer = try RawPeer(port: address.port)
+      peer.handshake()
+      for payload in 0..<50 { peer.send(.ping(ack: false, payload: UInt64(payload))) }
+      let (frames, closed) = await peer.read()
+      let goAway = try #require(frames.first { $0.isGoAway })
+      #expect(goAway.goAwayCode == .enhanceYourCalm)
+      if case .goAway(_, _, let debug) = goAway { #expect(debug.contains("too many pings")) }
+      #expect(closed)
+      try await withClient(endpoints: [address]) { client in
+        let reply = try await client.unary("echo/Unary", [UInt8]("fine"))
+        #expect(reply.text == "fine")
+      }
+    }
+  }
+}
