@@ -17,9 +17,9 @@ final class EndpointPool: Sendable {
   private let endpoints: [Endpoint]
   private let configuration: Client.Configuration
   private let group: EventLoopGroup
-  private let state: Mutex<State>
+  private let state: Locked<State>
 
-  private struct State: ~Copyable {
+  private struct State {
     var subchannels: [Subchannel]
     var waiters: [UInt64: Waiter] = [:]
     var waiterOrder: [UInt64] = []
@@ -53,7 +53,7 @@ final class EndpointPool: Sendable {
     self.endpoints = endpoints
     self.configuration = configuration
     self.group = group
-    self.state = Mutex(State(subchannels: endpoints.map { Subchannel(endpoint: $0) }))
+    self.state = Locked(State(subchannels: endpoints.map { Subchannel(endpoint: $0) }))
     for index in endpoints.indices { connect(index) }
   }
 

@@ -1,4 +1,5 @@
 import BatonTransport
+import BatonPosix
 import Synchronization
 
 /// A streaming call that survives its server going away before processing it.
@@ -12,7 +13,7 @@ final class StreamingCall: Sendable {
   private let method: String
   private let options: CallOptions
   let budget: RetryBudget
-  private let state: Mutex<State>
+  private let state: Locked<State>
 
   private struct State {
     var attempt: Attempt?
@@ -37,7 +38,7 @@ final class StreamingCall: Sendable {
     self.method = method
     self.options = options
     self.budget = RetryBudget(options: options, configuration: client.configuration)
-    self.state = Mutex(State())
+    self.state = Locked(State())
   }
 
   /// Opens the first attempt; `request` is the single request of a server-streaming call.

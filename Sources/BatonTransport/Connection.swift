@@ -30,7 +30,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private let fd: Int32
   private let limits: TransportLimits
   private let onNotice: @Sendable (Connection, Notice) -> Void
-  private let state: Mutex<State>
+  private let state: Locked<State>
 
   // Loop-thread-only state.
   private var registration: Registration?
@@ -45,7 +45,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private var halfClosed = false
   private var lingerTimer: TimerHandle?
 
-  private struct State: ~Copyable {
+  private struct State {
     var core: ConnectionCore
     var slots: [UInt32: Slot] = [:]
     var flushScheduled = false
@@ -64,7 +64,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var pingsSeen = 0
   }
 
-  private struct Slot {
+  /// A class so that the inbox is mutated in place: copying a struct out of the dictionary and
+  /// back would copy the whole queue on every message (copy-on-write), quadratic in its depth.
+  /// Only touched under the connection's lock.
+  private final class Slot {
     var inbox = MessageQueue()
     /// No more messages will arrive (END_STREAM from a client, TRAILERS at a client).
     var inputDone = false
@@ -77,6 +80,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
     /// A `.writable` arrived before the writer had parked.
     var writableEarly = false
     var timer: TimerHandle?
+
+    init(inputDone: Bool = false) { self.inputDone = inputDone }
   }
 
   private enum Wake {
@@ -101,7 +106,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     self.limits = limits
     self.onNotice = onNotice
     self.inbound = InboundBuffer(capacity: limits.readChunk)
-    self.state = Mutex(State(core: ConnectionCore(role: role, settings: settings)))
+    self.state = Locked(State(core: ConnectionCore(role: role, settings: settings)))
   }
 
   /// Registers with the loop and sends the preface and SETTINGS.
@@ -167,16 +172,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
     return try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<[UInt8]?, any Error>) in
         let wake: Wake? = state.withLock { s in
-          guard var slot = s.slots[id] else { return .deliver(continuation, nil) }
+          guard let slot = s.slots[id] else { return .deliver(continuation, nil) }
           if let message = slot.inbox.popFirst() {
-            s.slots[id] = slot
             s.core.consumed(streamID: id, bytes: message.count)
             return .deliver(continuation, message)
           }
           if let error = Self.endError(slot, role) { return .failReceive(continuation, error) }
           if slot.inputDone { return .deliver(continuation, nil) }
           slot.receiver = continuation
-          s.slots[id] = slot
           return nil
         }
         if let wake { perform(wake) }
@@ -190,9 +193,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   private func takeMessage(_ id: UInt32) throws -> Take {
     let (take, flush) = try state.withLock { s throws -> (Take, Bool) in
-      guard var slot = s.slots[id] else { return (.end, false) }
+      guard let slot = s.slots[id] else { return (.end, false) }
       if let message = slot.inbox.popFirst() {
-        s.slots[id] = slot
         s.core.consumed(streamID: id, bytes: message.count)
         return (.message(message), Self.claimFlush(&s))
       }
@@ -235,15 +237,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
     try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
         let wake: Wake? = state.withLock { s in
-          guard var slot = s.slots[id] else { return .resume(continuation, nil) }
+          guard let slot = s.slots[id] else { return .resume(continuation, nil) }
           if let failure = slot.failure { return .resume(continuation, failure) }
           if slot.writableEarly || !s.core.isOpen(id) {
             slot.writableEarly = false
-            s.slots[id] = slot
             return .resume(continuation, nil)
           }
           slot.writer = continuation
-          s.slots[id] = slot
           return nil
         }
         if let wake { perform(wake) }
@@ -319,11 +319,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
         let wake: Wake? = state.withLock { s in
           // The caller reads the outcome (trailers or failure) from the slot: a failure is
           // not thrown here because the caller decides whether it may retry.
-          guard var slot = s.slots[id], slot.failure == nil, slot.trailers == nil else {
+          guard let slot = s.slots[id], slot.failure == nil, slot.trailers == nil else {
             return .resume(continuation, nil)
           }
           slot.finisher = continuation
-          s.slots[id] = slot
           return nil
         }
         if let wake { perform(wake) }
@@ -346,7 +345,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   func release(_ id: UInt32) {
     var wakes: [Wake] = []
     let flush = state.withLock { s in
-      guard var slot = s.slots.removeValue(forKey: id) else { return false }
+      guard let slot = s.slots.removeValue(forKey: id) else { return false }
       s.handlerTasks[id] = nil
       if s.core.isOpen(id) {
         s.core.resetStream(streamID: id, role == .client ? .cancel : .internalError)
@@ -393,9 +392,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
       perform(wakes)
     }
     let cancelled = state.withLock { s in
-      guard var slot = s.slots[id] else { return true }
+      guard let slot = s.slots[id] else { return true }
       slot.timer = timer
-      s.slots[id] = slot
       return false
     }
     if cancelled { loop.cancel(timer) }
@@ -547,14 +545,12 @@ package final class Connection: IOHandler, @unchecked Sendable {
     case .ready(let settings):
       wakes.append(.notice(.ready(settings)))
     case .opened(let id, let head, let endStream):
-      var slot = Slot()
-      slot.inputDone = endStream
-      s.slots[id] = slot
+      s.slots[id] = Slot(inputDone: endStream)
       wakes.append(.notice(.opened(StreamHandle(connection: self, id: id), head, endStream: endStream)))
     case .headers(let id, let metadata):
       s.slots[id]?.headers = metadata
     case .message(let id, let message):
-      guard var slot = s.slots[id] else {
+      guard let slot = s.slots[id] else {
         s.core.consumed(streamID: id, bytes: message.count)
         return
       }
@@ -565,17 +561,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
       } else {
         slot.inbox.append(message)
       }
-      s.slots[id] = slot
     case .endOfInput(let id):
-      guard var slot = s.slots[id] else { return }
+      guard let slot = s.slots[id] else { return }
       slot.inputDone = true
       if let receiver = slot.receiver {
         slot.receiver = nil
         wakes.append(.deliver(receiver, nil))
       }
-      s.slots[id] = slot
     case .trailers(let id, let trailers):
-      guard var slot = s.slots[id] else { return }
+      guard let slot = s.slots[id] else { return }
       slot.trailers = trailers
       slot.inputDone = true
       if let receiver = slot.receiver, slot.inbox.isEmpty {
@@ -594,20 +588,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
         slot.timer = nil
         wakes.append(.cancelTimer(timer))
       }
-      s.slots[id] = slot
     case .streamReset(let id, let code, let reason, let byPeer):
       let failure: StreamFailure =
         code == .refusedStream && byPeer ? .notProcessed(reason) : .reset(code, reason)
       Self.fail(id, failure, &s, &wakes)
     case .writable(let id):
-      guard var slot = s.slots[id] else { return }
+      guard let slot = s.slots[id] else { return }
       if let writer = slot.writer {
         slot.writer = nil
         wakes.append(.resume(writer, nil))
       } else {
         slot.writableEarly = true
       }
-      s.slots[id] = slot
     case .goAway(let last, let code, let debug):
       wakes.append(.notice(.goAway(lastStreamID: last, code, debug: debug)))
     case .pingAck(let payload):
@@ -624,7 +616,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     _ id: UInt32, _ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake],
     cancelHandler: Bool = true
   ) {
-    guard var slot = s.slots[id] else { return }
+    guard let slot = s.slots[id] else { return }
     if slot.failure == nil && slot.trailers == nil { slot.failure = failure }
     let error: any Error = slot.failure ?? failure
     if let receiver = slot.receiver {
@@ -643,7 +635,6 @@ package final class Connection: IOHandler, @unchecked Sendable {
       slot.timer = nil
       wakes.append(.cancelTimer(timer))
     }
-    s.slots[id] = slot
     if cancelHandler, let task = s.handlerTasks.removeValue(forKey: id) { wakes.append(.cancelTask(task)) }
   }
 
