@@ -30,7 +30,7 @@ package enum StreamFailure: Error, Sendable, Hashable, CustomStringConvertible {
       RPCError(code: .unavailable, message: "\(why); the call may have been processed")
     case .reset(.cancel, let why):
       RPCError(code: .cancelled, message: why)
-    case .reset(.messageTooLarge, let why):
+    case .reset(.messageTooLarge, let why), .reset(.enhanceYourCalm, let why):
       RPCError(code: .resourceExhausted, message: why)
     case .reset(.refusedStream, let why):
       RPCError(code: .unavailable, message: "the server did not process the call (\(why))")

@@ -1,0 +1,80 @@
+import Foundation
+import Glibc
+import Testing
+
+/// A real `baton` process (the executable this package builds), for tests that need signals.
+final class BatonProcess: @unchecked Sendable {
+  let process = Process()
+  let port: Int
+  private let stderrPipe = Pipe()
+
+  /// The `baton` binary built next to the test bundle (`swift build --build-tests` builds it).
+  static var executable: URL {
+    get throws {
+      let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+      for directory in [beside, beside.deletingLastPathComponent()] {
+        let candidate = directory.appendingPathComponent("baton")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+      }
+      let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+      let fallback = root.appendingPathComponent(".build/debug/baton")
+      guard FileManager.default.isExecutableFile(atPath: fallback.path) else {
+        throw BatonProcessError.notBuilt
+      }
+      return fallback
+    }
+  }
+
+  /// Starts `baton serve --quiet` with `arguments` and waits for its `listening` line.
+  init(serve arguments: [String] = []) async throws {
+    let stdoutPipe = Pipe()
+    process.executableURL = try Self.executable
+    process.arguments = ["serve", "--port", "0", "--quiet"] + arguments
+    process.standardOutput = stdoutPipe
+    process.standardError = stderrPipe
+    try process.run()
+    let handle = stdoutPipe.fileHandleForReading
+    port = try await withCheckedThrowingContinuation { continuation in
+      Thread {
+        var text = ""
+        while true {
+          let data = handle.availableData
+          if data.isEmpty { return continuation.resume(throwing: BatonProcessError.noListeningLine(text)) }
+          text += String(decoding: data, as: UTF8.self)
+          for line in text.split(separator: "\n") where line.hasPrefix("listening ") {
+            if let port = Int(line.split(separator: ":").last ?? "") { return continuation.resume(returning: port) }
+          }
+        }
+      }.start()
+    }
+  }
+
+  func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+  /// Waits for the process to exit and returns its status (or nil if it is still running after
+  /// `timeout`, in which case it is killed).
+  func exitStatus(timeout: Duration) async -> Int32? {
+    let process = self.process
+    return await withCheckedContinuation { continuation in
+      Thread {
+        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+          kill(process.processIdentifier, SIGKILL)
+          process.waitUntilExit()
+          return continuation.resume(returning: nil)
+        }
+        continuation.resume(returning: process.terminationStatus)
+      }.start()
+    }
+  }
+
+  deinit {
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+  }
+}
+
+enum BatonProcessError: Error {
+  case notBuilt
+  case noListeningLine(String)
+}
