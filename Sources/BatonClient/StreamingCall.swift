@@ -14,6 +14,8 @@ final class StreamingCall: Sendable {
   private let options: CallOptions
   let budget: RetryBudget
   private let state: Locked<State>
+  /// Mirrors `State.committed` so that the per-message path skips the lock once replay is moot.
+  private let committedFlag = Atomic<Bool>(false)
 
   private struct State {
     var attempt: Attempt?
@@ -70,15 +72,8 @@ final class StreamingCall: Sendable {
   }
 
   func write(_ message: [UInt8]) async throws {
-    state.withLock { s in
-      guard !s.committed, !s.replayLost else { return }
-      s.replayBytes += message.count
-      if s.replayBytes > client.configuration.maxReplayBytes {
-        s.replayLost = true
-        s.replay = []
-      } else {
-        s.replay.append(message)
-      }
+    if !committedFlag.load(ordering: .acquiring) {
+      keepForReplay(message)
     }
     while true {
       let (attempt, number) = try current()
@@ -89,6 +84,19 @@ final class StreamingCall: Sendable {
         // A new attempt replays every kept message, this one included.
         try await recover(from: number, failure)
         return
+      }
+    }
+  }
+
+  private func keepForReplay(_ message: [UInt8]) {
+    state.withLock { s in
+      guard !s.committed, !s.replayLost else { return }
+      s.replayBytes += message.count
+      if s.replayBytes > client.configuration.maxReplayBytes {
+        s.replayLost = true
+        s.replay = []
+      } else {
+        s.replay.append(message)
       }
     }
   }
@@ -106,9 +114,13 @@ final class StreamingCall: Sendable {
       let (attempt, number) = try current()
       do {
         let message = try await attempt.stream.receive()
-        state.withLock { s in
-          s.committed = true
-          s.replay = []
+        if !committedFlag.load(ordering: .relaxed) {
+          // The server answered: it processed the call, so nothing will be replayed.
+          state.withLock { s in
+            s.committed = true
+            s.replay = []
+          }
+          committedFlag.store(true, ordering: .releasing)
         }
         return message
       } catch let failure as StreamFailure {

@@ -268,29 +268,32 @@ public struct ConnectionCore: Sendable {
         &events)
     }
     connectionReceiveWindow -= length
-    guard var stream = streams[id] else {
+    // Taken out of the table while it changes, so that its fragment buffer is uniquely owned
+    // (no copy-on-write); put back at the end unless the stream ended.
+    guard var stream = streams.removeValue(forKey: id) else {
       if isIdle(id) { return fail(.connection(.protocolError, "DATA on stream \(id), which was never opened"), &events) }
       // A closed stream: drop the bytes but give the connection credit back at once.
       return returnConnectionCredit(length)
     }
     guard length <= stream.receiveWindow else {
       returnConnectionCredit(length)
-      return resetFromRule(id, .flowControlError, "DATA of \(length) bytes exceeds the stream window \(stream.receiveWindow)", &events)
+      return resetRemoved(id, stream, .flowControlError, "DATA of \(length) bytes exceeds the stream window \(stream.receiveWindow)", &events)
     }
     stream.receiveWindow -= length
     guard stream.machine.canReceive else {
       returnConnectionCredit(length)
-      return resetFromRule(id, .streamClosed, "DATA after the peer ended its side of the stream", &events)
+      return resetRemoved(id, stream, .streamClosed, "DATA after the peer ended its side of the stream", &events)
     }
     if role == .client && endStream {
       returnConnectionCredit(length)
-      return resetFromRule(id, .protocolError, "a server ends a stream with TRAILERS, not END_STREAM", &events)
+      return resetRemoved(id, stream, .protocolError, "a server ends a stream with TRAILERS, not END_STREAM", &events)
     }
     stream.receivedResponse = true
 
+    // Fragments already buffered were credited when they arrived; this frame's bytes were not.
+    let credited = stream.partial?.count ?? 0
     var message: [UInt8]? = nil
-    if var partial = stream.partial {
-      stream.partial = nil
+    if var partial = stream.partial.take() {
       partial.append(contentsOf: payload)
       if endMessage { message = partial } else { stream.partial = partial }
     } else if endMessage {
@@ -299,15 +302,14 @@ public struct ConnectionCore: Sendable {
       stream.partial = payload
     }
     let buffered = (message?.count ?? 0) + (stream.partial?.count ?? 0)
-    guard buffered <= Int(localSettings.maxMessageSize) else {
-      streams[id] = stream
+    let tooLarge = buffered > Int(localSettings.maxMessageSize)
+    if tooLarge || (endStream && stream.partial != nil) {
+      stream.partial = nil
+      connectionPrecredited = max(0, connectionPrecredited - credited)
       returnConnectionCredit(length)
-      return resetFromRule(id, .messageTooLarge, "a message exceeds MAX_MESSAGE_SIZE \(localSettings.maxMessageSize)", &events)
-    }
-    if endStream && stream.partial != nil {
-      streams[id] = stream
-      returnConnectionCredit(length)
-      return resetFromRule(id, .protocolError, "END_STREAM inside an incomplete message", &events)
+      return tooLarge
+        ? resetRemoved(id, stream, .messageTooLarge, "a message exceeds MAX_MESSAGE_SIZE \(localSettings.maxMessageSize)", &events)
+        : resetRemoved(id, stream, .protocolError, "END_STREAM inside an incomplete message", &events)
     }
     if message == nil && length > 0 {
       // A fragment: its credit goes back now, so that a message larger than the window can
@@ -326,15 +328,20 @@ public struct ConnectionCore: Sendable {
       do {
         try stream.machine.receiveEndStream()
       } catch {
-        return resetFromRule(id, .streamClosed, "END_STREAM twice", &events)
+        return resetRemoved(id, stream, .streamClosed, "END_STREAM twice", &events)
       }
       events.append(.endOfInput(streamID: id))
     }
-    if stream.machine.state == .closed {
-      streams[id] = nil
-    } else {
-      streams[id] = stream
-    }
+    if stream.machine.state != .closed { streams[id] = stream }
+  }
+
+  /// RESETs a stream already taken out of the table (see `resetFromRule`).
+  private mutating func resetRemoved(
+    _ id: UInt32, _ stream: Stream, _ code: ErrorCode, _ reason: String, _ events: inout [ConnectionEvent]
+  ) {
+    if let partial = stream.partial { connectionPrecredited = max(0, connectionPrecredited - partial.count) }
+    FrameEncoder.appendReset(&outbound, streamID: id, code: code)
+    events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
   }
 
   private mutating func receiveGoAway(
@@ -482,27 +489,26 @@ public struct ConnectionCore: Sendable {
   public mutating func sendMessage(
     streamID id: UInt32, _ message: [UInt8], endStream: Bool = false, events: inout [ConnectionEvent]
   ) -> SendOutcome {
-    guard var stream = streams[id], stream.machine.canSend, stream.pending == nil else {
-      return .streamClosed
-    }
+    // In place, by index: this runs once per message.
+    guard let index = streams.index(forKey: id), streams.values[index].machine.canSend,
+      streams.values[index].pending == nil
+    else { return .streamClosed }
     guard message.count <= Int(peerSettings.maxMessageSize) else {
       return .tooLarge(limit: peerSettings.maxMessageSize)
     }
     let endStream = endStream && role == .client
     // Fast path: the whole message fits in one frame and both windows.
-    if message.count <= Int(peerSettings.maxFrameSize) && message.count <= stream.sendWindow
+    if message.count <= Int(peerSettings.maxFrameSize) && message.count <= streams.values[index].sendWindow
       && message.count <= connectionSendWindow
     {
       FrameEncoder.appendData(
         &outbound, streamID: id, payload: message, endMessage: true, endStream: endStream)
-      stream.sendWindow -= message.count
+      streams.values[index].sendWindow -= message.count
       connectionSendWindow -= message.count
-      if endStream { _ = stream.machine.sendEndStream() }
-      streams[id] = stream
+      if endStream { _ = streams.values[index].machine.sendEndStream() }
       return .written
     }
-    stream.pending = PendingSend(bytes: message, offset: 0, endStream: endStream)
-    streams[id] = stream
+    streams.values[index].pending = PendingSend(bytes: message, offset: 0, endStream: endStream)
     return writePending(id) ? .written : .blocked
   }
 
@@ -601,11 +607,18 @@ public struct ConnectionCore: Sendable {
     let early = min(bytes, connectionPrecredited)
     connectionPrecredited -= early
     returnConnectionCredit(bytes - early)
-    guard var stream = streams[id], stream.machine.canReceive else { return }
-    let streamEarly = min(bytes, stream.precredited)
-    stream.precredited -= streamEarly
-    creditStream(id, &stream, bytes - streamEarly)
-    streams[id] = stream
+    guard let index = streams.index(forKey: id), streams.values[index].machine.canReceive else { return }
+    let streamEarly = min(bytes, streams.values[index].precredited)
+    streams.values[index].precredited -= streamEarly
+    let owed = bytes - streamEarly
+    guard owed > 0 else { return }
+    streams.values[index].receiveUnacked += owed
+    let unacked = streams.values[index].receiveUnacked
+    if unacked >= max(1, Int(localSettings.initialWindowSize) / 2) {
+      FrameEncoder.appendWindowUpdate(&outbound, streamID: id, increment: UInt32(unacked))
+      streams.values[index].receiveWindow += unacked
+      streams.values[index].receiveUnacked = 0
+    }
   }
 
   private mutating func creditStream(_ id: UInt32, _ stream: inout Stream, _ bytes: Int) {
