@@ -76,7 +76,7 @@ public struct ConnectionCore: Sendable {
     self.decoder = FrameDecoder(settings: settings)
     self.connectionSendWindow = Int(ConnectionSettings.defaults.connectionWindowSize)
     self.connectionReceiveWindow = Int(settings.connectionWindowSize)
-    outbound.reserveCapacity(4096)
+    outbound.reserveCapacity(256)
     outbound.append(contentsOf: Preface.bytes)
     FrameEncoder.appendSettings(&outbound, settings.wirePairs.map { Frame.Setting(id: $0.0, value: $0.1) })
   }

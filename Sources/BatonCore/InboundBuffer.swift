@@ -48,6 +48,14 @@ public struct InboundBuffer: Sendable {
     return written
   }
 
+  /// Appends raw bytes (what a read left over).
+  public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+    _ = write(minimumSpace: bytes.count) { tail in
+      tail.copyMemory(from: bytes)
+      return bytes.count
+    }
+  }
+
   /// Appends bytes (for tests and for callers that already hold the bytes).
   public mutating func append(_ bytes: some Collection<UInt8>) {
     _ = write(minimumSpace: bytes.count) { tail in

@@ -51,6 +51,10 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   /// The deadline the timerfd is armed for, if it has not fired yet.
   var armedDeadline: UInt64?
   var stopRequested = false
+  /// One read buffer shared by every connection of this loop (loop thread only): a connection
+  /// reads into it and keeps only the bytes of a frame split across reads, so an idle
+  /// connection holds no read buffer at all.
+  package let readScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
 
   static let eventCapacity: Int32 = 256
   /// `epoll_data` values of the loop's own fds; never equal to a packed registration,
@@ -119,6 +123,7 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
     Socket.close(self.wakeFD)
     Socket.close(self.timerFD)
     self.events.deallocate()
+    self.readScratch.deallocate()
   }
 
   // MARK: - Thread-safe API

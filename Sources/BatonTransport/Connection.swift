@@ -105,7 +105,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     self.peer = peer
     self.limits = limits
     self.onNotice = onNotice
-    self.inbound = InboundBuffer(capacity: limits.readChunk)
+    self.inbound = InboundBuffer(capacity: 64)
     self.state = Locked(State(core: ConnectionCore(role: role, settings: settings)))
   }
 
@@ -670,11 +670,12 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   package func readable() {
     guard !fdClosed else { return }
+    let scratch = loop.readScratch
+    let chunk = min(limits.readChunk, scratch.count)
     for _ in 0..<4 {
       var eof = false
       var failure: (any Error)?
-      let chunk = limits.readChunk
-      let count = inbound.write(minimumSpace: chunk) { tail in
+      func readInto(_ tail: UnsafeMutableRawBufferPointer) -> Int {
         do {
           switch try Socket.read(fd, into: tail) {
           case .bytes(let n): return n
@@ -686,27 +687,40 @@ package final class Connection: IOHandler, @unchecked Sendable {
         }
         return 0
       }
-      if count > 0 && !halfClosed { process() }
+      let count: Int
+      if inbound.readableCount == 0 {
+        // The usual case: no frame is split across reads, so read into the loop's shared
+        // buffer and keep only what a split frame leaves over.
+        count = readInto(UnsafeMutableRawBufferPointer(rebasing: scratch[..<chunk]))
+        if count > 0 && !halfClosed {
+          let bytes = UnsafeRawBufferPointer(rebasing: scratch[..<count])
+          let used = process(bytes)
+          if used < count { inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
+        }
+      } else {
+        count = inbound.write(minimumSpace: chunk) { readInto($0) }
+        if count > 0 && !halfClosed { inbound.read { bytes in (process(bytes), ()) } }
+        // A burst of large frames is over: give the memory back.
+        if inbound.readableCount == 0 { inbound.shrink(to: 64) }
+      }
       if let failure { return connectionLost("read failed: \(failure)") }
       if eof { return connectionLost(halfClosed ? nil : "the peer closed the connection") }
       if count < chunk { break }
     }
   }
 
-  private func process() {
+  /// Feeds received bytes to the core and acts on what it says; returns the bytes it used.
+  private func process(_ bytes: UnsafeRawBufferPointer) -> Int {
     let now = MonotonicClock.now()
-    let flush = state.withLock { s in
+    let (used, flush) = state.withLock { s in
       let wasClosed = s.core.phase == .closed
       s.lastInboundAt = now
-      inbound.read { bytes in
-        let used = s.core.receive(bytes, into: &events)
-        return (used, ())
-      }
+      let used = s.core.receive(bytes, into: &events)
       for event in events { apply(event, &s, &wakes) }
       events.removeAll(keepingCapacity: true)
       if s.core.pingsReceived != s.pingsSeen { policePings(&s, now: now, &wakes) }
-      if !wasClosed && s.core.phase == .closed { return Self.claimFlush(&s, force: true) || true }
-      return Self.claimFlush(&s)
+      if !wasClosed && s.core.phase == .closed { return (used, Self.claimFlush(&s, force: true) || true) }
+      return (used, Self.claimFlush(&s))
     }
     if !wakes.isEmpty {
       let pending = wakes
@@ -714,6 +728,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       perform(pending)
     }
     if flush { loop.runAtTurnEnd { self.flush() } }
+    return used
   }
 
   package func writable() { flush() }
@@ -750,7 +765,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
     let pendingBytes = writing.count - writeOffset
     if pendingBytes == 0 {
-      if writing.capacity > 4 << 20 { writing = [] } else { writing.removeAll(keepingCapacity: true) }
+      // An idle connection should not sit on a burst's buffer.
+      if writing.capacity > 64 << 10 { writing = [] } else { writing.removeAll(keepingCapacity: true) }
       writeOffset = 0
     }
     // Stop reading while the peer is not taking what we write, so memory stays bounded. DATA is

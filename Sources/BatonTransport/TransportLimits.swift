@@ -9,7 +9,7 @@ package struct TransportLimits: Sendable, Hashable {
   /// connection with GOAWAY(ENHANCE_YOUR_CALM, "too many pings"). 0 turns policing off.
   package var maxPingsPerSecond: Int
 
-  package init(maxBufferedBytes: Int = 4 << 20, readChunk: Int = 64 << 10, maxPingsPerSecond: Int = 10) {
+  package init(maxBufferedBytes: Int = 4 << 20, readChunk: Int = 256 << 10, maxPingsPerSecond: Int = 10) {
     self.maxBufferedBytes = maxBufferedBytes
     self.readChunk = readChunk
     self.maxPingsPerSecond = maxPingsPerSecond
