@@ -44,7 +44,7 @@ enum BenchRestartCommand {
       defer { stop.stopNow() }
       return await cluster.rollingRestart(seconds: seconds, start: start, deadline: .seconds(5))
     }
-    let tallies = await LoadWorkers.run(count: concurrency, hardDeadline: hardDeadline) { _ in
+    let total = await LoadWorkers.tally(count: concurrency, hardDeadline: hardDeadline) { _ in
       await LoadWorkers.unary(
         client: client, method: "demo.Echo/Unary", payload: payload, options: options, stop: stop,
         window: cluster.window)
@@ -52,11 +52,9 @@ enum BenchRestartCommand {
     let restarts = await driver.value
     let elapsed = MonotonicClock.now() &- start
     let retried = client.statistics.retried
-    await client.close()
+    await LoadWorkers.close(client)
     await cluster.stopAll()
 
-    var total = Tally()
-    for tally in tallies { total.merge(tally) }
     var drains: [String] = []
     var restartFailures: [String] = []
     for (index, outcome) in restarts.enumerated() {

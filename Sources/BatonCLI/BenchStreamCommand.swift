@@ -49,10 +49,10 @@ enum BenchStreamCommand {
     let outcome = await LoadWorkers.run(count: 1, hardDeadline: deadline &+ 30_000_000_000) { _ in
       await stream(client, payload, measureStart: measureStart, deadline: deadline)
     }
-    await client.close()
+    await LoadWorkers.close(client)
 
     let counts: Counts
-    switch outcome.first {
+    switch outcome?.first {
     case .success(let value)?:
       counts = value
     case .failure(let error)?:
@@ -60,7 +60,7 @@ enum BenchStreamCommand {
       output.error("error: \(error)")
       return 1
     case nil:
-      output.line("RESULT stream impl=baton size=\(size) error=no-result")
+      output.line("RESULT stream impl=baton size=\(size) error=stuck")
       return 1
     }
     guard counts.atStart >= 0, counts.atEnd > counts.atStart else {
@@ -79,9 +79,11 @@ enum BenchStreamCommand {
   private static func stream(
     _ client: Client, _ payload: [UInt8], measureStart: UInt64, deadline: UInt64
   ) async -> Result<Counts, any Error> {
+    // A deadline well past the run, so that a server that never answers cannot hold the stream.
+    let options = CallOptions(timeout: .nanoseconds(Int64(deadline &- MonotonicClock.now()) + 20_000_000_000))
     do {
       return .success(
-        try await client.bidirectional("bench.Echo/Stream") { writer, responses in
+        try await client.bidirectional("bench.Echo/Stream", options: options) { writer, responses in
           try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
               // write() waits while the server has not granted flow-control credit.

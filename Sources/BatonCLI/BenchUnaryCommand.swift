@@ -42,7 +42,7 @@ enum BenchUnaryCommand {
       _ = await phase(client, payload, concurrency, seconds: warmup)
     }
     let (tally, elapsed) = await phase(client, payload, concurrency, seconds: seconds)
-    await client.close()
+    await LoadWorkers.close(client)
 
     let latency = tally.latency
     let secs = Double(elapsed) / 1e9
@@ -63,12 +63,10 @@ enum BenchUnaryCommand {
   ) async -> (Tally, UInt64) {
     let start = MonotonicClock.now()
     let stop = StopTime(at: start &+ UInt64(seconds * 1e9))
-    let tallies = await LoadWorkers.run(count: concurrency, hardDeadline: start &+ UInt64((seconds + 30) * 1e9)) { _ in
+    let total = await LoadWorkers.tally(count: concurrency, hardDeadline: start &+ UInt64((seconds + 10) * 1e9)) { _ in
       await LoadWorkers.unary(client: client, method: "bench.Echo/Unary", payload: payload, options: .defaults, stop: stop)
     }
     let elapsed = MonotonicClock.now() &- start
-    var total = Tally()
-    for tally in tallies { total.merge(tally) }
     return (total, elapsed)
   }
 }

@@ -68,7 +68,7 @@ enum DemoCommand {
       }
     }
     let progress = Task { await showProgress(cluster, client, live, start: start, output) }
-    let tallies = await LoadWorkers.run(count: unaryWorkers + streamWorkers, hardDeadline: hardDeadline) { index in
+    let total = await LoadWorkers.tally(count: unaryWorkers + streamWorkers, hardDeadline: hardDeadline) { index in
       index < unaryWorkers
         ? await LoadWorkers.unary(
           client: client, method: "demo.Echo/Unary", payload: payload, options: options, stop: stop, live: live)
@@ -80,11 +80,9 @@ enum DemoCommand {
     await progress.value
     let elapsed = MonotonicClock.now() &- start
     let retried = client.statistics.retried
-    await client.close()
+    await LoadWorkers.close(client)
     await cluster.stopAll()
 
-    var total = Tally()
-    for tally in tallies { total.merge(tally) }
     output.line(
       "summary: ok=\(total.ok) failed=\(total.failed) retried=\(retried) in \(Format.fixed(Double(elapsed) / 1e9, 1)) s"
         + " (unary p50 \(Format.micros(total.latency.percentile(50))) us, p99 \(Format.micros(total.latency.percentile(99))) us;"

@@ -76,7 +76,7 @@ enum LoadCommand {
         tick += 1
       }
     }
-    let tallies = await LoadWorkers.run(count: concurrency, hardDeadline: hardDeadline) { _ in
+    let total = await LoadWorkers.tally(count: concurrency, hardDeadline: hardDeadline) { _ in
       method == "unary"
         ? await LoadWorkers.unary(
           client: client, method: "demo.Echo/Unary", payload: payload, options: options, stop: stop, live: live)
@@ -86,10 +86,8 @@ enum LoadCommand {
     progress.cancel()
     await progress.value
     let retried = client.statistics.retried
-    await client.close()
+    await LoadWorkers.close(client)
 
-    var total = Tally()
-    for tally in tallies { total.merge(tally) }
     let latency = total.allLatency
     let p50 = Format.micros(latency.percentile(50))
     let p99 = Format.micros(latency.percentile(99))

@@ -3,10 +3,40 @@ import BatonPosix
 
 /// The closed-loop callers behind `load`, `demo` and the benchmarks.
 enum LoadWorkers {
+  /// How long workers get to wind down once cancelled, and a client to close, in ns.
+  static let grace: UInt64 = 5_000_000_000
+
   /// Runs `count` copies of `body` at once and returns their results. If they have not all
   /// returned by `hardDeadline` (``MonotonicClock`` ns), they are cancelled: their calls end with
-  /// `cancelled` and the loops stop.
+  /// `cancelled` and the loops stop. nil if even that did not end them within ``grace``.
   static func run<Result: Sendable>(
+    count: Int, hardDeadline: UInt64, _ body: @escaping @Sendable (Int) async -> Result
+  ) async -> [Result]? {
+    await Bounded.run(until: hardDeadline &+ grace) {
+      await group(count: count, hardDeadline: hardDeadline, body)
+    }
+  }
+
+  /// ``run(count:hardDeadline:_:)`` for workers that tally: their merged tally. Workers that
+  /// could not be stopped count as failures under `stuck`.
+  static func tally(
+    count: Int, hardDeadline: UInt64, _ body: @escaping @Sendable (Int) async -> Tally
+  ) async -> Tally {
+    var total = Tally()
+    guard let tallies = await run(count: count, hardDeadline: hardDeadline, body) else {
+      total.failures["stuck", default: 0] += count
+      return total
+    }
+    for tally in tallies { total.merge(tally) }
+    return total
+  }
+
+  /// Closes `client`, waiting at most ``grace`` for calls still running.
+  static func close(_ client: Client) async {
+    _ = await Bounded.run(until: MonotonicClock.now() &+ grace) { await client.close() }
+  }
+
+  private static func group<Result: Sendable>(
     count: Int, hardDeadline: UInt64, _ body: @escaping @Sendable (Int) async -> Result
   ) async -> [Result] {
     await withTaskGroup(of: Result?.self) { group in

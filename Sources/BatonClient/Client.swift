@@ -107,10 +107,17 @@ public final class Client: Sendable {
   }
 
   private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse {
-    let budget = RetryBudget(options: options, configuration: configuration)
+    let budget = RetryBudget(options: options, configuration: configuration, endpoints: pool.endpointCount)
     var avoiding: ObjectIdentifier?
     while true {
       let lease = try await pool.lease(deadline: budget.deadline, avoiding: avoiding)
+      if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
+        // Only the connection that just refused is ready: give it a moment before asking again.
+        do { try await budget.pauseBeforeSameConnection() } catch {
+          pool.release(lease)
+          throw error
+        }
+      }
       let stream: StreamHandle
       do {
         stream = try lease.connection.openStream(try budget.head(method, options), message: request, endStream: true)
@@ -143,9 +150,9 @@ public final class Client: Sendable {
   func handleOpenError(_ error: ConnectionCore.OpenError, _ lease: EndpointPool.Lease, _ budget: RetryBudget) async throws {
     switch error {
     case .metadataTooLarge(let size, let limit):
-      throw RPCError(code: .invalidArgument, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
+      throw RPCError(code: .resourceExhausted, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
     case .frameTooLarge(let size, let limit):
-      throw RPCError(code: .invalidArgument, message: "the call's method and metadata take \(size) bytes, more than the server's frame limit of \(limit)")
+      throw RPCError(code: .resourceExhausted, message: "the call's method and metadata take \(size) bytes, more than the server's frame limit of \(limit)")
     case .invalidMethod(let length):
       throw RPCError(code: .invalidArgument, message: "a method name must be 1 to 65,535 bytes, not \(length)")
     case .messageTooLarge(let size, let limit):
@@ -189,7 +196,7 @@ final class RetryBudget: Sendable {
   let timeout: UInt64
   private let retriesLeft: Atomic<Int>
 
-  init(options: CallOptions, configuration: Client.Configuration) {
+  init(options: CallOptions, configuration: Client.Configuration, endpoints: Int) {
     if let timeout = options.timeout {
       self.timeout = timeout.nanoseconds
       self.deadline = MonotonicClock.now() &+ timeout.nanoseconds
@@ -197,7 +204,8 @@ final class RetryBudget: Sendable {
     } else {
       self.timeout = 0
       self.deadline = nil
-      self.retriesLeft = Atomic(configuration.maxRetriesWithoutDeadline)
+      // At least two tries per endpoint, so a rolling restart (each server refusing once) fits.
+      self.retriesLeft = Atomic(max(configuration.maxRetriesWithoutDeadline, 2 * endpoints))
     }
   }
 
@@ -207,9 +215,25 @@ final class RetryBudget: Sendable {
     if let deadline {
       let now = MonotonicClock.now()
       guard now < deadline else { throw RPCError(code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed") }
-      micros = max(1, (deadline - now) / 1_000)
+      micros = max(1, (deadline - now + 999) / 1_000)  // rounded up: never shorter than asked
     }
     return RequestHead(method: method, timeoutMicroseconds: micros, metadata: options.metadata)
+  }
+
+  private let sameConnectionPauses = Atomic<Int>(0)
+
+  /// A jittered pause, doubling from 1 ms to 100 ms, before retrying on the connection that just
+  /// refused the call (PROTOCOL.md 14: not straight back to it).
+  func pauseBeforeSameConnection() async throws {
+    let round = sameConnectionPauses.add(1, ordering: .relaxed).newValue
+    let base = min(100_000_000, 1_000_000 << min(round - 1, 7))
+    var pause = UInt64(Double(base) * Double.random(in: 0.8...1.2))
+    if let deadline {
+      let now = MonotonicClock.now()
+      guard now < deadline else { try checkTime(); return }
+      pause = min(pause, deadline - now)
+    }
+    try await Task.sleep(for: .nanoseconds(Int64(pause)))
   }
 
   func checkTime() throws {

@@ -58,6 +58,7 @@ final class EndpointPool: Sendable {
   }
 
   private var logger: Logger { configuration.logger }
+  var endpointCount: Int { endpoints.count }
 
   // MARK: - Leases
 

@@ -39,7 +39,7 @@ final class StreamingCall: Sendable {
     self.client = client
     self.method = method
     self.options = options
-    self.budget = RetryBudget(options: options, configuration: client.configuration)
+    self.budget = RetryBudget(options: options, configuration: client.configuration, endpoints: client.pool.endpointCount)
     self.state = Locked(State())
   }
 
@@ -177,6 +177,12 @@ final class StreamingCall: Sendable {
     var avoiding = avoiding
     while true {
       let lease = try await client.pool.lease(deadline: budget.deadline, avoiding: avoiding)
+      if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
+        do { try await budget.pauseBeforeSameConnection() } catch {
+          client.pool.release(lease)
+          throw error
+        }
+      }
       let stream: StreamHandle
       do {
         stream = try lease.connection.openStream(try budget.head(method, options))

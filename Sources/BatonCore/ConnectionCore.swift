@@ -39,8 +39,9 @@ public struct ConnectionCore: Sendable {
   private var connectionSendWindow: Int
   private var connectionReceiveWindow: Int
   private var connectionUnacked = 0
-  /// Connection-level twin of `Stream.precredited`.
-  private var connectionPrecredited = 0
+  /// Early credit of delivered messages whose stream ended before the application consumed
+  /// them (the application still reports them consumed, once).
+  private var orphanedCredit: [UInt32: Int] = [:]
   /// Streams with a message waiting for connection-level credit, oldest first (may hold stale ids).
   private var blockedOnConnection: [UInt32] = []
 
@@ -58,6 +59,8 @@ public struct ConnectionCore: Sendable {
     /// Bytes of delivered messages whose credit was already returned while they were buffered
     /// as fragments; ``consumed(streamID:bytes:)`` does not return them twice.
     var precredited = 0
+    /// Early credit of the fragments of the message still being reassembled.
+    var fragmentCredit = 0
     /// (server) HEADERS were sent: at most once.
     var sentHeaders = false
   }
@@ -87,6 +90,8 @@ public struct ConnectionCore: Sendable {
   public var openStreamCount: Int { streams.count }
   public var openStreamIDs: [UInt32] { Array(streams.keys) }
   public func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
+  /// (server) The stream's status is queued behind a message waiting for credit: it ends on its own.
+  public func isEnding(_ streamID: UInt32) -> Bool { streams[streamID]?.pending?.trailers != nil }
 
   /// (client) Whether ``openStream(_:endStream:)`` would succeed now.
   public var canOpenStream: Bool {
@@ -290,8 +295,6 @@ public struct ConnectionCore: Sendable {
     }
     stream.receivedResponse = true
 
-    // Fragments already buffered were credited when they arrived; this frame's bytes were not.
-    let credited = stream.partial?.count ?? 0
     var message: [UInt8]? = nil
     if var partial = stream.partial.take() {
       partial.append(contentsOf: payload)
@@ -304,8 +307,9 @@ public struct ConnectionCore: Sendable {
     let buffered = (message?.count ?? 0) + (stream.partial?.count ?? 0)
     let tooLarge = buffered > Int(localSettings.maxMessageSize)
     if tooLarge || (endStream && stream.partial != nil) {
+      // The fragments were credited as they came; this frame's bytes go back now.
       stream.partial = nil
-      connectionPrecredited = max(0, connectionPrecredited - credited)
+      stream.fragmentCredit = 0
       returnConnectionCredit(length)
       return tooLarge
         ? resetRemoved(id, stream, .messageTooLarge, "a message exceeds MAX_MESSAGE_SIZE \(localSettings.maxMessageSize)", &events)
@@ -315,11 +319,13 @@ public struct ConnectionCore: Sendable {
       // A fragment: its credit goes back now, so that a message larger than the window can
       // arrive at all (its size is bounded by MAX_MESSAGE_SIZE instead). The application will
       // report the whole message consumed later; that part is then not returned twice.
-      stream.precredited += length
-      connectionPrecredited += length
+      stream.fragmentCredit += length
       returnConnectionCredit(length)
       creditStream(id, &stream, length)
     } else if let message {
+      // Whatever its fragments were credited early is not returned again when it is consumed.
+      stream.precredited += stream.fragmentCredit
+      stream.fragmentCredit = 0
       events.append(.message(streamID: id, message))
     } else {
       returnConnectionCredit(length)  // an empty frame or a pure half-close: nothing to consume
@@ -339,7 +345,7 @@ public struct ConnectionCore: Sendable {
   private mutating func resetRemoved(
     _ id: UInt32, _ stream: Stream, _ code: ErrorCode, _ reason: String, _ events: inout [ConnectionEvent]
   ) {
-    if let partial = stream.partial { connectionPrecredited = max(0, connectionPrecredited - partial.count) }
+    if stream.precredited > 0 { orphanedCredit[id] = stream.precredited }
     FrameEncoder.appendReset(&outbound, streamID: id, code: code)
     events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
   }
@@ -421,7 +427,7 @@ public struct ConnectionCore: Sendable {
     goAwaySent = min(goAwaySent ?? last, last)
     phase = .closed
     streams.removeAll()
-    connectionPrecredited = 0
+    orphanedCredit.removeAll()
     blockedOnConnection.removeAll()
     events.append(.connectionError(error))
   }
@@ -604,14 +610,18 @@ public struct ConnectionCore: Sendable {
   /// WINDOW_UPDATE once half a window has been consumed (PROTOCOL.md, "Flow control").
   public mutating func consumed(streamID id: UInt32, bytes: Int) {
     guard phase != .closed, bytes > 0 else { return }
-    let early = min(bytes, connectionPrecredited)
-    connectionPrecredited -= early
-    returnConnectionCredit(bytes - early)
-    guard let index = streams.index(forKey: id), streams.values[index].machine.canReceive else { return }
-    let streamEarly = min(bytes, streams.values[index].precredited)
-    streams.values[index].precredited -= streamEarly
-    let owed = bytes - streamEarly
-    guard owed > 0 else { return }
+    guard let index = streams.index(forKey: id) else {
+      // The stream has ended; its delivered messages may still carry early credit.
+      guard let orphan = orphanedCredit[id] else { return returnConnectionCredit(bytes) }
+      let early = min(bytes, orphan)
+      orphanedCredit[id] = orphan > early ? orphan - early : nil
+      return returnConnectionCredit(bytes - early)
+    }
+    let early = min(bytes, streams.values[index].precredited)
+    streams.values[index].precredited -= early
+    let owed = bytes - early
+    returnConnectionCredit(owed)
+    guard owed > 0, streams.values[index].machine.canReceive else { return }
     streams.values[index].receiveUnacked += owed
     let unacked = streams.values[index].receiveUnacked
     if unacked >= max(1, Int(localSettings.initialWindowSize) / 2) {
@@ -632,13 +642,11 @@ public struct ConnectionCore: Sendable {
   }
 
   /// Forgets a stream. Fragments it was still buffering were credited when they arrived and
-  /// will never be consumed, so they leave the connection's early-credit account.
+  /// are simply dropped; delivered messages not yet consumed keep their early credit on file.
   @discardableResult
   private mutating func removeStream(_ id: UInt32) -> Stream? {
     guard let stream = streams.removeValue(forKey: id) else { return nil }
-    if let partial = stream.partial {
-      connectionPrecredited = max(0, connectionPrecredited - partial.count)
-    }
+    if stream.precredited > 0 { orphanedCredit[id] = stream.precredited }
     return stream
   }
 

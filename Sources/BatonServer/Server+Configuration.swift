@@ -23,6 +23,9 @@ extension Server {
     public var shutdown: Shutdown
     /// Connection age, idleness, keepalive and ping policing.
     public var connectionManagement: ConnectionManagement
+    /// How long a new connection may take to send its preface and SETTINGS before it is closed
+    /// (GOAWAY PROTOCOL_ERROR "handshake timeout"). Default 10 s.
+    public var handshakeTimeout: Duration
     /// SIGTERM/SIGINT: the first starts ``Server/gracefulStop(deadline:)`` with
     /// ``Shutdown/deadline``, a second stops at once. Default false (a library should not take
     /// the process's signals unless asked).
@@ -43,8 +46,10 @@ extension Server {
       connection: ConnectionSettings = .defaults, maxConnections: Int = 10_000,
       maxBufferedBytesPerConnection: Int = 4 << 20, exposeErrorDetails: Bool = false,
       shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError,
-      healthPort: Int? = nil, connectionManagement: ConnectionManagement = .defaults
+      healthPort: Int? = nil, connectionManagement: ConnectionManagement = .defaults,
+      handshakeTimeout: Duration = .seconds(10)
     ) {
+      self.handshakeTimeout = handshakeTimeout
       self.connectionManagement = connectionManagement
       self.healthPort = healthPort
       self.host = host

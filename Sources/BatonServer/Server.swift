@@ -283,7 +283,8 @@ public final class Server: Sendable {
       fd: fd, loop: group.next(), role: .server, peer: peer, settings: configuration.connection,
       limits: TransportLimits(
         maxBufferedBytes: configuration.maxBufferedBytesPerConnection,
-        maxPingsPerSecond: configuration.connectionManagement.maxPingsPerSecond)
+        maxPingsPerSecond: configuration.connectionManagement.maxPingsPerSecond,
+        handshakeTimeout: configuration.handshakeTimeout.nanoseconds)
     ) { [weak self, served] connection, notice in
       self?.handle(notice, on: connection, served: served)
     }
@@ -461,7 +462,7 @@ public final class Server: Sendable {
   private func onlyRequest(_ stream: StreamHandle) async throws -> [UInt8] {
     do {
       guard let request = try await stream.receive() else {
-        throw RPCError(code: .invalidArgument, message: "the call carried no request message")
+        throw RPCError(code: .internal, message: "the call carried no request message (PROTOCOL.md 7.2)")
       }
       return request
     } catch let failure as StreamFailure {

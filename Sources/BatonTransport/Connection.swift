@@ -43,6 +43,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private var readPaused = false
   private var fdClosed = false
   private var halfClosed = false
+  /// The core stopped reading (a connection error): further input is read and dropped.
+  private var discarding = false
   private var lingerTimer: TimerHandle?
 
   private struct State {
@@ -54,6 +56,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var handlerTasks: [UInt32: Task<Void, Never>] = [:]
     /// Send `.idle` when the last slot is released (a draining server asks for it).
     var notifyIdle = false
+    /// How long a close may wait for the flush and the peer's FIN, when not the default.
+    var linger: UInt64?
     /// When the last frame arrived and when the last call ended (MonotonicClock ns): what
     /// keepalive and the idle timeout look at.
     var lastInboundAt: UInt64 = 0
@@ -116,7 +120,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
         registration = try loop.register(fd: fd, interest: .read, handler: self)
         flush()
       } catch {
-        closeSocket(reason: "could not register the connection: \(error)")
+        return closeSocket(reason: "could not register the connection: \(error)")
+      }
+      // A peer that never completes the handshake (preface and SETTINGS) does not hold a slot.
+      _ = loop.schedule(at: MonotonicClock.now() &+ limits.handshakeTimeout) { [weak self] in
+        guard let self, self.state.withLock({ $0.core.phase == .awaitingPreface || $0.core.phase == .awaitingSettings })
+        else { return }
+        self.abort(.protocolError, reason: "handshake timeout: no preface and SETTINGS in time")
       }
     }
   }
@@ -347,7 +357,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
     let flush = state.withLock { s in
       guard let slot = s.slots.removeValue(forKey: id) else { return false }
       s.handlerTasks[id] = nil
-      if s.core.isOpen(id) {
+      // A reply still waiting for flow-control credit, with its status queued behind it, is
+      // not abandoned: it finishes on its own as credit arrives.
+      if s.core.isOpen(id) && !s.core.isEnding(id) {
         s.core.resetStream(streamID: id, role == .client ? .cancel : .internalError)
       }
       s.lastCallEndedAt = MonotonicClock.now()
@@ -497,18 +509,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// Flushes everything queued, then closes the write side with FIN (never RST with frames
   /// unsent) and closes the socket once the peer closes too (or after `linger` ns).
-  package func closeGracefully(linger: UInt64 = 2_000_000_000) {
+  package func closeGracefully(linger: UInt64? = nil) {
     let flush = state.withLock { s in
       s.closeAfterFlush = true
+      if let linger { s.linger = linger }
       return Self.claimFlush(&s, force: true)
     }
     if flush { requestFlush() }
-    loop.execute { [self] in
-      guard !fdClosed, lingerTimer == nil else { return }
-      lingerTimer = loop.schedule(at: MonotonicClock.now() + linger) { [self] in
-        loop.execute { self.closeSocket(reason: "closed") }
-      }
-    }
   }
 
   // MARK: - Event processing (under the lock)
@@ -692,14 +699,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
         // The usual case: no frame is split across reads, so read into the loop's shared
         // buffer and keep only what a split frame leaves over.
         count = readInto(UnsafeMutableRawBufferPointer(rebasing: scratch[..<chunk]))
-        if count > 0 && !halfClosed {
+        if count > 0 && !halfClosed && !discarding {
           let bytes = UnsafeRawBufferPointer(rebasing: scratch[..<count])
           let used = process(bytes)
-          if used < count { inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
+          if used < count && !discarding { inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
         }
       } else {
         count = inbound.write(minimumSpace: chunk) { readInto($0) }
-        if count > 0 && !halfClosed { inbound.read { bytes in (process(bytes), ()) } }
+        if count > 0 && !halfClosed && !discarding { inbound.read { bytes in (process(bytes), ()) } }
+        if discarding { inbound.read { bytes in (bytes.count, ()) } }
         // A burst of large frames is over: give the memory back.
         if inbound.readableCount == 0 { inbound.shrink(to: 64) }
       }
@@ -712,16 +720,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Feeds received bytes to the core and acts on what it says; returns the bytes it used.
   private func process(_ bytes: UnsafeRawBufferPointer) -> Int {
     let now = MonotonicClock.now()
-    let (used, flush) = state.withLock { s in
+    let (used, flush, closed) = state.withLock { s in
       let wasClosed = s.core.phase == .closed
       s.lastInboundAt = now
       let used = s.core.receive(bytes, into: &events)
       for event in events { apply(event, &s, &wakes) }
       events.removeAll(keepingCapacity: true)
       if s.core.pingsReceived != s.pingsSeen { policePings(&s, now: now, &wakes) }
-      if !wasClosed && s.core.phase == .closed { return (used, Self.claimFlush(&s, force: true) || true) }
-      return (used, Self.claimFlush(&s))
+      let closed = s.core.phase == .closed
+      if !wasClosed && closed { return (used, Self.claimFlush(&s, force: true) || true, closed) }
+      return (used, Self.claimFlush(&s), closed)
     }
+    if closed { discarding = true }
     if !wakes.isEmpty {
       let pending = wakes
       wakes.removeAll(keepingCapacity: true)
@@ -739,7 +749,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   private func flush() {
     guard !fdClosed else { return }
-    let (closeAfter, peerWindow) = state.withLock { s in
+    let (closeAfter, peerWindow, linger) = state.withLock { s in
       s.flushScheduled = false
       if writing.isEmpty {
         swap(&writing, &s.core.outbound)
@@ -748,7 +758,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         writing.append(contentsOf: s.core.outbound)
         s.core.outbound.removeAll(keepingCapacity: true)
       }
-      return (s.closeAfterFlush, Int(s.core.peerSettings.connectionWindowSize))
+      return (s.closeAfterFlush, Int(s.core.peerSettings.connectionWindowSize), s.linger ?? limits.linger)
     }
     while writeOffset < writing.count {
       let written: Int?
@@ -775,14 +785,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
     // a well-behaved peer never does, and two of them can't deadlock on it.
     readPaused = pendingBytes > limits.maxBufferedBytes + peerWindow
     updateInterest(write: pendingBytes > 0, read: !readPaused)
+    if closeAfter && lingerTimer == nil {
+      // Bounds the flush as well: a peer that stops reading cannot hold a closing socket open.
+      lingerTimer = loop.schedule(at: MonotonicClock.now() &+ linger) { [self] in
+        loop.execute { self.closeSocket(reason: "closed") }
+      }
+    }
     if pendingBytes == 0 && closeAfter && !halfClosed {
       halfClosed = true
       Socket.shutdownWrite(fd)
-      if lingerTimer == nil {
-        lingerTimer = loop.schedule(at: MonotonicClock.now() + 2_000_000_000) { [self] in
-          loop.execute { self.closeSocket(reason: "closed") }
-        }
-      }
     }
   }
 

@@ -164,7 +164,7 @@ struct BadInputTests {
         let error = await #expect(throws: RPCError.self) {
           try await client.unary("echo/Unary", [], options: CallOptions(metadata: big))
         }
-        #expect(error?.code == .invalidArgument)
+        #expect(error?.code == .resourceExhausted)
       }
     }
   }

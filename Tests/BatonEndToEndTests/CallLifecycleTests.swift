@@ -148,3 +148,48 @@ struct CallLifecycleTests {
     }
   }
 }
+
+@Suite("Messages larger than the flow-control window", .timeLimit(.minutes(1)))
+struct LargeMessageTests {
+  @Test("a 3 MiB unary request and reply cross a 1 MiB window intact")
+  func largeUnary() async throws {
+    let message = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let reply = try await client.unary("echo/Unary", message, options: CallOptions(timeout: .seconds(20)))
+        #expect(reply == message)
+      }
+    }
+  }
+
+  @Test("fragmented messages on streams that are then reset leak no connection credit")
+  func noCreditLeak() async throws {
+    var router = echoRouter()
+    router.clientStreaming("test/RejectFirst") { requests, _ in
+      for try await _ in requests { throw RPCError(code: .failedPrecondition, message: "no thanks") }
+      return []
+    }
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.connection.connectionWindowSize = 1 << 20
+    configuration.connection.initialWindowSize = 256 << 10
+    configuration.connection.maxFrameSize = 16 << 10
+    let big = [UInt8](repeating: 5, count: 700 << 10)
+    try await withTestServer(router, configuration: configuration) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        // 20 × 700 KiB through a 1 MiB connection window: it only works if every byte's
+        // credit comes back, whether consumed, discarded with a reset stream, or still buffered.
+        for _ in 0..<20 {
+          let error = await #expect(throws: RPCError.self) {
+            _ = try await client.clientStreaming("test/RejectFirst", options: CallOptions(timeout: .seconds(10))) { writer in
+              try await writer.write(big)
+              try await writer.write(big)
+            }
+          }
+          #expect(error?.code == .failedPrecondition)
+        }
+        let reply = try await client.unary("echo/Unary", big, options: CallOptions(timeout: .seconds(10)))
+        #expect(reply.count == big.count)
+      }
+    }
+  }
+}

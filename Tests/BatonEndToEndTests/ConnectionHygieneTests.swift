@@ -79,3 +79,20 @@ struct ConnectionHygieneTests {
     }
   }
 }
+
+@Suite("Handshake timeout", .timeLimit(.minutes(1)))
+struct HandshakeTimeoutTests {
+  @Test("a peer that connects and says nothing is closed after the handshake timeout")
+  func silentPeer() async throws {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.handshakeTimeout = .milliseconds(200)
+    try await withTestServer(echoRouter(), configuration: configuration) { _, address in
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      let started = ContinuousClock.now
+      let (frames, closed) = await peer.read()
+      #expect(frames.contains { $0.goAwayCode == .protocolError })
+      #expect(closed)
+      #expect(ContinuousClock.now - started < .seconds(4))
+    }
+  }
+}
