@@ -82,7 +82,7 @@ final class EndpointPool: Sendable {
         s.nextWaiter += 1
         var timer: TimerHandle?
         if let deadline {
-          timer = group.next().schedule(at: deadline) { [weak self] in self?.expireWaiter(id) }
+          timer = group.next().schedule(at: deadline) { [self] in self.expireWaiter(id) }
         }
         s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer)
         s.waiterOrder.append(id)
@@ -194,8 +194,10 @@ final class EndpointPool: Sendable {
         let connection = Connection(
           fd: fd, loop: loop, role: .client, peer: peer, settings: configuration.connection,
           limits: TransportLimits(maxBufferedBytes: configuration.maxBufferedBytesPerConnection)
-        ) { [weak self] connection, notice in
-          self?.handle(notice, connection: connection, endpoint: index)
+        ) { [self] connection, notice in
+          // Strong: the cycle ends when the connection closes and leaves the pool. (A weak
+          // reference would slow every retain of this per-call object.)
+          self.handle(notice, connection: connection, endpoint: index)
         }
         let keep = state.withLock { s in
           guard !s.closed else { return false }
@@ -219,7 +221,7 @@ final class EndpointPool: Sendable {
     }
     guard let delay else { return }
     logger.log(.debug, "connect failed", ("endpoint", endpoints[index].description), ("error", reason))
-    _ = group.next().schedule(at: MonotonicClock.now() &+ delay) { [weak self] in self?.connect(index) }
+    _ = group.next().schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
   }
 
   private func handle(_ notice: Connection.Notice, connection: Connection, endpoint index: Int) {
@@ -286,8 +288,8 @@ final class EndpointPool: Sendable {
       defer { s.nextWaiter += 1 }
       return s.nextWaiter
     }
-    let timer = group.next().schedule(at: deadline) { [weak self] in
-      let waiter = self?.state.withLock { $0.readyWaiters.removeValue(forKey: id) }
+    let timer = group.next().schedule(at: deadline) { [self] in
+      let waiter = self.state.withLock { $0.readyWaiters.removeValue(forKey: id) }
       waiter?.continuation.resume(throwing: RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
     }
     defer { group.next().cancel(timer) }

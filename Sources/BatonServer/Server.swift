@@ -15,12 +15,11 @@ import Synchronization
 /// is set.
 public final class Server: Sendable {
   public let configuration: Configuration
-  let router: Router
   let group: EventLoopGroup
-  let drainSignal = DrainSignal()
+  let dispatcher: CallDispatcher
+  private var drainSignal: DrainSignal { dispatcher.drainSignal }
   private let state: Mutex<State>
   private let nextConnectionID = Atomic<UInt64>(0)
-  private let drainedCalls = Atomic<Int>(0)
 
   /// The first PING on every connection measures its round trip; the drain barrier uses it.
   static let rttProbe: UInt64 = 0x6261_746f_6e72_7474
@@ -85,8 +84,9 @@ public final class Server: Sendable {
 
   package init(configuration: Configuration, router: Router, group: EventLoopGroup) {
     self.configuration = configuration
-    self.router = router
     self.group = group
+    self.dispatcher = CallDispatcher(
+      router: router, exposeErrorDetails: configuration.exposeErrorDetails, logger: configuration.logger)
     self.state = Mutex(State())
   }
 
@@ -285,8 +285,13 @@ public final class Server: Sendable {
         maxBufferedBytes: configuration.maxBufferedBytesPerConnection,
         maxPingsPerSecond: configuration.connectionManagement.maxPingsPerSecond,
         handshakeTimeout: configuration.handshakeTimeout.nanoseconds)
-    ) { [weak self, served] connection, notice in
-      self?.handle(notice, on: connection, served: served)
+    ) { [weak self, served, dispatcher] connection, notice in
+      // New calls go straight to the dispatcher; only lifecycle notices need the server.
+      if case .opened(let stream, let head, _) = notice {
+        dispatcher.serve(stream, head, served)
+      } else {
+        self?.handle(notice, on: connection, served: served)
+      }
     }
     connection.start()
     if full {
@@ -374,7 +379,7 @@ public final class Server: Sendable {
   private func handle(_ notice: Connection.Notice, on connection: Connection, served: Served) {
     switch notice {
     case .opened(let stream, let head, _):
-      serve(stream, head, served)
+      dispatcher.serve(stream, head, served)
     case .pingAck(let payload):
       if payload == Self.rttProbe {
         let now = MonotonicClock.now()
@@ -399,97 +404,6 @@ public final class Server: Sendable {
     case .ready, .goAway:
       break
     }
-  }
-
-  // MARK: - Calls
-
-  private func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Served) {
-    guard let handler = router.handlers[head.method] else {
-      stream.finish(Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
-      stream.release()
-      return
-    }
-    let now = MonotonicClock.now()
-    var timeout: Duration?
-    if head.timeoutMicroseconds > 0 {
-      let nanos = head.timeoutMicroseconds.multipliedReportingOverflow(by: 1_000)
-      let timeoutNanos = nanos.overflow ? UInt64.max / 2 : nanos.partialValue
-      timeout = .nanoseconds(timeoutNanos)
-      stream.setDeadline(at: now &+ timeoutNanos, timeout: timeoutNanos)
-    }
-    served.calls.withLock { $0[stream.id] = CallRecord(method: head.method, startedAt: now) }
-    let context = ServerContext(
-      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
-      drain: drainSignal)
-    // Run the handler on the connection's own loop: no thread hop between the frame that opened
-    // the stream, the handler, and the flush of its response.
-    let task = Task(executorPreference: stream.connection.loop) {
-      await self.execute(handler, stream, context)
-      served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
-      if self.drainSignal.isFired { self.drainedCalls.add(1, ordering: .relaxed) }
-      stream.release()
-    }
-    stream.attach(task)
-  }
-
-  private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async {
-    do {
-      switch handler {
-      case .unary(let body):
-        let request = try await onlyRequest(stream)
-        let response = try await body(request, context)
-        stream.respond(
-          headers: context.takeResponseHeaders(), message: response,
-          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
-      case .serverStreaming(let body):
-        let request = try await onlyRequest(stream)
-        try await body(request, ResponseWriter(stream: stream, context: context), context)
-        finishOK(stream, context)
-      case .clientStreaming(let body):
-        let response = try await body(RequestStream(stream: stream), context)
-        stream.respond(
-          headers: context.takeResponseHeaders(), message: response,
-          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
-      case .bidirectional(let body):
-        try await body(RequestStream(stream: stream), ResponseWriter(stream: stream, context: context), context)
-        finishOK(stream, context)
-      }
-    } catch {
-      stream.finish(trailers(for: error, context))
-    }
-  }
-
-  private func onlyRequest(_ stream: StreamHandle) async throws -> [UInt8] {
-    do {
-      guard let request = try await stream.receive() else {
-        throw RPCError(code: .internal, message: "the call carried no request message (PROTOCOL.md 7.2)")
-      }
-      return request
-    } catch let failure as StreamFailure {
-      throw failure.rpcError
-    }
-  }
-
-  private func finishOK(_ stream: StreamHandle, _ context: ServerContext) {
-    if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
-    stream.finish(Trailers(status: 0, metadata: context.trailingMetadata))
-  }
-
-  private func trailers(for error: any Error, _ context: ServerContext) -> Trailers {
-    var rpcError: RPCError
-    switch error {
-    case let error as RPCError: rpcError = error
-    case let failure as StreamFailure: rpcError = failure.rpcError
-    case is CancellationError: rpcError = RPCError(code: .cancelled, message: "the handler was cancelled")
-    default:
-      rpcError = RPCError(
-        code: .internal,
-        message: configuration.exposeErrorDetails
-          ? "handler failed: \(error)" : "the handler failed (details are in the server's log when exposeErrorDetails is off)")
-      logger.log(.debug, "handler failed", ("method", context.method), ("error", "\(error)"))
-    }
-    if rpcError.metadata.isEmpty { rpcError.metadata = context.trailingMetadata }
-    return Trailers(rpcError)
   }
 
   // MARK: - Stopping
@@ -587,7 +501,7 @@ public final class Server: Sendable {
       }
       report.phases.append(.init(name: "cancelling", duration: .nanoseconds(MonotonicClock.now() &- drainEnd)))
     }
-    report.drainedStreams = drainedCalls.load(ordering: .relaxed)
+    report.drainedStreams = dispatcher.drainedCalls.load(ordering: .relaxed)
 
     let (services, workers) = state.withLock { s in
       _ = s.lifecycle.connectionsClosed()
@@ -780,6 +694,115 @@ public final class Server: Sendable {
         })
     }
   }
+}
+
+/// What runs for every call: find the handler, run it on the connection's loop, answer.
+///
+/// Kept apart from ``Server`` so that the per-call path retains no object that is also
+/// referenced weakly anywhere (a weak reference gives an object a side table, which slows every
+/// retain and release of it).
+final class CallDispatcher: Sendable {
+  let router: Router
+  let drainSignal = DrainSignal()
+  let drainedCalls = Atomic<Int>(0)
+  let exposeErrorDetails: Bool
+  let logger: Logger
+
+  init(router: Router, exposeErrorDetails: Bool, logger: Logger) {
+    self.router = router
+    self.exposeErrorDetails = exposeErrorDetails
+    self.logger = logger
+  }
+
+  func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Server.Served) {
+    guard let handler = router.handlers[head.method] else {
+      stream.finish(Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
+      stream.release()
+      return
+    }
+    let now = MonotonicClock.now()
+    var timeout: Duration?
+    if head.timeoutMicroseconds > 0 {
+      let nanos = head.timeoutMicroseconds.multipliedReportingOverflow(by: 1_000)
+      let timeoutNanos = nanos.overflow ? UInt64.max / 2 : nanos.partialValue
+      timeout = .nanoseconds(timeoutNanos)
+      stream.setDeadline(at: now &+ timeoutNanos, timeout: timeoutNanos)
+    }
+    served.calls.withLock { $0[stream.id] = Server.CallRecord(method: head.method, startedAt: now) }
+    let context = ServerContext(
+      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
+      drain: drainSignal)
+    // Run the handler on the connection's own loop: no thread hop between the frame that opened
+    // the stream, the handler, and the flush of its response.
+    let task = Task(executorPreference: stream.connection.loop) {
+      await self.execute(handler, stream, context)
+      served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
+      if self.drainSignal.isFired { self.drainedCalls.add(1, ordering: .relaxed) }
+      stream.release()
+    }
+    stream.attach(task)
+  }
+
+  private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async {
+    do {
+      switch handler {
+      case .unary(let body):
+        let request = try await onlyRequest(stream)
+        let response = try await body(request, context)
+        stream.respond(
+          headers: context.takeResponseHeaders(), message: response,
+          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
+      case .serverStreaming(let body):
+        let request = try await onlyRequest(stream)
+        try await body(request, ResponseWriter(stream: stream, context: context), context)
+        finishOK(stream, context)
+      case .clientStreaming(let body):
+        let response = try await body(RequestStream(stream: stream), context)
+        stream.respond(
+          headers: context.takeResponseHeaders(), message: response,
+          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
+      case .bidirectional(let body):
+        try await body(RequestStream(stream: stream), ResponseWriter(stream: stream, context: context), context)
+        finishOK(stream, context)
+      }
+    } catch {
+      stream.finish(trailers(for: error, context))
+    }
+  }
+
+  private func onlyRequest(_ stream: StreamHandle) async throws -> [UInt8] {
+    do {
+      guard let request = try await stream.receive() else {
+        throw RPCError(code: .internal, message: "the call carried no request message (PROTOCOL.md 7.2)")
+      }
+      return request
+    } catch let failure as StreamFailure {
+      throw failure.rpcError
+    }
+  }
+
+  private func finishOK(_ stream: StreamHandle, _ context: ServerContext) {
+    if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
+    stream.finish(Trailers(status: 0, metadata: context.trailingMetadata))
+  }
+
+  private func trailers(for error: any Error, _ context: ServerContext) -> Trailers {
+    var rpcError: RPCError
+    switch error {
+    case let error as RPCError: rpcError = error
+    case let failure as StreamFailure: rpcError = failure.rpcError
+    case is CancellationError: rpcError = RPCError(code: .cancelled, message: "the handler was cancelled")
+    default:
+      rpcError = RPCError(
+        code: .internal,
+        message: exposeErrorDetails
+          ? "handler failed: \(error)" : "the handler failed (details are in the server's log when exposeErrorDetails is off)")
+      logger.log(.debug, "handler failed", ("method", context.method), ("error", "\(error)"))
+    }
+    if rpcError.metadata.isEmpty { rpcError.metadata = context.trailingMetadata }
+    return Trailers(rpcError)
+  }
+
 }
 
 /// Resumes a continuation exactly once, whichever of several racers comes first.

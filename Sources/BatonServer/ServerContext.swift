@@ -14,6 +14,8 @@ public final class ServerContext: Sendable {
 
   private let drain: DrainSignal
   private let response = Mutex<ResponseMetadata>(ResponseMetadata())
+  /// Set once the response metadata went out: later writes skip the lock.
+  private let headersSent = Atomic<Bool>(false)
 
   private struct ResponseMetadata {
     var headers = Metadata()
@@ -49,7 +51,9 @@ public final class ServerContext: Sendable {
 
   /// The response metadata if it is still to be sent, marking it sent.
   func takeResponseHeaders() -> Metadata? {
-    response.withLock { state in
+    if headersSent.load(ordering: .relaxed) { return nil }
+    headersSent.store(true, ordering: .relaxed)
+    return response.withLock { state in
       guard !state.headersSent else { return nil }
       state.headersSent = true
       return state.headers.isEmpty ? nil : state.headers

@@ -123,8 +123,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
         return closeSocket(reason: "could not register the connection: \(error)")
       }
       // A peer that never completes the handshake (preface and SETTINGS) does not hold a slot.
-      _ = loop.schedule(at: MonotonicClock.now() &+ limits.handshakeTimeout) { [weak self] in
-        guard let self, self.state.withLock({ $0.core.phase == .awaitingPreface || $0.core.phase == .awaitingSettings })
+      // Strong on purpose (bounded by the timeout): a weak reference would give this hot object a
+      // side table and slow every retain and release.
+      _ = loop.schedule(at: MonotonicClock.now() &+ limits.handshakeTimeout) { [self] in
+        guard self.state.withLock({ $0.core.phase == .awaitingPreface || $0.core.phase == .awaitingSettings })
         else { return }
         self.abort(.protocolError, reason: "handshake timeout: no preface and SETTINGS in time")
       }
@@ -179,24 +181,33 @@ package final class Connection: IOHandler, @unchecked Sendable {
     case .end: return nil
     case .wait: break
     }
+    if role == .server {
+      // A handler's waits end when its call ends (reset, deadline, stop: all resume them here),
+      // so they need no per-wait cancellation record, which costs a task-status lock per message.
+      return try await withUnsafeThrowingContinuation { continuation in parkReceiver(id, continuation) }
+    }
     return try await withTaskCancellationHandler {
-      try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<[UInt8]?, any Error>) in
-        let wake: Wake? = state.withLock { s in
-          guard let slot = s.slots[id] else { return .deliver(continuation, nil) }
-          if let message = slot.inbox.popFirst() {
-            s.core.consumed(streamID: id, bytes: message.count)
-            return .deliver(continuation, message)
-          }
-          if let error = Self.endError(slot, role) { return .failReceive(continuation, error) }
-          if slot.inputDone { return .deliver(continuation, nil) }
-          slot.receiver = continuation
-          return nil
-        }
-        if let wake { perform(wake) }
-      }
+      try await withUnsafeThrowingContinuation { continuation in parkReceiver(id, continuation) }
     } onCancel: {
       self.cancelWaits(id)
     }
+  }
+
+  /// Parks a reader until the next message or the end, unless one is already there.
+  private func parkReceiver(_ id: UInt32, _ continuation: UnsafeContinuation<[UInt8]?, any Error>) {
+    let (wake, flush) = state.withLock { s -> (Wake?, Bool) in
+      guard let slot = s.slots[id] else { return (.deliver(continuation, nil), false) }
+      if let message = slot.inbox.popFirst() {
+        s.core.consumed(streamID: id, bytes: message.count)
+        return (.deliver(continuation, message), Self.claimFlush(&s))
+      }
+      if let error = Self.endError(slot, role) { return (.failReceive(continuation, error), false) }
+      if slot.inputDone { return (.deliver(continuation, nil), false) }
+      slot.receiver = continuation
+      return (nil, false)
+    }
+    if flush { requestFlush() }
+    if let wake { perform(wake) }
   }
 
   private enum Take { case message([UInt8]), end, wait }

@@ -116,11 +116,8 @@ struct FailoverTests {
           let report = await servers[index].gracefulStop(deadline: .seconds(10))
           #expect(report.isClean)
           try await runs[index].value
-          var configuration = Server.Configuration(logger: .disabled)
-          configuration.port = endpoints[index].port
-          let replacement = Server(configuration: configuration, router: ledgerRouter(ledger))
-          runs[index] = Task { try await replacement.run() }
-          _ = try await replacement.listeningAddress
+          let (replacement, run) = try await startServer(port: endpoints[index].port, router: ledgerRouter(ledger))
+          runs[index] = run
           servers[index] = replacement
         }
         try await Task.sleep(for: .milliseconds(300))
@@ -188,4 +185,25 @@ struct FailoverTests {
     }
     #expect(gate.isFired)
   }
+}
+
+/// Starts a server on a given port, retrying the bind for a moment: while other tests run, an
+/// outgoing connection may briefly hold the port number the old server just gave up.
+func startServer(port: Int, router: Router) async throws -> (Server, Task<Void, any Error>) {
+  var lastError: (any Error)?
+  for _ in 0..<100 {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.port = port
+    let server = Server(configuration: configuration, router: router)
+    let run = Task { try await server.run() }
+    do {
+      _ = try await server.listeningAddress
+      return (server, run)
+    } catch {
+      lastError = error
+      _ = try? await run.value
+      try await Task.sleep(for: .milliseconds(20))
+    }
+  }
+  throw lastError ?? RPCError(code: .unavailable, message: "could not bind port \(port)")
 }
