@@ -35,7 +35,13 @@ public struct ConnectionCore: Sendable {
   public private(set) var pingsReceived = 0
 
   private var decoder: FrameDecoder
+  /// Plain data only, so that reading or copying one costs no reference counting: this table is
+  /// touched for every frame. The rare, heavy parts live beside it.
   private var streams: [UInt32: Stream] = [:]
+  /// Fragments of incomplete inbound messages, by stream.
+  private var partials: [UInt32: [UInt8]] = [:]
+  /// The rest of outbound messages waiting for flow-control credit, by stream.
+  private var pendings: [UInt32: PendingSend] = [:]
   private var connectionSendWindow: Int
   private var connectionReceiveWindow: Int
   private var connectionUnacked = 0
@@ -50,10 +56,6 @@ public struct ConnectionCore: Sendable {
     var sendWindow: Int
     var receiveWindow: Int
     var receiveUnacked = 0
-    /// Fragments of an incomplete inbound message.
-    var partial: [UInt8]? = nil
-    /// The rest of an outbound message waiting for credit.
-    var pending: PendingSend? = nil
     /// (client) Whether HEADERS or DATA arrived yet: HEADERS must come first.
     var receivedResponse = false
     /// Bytes of delivered messages whose credit was already returned while they were buffered
@@ -91,7 +93,7 @@ public struct ConnectionCore: Sendable {
   public var openStreamIDs: [UInt32] { Array(streams.keys) }
   public func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
   /// (server) The stream's status is queued behind a message waiting for credit: it ends on its own.
-  public func isEnding(_ streamID: UInt32) -> Bool { streams[streamID]?.pending?.trailers != nil }
+  public func isEnding(_ streamID: UInt32) -> Bool { pendings[streamID]?.trailers != nil }
 
   /// (client) Whether ``openStream(_:endStream:)`` would succeed now.
   public var canOpenStream: Bool {
@@ -175,8 +177,9 @@ public struct ConnectionCore: Sendable {
         if isIdle(id) { return ignoreOrFailIdle(id, "TRAILERS", &events) }
         return resetFromRule(id, .protocolError, "a client must not send TRAILERS", &events)
       }
-      guard let stream = removeStream(id) else { return ignoreOrFailIdle(id, "TRAILERS", &events) }
-      if stream.partial != nil {
+      let midMessage = partials[id] != nil
+      guard removeStream(id) != nil else { return ignoreOrFailIdle(id, "TRAILERS", &events) }
+      if midMessage {
         // The call ended inside a message: the reply is incomplete, so the call fails.
         return events.append(
           .streamReset(streamID: id, .protocolError, reason: "TRAILERS arrived inside an incomplete message", byPeer: false))
@@ -296,19 +299,19 @@ public struct ConnectionCore: Sendable {
     stream.receivedResponse = true
 
     var message: [UInt8]? = nil
-    if var partial = stream.partial.take() {
-      partial.append(contentsOf: payload)
-      if endMessage { message = partial } else { stream.partial = partial }
+    var partial: [UInt8]? = partials.isEmpty ? nil : partials.removeValue(forKey: id)
+    if var fragments = partial.take() {
+      fragments.append(contentsOf: payload)
+      if endMessage { message = fragments } else { partial = fragments }
     } else if endMessage {
       message = payload
     } else if length > 0 {
-      stream.partial = payload
+      partial = payload
     }
-    let buffered = (message?.count ?? 0) + (stream.partial?.count ?? 0)
+    let buffered = (message?.count ?? 0) + (partial?.count ?? 0)
     let tooLarge = buffered > Int(localSettings.maxMessageSize)
-    if tooLarge || (endStream && stream.partial != nil) {
+    if tooLarge || (endStream && partial != nil) {
       // The fragments were credited as they came; this frame's bytes go back now.
-      stream.partial = nil
       stream.fragmentCredit = 0
       returnConnectionCredit(length)
       return tooLarge
@@ -338,13 +341,18 @@ public struct ConnectionCore: Sendable {
       }
       events.append(.endOfInput(streamID: id))
     }
-    if stream.machine.state != .closed { streams[id] = stream }
+    if stream.machine.state != .closed {
+      streams[id] = stream
+      if let partial { partials[id] = partial }
+    }
   }
 
   /// RESETs a stream already taken out of the table (see `resetFromRule`).
   private mutating func resetRemoved(
     _ id: UInt32, _ stream: Stream, _ code: ErrorCode, _ reason: String, _ events: inout [ConnectionEvent]
   ) {
+    partials[id] = nil
+    pendings[id] = nil
     if stream.precredited > 0 { orphanedCredit[id] = stream.precredited }
     FrameEncoder.appendReset(&outbound, streamID: id, code: code)
     events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
@@ -380,7 +388,7 @@ public struct ConnectionCore: Sendable {
       for (index, streamID) in waiting.enumerated() {
         guard connectionSendWindow > 0 else {
           // Credit ran out again: the rest keep waiting, oldest first.
-          blockedOnConnection.append(contentsOf: waiting[index...].filter { streams[$0]?.pending != nil })
+          blockedOnConnection.append(contentsOf: waiting[index...].filter { pendings[$0] != nil })
           break
         }
         resumePending(streamID, &events)
@@ -427,6 +435,8 @@ public struct ConnectionCore: Sendable {
     goAwaySent = min(goAwaySent ?? last, last)
     phase = .closed
     streams.removeAll()
+    partials.removeAll()
+    pendings.removeAll()
     orphanedCredit.removeAll()
     blockedOnConnection.removeAll()
     events.append(.connectionError(error))
@@ -497,7 +507,7 @@ public struct ConnectionCore: Sendable {
   ) -> SendOutcome {
     // In place, by index: this runs once per message.
     guard let index = streams.index(forKey: id), streams.values[index].machine.canSend,
-      streams.values[index].pending == nil
+      pendings.isEmpty || pendings[id] == nil
     else { return .streamClosed }
     guard message.count <= Int(peerSettings.maxMessageSize) else {
       return .tooLarge(limit: peerSettings.maxMessageSize)
@@ -514,17 +524,16 @@ public struct ConnectionCore: Sendable {
       if endStream { _ = streams.values[index].machine.sendEndStream() }
       return .written
     }
-    streams.values[index].pending = PendingSend(bytes: message, offset: 0, endStream: endStream)
+    pendings[id] = PendingSend(bytes: message, offset: 0, endStream: endStream)
     return writePending(id) ? .written : .blocked
   }
 
   /// (client) Ends this side of the stream with an empty END_STREAM DATA frame.
   public mutating func sendEnd(streamID id: UInt32) {
     guard role == .client, var stream = streams[id], stream.machine.canSend else { return }
-    if var pending = stream.pending {
+    if var pending = pendings[id] {
       pending.endStream = true
-      stream.pending = pending
-      streams[id] = stream
+      pendings[id] = pending
       return
     }
     FrameEncoder.appendData(&outbound, streamID: id, payload: EmptyCollection(), endMessage: false, endStream: true)
@@ -583,13 +592,12 @@ public struct ConnectionCore: Sendable {
   /// Returns false if the stream had already ended.
   @discardableResult
   public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
-    guard var stream = streams[id] else { return false }
+    guard streams[id] != nil else { return false }
     let trailers = fitted(trailers)
-    if !discardPending, var pending = stream.pending {
+    if !discardPending, var pending = pendings[id] {
       guard pending.trailers == nil else { return false }
       pending.trailers = trailers
-      stream.pending = pending
-      streams[id] = stream
+      pendings[id] = pending
       return true
     }
     removeStream(id)
@@ -646,6 +654,8 @@ public struct ConnectionCore: Sendable {
   @discardableResult
   private mutating func removeStream(_ id: UInt32) -> Stream? {
     guard let stream = streams.removeValue(forKey: id) else { return nil }
+    if !partials.isEmpty { partials[id] = nil }
+    if !pendings.isEmpty { pendings[id] = nil }
     if stream.precredited > 0 { orphanedCredit[id] = stream.precredited }
     return stream
   }
@@ -684,14 +694,14 @@ public struct ConnectionCore: Sendable {
 
   /// Writes as much of a stream's pending message as the windows allow; true once it is all out.
   private mutating func writePending(_ id: UInt32) -> Bool {
-    guard var stream = streams[id], var pending = stream.pending else { return true }
+    guard var stream = streams[id], var pending = pendings[id] else { return true }
     let maxFrame = Int(peerSettings.maxFrameSize)
     while true {
       let remaining = pending.bytes.count - pending.offset
       let allowance = min(remaining, maxFrame, stream.sendWindow, connectionSendWindow)
       if remaining > 0 && allowance <= 0 {
         if connectionSendWindow <= 0 && stream.sendWindow > 0 { blockedOnConnection.append(id) }
-        stream.pending = pending
+        pendings[id] = pending
         streams[id] = stream
         return false
       }
@@ -705,7 +715,7 @@ public struct ConnectionCore: Sendable {
       pending.offset = end
       if last {
         if pending.endStream { _ = stream.machine.sendEndStream() }
-        stream.pending = nil
+        pendings[id] = nil
         if let trailers = pending.trailers {
           streams[id] = stream
           removeStream(id)
@@ -719,7 +729,7 @@ public struct ConnectionCore: Sendable {
   }
 
   private mutating func resumePending(_ id: UInt32, _ events: inout [ConnectionEvent]) {
-    guard streams[id]?.pending != nil else { return }
+    guard pendings[id] != nil else { return }
     if writePending(id) { events.append(.writable(streamID: id)) }
   }
 }
