@@ -135,7 +135,7 @@ final class LocalCluster: Sendable {
     guard let server = slot.current.withLock({ $0?.server }) else { return "down" }
     if !slot.restarting.load(ordering: .relaxed) { return "serving" }
     let phase = server.phase
-    if phase == "stopped" { return "starting again" }
+    if phase == .stopped { return "starting again" }
     let open = server.progress.openStreams
     return "\(phase), \(open) open stream\(open == 1 ? "" : "s")"
   }

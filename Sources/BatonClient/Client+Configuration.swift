@@ -11,6 +11,9 @@ extension Client {
     /// Calls that may wait for a connection (no endpoint ready, or every stream slot busy);
     /// one more fails with `resourceExhausted`. Default 10,000.
     public var maxWaitingCalls: Int
+    /// How long a call *without a deadline* waits for a ready connection before failing with
+    /// `unavailable` (a call with a deadline waits until its deadline). Default 30 s.
+    public var maxWaitForConnection: Duration
     /// Bytes of a streaming call's sent messages kept so that the call can be replayed on
     /// another endpoint if the server did not process it. Past this, such a call fails with
     /// `unavailable` instead of being replayed. Default 1 MiB per call.
@@ -27,7 +30,8 @@ extension Client {
 
     public init(
       connection: ConnectionSettings = .defaults, connectTimeout: Duration = .seconds(5),
-      backoff: Backoff = .defaults, maxWaitingCalls: Int = 10_000, maxReplayBytes: Int = 1 << 20,
+      backoff: Backoff = .defaults, maxWaitingCalls: Int = 10_000, maxWaitForConnection: Duration = .seconds(30),
+      maxReplayBytes: Int = 1 << 20,
       maxRetriesWithoutDeadline: Int = 25, maxBufferedBytesPerConnection: Int = 4 << 20,
       logger: Logger = .disabled
     ) {
@@ -35,6 +39,7 @@ extension Client {
       self.connectTimeout = connectTimeout
       self.backoff = backoff
       self.maxWaitingCalls = maxWaitingCalls
+      self.maxWaitForConnection = maxWaitForConnection
       self.maxReplayBytes = maxReplayBytes
       self.maxRetriesWithoutDeadline = maxRetriesWithoutDeadline
       self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection

@@ -29,6 +29,8 @@ final class EndpointPool: Sendable {
     var leases: [ObjectIdentifier: Int] = [:]
     var closeWaiter: CheckedContinuation<Void, Never>?
     var readyWaiters: [UInt64: (minimum: Int, continuation: CheckedContinuation<Void, any Error>)] = [:]
+    /// Waiters cancelled before they parked.
+    var cancelledWaiters: Set<UInt64> = []
   }
 
   private struct Subchannel {
@@ -68,27 +70,46 @@ final class EndpointPool: Sendable {
     if let lease = try state.withLock({ s throws in try Self.pick(&s, avoiding: avoiding, strict: false) }) {
       return lease
     }
-    return try await withCheckedThrowingContinuation { continuation in
-      let outcome: Result<Lease, any Error>? = state.withLock { s in
-        do {
-          if let lease = try Self.pick(&s, avoiding: avoiding, strict: false) { return .success(lease) }
-        } catch {
-          return .failure(error)
+    // A call without a deadline still waits a bounded time for a connection.
+    let limit = deadline == nil ? MonotonicClock.now() &+ configuration.maxWaitForConnection.nanoseconds : nil
+    let id = state.withLock { s in
+      defer { s.nextWaiter += 1 }
+      return s.nextWaiter
+    }
+    return try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { continuation in
+        let outcome: Result<Lease, any Error>? = state.withLock { s in
+          if s.cancelledWaiters.remove(id) != nil || Task.isCancelled {
+            return .failure(RPCError(code: .cancelled, message: "the call was cancelled while waiting for a connection"))
+          }
+          do {
+            if let lease = try Self.pick(&s, avoiding: avoiding, strict: false) { return .success(lease) }
+          } catch {
+            return .failure(error)
+          }
+          guard s.waiters.count < configuration.maxWaitingCalls else {
+            return .failure(RPCError(code: .resourceExhausted, message: "\(configuration.maxWaitingCalls) calls are already waiting for a connection"))
+          }
+          let timer = group.next().schedule(at: deadline ?? limit ?? 0) { [self] in
+            self.expireWaiter(id, ownDeadline: deadline != nil)
+          }
+          s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer)
+          s.waiterOrder.append(id)
+          return nil
         }
-        guard s.waiters.count < configuration.maxWaitingCalls else {
-          return .failure(RPCError(code: .resourceExhausted, message: "\(configuration.maxWaitingCalls) calls are already waiting for a connection"))
-        }
-        let id = s.nextWaiter
-        s.nextWaiter += 1
-        var timer: TimerHandle?
-        if let deadline {
-          timer = group.next().schedule(at: deadline) { [self] in self.expireWaiter(id) }
-        }
-        s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer)
-        s.waiterOrder.append(id)
-        return nil
+        if let outcome { continuation.resume(with: outcome) }
       }
-      if let outcome { continuation.resume(with: outcome) }
+    } onCancel: {
+      let waiter = state.withLock { s -> Waiter? in
+        guard let waiter = s.waiters.removeValue(forKey: id) else {
+          s.cancelledWaiters.insert(id)  // not parked yet: it will see this and not park
+          return nil
+        }
+        return waiter
+      }
+      guard let waiter else { return }
+      if let timer = waiter.timer { group.next().cancel(timer) }
+      waiter.continuation.resume(throwing: RPCError(code: .cancelled, message: "the call was cancelled while waiting for a connection"))
     }
   }
 
@@ -151,15 +172,20 @@ final class EndpointPool: Sendable {
     return grants
   }
 
-  private func expireWaiter(_ id: UInt64) {
+  private func expireWaiter(_ id: UInt64, ownDeadline: Bool) {
     let (waiter, detail) = state.withLock { s in
       let waiter = s.waiters.removeValue(forKey: id)
       let detail = s.subchannels.map { "\($0.endpoint): \($0.current != nil ? "busy" : ($0.lastError ?? "connecting"))" }
         .joined(separator: ", ")
       return (waiter, detail)
     }
-    waiter?.continuation.resume(
-      throwing: RPCError(code: .deadlineExceeded, message: "the deadline passed while waiting for a ready endpoint (\(detail))"))
+    let error =
+      ownDeadline
+      ? RPCError(code: .deadlineExceeded, message: "the deadline passed while waiting for a ready endpoint (\(detail))")
+      : RPCError(
+        code: .unavailable,
+        message: "no endpoint became ready within \(configuration.maxWaitForConnection) (\(detail)); the call was not sent")
+    waiter?.continuation.resume(throwing: error)
   }
 
   private func grant() {

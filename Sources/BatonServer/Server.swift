@@ -66,6 +66,8 @@ public final class Server: Sendable {
     let id: UInt64
     let peer: String
     let calls = Mutex<[UInt32: CallRecord]>([:])
+    /// Calls this connection had cut at a deadline: they do not count as drained.
+    let cut = Mutex<Set<UInt32>>([])
     init(id: UInt64, peer: String) {
       self.id = id
       self.peer = peer
@@ -241,8 +243,25 @@ public final class Server: Sendable {
   /// a stop.
   public var isReady: Bool { state.withLock { $0.lifecycle.isReady } }
 
-  /// The lifecycle phase: `idle`, `running`, `draining`, `cancelling`, `closing`, `stopped`.
-  public var phase: String { state.withLock { "\($0.lifecycle.state)" } }
+  /// Where a server is in its life (``gracefulStop(deadline:)`` walks them in order).
+  public enum Phase: String, Sendable, Hashable, CustomStringConvertible {
+    case idle, running, draining, cancelling, closing, stopped
+    public var description: String { rawValue }
+  }
+
+  /// The lifecycle phase now.
+  public var phase: Phase {
+    state.withLock { s in
+      switch s.lifecycle.state {
+      case .idle: .idle
+      case .running: .running
+      case .draining: .draining
+      case .cancelling: .cancelling
+      case .closing: .closing
+      case .stopped: .stopped
+      }
+    }
+  }
 
   // MARK: - Hooks and workers
 
@@ -636,6 +655,7 @@ public final class Server: Sendable {
     let now = MonotonicClock.now()
     entry.connection.finalGoAway(debug: "server stopping")
     let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason)))
+    entry.served.cut.withLock { $0.formUnion(ids) }
     let calls = entry.served.calls.withLock { $0 }
     entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
     return ids.sorted().map { id in
@@ -737,7 +757,9 @@ final class CallDispatcher: Sendable {
     let task = Task(executorPreference: stream.connection.loop) {
       await self.execute(handler, stream, context)
       served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
-      if self.drainSignal.isFired { self.drainedCalls.add(1, ordering: .relaxed) }
+      if self.drainSignal.isFired && !served.cut.withLock({ $0.contains(stream.id) }) {
+        self.drainedCalls.add(1, ordering: .relaxed)
+      }
       stream.release()
     }
     stream.attach(task)

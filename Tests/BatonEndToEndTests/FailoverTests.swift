@@ -159,6 +159,34 @@ struct FailoverTests {
     }
   }
 
+  @Test("a call waiting for a connection ends when its task is cancelled, and without a deadline it gives up after maxWaitForConnection")
+  func waitingCallIsBounded() async throws {
+    let nobody = Endpoint(host: "127.0.0.1", port: try await freePort())
+    var configuration = Client.Configuration()
+    configuration.maxWaitForConnection = .milliseconds(300)
+    try await withClient(endpoints: [nobody], configuration: configuration) { client in
+      let started = ContinuousClock.now
+      let error = await #expect(throws: RPCError.self) { try await client.unary("echo/Unary", []) }
+      #expect(error?.code == .unavailable)
+      #expect(error?.message.contains("no endpoint became ready") == true)
+      #expect(ContinuousClock.now - started < .seconds(5))
+    }
+    configuration.maxWaitForConnection = .seconds(60)
+    try await withClient(endpoints: [nobody], configuration: configuration) { client in
+      let call = Task { try await client.unary("echo/Unary", []) }
+      try await Task.sleep(for: .milliseconds(100))  // let it park, waiting for a connection
+      let started = ContinuousClock.now
+      call.cancel()
+      let result = await call.result
+      #expect(ContinuousClock.now - started < .seconds(2))
+      guard case .failure(let error as RPCError) = result else {
+        Issue.record("a cancelled call must fail, got \(result)")
+        return
+      }
+      #expect(error.code == .cancelled)
+    }
+  }
+
   @Test("a client-streaming call the server did not process is replayed on another endpoint")
   func replayStreamingCall() async throws {
     let gate = Signal()
@@ -206,4 +234,14 @@ func startServer(port: Int, router: Router) async throws -> (Server, Task<Void, 
     }
   }
   throw lastError ?? RPCError(code: .unavailable, message: "could not bind port \(port)")
+}
+
+/// A port nothing listens on (bound once, then released).
+func freePort() async throws -> Int {
+  let probe = Server(configuration: .init(logger: .disabled), router: Router())
+  let run = Task { try await probe.run() }
+  let port = try await probe.listeningAddress.port
+  probe.stopNow()
+  try await run.value
+  return port
 }
