@@ -6,7 +6,8 @@ enum ServeCommand {
     path: "baton serve",
     summary: "run the demo service until SIGTERM/SIGINT",
     help: """
-      usage: baton serve [--host H] [--port P] [--deadline SECONDS] [--quiet]
+      usage: baton serve [--host H] [--port P] [--deadline SECONDS] [--health-port P]
+                         [--propagation-delay SECONDS] [--quiet]
 
       Serves the demo service: demo.Echo/Unary (echo), demo.Echo/Bidi (echo each message),
       demo.Echo/Wait (the request is a number of milliseconds: sleep, then echo),
@@ -21,6 +22,11 @@ enum ServeCommand {
         --host H             address to bind (default 127.0.0.1)
         --port P             port to bind; 0 picks a free one (default 0)
         --deadline SECONDS   how long open calls may run once a stop begins (default 30)
+        --health-port P      serve /livez, /readyz, /drainz over plain HTTP on this port
+                             (0 picks one; it is printed as 'health HOST:PORT')
+        --propagation-delay SECONDS
+                             after readiness turns off, wait this long before the first
+                             GOAWAY, for load balancers to notice (default 0)
         --quiet              no lifecycle lines (the stop's summary is still printed)
         --help               this text
 
@@ -30,7 +36,7 @@ enum ServeCommand {
         2  bad command line
         3  stopped, but the deadline cut calls that were still running
       """,
-    valued: ["--host", "--port", "--deadline"],
+    valued: ["--host", "--port", "--deadline", "--health-port", "--propagation-delay"],
     switches: ["--quiet"]
   )
 
@@ -38,14 +44,20 @@ enum ServeCommand {
     let host = arguments.string("--host") ?? "127.0.0.1"
     let port = try arguments.int("--port", default: 0, in: 0...65_535)
     let deadline = try arguments.seconds("--deadline", default: 30, in: 0...86_400)
+    let delay = try arguments.seconds("--propagation-delay", default: 0, in: 0...3_600)
+    let healthPort: Int? =
+      arguments.string("--health-port") == nil ? nil : try arguments.int("--health-port", default: 0, in: 0...65_535)
     let configuration = Server.Configuration(
-      host: host, port: port, shutdown: .init(deadline: .seconds(deadline)), handleSignals: true,
-      logger: arguments.flag("--quiet") ? .disabled : output.logger())
+      host: host, port: port,
+      shutdown: .init(deadline: .seconds(deadline), readinessPropagationDelay: .seconds(delay)),
+      handleSignals: true, logger: arguments.flag("--quiet") ? .disabled : output.logger(),
+      healthPort: healthPort)
     let server = Server(configuration: configuration, router: DemoService.router())
     let running = Task { try await server.run() }
     do {
       let address = try await server.listeningAddress
       output.line("listening \(address)")
+      if let health = server.healthAddress { output.line("health \(health)") }
       try await running.value
     } catch {
       _ = try? await running.value

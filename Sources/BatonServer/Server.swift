@@ -118,18 +118,8 @@ public final class Server: Sendable {
         self.accept(fd: fd, peer: peer)
       }
     } catch {
-      let failure = RPCError(
-        code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)")
-      let waiters = state.withLock { s in
-        s.listenError = failure
-        _ = s.lifecycle.hardStop()
-        _ = s.lifecycle.connectionsClosed()
-        _ = s.lifecycle.hooksFinished()
-        defer { s.addressWaiters.removeAll() }
-        return s.addressWaiters
-      }
-      for waiter in waiters { waiter.resume(throwing: failure) }
-      throw failure
+      throw failedToListen(
+        RPCError(code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)"))
     }
     var health: HealthEndpoint?
     if let healthPort = configuration.healthPort {
@@ -139,17 +129,8 @@ public final class Server: Sendable {
         }
       } catch {
         listener.close()
-        let failure = RPCError(code: .unavailable, message: "could not listen for health probes on port \(healthPort): \(error)")
-        let waiters = state.withLock { s in
-          s.listenError = failure
-          _ = s.lifecycle.hardStop()
-          _ = s.lifecycle.connectionsClosed()
-          _ = s.lifecycle.hooksFinished()
-          defer { s.addressWaiters.removeAll() }
-          return s.addressWaiters
-        }
-        for waiter in waiters { waiter.resume(throwing: failure) }
-        throw failure
+        throw failedToListen(
+          RPCError(code: .unavailable, message: "could not listen for health probes on port \(healthPort): \(error)"))
       }
     }
     let endpoint = Endpoint(host: listener.address.host, port: listener.address.port)
@@ -185,6 +166,21 @@ public final class Server: Sendable {
     } onCancel: {
       self.stopNow()
     }
+  }
+
+  /// Binding failed: the server is stopped before it ran, and whoever waits for its address
+  /// learns why. Returns the error for `run()` to throw.
+  private func failedToListen(_ failure: RPCError) -> RPCError {
+    let waiters = state.withLock { s in
+      s.listenError = failure
+      _ = s.lifecycle.hardStop()
+      _ = s.lifecycle.connectionsClosed()
+      _ = s.lifecycle.hooksFinished()
+      defer { s.addressWaiters.removeAll() }
+      return s.addressWaiters
+    }
+    for waiter in waiters { waiter.resume(throwing: failure) }
+    return failure
   }
 
   /// The address the server is bound to, once ``run()`` has bound it (waits until then).
