@@ -4,7 +4,7 @@ package import BatonCore
 ///
 /// Cheap to pass around; every operation goes through the connection's lock. Whoever created it
 /// must call ``release()`` exactly once when done (the scoped call APIs do).
-package final class StreamHandle: Sendable {
+package struct StreamHandle: Sendable {
   package let connection: Connection
   package let id: UInt32
 
