@@ -437,7 +437,8 @@ class _Reader:
         return tuple(pairs)
 
 
-def _check_header(buf: bytes | bytearray | memoryview, max_frame_size: int) -> tuple[int, FrameType, int, int]:
+def _check_header(buf: bytes | bytearray | memoryview,
+                  max_frame_size: int) -> tuple[int, FrameType, int, int]:
     """Checks 1 to 5 of section 4.2 on a complete 9-byte header: (length, type, flags, stream id)."""
     length = int.from_bytes(buf[0:3], "big")
     code, flags = buf[3], buf[4]

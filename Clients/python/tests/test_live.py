@@ -1,0 +1,285 @@
+"""Live tests against the real server: ``$BATON_BIN serve --port 0 --quiet`` subprocesses.
+
+Skipped unless ``BATON_BIN`` names an executable. Every server started is killed in tearDown,
+every wait has a timeout, and the whole suite takes well under a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from baton import Client, RPCError, Status  # noqa: E402
+
+BIN = os.environ.get("BATON_BIN", "")
+SKIP_REASON = ("live tests need BATON_BIN=/path/to/baton (an executable built with "
+               "`swift build --product baton`)"
+               if not BIN else f"BATON_BIN={BIN!r} is not an executable file")
+HAVE_BIN = bool(BIN) and os.path.isfile(BIN) and os.access(BIN, os.X_OK)
+
+
+class Server:
+    """One ``baton serve`` subprocess on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([BIN, "serve", "--port", "0", "--quiet"], stdout=subprocess.PIPE,
+                                     stderr=self.log, stdin=subprocess.DEVNULL)
+        self.port = self._read_port(timeout=10.0)
+
+    def _read_port(self, timeout: float) -> int:
+        assert self.proc.stdout is not None
+        end, line = time.monotonic() + timeout, b""
+        while not line.endswith(b"\n"):
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                self.kill()
+                raise AssertionError("server did not print 'listening HOST:PORT' in time")
+            chunk = os.read(self.proc.stdout.fileno(), 1)
+            if not chunk:
+                self.kill()
+                raise AssertionError(f"server exited before listening: {self.stderr()}")
+            line += chunk
+        text = line.decode().strip()
+        if not text.startswith("listening "):
+            self.kill()
+            raise AssertionError(f"unexpected first line {text!r}")
+        return int(text.rsplit(":", 1)[1])
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+@unittest.skipUnless(HAVE_BIN, SKIP_REASON)
+class LiveTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.servers: list[Server] = []
+        self.clients: list[Client] = []
+
+    def tearDown(self) -> None:
+        for c in self.clients:
+            c.close()
+        for s in self.servers:
+            s.kill()
+
+    def server(self) -> Server:
+        s = Server()
+        self.servers.append(s)
+        return s
+
+    def client(self, *servers: Server, **kwargs: object) -> Client:
+        c = Client([s.endpoint for s in servers], connect_timeout=2.0, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(c)
+        return c
+
+    # --- single server -----------------------------------------------------------------------
+
+    def test_unary_echo(self) -> None:
+        c = self.client(self.server())
+        self.assertEqual(c.unary("demo.Echo/Unary", b"hello, baton", timeout=5), b"hello, baton")
+        self.assertEqual(c.unary("demo.Echo/Unary", bytes(range(256)), timeout=5), bytes(range(256)))
+
+    def test_empty_message(self) -> None:
+        c = self.client(self.server())
+        self.assertEqual(c.unary("demo.Echo/Unary", b"", timeout=5), b"")
+
+    def test_3mib_message(self) -> None:
+        # Larger than MAX_FRAME_SIZE (fragmentation) and than the 1 MiB stream window in each
+        # direction (flow control: both sides must return credit as they consume).
+        c = self.client(self.server())
+        payload = os.urandom(3 * 1024 * 1024)
+        self.assertEqual(c.unary("demo.Echo/Unary", payload, timeout=20), payload)
+        # Several in a row on the same connection: credit was returned correctly.
+        for _ in range(3):
+            self.assertEqual(c.unary("demo.Echo/Unary", payload, timeout=20), payload)
+
+    def test_metadata_accepted(self) -> None:
+        c = self.client(self.server())
+        md = {"trace-id": "abc-123", "X-Upper-Is-Lowered": "v", "empty": "", "utf8": "grüße ☕"}
+        self.assertEqual(c.unary("demo.Echo/Unary", b"m", timeout=5, metadata=md), b"m")
+
+    def test_reserved_metadata_refused_locally(self) -> None:
+        c = self.client(self.server())
+        for md in ({"baton-x": "1"}, {"bad name": "1"}, {"": "1"}):
+            with self.assertRaises(ValueError):
+                c.unary("demo.Echo/Unary", b"m", timeout=5, metadata=md)
+
+    def test_unknown_method_unimplemented(self) -> None:
+        c = self.client(self.server())
+        with self.assertRaises(RPCError) as cm:
+            c.unary("demo.Echo/NoSuchMethod", b"x", timeout=5)
+        self.assertEqual(cm.exception.code, 12)
+        self.assertEqual(cm.exception.code_name, "UNIMPLEMENTED")
+        self.assertEqual(c.unary("demo.Echo/Unary", b"still fine", timeout=5), b"still fine")
+
+    def test_deadline_exceeded(self) -> None:
+        c = self.client(self.server())
+        start = time.monotonic()
+        with self.assertRaises(RPCError) as cm:
+            c.unary("demo.Echo/Wait", b"2000", timeout=0.2)
+        elapsed = time.monotonic() - start
+        self.assertEqual(cm.exception.code, Status.DEADLINE_EXCEEDED)
+        self.assertLess(elapsed, 1.0)
+        self.assertGreaterEqual(elapsed, 0.19)
+        self.assertEqual(c.unary("demo.Echo/Wait", b"10", timeout=5), b"10")
+
+    def test_server_streaming_over_bidi(self) -> None:
+        # demo.Echo/Bidi echoes each message; one request message + half-close is a valid
+        # bidirectional call, and the response is read as a stream.
+        c = self.client(self.server())
+        self.assertEqual(list(c.server_streaming("demo.Echo/Bidi", b"one", timeout=5)), [b"one"])
+        it = c.server_streaming("demo.Echo/Bidi", b"two", timeout=5)
+        self.assertEqual(next(it), b"two")
+        it.close()  # early close cancels (if still open) without error
+        self.assertEqual(c.unary("demo.Echo/Unary", b"after", timeout=5), b"after")
+
+    def test_concurrent_calls_share_one_connection(self) -> None:
+        c = self.client(self.server())
+        results: list[bytes] = []
+        errors: list[BaseException] = []
+
+        def worker(i: int) -> None:
+            try:
+                results.append(c.unary("demo.Echo/Wait", b"200", timeout=5))
+                results.append(c.unary("demo.Echo/Unary", str(i).encode(), timeout=5))
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 40)
+        self.assertLess(time.monotonic() - start, 2.0, "20 Wait(200) calls should run concurrently")
+
+    # --- several servers ---------------------------------------------------------------------
+
+    def test_sigterm_failover_no_failures(self) -> None:
+        a, b = self.server(), self.server()
+        c = self.client(a, b)
+        stop = threading.Event()
+        ok, failures = [0], []
+        lock = threading.Lock()
+
+        def loop(method: str, body: bytes) -> None:
+            while not stop.is_set():
+                try:
+                    reply = c.unary(method, body, timeout=5)
+                    if reply != body:
+                        raise AssertionError(f"bad reply {reply!r}")
+                    with lock:
+                        ok[0] += 1
+                except BaseException as e:  # noqa: BLE001
+                    with lock:
+                        failures.append(e)
+
+        threads = [threading.Thread(target=loop, args=("demo.Echo/Unary", b"ping-%d" % i)) for i in range(4)]
+        threads += [threading.Thread(target=loop, args=("demo.Echo/Wait", b"100")) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        a.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.7)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(failures, [], f"{len(failures)} failed calls")
+        self.assertGreater(ok[0], 50)
+        self.assertEqual(a.proc.wait(timeout=15), 0, a.stderr())
+        # B alone serves from now on.
+        self.assertEqual(c.unary("demo.Echo/Unary", b"after", timeout=5), b"after")
+
+    def test_sigkill_mid_call_fails_unavailable_not_retried(self) -> None:
+        a, b = self.server(), self.server()
+        c = self.client(a, b)  # the first call goes to the first endpoint, A
+        outcome: list[BaseException | bytes] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome.append(c.unary("demo.Echo/Wait", b"3000", timeout=10))
+            except BaseException as e:  # noqa: BLE001
+                outcome.append(e)
+            done.set()
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.5)
+        killed = time.monotonic()
+        a.proc.kill()
+        self.assertTrue(done.wait(1.0), "the call did not fail within 1 s of the kill")
+        self.assertLess(time.monotonic() - killed, 1.0)
+        t.join(5)
+        self.assertEqual(len(outcome), 1)
+        err = outcome[0]
+        self.assertIsInstance(err, RPCError, f"expected UNAVAILABLE, got {err!r} (retried on B?)")
+        assert isinstance(err, RPCError)
+        self.assertEqual(err.code, Status.UNAVAILABLE)
+        # The next call fails over to B.
+        self.assertEqual(c.unary("demo.Echo/Unary", b"next", timeout=5), b"next")
+
+    def test_sigkill_mid_call_idempotent_is_retried(self) -> None:
+        a, b = self.server(), self.server()
+        c = self.client(a, b)
+        outcome: list[BaseException | bytes] = []
+
+        def call() -> None:
+            try:
+                outcome.append(c.unary("demo.Echo/Wait", b"700", timeout=10, idempotent=True))
+            except BaseException as e:  # noqa: BLE001
+                outcome.append(e)
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.3)
+        a.proc.kill()
+        t.join(5)
+        self.assertEqual(outcome, [b"700"])
+
+    def test_unreachable_endpoint_is_skipped(self) -> None:
+        b = self.server()
+        dead = self.server()
+        dead.kill()  # a port nothing listens on any more
+        c = Client([("127.0.0.1", dead.port), b.endpoint], connect_timeout=2.0)
+        self.clients.append(c)
+        for i in range(10):
+            self.assertEqual(c.unary("demo.Echo/Unary", b"%d" % i, timeout=5), b"%d" % i)
+        c2 = Client([("127.0.0.1", dead.port)], connect_timeout=0.5)
+        self.clients.append(c2)
+        with self.assertRaises(RPCError) as cm:
+            c2.unary("demo.Echo/Unary", b"x", timeout=0.5)
+        self.assertIn(cm.exception.code, (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED))
+
+
+if __name__ == "__main__":
+    unittest.main()
