@@ -8,6 +8,7 @@ enum BenchUnaryCommand {
     summary: "C closed-loop unary callers over one connection",
     help: """
       usage: baton bench unary --port P [--concurrency C] [--seconds S] [--warmup W] [--size B]
+                               [--executor loop|global]
 
       C callers call bench.Echo/Unary on 127.0.0.1:P in closed loops (send, await the reply,
       repeat) over one client, which keeps one connection. W unmeasured seconds come first, then
@@ -22,11 +23,14 @@ enum BenchUnaryCommand {
         --seconds S        measured seconds (default 5)
         --warmup W         unmeasured seconds first (default 1)
         --size B           payload bytes (default 64)
+        --executor E       where the callers run: 'loop' on the client connection's
+                           event loop (Client.preferredExecutor: no thread hop per call), or
+                           'global' (default) on Swift's global executor, as plain tasks do
         --help             this text
 
       exit status: 0 no call failed, 1 some call failed.
       """,
-    valued: ["--port", "--concurrency", "--seconds", "--warmup", "--size"]
+    valued: ["--port", "--concurrency", "--seconds", "--warmup", "--size", "--executor"]
   )
 
   static func run(_ arguments: Arguments, _ output: Output) async throws -> Int32 {
@@ -36,12 +40,18 @@ enum BenchUnaryCommand {
     let warmup = try arguments.seconds("--warmup", default: 1, in: 0...86_400)
     let size = try arguments.int("--size", default: 64, in: 0...(4 << 20) - 1_024)
     let payload = Format.payload(size)
+    let onLoop: Bool
+    switch arguments.string("--executor") ?? "global" {
+    case "loop": onLoop = true
+    case "global": onLoop = false
+    case let other: throw UsageError("option '--executor' takes 'loop' or 'global', not '\(other)'")
+    }
 
     let client = Client(endpoints: [Endpoint(host: "127.0.0.1", port: port)])
     if warmup > 0 {
-      _ = await phase(client, payload, concurrency, seconds: warmup)
+      _ = await phase(client, payload, concurrency, seconds: warmup, onLoop: onLoop)
     }
-    let (tally, elapsed) = await phase(client, payload, concurrency, seconds: seconds)
+    let (tally, elapsed) = await phase(client, payload, concurrency, seconds: seconds, onLoop: onLoop)
     await LoadWorkers.close(client)
 
     let latency = tally.latency
@@ -59,12 +69,15 @@ enum BenchUnaryCommand {
   /// `concurrency` callers for `seconds`; returns their merged tally and the phase's length (ns),
   /// measured until the last caller returned.
   private static func phase(
-    _ client: Client, _ payload: [UInt8], _ concurrency: Int, seconds: Double
+    _ client: Client, _ payload: [UInt8], _ concurrency: Int, seconds: Double, onLoop: Bool
   ) async -> (Tally, UInt64) {
     let start = MonotonicClock.now()
     let stop = StopTime(at: start &+ UInt64(seconds * 1e9))
     let total = await LoadWorkers.tally(count: concurrency, hardDeadline: start &+ UInt64((seconds + 10) * 1e9)) { _ in
-      await LoadWorkers.unary(client: client, method: "bench.Echo/Unary", payload: payload, options: .defaults, stop: stop)
+      let executor: (any TaskExecutor)? = onLoop ? client.preferredExecutor : nil
+      return await withTaskExecutorPreference(executor) {
+        await LoadWorkers.unary(client: client, method: "bench.Echo/Unary", payload: payload, options: .defaults, stop: stop)
+      }
     }
     let elapsed = MonotonicClock.now() &- start
     return (total, elapsed)

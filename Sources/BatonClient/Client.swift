@@ -30,6 +30,14 @@ public final class Client: Sendable {
     self.pool = EndpointPool(endpoints: endpoints, configuration: configuration, group: group)
   }
 
+  /// The event loop that carries the first endpoint's connection, as a task executor.
+  ///
+  /// Callers that run on it (`withTaskExecutorPreference(client.preferredExecutor) { ... }`)
+  /// take no thread hop between the caller, the write of the request and the wake-up on the
+  /// reply: the lowest latency Baton offers (its server runs handlers the same way). Code run
+  /// there must not block the thread; it shares it with the connection's I/O.
+  public var preferredExecutor: any TaskExecutor { pool.loop(forEndpoint: 0) }
+
   /// Waits until `endpoints` of the endpoints (default: all) have a ready connection. Calls do
   /// not need this (they wait for a connection on their own); it is for start-up checks and tests.
   /// - Throws: ``RPCError`` `deadlineExceeded` after `timeout`.

@@ -17,6 +17,9 @@ final class EndpointPool: Sendable {
   private let endpoints: [Endpoint]
   private let configuration: Client.Configuration
   private let group: EventLoopGroup
+  /// Each endpoint's connections live on one loop, chosen once (spread from a random start so
+  /// that many clients share the loops).
+  private let loops: [EventLoop]
   private let state: Locked<State>
 
   private struct State {
@@ -55,12 +58,17 @@ final class EndpointPool: Sendable {
     self.endpoints = endpoints
     self.configuration = configuration
     self.group = group
+    let start = Int.random(in: 0..<max(1, group.loops.count))
+    self.loops = endpoints.indices.map { group.loops[(start + $0) % group.loops.count] }
     self.state = Locked(State(subchannels: endpoints.map { Subchannel(endpoint: $0) }))
     for index in endpoints.indices { connect(index) }
   }
 
   private var logger: Logger { configuration.logger }
   var endpointCount: Int { endpoints.count }
+
+  /// The loop that carries an endpoint's connections.
+  func loop(forEndpoint index: Int) -> EventLoop { loops[index % max(1, loops.count)] }
 
   // MARK: - Leases
 
@@ -212,7 +220,7 @@ final class EndpointPool: Sendable {
       return s.subchannels[index].endpoint
     }
     guard let endpoint else { return }
-    let loop = group.next()
+    let loop = loops[index]
     Task {
       do {
         let (fd, peer) = try await Connector.connect(
