@@ -37,7 +37,7 @@ struct HealthEndpointTests {
       return request
     }
     var configuration = Server.Configuration(logger: .disabled, healthPort: 0)
-    configuration.shutdown.readinessPropagationDelay = .milliseconds(400)
+    configuration.shutdown.readinessPropagationDelay = .milliseconds(1_500)
     let server = Server(configuration: configuration, router: router)
     let run = Task { try await server.run() }
     let address = try await server.listeningAddress
@@ -46,7 +46,7 @@ struct HealthEndpointTests {
     #expect(await httpGet(port: health.port, "/livez").status == 200)
     #expect(await httpGet(port: health.port, "/nope").status == 404)
 
-    let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 1)
+    let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
     peer.handshake()
     try await withClient(endpoints: [address]) { client in
       let call = Task { try await client.unary("test/Long", [UInt8]("x")) }
