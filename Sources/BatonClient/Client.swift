@@ -137,7 +137,7 @@ public final class Client: Sendable {
       if let deadline = budget.deadline { stream.setDeadline(at: deadline, timeout: budget.timeout) }
       defer {
         stream.release()
-        pool.release(lease)
+        pool.release(lease, streamOpened: true)
       }
       try await stream.awaitEnd()
       let (headers, trailers, failure) = stream.responseParts

@@ -46,6 +46,11 @@ final class EndpointPool: Sendable {
     /// Connections that received GOAWAY: their calls run on, no new ones start there.
     var draining: [ObjectIdentifier: Connection] = [:]
     var lastError: String?
+    /// Connection-limit refusals (GOAWAY with last stream 0, ENHANCE_YOUR_CALM) since a call
+    /// last completed there: they arrive after SETTINGS, so they back off on their own count.
+    var refusals = 0
+    /// The connection being established (handshake not finished), if any.
+    var pending: ObjectIdentifier?
   }
 
   private struct Waiter {
@@ -121,10 +126,12 @@ final class EndpointPool: Sendable {
     }
   }
 
-  /// Gives a lease back and lets the next waiting call have the slot.
-  func release(_ lease: Lease) {
+  /// Gives a lease back and lets the next waiting call have the slot. `streamOpened` says the
+  /// server took a stream on it: proof it is not full any more.
+  func release(_ lease: Lease, streamOpened: Bool = false) {
     let (grants, closeWaiter) = state.withLock { s in
       let key = ObjectIdentifier(lease.connection)
+      if streamOpened && s.subchannels[lease.endpoint].refusals > 0 { s.subchannels[lease.endpoint].refusals = 0 }
       if let count = s.leases[key] { s.leases[key] = count > 1 ? count - 1 : nil }
       var grants = Self.grantWaiters(&s)
       if s.closed && s.leases.isEmpty, let waiter = s.closeWaiter {
@@ -201,9 +208,11 @@ final class EndpointPool: Sendable {
     for (continuation, lease) in grants { continuation.resume(returning: lease) }
   }
 
-  /// A connection refused a new stream (it learned of a GOAWAY first): stop handing it out.
+  /// A connection refused a new stream (its GOAWAY crossed the call): stop handing it out. The
+  /// GOAWAY's own notice decides when to reconnect (at once, or after a backoff when the server
+  /// is full), so a call racing it cannot make the client reconnect in a loop.
   func markDraining(_ connection: Connection) {
-    moveToDraining(connection, reconnect: true)
+    moveToDraining(connection, reconnect: false)
   }
 
   /// Whether the connection is still the one new calls go to.
@@ -236,6 +245,7 @@ final class EndpointPool: Sendable {
         let keep = state.withLock { s in
           guard !s.closed else { return false }
           s.subchannels[index].draining[ObjectIdentifier(connection)] = connection  // held until ready
+          s.subchannels[index].pending = ObjectIdentifier(connection)
           return true
         }
         connection.start()
@@ -264,6 +274,7 @@ final class EndpointPool: Sendable {
       let closed = state.withLock { s in
         guard !s.closed else { return true }
         s.subchannels[index].draining[ObjectIdentifier(connection)] = nil
+        s.subchannels[index].pending = nil
         s.subchannels[index].current = connection
         s.subchannels[index].maxStreams = Int(settings.maxConcurrentStreams)
         s.subchannels[index].connecting = false
@@ -281,15 +292,23 @@ final class EndpointPool: Sendable {
         return due.values.map(\.continuation)
       }
       for waiter in ready { waiter.resume() }
-    case .goAway(let last, _, let debug):
+    case .goAway(let last, let code, let debug):
       logger.info("goaway", ("endpoint", endpoints[index].description), ("last_stream", "\(last)"), ("debug", debug))
-      moveToDraining(connection, reconnect: true)
+      guard last == 0 && code == .enhanceYourCalm else { return moveToDraining(connection, reconnect: true) }
+      // The server is full: try it again only after a backoff (PROTOCOL.md 14, "Reconnecting").
+      moveToDraining(connection, reconnect: false)
+      let delay = state.withLock { s in
+        s.subchannels[index].refusals += 1
+        s.subchannels[index].lastError = "connection limit: \(debug)"
+        return configuration.backoff.delay(afterFailures: s.subchannels[index].refusals)
+      }
+      _ = group.next().schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
     case .closed(let reason):
       let (wasCurrent, wasPending) = state.withLock { s in
         let key = ObjectIdentifier(connection)
         let wasCurrent = s.subchannels[index].current === connection
-        let wasPending = s.subchannels[index].connecting && s.subchannels[index].draining[key] != nil
-          && s.subchannels[index].current == nil
+        let wasPending = s.subchannels[index].pending == key
+        if wasPending { s.subchannels[index].pending = nil }
         if wasCurrent { s.subchannels[index].current = nil }
         s.subchannels[index].draining[key] = nil
         return (wasCurrent, wasPending)
@@ -306,12 +325,18 @@ final class EndpointPool: Sendable {
   }
 
   private func moveToDraining(_ connection: Connection, reconnect: Bool) {
+    let key = ObjectIdentifier(connection)
     let index = state.withLock { s -> Int? in
-      guard let index = s.subchannels.firstIndex(where: { $0.current === connection }) else { return nil }
-      s.subchannels[index].current = nil
-      s.subchannels[index].draining[ObjectIdentifier(connection)] = connection
+      guard
+        let index = s.subchannels.firstIndex(where: { $0.current === connection || $0.draining[key] != nil })
+      else { return nil }
+      if s.subchannels[index].current === connection {
+        s.subchannels[index].current = nil
+        s.subchannels[index].draining[key] = connection
+      }
       return index
     }
+    // `connect` does nothing if a connection is already up or being made.
     if let index, reconnect { connect(index) }
   }
 

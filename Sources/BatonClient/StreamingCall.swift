@@ -216,7 +216,7 @@ final class StreamingCall: Sendable {
 
   private func retire(_ attempt: Attempt) {
     attempt.stream.release()
-    client.pool.release(attempt.lease)
+    client.pool.release(attempt.lease, streamOpened: true)
   }
 
   /// Ends the call: a stream still open is reset (CANCEL), the connection slot is returned.

@@ -97,3 +97,29 @@ struct HandshakeTimeoutTests {
     }
   }
 }
+
+@Suite("A full server is not hammered", .timeLimit(.minutes(1)))
+struct ConnectionLimitBackoffTests {
+  @Test("a client refused by the connection limit backs off instead of reconnecting in a loop")
+  func backsOff() async throws {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.maxConnections = 1
+    try await withTestServer(echoRouter(), configuration: configuration) { server, address in
+      let holder = try RawPeer(port: address.port)
+      holder.handshake()
+      holder.send(.ping(ack: false, payload: 9))
+      _ = await holder.read { $0.isPingAck(9) }  // the one slot is taken
+      let before = server.connectionsAccepted
+      try await withClient(endpoints: [address]) { client in
+        let error = await #expect(throws: RPCError.self) {
+          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(800)))
+        }
+        #expect(error?.code == .deadlineExceeded)
+      }
+      // Backoff from 50 ms (×1.6): a handful of attempts in 800 ms, not a tight loop.
+      let attempts = server.connectionsAccepted - before
+      #expect(attempts >= 1)
+      #expect(attempts <= 10, "\(attempts) connection attempts in 800 ms against a full server")
+    }
+  }
+}
