@@ -4,21 +4,26 @@ import Testing
 
 @Suite("Deadlines, cancellation, flow control and scale", .timeLimit(.minutes(2)))
 struct CallLifecycleTests {
-  @Test("a deadline ends the call with deadlineExceeded and cancels the handler")
-  func deadline() async throws {
-    let handlerCancelled = Signal()
+  /// `test/Hang` sleeps until cancelled; `started` and `cancelled` fire as it does.
+  func hangRouter(started: Signal, cancelled: Signal) -> Router {
     var router = Router()
-    router.unary("test/Hang") { _, context in
-      #expect(context.timeout != nil)
+    router.unary("test/Hang") { _, _ in
+      started.fire()
       do {
         try await Task.sleep(for: .seconds(30))
       } catch {
-        handlerCancelled.fire()
+        cancelled.fire()
         throw error
       }
       return []
     }
-    try await withTestServer(router) { _, address in
+    return router
+  }
+
+  @Test("a deadline ends the call with deadlineExceeded and cancels the handler")
+  func deadline() async throws {
+    let handlerCancelled = Signal()
+    try await withTestServer(hangRouter(started: Signal(), cancelled: handlerCancelled)) { _, address in
       try await withClient(endpoints: [address]) { client in
         let started = ContinuousClock.now
         let error = await #expect(throws: RPCError.self) {
@@ -35,18 +40,7 @@ struct CallLifecycleTests {
   func cancellation() async throws {
     let handlerStarted = Signal()
     let handlerCancelled = Signal()
-    var router = Router()
-    router.unary("test/Hang") { _, _ in
-      handlerStarted.fire()
-      do {
-        try await Task.sleep(for: .seconds(30))
-      } catch {
-        handlerCancelled.fire()
-        throw error
-      }
-      return []
-    }
-    try await withTestServer(router) { _, address in
+    try await withTestServer(hangRouter(started: handlerStarted, cancelled: handlerCancelled)) { _, address in
       try await withClient(endpoints: [address]) { client in
         let call = Task { try await client.unary("test/Hang", []) }
         await handlerStarted.wait()
