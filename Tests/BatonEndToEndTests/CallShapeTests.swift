@@ -90,4 +90,21 @@ struct CallShapeTests {
       }
     }
   }
+
+  @Test("a handler sees the call's deadline, and none when the caller set none")
+  func handlerSeesDeadline() async throws {
+    var router = Router()
+    router.unary("test/Timeout") { _, context in
+      [UInt8](context.timeout.map { "\($0.components.seconds)" } ?? "none")
+    }
+    try await withTestServer(router) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let withDeadline = try await client.unary("test/Timeout", [], options: CallOptions(timeout: .seconds(30)))
+        // 30 s minus transit, rounded down to whole seconds: 29 or 30.
+        #expect(["29", "30"].contains(withDeadline.text))
+        let without = try await client.unary("test/Timeout", [])
+        #expect(without.text == "none")
+      }
+    }
+  }
 }
