@@ -210,6 +210,40 @@ struct GracefulStopTests {
     try await run.value
   }
 
+  @Test("a running client stream sees its connection draining, and can end and move early")
+  func clientSeesDrain() async throws {
+    let opened = Signal()
+    var router = echoRouter()
+    router.bidirectional("test/Long") { requests, writer, _ in
+      opened.fire()
+      for try await message in requests { try await writer.write(message) }
+    }
+    let server = Server(configuration: .init(logger: .disabled), router: router)
+    let run = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    try await withClient(endpoints: [address]) { client in
+      try await client.bidirectional("test/Long", options: CallOptions(timeout: .seconds(20))) { writer, responses in
+        await opened.wait()
+        #expect(!responses.isConnectionDraining)
+        server.beginGracefulStop(deadline: .seconds(20))
+        // The GOAWAY travels asynchronously; poll the flag, bounded, as an application would.
+        var polls = 0
+        while !responses.isConnectionDraining && polls < 400 {
+          try await Task.sleep(for: .milliseconds(5))
+          polls += 1
+        }
+        #expect(responses.isConnectionDraining)
+        #expect(writer.isConnectionDraining)
+        writer.finish()  // end early and cleanly: the drain need not wait for the deadline
+        for try await _ in responses {}
+      }
+    }
+    let report = await server.stopReport()
+    #expect(report.isClean)
+    #expect(report.total < .seconds(10))
+    try await run.value
+  }
+
   @Test("hooks and workers stop in reverse order of registration; a hung hook is timed out")
   func hooksInReverse() async throws {
     let order = Mutexed<[String]>([])

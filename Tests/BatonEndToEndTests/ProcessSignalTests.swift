@@ -123,4 +123,28 @@ struct ProcessSignalTests {
     _ = await other.exitStatus(timeout: .seconds(10))
     _ = await doomed.exitStatus(timeout: .seconds(5))
   }
+
+  @Test("an idempotent call lost with its killed server is retried on the other one and succeeds")
+  func idempotentRetry() async throws {
+    let doomed = try await BatonProcess(serve: [])
+    let other = try await BatonProcess(serve: [])
+    let endpoints = [Endpoint(host: "127.0.0.1", port: doomed.port), Endpoint(host: "127.0.0.1", port: other.port)]
+    try await withClient(endpoints: endpoints) { client in
+      try await client.waitUntilReady()
+      let options = CallOptions(timeout: .seconds(10), idempotent: true)
+      // Round robin: one of the two calls runs on the server about to die.
+      let calls = (0..<2).map { _ in Task { try await client.unary("demo.Echo/Wait", [UInt8]("800"), options: options) } }
+      try await Task.sleep(for: .milliseconds(200))  // both calls are in their handlers by now
+      doomed.signal(SIGKILL)
+      for call in calls {
+        let reply = try await call.value
+        #expect(reply.text == "800")
+      }
+      #expect(client.statistics.retried == 1)
+      #expect(client.statistics.failed == 0)
+    }
+    other.signal(SIGTERM)
+    _ = await other.exitStatus(timeout: .seconds(10))
+    _ = await doomed.exitStatus(timeout: .seconds(5))
+  }
 }
