@@ -5,6 +5,10 @@ import PackageDescription
 let strict: [SwiftSetting] = [
   .enableUpcomingFeature("ExistentialAny"),
   .enableUpcomingFeature("InternalImportsByDefault"),
+  // Nonisolated async functions run on their caller's executor (SE-0461): a handler awaiting
+  // the next message stays on its connection's event loop instead of paying an executor
+  // switch (and a task-status lock) at every await on the per-message path.
+  .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
 ]
 
 let package = Package(
