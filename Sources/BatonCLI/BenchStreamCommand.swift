@@ -86,14 +86,20 @@ enum BenchStreamCommand {
         try await client.bidirectional("bench.Echo/Stream", options: options) { writer, responses in
           try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-              // write() waits while the server has not granted flow-control credit.
-              while MonotonicClock.now() < deadline { try await writer.write(payload) }
+              // write() waits while the server has not granted flow-control credit. The clock is
+              // read every 32 messages: at a million messages a second that is 32 µs of slack,
+              // and reading it per message cost 6 % of the client's time.
+              var sent = 0
+              while sent & 31 != 0 || MonotonicClock.now() < deadline {
+                try await writer.write(payload)
+                sent += 1
+              }
               writer.finish()
             }
             var counts = Counts()
             for try await _ in responses {
               counts.total += 1
-              if counts.atEnd < 0 {
+              if counts.atEnd < 0 && (counts.total & 31 == 0 || counts.atStart < 0) {
                 let now = MonotonicClock.now()
                 if counts.atStart < 0 && now >= measureStart {
                   counts.atStart = counts.total
