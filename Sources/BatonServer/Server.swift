@@ -141,6 +141,9 @@ public final class Server: Sendable {
       defer { s.addressWaiters.removeAll() }
       return (s.addressWaiters, s.services)
     }
+    // Workers are up before anyone can learn the address (and so stop the server): a stop
+    // must find every worker it has to stop.
+    startWorkers(services)
     listener.start()
     logger.info("listening", ("address", endpoint.description))
     if let health {
@@ -148,7 +151,6 @@ public final class Server: Sendable {
       logger.info("health listening", ("address", health.address.description))
     }
     for waiter in waiters { waiter.resume(returning: endpoint) }
-    startWorkers(services)
     if configuration.handleSignals {
       let trap = SignalTrap(
         first: { [weak self] in self?.beginGracefulStop() }, second: { [weak self] in self?.stopNow() })
