@@ -133,6 +133,11 @@ public final class Client: Sendable {
         pool.release(lease)
         try await handleOpenError(error, lease, budget)
         continue
+      } catch {
+        // The deadline passed between taking the lease and opening the stream: every path
+        // out gives the lease back, or `close()` would wait for it forever.
+        pool.release(lease)
+        throw error
       }
       if let deadline = budget.deadline { stream.setDeadline(at: deadline, timeout: budget.timeout) }
       defer {

@@ -175,8 +175,9 @@ struct CLITests {
     let counts = [CallCounter(), CallCounter()]
     try await withTestServer(DemoService.router(observe: { _ in counts[0].add() })) { _, first in
       try await withTestServer(DemoService.router(observe: { _ in counts[1].add() })) { _, second in
+        // 2 s, so that at least one once-a-second progress line is due even on a loaded machine.
         let run = await baton(
-          "load", "--endpoints", "\(first),\(second)", "--seconds", "1", "--concurrency", "4", "--json")
+          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--json")
         #expect(run.status == 0, "\(run.err)")
         let last = try #require(run.out.split(separator: "\n").last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
