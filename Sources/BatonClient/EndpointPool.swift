@@ -20,6 +20,8 @@ final class EndpointPool: Sendable {
   /// Each endpoint's connections live on one loop, chosen once (spread from a random start so
   /// that many clients share the loops).
   private let loops: [EventLoop]
+  /// Where the pool's timers live: cancelling must name the loop that scheduled.
+  private let timerLoop: EventLoop
   private let state: Locked<State>
 
   private struct State {
@@ -65,6 +67,7 @@ final class EndpointPool: Sendable {
     self.group = group
     let start = Int.random(in: 0..<max(1, group.loops.count))
     self.loops = endpoints.indices.map { group.loops[(start + $0) % group.loops.count] }
+    self.timerLoop = group.next()
     self.state = Locked(State(subchannels: endpoints.map { Subchannel(endpoint: $0) }))
     for index in endpoints.indices { connect(index) }
   }
@@ -103,7 +106,7 @@ final class EndpointPool: Sendable {
           guard s.waiters.count < configuration.maxWaitingCalls else {
             return .failure(RPCError(code: .resourceExhausted, message: "\(configuration.maxWaitingCalls) calls are already waiting for a connection"))
           }
-          let timer = group.next().schedule(at: deadline ?? limit ?? 0) { [self] in
+          let timer = timerLoop.schedule(at: deadline ?? limit ?? 0) { [self] in
             self.expireWaiter(id, ownDeadline: deadline != nil)
           }
           s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer)
@@ -121,7 +124,7 @@ final class EndpointPool: Sendable {
         return waiter
       }
       guard let waiter else { return }
-      if let timer = waiter.timer { group.next().cancel(timer) }
+      if let timer = waiter.timer { timerLoop.cancel(timer) }
       waiter.continuation.resume(throwing: RPCError(code: .cancelled, message: "the call was cancelled while waiting for a connection"))
     }
   }
@@ -141,7 +144,10 @@ final class EndpointPool: Sendable {
       }
       return (grants, nil)
     }
-    for (continuation, lease) in grants { continuation.resume(returning: lease) }
+    for (continuation, lease, timer) in grants {
+      if let timer { timerLoop.cancel(timer) }
+      continuation.resume(returning: lease)
+    }
     closeWaiter?.resume()
   }
 
@@ -169,8 +175,8 @@ final class EndpointPool: Sendable {
     return nil
   }
 
-  private static func grantWaiters(_ s: inout State) -> [(CheckedContinuation<Lease, any Error>, Lease)] {
-    var grants: [(CheckedContinuation<Lease, any Error>, Lease)] = []
+  private static func grantWaiters(_ s: inout State) -> [(CheckedContinuation<Lease, any Error>, Lease, TimerHandle?)] {
+    var grants: [(CheckedContinuation<Lease, any Error>, Lease, TimerHandle?)] = []
     while let id = s.waiterOrder.first {
       guard let waiter = s.waiters[id] else {
         s.waiterOrder.removeFirst()
@@ -179,7 +185,7 @@ final class EndpointPool: Sendable {
       guard let lease = try? pick(&s, avoiding: waiter.avoiding, strict: false) else { break }
       s.waiterOrder.removeFirst()
       s.waiters[id] = nil
-      grants.append((waiter.continuation, lease))
+      grants.append((waiter.continuation, lease, waiter.timer))
     }
     if s.waiterOrder.count > 64 && s.waiterOrder.count > 2 * s.waiters.count {
       s.waiterOrder.removeAll { s.waiters[$0] == nil }
@@ -205,7 +211,10 @@ final class EndpointPool: Sendable {
 
   private func grant() {
     let grants = state.withLock { Self.grantWaiters(&$0) }
-    for (continuation, lease) in grants { continuation.resume(returning: lease) }
+    for (continuation, lease, timer) in grants {
+      if let timer { timerLoop.cancel(timer) }
+      continuation.resume(returning: lease)
+    }
   }
 
   /// A connection refused a new stream (its GOAWAY crossed the call): stop handing it out. The
@@ -265,7 +274,7 @@ final class EndpointPool: Sendable {
     }
     guard let delay else { return }
     logger.log(.debug, "connect failed", ("endpoint", endpoints[index].description), ("error", reason))
-    _ = group.next().schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
+    _ = timerLoop.schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
   }
 
   private func handle(_ notice: Connection.Notice, connection: Connection, endpoint index: Int) {
@@ -302,7 +311,7 @@ final class EndpointPool: Sendable {
         s.subchannels[index].lastError = "connection limit: \(debug)"
         return configuration.backoff.delay(afterFailures: s.subchannels[index].refusals)
       }
-      _ = group.next().schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
+      _ = timerLoop.schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
     case .closed(let reason):
       let (wasCurrent, wasPending) = state.withLock { s in
         let key = ObjectIdentifier(connection)
@@ -347,11 +356,11 @@ final class EndpointPool: Sendable {
       defer { s.nextWaiter += 1 }
       return s.nextWaiter
     }
-    let timer = group.next().schedule(at: deadline) { [self] in
+    let timer = timerLoop.schedule(at: deadline) { [self] in
       let waiter = self.state.withLock { $0.readyWaiters.removeValue(forKey: id) }
       waiter?.continuation.resume(throwing: RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
     }
-    defer { group.next().cancel(timer) }
+    defer { timerLoop.cancel(timer) }
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
       let now = state.withLock { s in
         if s.subchannels.filter({ $0.current != nil }).count >= minimum { return true }

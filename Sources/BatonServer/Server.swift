@@ -568,8 +568,9 @@ public final class Server: Sendable {
   /// Waits until every connection has closed (true) or `deadline` passes (false). With
   /// `endOnHardStop`, a hard stop (now or already requested) also ends the wait.
   private func waitForConnections(until deadline: UInt64, endOnHardStop: Bool = false) async -> Bool {
-    let timer = group.next().schedule(at: deadline) { [weak self] in self?.wakeConnectionsWaiter() }
-    defer { group.next().cancel(timer) }
+    let loop = group.next()  // cancel on the loop that scheduled: `next()` moves on each call
+    let timer = loop.schedule(at: deadline) { [weak self] in self?.wakeConnectionsWaiter() }
+    defer { loop.cancel(timer) }
     return await withCheckedContinuation { continuation in
       let done = state.withLock { s -> Bool? in
         if s.connections.isEmpty { return true }
