@@ -28,3 +28,17 @@ package enum MonotonicClock {
     return overflow ? .max : deadline
   }
 }
+
+extension Duration {
+  /// Whole nanoseconds: 0 for a negative duration, `UInt64.max` for one too long to count.
+  package var nanoseconds: UInt64 {
+    let (seconds, attoseconds) = components
+    guard seconds >= 0, attoseconds >= 0 || seconds > 0 else { return 0 }
+    let whole = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+    let total = whole.partialValue.addingReportingOverflow(UInt64(max(0, attoseconds) / 1_000_000_000))
+    return whole.overflow || total.overflow ? .max : total.partialValue
+  }
+
+  /// A duration of `value` nanoseconds, clamped to what `Duration` holds.
+  package static func nanoseconds(_ value: UInt64) -> Duration { .nanoseconds(Int64(clamping: value)) }
+}
