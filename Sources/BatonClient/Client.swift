@@ -46,6 +46,9 @@ public final class Client: Sendable {
       minimum: endpoints ?? pool.snapshot.count, deadline: MonotonicClock.now() &+ timeout.nanoseconds)
   }
 
+  /// For diagnostics (a hung test's watchdog): the pool's leases, waiters and connections.
+  package var debugState: String { pool.debugState }
+
   /// Stops taking calls, waits for running ones, closes the connections.
   public func close() async { await pool.close() }
 

@@ -362,12 +362,17 @@ final class EndpointPool: Sendable {
     }
     defer { timerLoop.cancel(timer) }
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-      let now = state.withLock { s in
-        if s.subchannels.filter({ $0.current != nil }).count >= minimum { return true }
+      let outcome: Result<Void, any Error>? = state.withLock { s in
+        if s.subchannels.filter({ $0.current != nil }).count >= minimum { return .success(()) }
+        // The timer runs on a loop thread and may have come and gone before this parks (it
+        // found no waiter): a deadline that has passed is final, or the wait would never end.
+        if MonotonicClock.now() >= deadline {
+          return .failure(RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
+        }
         s.readyWaiters[id] = (minimum, continuation)
-        return false
+        return nil
       }
-      if now { continuation.resume() }
+      if let outcome { continuation.resume(with: outcome) }
     }
   }
 
@@ -377,6 +382,29 @@ final class EndpointPool: Sendable {
       s.subchannels.map { sub in
         (sub.endpoint, sub.current != nil, sub.current.map { s.leases[ObjectIdentifier($0), default: 0] } ?? 0, sub.draining.count)
       }
+    }
+  }
+
+  /// For diagnostics (a hung test's watchdog): leases held, calls waiting, and every connection.
+  var debugState: String {
+    state.withLock { s in
+      let subchannels = s.subchannels.map { sub -> String in
+        var lines = ["  \(sub.endpoint): \(sub.connecting ? "connecting" : "not connecting"), failures \(sub.failures)"]
+        if let error = sub.lastError { lines[0] += ", last error: \(error)" }
+        if let current = sub.current {
+          lines.append("    current (\(s.leases[ObjectIdentifier(current), default: 0]) leases): \(current.debugState)")
+        }
+        for connection in sub.draining.values {
+          let role = sub.pending == ObjectIdentifier(connection) ? "pending" : "draining"
+          lines.append("    \(role) (\(s.leases[ObjectIdentifier(connection), default: 0]) leases): \(connection.debugState)")
+        }
+        return lines.joined(separator: "\n")
+      }
+      let leases = s.leases.values.reduce(0, +)
+      let header =
+        "pool: \(s.closed ? "closed" : "open"), \(leases) leases, \(s.waiters.count) waiting calls, "
+        + "\(s.readyWaiters.count) ready waiters, close \(s.closeWaiter != nil ? "waiting for leases" : "not waiting")"
+      return ([header] + subchannels).joined(separator: "\n")
     }
   }
 

@@ -55,12 +55,14 @@ final class StreamingCall: Sendable {
     try await openAttempt(avoiding: nil)
   }
 
-  private func current() throws -> (Attempt, Int) {
+  /// The current attempt's stream and number (the lease stays in the state: copying it out
+  /// would cost a retain and release per message).
+  private func current() throws -> (StreamHandle, Int) {
     try state.withLock { s in
-      guard let attempt = s.attempt, !s.finished else {
+      guard let stream = s.attempt?.stream, !s.finished else {
         throw RPCError(code: .cancelled, message: "the call has ended")
       }
-      return (attempt, s.number)
+      return (stream, s.number)
     }
   }
 
@@ -76,9 +78,9 @@ final class StreamingCall: Sendable {
       keepForReplay(message)
     }
     while true {
-      let (attempt, number) = try current()
+      let (stream, number) = try current()
       do {
-        try await attempt.stream.send(message)
+        if try stream.enqueue(message) { try await stream.awaitCredit() }
         return
       } catch let failure as StreamFailure {
         // A new attempt replays every kept message, this one included.
@@ -109,11 +111,23 @@ final class StreamingCall: Sendable {
     attempt?.stream.end()
   }
 
+  /// The next message, taken alone.
   func next() async throws -> [UInt8]? {
+    try await nextMessage { stream in try await stream.receive() }
+  }
+
+  /// The next message; messages that arrived with it go into `batch` (see
+  /// ``StreamHandle/receive(batch:)``), which the caller drains before calling again.
+  func next(batch: inout MessageQueue) async throws -> [UInt8]? {
+    if let message = batch.popFirst() { return message }
+    return try await nextMessage { stream in try await stream.receive(batch: &batch) }
+  }
+
+  private func nextMessage(_ receive: (StreamHandle) async throws -> [UInt8]?) async throws -> [UInt8]? {
     while true {
-      let (attempt, number) = try current()
+      let (stream, number) = try current()
       do {
-        let message = try await attempt.stream.receive()
+        let message = try await receive(stream)
         if !committedFlag.load(ordering: .relaxed) {
           // The server answered: it processed the call, so nothing will be replayed.
           state.withLock { s in
@@ -260,9 +274,12 @@ public struct ResponseStream: AsyncSequence, Sendable {
 
   public struct AsyncIterator: AsyncIteratorProtocol {
     let call: StreamingCall
+    /// Replies that arrived together, taken from the connection in one step.
+    var batch = MessageQueue()
+
     public mutating func next() async throws -> [UInt8]? {
       do {
-        return try await call.next()
+        return try await call.next(batch: &batch)
       } catch {
         throw Client.rpcError(error)
       }

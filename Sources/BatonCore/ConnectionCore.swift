@@ -37,11 +37,11 @@ public struct ConnectionCore: Sendable {
   private var decoder: FrameDecoder
   /// Plain data only, so that reading or copying one costs no reference counting: this table is
   /// touched for every frame. The rare, heavy parts live beside it.
-  private var streams: [UInt32: Stream] = [:]
+  private var streams = StreamTable<Stream>()
   /// Fragments of incomplete inbound messages, by stream.
-  private var partials: [UInt32: [UInt8]] = [:]
+  private var partials = StreamTable<[UInt8]>()
   /// The rest of outbound messages waiting for flow-control credit, by stream.
-  private var pendings: [UInt32: PendingSend] = [:]
+  private var pendings = StreamTable<PendingSend>()
   private var connectionSendWindow: Int
   private var connectionReceiveWindow: Int
   private var connectionUnacked = 0
@@ -90,7 +90,7 @@ public struct ConnectionCore: Sendable {
 
   /// Streams currently open (not yet ended by TRAILERS or RESET).
   public var openStreamCount: Int { streams.count }
-  public var openStreamIDs: [UInt32] { Array(streams.keys) }
+  public var openStreamIDs: [UInt32] { streams.keysArray }
   public func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
   /// (server) The stream's status is queued behind a message waiting for credit: it ends on its own.
   public func isEnding(_ streamID: UInt32) -> Bool { pendings[streamID]?.trailers != nil }
@@ -276,9 +276,7 @@ public struct ConnectionCore: Sendable {
         &events)
     }
     connectionReceiveWindow -= length
-    // Taken out of the table while it changes, so that its fragment buffer is uniquely owned
-    // (no copy-on-write); put back at the end unless the stream ended.
-    guard var stream = streams.removeValue(forKey: id) else {
+    guard var stream = streams[id] else {
       if isIdle(id) { return fail(.connection(.protocolError, "DATA on stream \(id), which was never opened"), &events) }
       // A closed stream: drop the bytes but give the connection credit back at once.
       return returnConnectionCredit(length)
@@ -297,6 +295,16 @@ public struct ConnectionCore: Sendable {
       return resetRemoved(id, stream, .protocolError, "a server ends a stream with TRAILERS, not END_STREAM", &events)
     }
     stream.receivedResponse = true
+    if endMessage && !endStream && length <= Int(localSettings.maxMessageSize)
+      && (partials.isEmpty || partials[id] == nil)
+    {
+      // The usual frame: one whole message, nothing buffered before it.
+      stream.precredited += stream.fragmentCredit
+      stream.fragmentCredit = 0
+      streams[id] = stream
+      events.append(.message(streamID: id, payload))
+      return
+    }
 
     var message: [UInt8]? = nil
     var partial: [UInt8]? = partials.isEmpty ? nil : partials.removeValue(forKey: id)
@@ -344,13 +352,16 @@ public struct ConnectionCore: Sendable {
     if stream.machine.state != .closed {
       streams[id] = stream
       if let partial { partials[id] = partial }
+    } else {
+      streams[id] = nil
     }
   }
 
-  /// RESETs a stream already taken out of the table (see `resetFromRule`).
+  /// RESETs a stream whose changed copy is `stream` (see `resetFromRule`).
   private mutating func resetRemoved(
     _ id: UInt32, _ stream: Stream, _ code: ErrorCode, _ reason: String, _ events: inout [ConnectionEvent]
   ) {
+    streams[id] = nil
     partials[id] = nil
     pendings[id] = nil
     if stream.precredited > 0 { orphanedCredit[id] = stream.precredited }
@@ -365,7 +376,7 @@ public struct ConnectionCore: Sendable {
     goAwayReceived = effective
     if role == .client {
       // Streams above the last id were never processed: report them refused, safe to retry.
-      for id in streams.keys.sorted() where id > effective {
+      for id in streams.keysArray.sorted() where id > effective {
         streams[id] = nil
         let why = debug.isEmpty ? "" : ": \(debug)"
         events.append(
@@ -505,23 +516,23 @@ public struct ConnectionCore: Sendable {
   public mutating func sendMessage(
     streamID id: UInt32, _ message: [UInt8], endStream: Bool = false, events: inout [ConnectionEvent]
   ) -> SendOutcome {
-    // In place, by index: this runs once per message.
-    guard let index = streams.index(forKey: id), streams.values[index].machine.canSend,
-      pendings.isEmpty || pendings[id] == nil
+    guard let stream = streams[id], stream.machine.canSend, pendings.isEmpty || pendings[id] == nil
     else { return .streamClosed }
     guard message.count <= Int(peerSettings.maxMessageSize) else {
       return .tooLarge(limit: peerSettings.maxMessageSize)
     }
     let endStream = endStream && role == .client
     // Fast path: the whole message fits in one frame and both windows.
-    if message.count <= Int(peerSettings.maxFrameSize) && message.count <= streams.values[index].sendWindow
+    if message.count <= Int(peerSettings.maxFrameSize) && message.count <= stream.sendWindow
       && message.count <= connectionSendWindow
     {
       FrameEncoder.appendData(
         &outbound, streamID: id, payload: message, endMessage: true, endStream: endStream)
-      streams.values[index].sendWindow -= message.count
       connectionSendWindow -= message.count
-      if endStream { _ = streams.values[index].machine.sendEndStream() }
+      streams.update(id) { stream in
+        stream.sendWindow -= message.count
+        if endStream { _ = stream.machine.sendEndStream() }
+      }
       return .written
     }
     pendings[id] = PendingSend(bytes: message, offset: 0, endStream: endStream)
@@ -618,25 +629,30 @@ public struct ConnectionCore: Sendable {
   /// WINDOW_UPDATE once half a window has been consumed (PROTOCOL.md, "Flow control").
   public mutating func consumed(streamID id: UInt32, bytes: Int) {
     guard phase != .closed, bytes > 0 else { return }
-    guard let index = streams.index(forKey: id) else {
+    guard streams[id] != nil else {
       // The stream has ended; its delivered messages may still carry early credit.
       guard let orphan = orphanedCredit[id] else { return returnConnectionCredit(bytes) }
       let early = min(bytes, orphan)
       orphanedCredit[id] = orphan > early ? orphan - early : nil
       return returnConnectionCredit(bytes - early)
     }
-    let early = min(bytes, streams.values[index].precredited)
-    streams.values[index].precredited -= early
-    let owed = bytes - early
+    let owed = streams.update(id) { stream in
+      let early = min(bytes, stream.precredited)
+      stream.precredited -= early
+      return bytes - early
+    } ?? 0
     returnConnectionCredit(owed)
-    guard owed > 0, streams.values[index].machine.canReceive else { return }
-    streams.values[index].receiveUnacked += owed
-    let unacked = streams.values[index].receiveUnacked
-    if unacked >= max(1, Int(localSettings.initialWindowSize) / 2) {
-      FrameEncoder.appendWindowUpdate(&outbound, streamID: id, increment: UInt32(unacked))
-      streams.values[index].receiveWindow += unacked
-      streams.values[index].receiveUnacked = 0
-    }
+    let halfWindow = max(1, Int(localSettings.initialWindowSize) / 2)
+    let increment = streams.update(id) { stream -> Int in
+      guard owed > 0, stream.machine.canReceive else { return 0 }
+      stream.receiveUnacked += owed
+      guard stream.receiveUnacked >= halfWindow else { return 0 }
+      let unacked = stream.receiveUnacked
+      stream.receiveWindow += unacked
+      stream.receiveUnacked = 0
+      return unacked
+    } ?? 0
+    if increment > 0 { FrameEncoder.appendWindowUpdate(&outbound, streamID: id, increment: UInt32(increment)) }
   }
 
   private mutating func creditStream(_ id: UInt32, _ stream: inout Stream, _ bytes: Int) {

@@ -9,12 +9,12 @@ import Glibc
 /// threads appending to one array): `Mutex` 24 thousand operations/s, this lock 21 million.
 /// glibc's mutex lets a running thread take a just-released lock instead, so it degrades
 /// gracefully. Keep critical sections short and never call out of them.
-package final class Locked<Value>: @unchecked Sendable {
+public final class Locked<Value>: @unchecked Sendable {
   // @unchecked: `value` is only reached through `withLock`, under `mutex`.
   private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-  private let value: UnsafeMutablePointer<Value>
+  @usableFromInline let value: UnsafeMutablePointer<Value>
 
-  package init(_ initialValue: sending Value) {
+  public init(_ initialValue: sending Value) {
     self.mutex = .allocate(capacity: 1)
     self.mutex.initialize(to: pthread_mutex_t())
     _ = pthread_mutex_init(self.mutex, nil)
@@ -30,12 +30,17 @@ package final class Locked<Value>: @unchecked Sendable {
   }
 
   /// Runs `body` with exclusive access to the value. Not reentrant.
-  @inline(__always)
-  package func withLock<Result, E: Error>(
+  @inlinable @inline(__always)
+  public func withLock<Result, E: Error>(
     _ body: (inout sending Value) throws(E) -> sending Result
   ) throws(E) -> sending Result {
-    _ = pthread_mutex_lock(self.mutex)
-    defer { _ = pthread_mutex_unlock(self.mutex) }
+    lock()
+    defer { unlock() }
     return try body(&self.value.pointee)
   }
+
+  // Out of line, so that `withLock` can be inlined into other modules (and its closure with it)
+  // without exposing Glibc in this module's interface.
+  @usableFromInline func lock() { _ = pthread_mutex_lock(self.mutex) }
+  @usableFromInline func unlock() { _ = pthread_mutex_unlock(self.mutex) }
 }

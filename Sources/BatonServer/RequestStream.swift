@@ -12,9 +12,13 @@ public struct RequestStream: AsyncSequence, Sendable {
 
   public struct AsyncIterator: AsyncIteratorProtocol {
     let stream: StreamHandle
+    /// Messages that arrived together, taken from the connection in one step.
+    var batch = MessageQueue()
+
     public mutating func next() async throws -> [UInt8]? {
+      if let message = batch.popFirst() { return message }
       do {
-        return try await stream.receive()
+        return try await stream.receive(batch: &batch)
       } catch let failure as StreamFailure {
         throw failure.rpcError
       }
@@ -36,7 +40,7 @@ public struct ResponseWriter: Sendable {
   public func write(_ message: [UInt8]) async throws {
     if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
     do {
-      try await stream.send(message)
+      if try stream.enqueue(message) { try await stream.awaitCredit() }
     } catch let failure as StreamFailure {
       throw failure.rpcError
     }

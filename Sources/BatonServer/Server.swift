@@ -471,6 +471,23 @@ public final class Server: Sendable {
     }
   }
 
+  /// For diagnostics (a hung test's watchdog): the lifecycle, whether a stop waits for the
+  /// connections, and per connection its drain phase, its calls and its stream slots.
+  package var debugState: String {
+    let (header, entries) = state.withLock { s in
+      (
+        "server: \(s.lifecycle.state), \(s.connections.count) connections, "
+          + "stop \(s.connectionsWaiter != nil ? "waiting for connections" : "not waiting"), run \(s.runWaiter != nil ? "parked" : "not parked")",
+        s.connections.values.sorted { $0.served.id < $1.served.id }
+      )
+    }
+    let lines = entries.map { entry in
+      let calls = entry.served.calls.withLock { $0.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.method)" } }
+      return "  #\(entry.served.id) drain \(entry.drain.state), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
+    }
+    return ([header] + lines).joined(separator: "\n")
+  }
+
   /// Waits until the server has stopped and returns what the stop did.
   public func stopReport() async -> StopReport {
     await withCheckedContinuation { continuation in
@@ -575,6 +592,8 @@ public final class Server: Sendable {
       let done = state.withLock { s -> Bool? in
         if s.connections.isEmpty { return true }
         if endOnHardStop && s.lifecycle.state == .cancelling { return false }
+        // The timer may already have run and found no waiter: past the deadline, do not park.
+        if MonotonicClock.now() >= deadline { return false }
         s.connectionsWaiter = continuation
         return nil
       }
@@ -653,9 +672,11 @@ public final class Server: Sendable {
   private func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
     let now = MonotonicClock.now()
     entry.connection.finalGoAway(debug: "server stopping")
-    let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason)))
-    entry.served.cut.withLock { $0.formUnion(ids) }
+    // Read before the handlers are cancelled: a cancelled handler removes its record at once.
     let calls = entry.served.calls.withLock { $0 }
+    let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason))) { ids in
+      entry.served.cut.withLock { $0.formUnion(ids) }
+    }
     entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
     return ids.sorted().map { id in
       let record = calls[id]

@@ -49,11 +49,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   private struct State {
     var core: ConnectionCore
-    var slots: [UInt32: Slot] = [:]
+    var slots = StreamTable<Slot>()
     var flushScheduled = false
     var closeAfterFlush = false
     var closedReason: String?
-    var handlerTasks: [UInt32: Task<Void, Never>] = [:]
+    var handlerTasks = StreamTable<Task<Void, Never>>()
     /// Send `.idle` when the last slot is released (a draining server asks for it).
     var notifyIdle = false
     /// How long a close may wait for the flush and the peer's FIN, when not the default.
@@ -70,9 +70,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// A class so that the inbox is mutated in place: copying a struct out of the dictionary and
   /// back would copy the whole queue on every message (copy-on-write), quadratic in its depth.
-  /// Only touched under the connection's lock.
+  /// Only touched under the connection's lock, which is also why its inbox skips the dynamic
+  /// exclusivity check (a thread-local lookup per message otherwise).
   private final class Slot {
-    var inbox = MessageQueue()
+    @exclusivity(unchecked) var inbox = MessageQueue()
+    /// Bytes the reader took in its last batch beyond the message it asked for: credited when it
+    /// comes back for more (the batch is then consumed), so that inbox and batch together stay
+    /// within the window.
+    var lent = 0
     /// No more messages will arrive (END_STREAM from a client, TRAILERS at a client).
     var inputDone = false
     var failure: StreamFailure?
@@ -148,6 +153,29 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// When the last call ended (MonotonicClock ns; 0 before any).
   package var lastCallEndedAt: UInt64 { state.withLock { $0.lastCallEndedAt } }
 
+  /// For diagnostics (a hung test's watchdog): the connection's phase and, per stream slot, what
+  /// is parked there (receiver, writer, finisher), what is buffered, and how the stream ended.
+  package var debugState: String {
+    state.withLock { s in
+      let streams = s.slots.keysArray.sorted().compactMap { id -> String? in
+        guard let slot = s.slots[id] else { return nil }
+        var parts: [String] = []
+        if slot.receiver != nil { parts.append("receiver parked") }
+        if slot.writer != nil { parts.append("writer parked") }
+        if slot.finisher != nil { parts.append("finisher parked") }
+        if !slot.inbox.isEmpty { parts.append("inbox not empty") }
+        if slot.inputDone { parts.append("input done") }
+        if let failure = slot.failure { parts.append("failed: \(failure)") }
+        if let trailers = slot.trailers { parts.append("trailers: \(trailers.error.map { "\($0.code)" } ?? "ok")") }
+        if slot.timer != nil { parts.append("deadline armed") }
+        if s.handlerTasks[id] != nil { parts.append("handler attached") }
+        return "\(id): \(parts.isEmpty ? "idle" : parts.joined(separator: ", "))"
+      }
+      let phase = s.closedReason.map { "closed (\($0))" } ?? "\(s.core.phase)"
+      return "\(role) connection with \(peer), \(phase), streams [\(streams.joined(separator: "; "))]"
+    }
+  }
+
   // MARK: - Client calls
 
   /// (client) Opens a stream, optionally sending its only message and END_STREAM in the same
@@ -176,9 +204,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   func receive(_ id: UInt32) async throws -> [UInt8]? {
     // Fast path: a message is already here.
-    switch try takeMessage(id) {
+    switch takeMessage(id) {
     case .message(let message): return message
     case .end: return nil
+    case .failure(let error): throw error
     case .wait: break
     }
     if role == .server {
@@ -210,17 +239,54 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if let wake { perform(wake) }
   }
 
-  private enum Take { case message([UInt8]), end, wait }
-
-  private func takeMessage(_ id: UInt32) throws -> Take {
-    let (take, flush) = try state.withLock { s throws -> (Take, Bool) in
+  /// The next message, and into `batch` (which must be empty: the reader consumed the last one)
+  /// every other message already here: a reader then takes the lock once per burst instead of
+  /// once per message. The batch's credit goes back when the reader returns for more, so what
+  /// the stream holds (inbox and batch) stays within its window.
+  func receive(_ id: UInt32, batch: inout MessageQueue) async throws -> [UInt8]? {
+    let (take, flush) = state.withLock { s -> (Take, Bool) in
       guard let slot = s.slots[id] else { return (.end, false) }
+      Self.returnLent(id, slot, &s)
+      if let message = slot.inbox.popFirst() {
+        slot.lent = slot.inbox.byteCount
+        swap(&slot.inbox, &batch)
+        s.core.consumed(streamID: id, bytes: message.count)
+        return (.message(message), Self.claimFlush(&s))
+      }
+      // The credit just returned must leave even if the reader now waits.
+      let flush = Self.claimFlush(&s)
+      if let error = Self.endError(slot, role) { return (.failure(error), flush) }
+      return (slot.inputDone ? .end : .wait, flush)
+    }
+    if flush { requestFlush() }
+    switch take {
+    case .message(let message): return message
+    case .end: return nil
+    case .failure(let error): throw error
+    case .wait: return try await receive(id)
+    }
+  }
+
+  private enum Take { case message([UInt8]), end, wait, failure(any Error) }
+
+  /// Credits the reader's last batch: it has come back for more, so it consumed it.
+  private static func returnLent(_ id: UInt32, _ slot: Slot, _ s: inout State) {
+    guard slot.lent > 0 else { return }
+    s.core.consumed(streamID: id, bytes: slot.lent)
+    slot.lent = 0
+  }
+
+  private func takeMessage(_ id: UInt32) -> Take {
+    let (take, flush) = state.withLock { s -> (Take, Bool) in
+      guard let slot = s.slots[id] else { return (.end, false) }
+      Self.returnLent(id, slot, &s)
       if let message = slot.inbox.popFirst() {
         s.core.consumed(streamID: id, bytes: message.count)
         return (.message(message), Self.claimFlush(&s))
       }
-      if let error = Self.endError(slot, role) { throw error }
-      return (slot.inputDone ? .end : .wait, false)
+      let flush = Self.claimFlush(&s)
+      if let error = Self.endError(slot, role) { return (.failure(error), flush) }
+      return (slot.inputDone ? .end : .wait, flush)
     }
     if flush { requestFlush() }
     return take
@@ -233,7 +299,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
     return nil
   }
 
-  func send(_ id: UInt32, _ message: [UInt8], endStream: Bool) async throws {
+  /// Queues a message for the next flush. Returns true if part of it waits for flow-control
+  /// credit: the caller must then ``awaitCredit(_:)`` before sending more on this stream.
+  /// Synchronous, so that the common case costs no suspension and no async frame.
+  func enqueue(_ id: UInt32, _ message: [UInt8], endStream: Bool) throws -> Bool {
     let (outcome, flush) = state.withLock { s -> (Result<Bool, any Error>, Bool) in
       var events: [ConnectionEvent] = []
       guard let slot = s.slots[id] else {
@@ -253,8 +322,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
       }
     }
     if flush { requestFlush() }
-    guard try outcome.get() else { return }
-    // Blocked on flow control: wait for the peer's credit.
+    return try outcome.get()
+  }
+
+  /// Waits until the message that ``enqueue(_:_:endStream:)`` reported blocked is all written.
+  func awaitCredit(_ id: UInt32) async throws {
     try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
         let wake: Wake? = state.withLock { s in
@@ -374,7 +446,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         s.core.resetStream(streamID: id, role == .client ? .cancel : .internalError)
       }
       s.lastCallEndedAt = MonotonicClock.now()
-      let unread = slot.inbox.removeAll()
+      let unread = slot.inbox.removeAll() + slot.lent
       if unread > 0 { s.core.consumed(streamID: id, bytes: unread) }
       if let timer = slot.timer { wakes.append(.cancelTimer(timer)) }
       if s.slots.isEmpty && s.notifyIdle { wakes.append(.notice(.idle)) }
@@ -475,17 +547,20 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if idleNow { onNotice(self, .idle) }
   }
 
-  /// (server) Ends every open stream with `trailers` and cancels its handler. Returns the ids cut.
-  package func cutAll(_ trailers: Trailers) -> [UInt32] {
+  /// (server) Ends every open stream with `trailers` and cancels its handler. Returns the ids cut,
+  /// which `record` sees first: a cancelled handler may finish on its loop at once, and must
+  /// find its call already counted as cut.
+  package func cutAll(_ trailers: Trailers, record: ([UInt32]) -> Void = { _ in }) -> [UInt32] {
     var wakes: [Wake] = []
     let (cut, flush) = state.withLock { s in
       var cut: [UInt32] = []
-      for id in Array(s.slots.keys) {
+      for id in s.slots.keysArray {
         if s.core.sendTrailers(streamID: id, trailers, discardPending: true) { cut.append(id) }
         Self.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &s, &wakes)
       }
       return (cut, Self.claimFlush(&s))
     }
+    record(cut)
     if flush { requestFlush() }
     perform(wakes)
     return cut
@@ -558,8 +633,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
     Self.failAll(.connectionLost("connection closed: the peer sent too many pings"), &s, &wakes)
   }
 
-  private func apply(_ event: ConnectionEvent, _ s: inout State, _ wakes: inout [Wake]) {
-    switch event {
+  private func apply(_ event: consuming ConnectionEvent, _ s: inout State, _ wakes: inout [Wake]) {
+    switch consume event {
     case .ready(let settings):
       wakes.append(.notice(.ready(settings)))
     case .opened(let id, let head, let endStream):
@@ -657,7 +732,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   private static func failAll(_ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake]) {
-    for id in Array(s.slots.keys) { fail(id, failure, &s, &wakes) }
+    for id in s.slots.keysArray { fail(id, failure, &s, &wakes) }
   }
 
   private func perform(_ wake: Wake) {
@@ -731,23 +806,34 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Feeds received bytes to the core and acts on what it says; returns the bytes it used.
   private func process(_ bytes: UnsafeRawBufferPointer) -> Int {
     let now = MonotonicClock.now()
+    // The loop's reusable buffers, held in locals meanwhile: used as properties, every event
+    // would pay a dynamic exclusivity check.
+    var events: [ConnectionEvent] = []
+    var wakes: [Wake] = []
+    swap(&events, &self.events)
+    swap(&wakes, &self.wakes)
     let (used, flush, closed) = state.withLock { s in
       let wasClosed = s.core.phase == .closed
       s.lastInboundAt = now
       let used = s.core.receive(bytes, into: &events)
-      for event in events { apply(event, &s, &wakes) }
-      events.removeAll(keepingCapacity: true)
+      for index in events.indices {
+        // Moved out (a trivial event left in its place), so that a message's bytes pass to
+        // the stream's inbox without a retain and release per message.
+        var event = ConnectionEvent.pingAck(0)
+        swap(&event, &events[index])
+        apply(event, &s, &wakes)
+      }
       if s.core.pingsReceived != s.pingsSeen { policePings(&s, now: now, &wakes) }
       let closed = s.core.phase == .closed
       if !wasClosed && closed { return (used, Self.claimFlush(&s, force: true) || true, closed) }
       return (used, Self.claimFlush(&s), closed)
     }
+    events.removeAll(keepingCapacity: true)
+    self.events = events
     if closed { discarding = true }
-    if !wakes.isEmpty {
-      let pending = wakes
-      wakes.removeAll(keepingCapacity: true)
-      perform(pending)
-    }
+    perform(wakes)
+    wakes.removeAll(keepingCapacity: true)
+    self.wakes = wakes
     if flush { loop.runAtTurnEnd { self.flush() } }
     return used
   }

@@ -17,10 +17,25 @@ package struct StreamHandle: Sendable {
   /// (client) the call's non-OK status once the messages are read.
   package func receive() async throws -> [UInt8]? { try await connection.receive(id) }
 
+  /// The next message, with every other one already received moved into `batch` (which must
+  /// be empty): see ``Connection/receive(_:batch:)``.
+  package func receive(batch: inout MessageQueue) async throws -> [UInt8]? {
+    try await connection.receive(id, batch: &batch)
+  }
+
   /// Sends a message, waiting for flow-control credit if the peer has not granted enough.
   package func send(_ message: [UInt8], endStream: Bool = false) async throws {
-    try await connection.send(id, message, endStream: endStream)
+    if try connection.enqueue(id, message, endStream: endStream) { try await connection.awaitCredit(id) }
   }
+
+  /// Queues a message without waiting; true means it waits for credit and the caller must
+  /// ``awaitCredit()`` before the next one. The per-message path of streaming writers.
+  package func enqueue(_ message: [UInt8]) throws -> Bool {
+    try connection.enqueue(id, message, endStream: false)
+  }
+
+  /// Waits until a message ``enqueue(_:)`` reported blocked is all written.
+  package func awaitCredit() async throws { try await connection.awaitCredit(id) }
 
   /// (client) Ends the request side.
   package func end() { connection.end(id) }

@@ -25,6 +25,11 @@ struct CallLifecycleTests {
     let handlerCancelled = Signal()
     try await withTestServer(hangRouter(started: Signal(), cancelled: handlerCancelled)) { _, address in
       try await withClient(endpoints: [address]) { client in
+        // The deadline is for the call, not for the connection's set-up: a deadline that passes
+        // while the call still waits for a connection (a loaded machine can take longer than
+        // 200 ms to connect) ends it before its request is sent, so no handler would ever run
+        // and the wait for the handler's cancellation below would never end.
+        try await client.waitUntilReady()
         let started = ContinuousClock.now
         let error = await #expect(throws: RPCError.self) {
           try await client.unary("test/Hang", [], options: CallOptions(timeout: .milliseconds(200)))
@@ -33,6 +38,28 @@ struct CallLifecycleTests {
         #expect(ContinuousClock.now - started < .seconds(10))
         await handlerCancelled.wait()
       }
+    }
+  }
+
+  @Test("a deadline that passes before the request is sent ends the call with deadlineExceeded, and the call holds nothing")
+  func deadlineBeforeSending() async throws {
+    let handlerStarted = Signal()
+    try await withTestServer(hangRouter(started: handlerStarted, cancelled: Signal())) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        // A new client is (almost always) still connecting: this deadline passes while the call
+        // waits for a connection.
+        let whileConnecting = await #expect(throws: RPCError.self) {
+          try await client.unary("test/Hang", [], options: CallOptions(timeout: .zero))
+        }
+        #expect(whileConnecting?.code == .deadlineExceeded)
+        // Connected: this one has passed by the time the call holds a connection's lease.
+        try await client.waitUntilReady()
+        let withLease = await #expect(throws: RPCError.self) {
+          try await client.unary("test/Hang", [], options: CallOptions(timeout: .zero))
+        }
+        #expect(withLease?.code == .deadlineExceeded)
+      }  // close() returns: neither call kept a lease
+      #expect(!handlerStarted.isFired, "a call whose deadline had passed was sent")
     }
   }
 

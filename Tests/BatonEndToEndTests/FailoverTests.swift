@@ -187,6 +187,18 @@ struct FailoverTests {
     }
   }
 
+  @Test("waitUntilReady's timeout ends the wait even when its timer runs before the caller parks")
+  func waitUntilReadyTimesOut() async throws {
+    let nobody = Endpoint(host: "127.0.0.1", port: try await freePort())
+    try await withClient(endpoints: [nobody]) { client in
+      // A zero timeout's timer is due at once: the loop often runs it before the caller parks.
+      for _ in 0..<200 {
+        let error = await #expect(throws: RPCError.self) { try await client.waitUntilReady(timeout: .zero) }
+        #expect(error?.code == .deadlineExceeded)
+      }
+    }
+  }
+
   @Test("a client-streaming call the server did not process is replayed on another endpoint")
   func replayStreamingCall() async throws {
     let gate = Signal()

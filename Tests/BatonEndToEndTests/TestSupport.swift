@@ -1,6 +1,7 @@
 import BatonClient
 import BatonServer
 import Foundation
+import Synchronization
 import Testing
 
 /// A running server on 127.0.0.1:0 for the duration of `body`; stopped (hard) afterwards.
@@ -8,18 +9,74 @@ func withTestServer<R: Sendable>(
   _ router: Router, configuration: Server.Configuration = .init(logger: .disabled),
   _ body: (Server, Endpoint) async throws -> R
 ) async throws -> R {
-  let server = Server(configuration: configuration, router: router)
-  let running = Task { try await server.run() }
-  do {
-    let address = try await server.listeningAddress
-    let result = try await body(server, address)
-    server.stopNow()
-    try await running.value
-    return result
-  } catch {
-    server.stopNow()
-    _ = try? await running.value
-    throw error
+  try await Watchdog.watching {
+    let server = Server(configuration: configuration, router: router)
+    Watchdog.current?.watch { server.debugState }
+    let running = Task { try await server.run() }
+    do {
+      let address = try await server.listeningAddress
+      let result = try await body(server, address)
+      server.stopNow()
+      try await running.value
+      return result
+    } catch {
+      server.stopNow()
+      _ = try? await running.value
+      throw error
+    }
+  }
+}
+
+/// `BatonClient.withClient`, watched (this target's declaration shadows the library's): a test
+/// that hangs names itself and shows what its client's calls and connections wait for.
+func withClient<Result: Sendable>(
+  endpoints: [Endpoint], configuration: Client.Configuration = .defaults,
+  _ body: (Client) async throws -> Result
+) async throws -> Result {
+  try await Watchdog.watching {
+    try await BatonClient.withClient(endpoints: endpoints, configuration: configuration) { client in
+      Watchdog.current?.watch { client.debugState }
+      return try await body(client)
+    }
+  }
+}
+
+/// Names a hung test. Swift Testing's `.timeLimit` cannot end a test whose task waits on a
+/// continuation nobody resumes, so a stalled parallel run would name no test: if the watched
+/// scope is still running after `patience`, this writes to stderr the test's name and the state
+/// of the servers and clients registered with ``watch(_:)`` (what each stream slot has parked).
+final class Watchdog: Sendable {
+  @TaskLocal static var current: Watchdog?
+  static let patience: Duration = .seconds(30)
+
+  private let name: String
+  private let subjects = Mutex<[@Sendable () -> String]>([])
+
+  private init(name: String) { self.name = name }
+
+  /// Runs `body` under a watchdog, or under the enclosing scope's one.
+  static func watching<R>(_ body: () async throws -> R) async throws -> R {
+    if current != nil { return try await body() }
+    let test = Test.current.map { "\"\($0.displayName ?? $0.name)\" (\($0.sourceLocation))" } ?? "(not in a test)"
+    let watchdog = Watchdog(name: test)
+    let timer = Task.detached {
+      try await Task.sleep(for: patience)
+      watchdog.report()
+    }
+    defer { timer.cancel() }
+    return try await $current.withValue(watchdog) { try await body() }
+  }
+
+  /// Adds a server's or client's state to the report.
+  func watch(_ describe: @escaping @Sendable () -> String) {
+    subjects.withLock { $0.append(describe) }
+  }
+
+  private func report() {
+    let states = subjects.withLock { $0 }.map { $0() }
+    let text = (["test \(name) still running after \(Self.patience):"] + states).joined(separator: "\n")
+    let lines = text.split(separator: "\n").map { "WATCHDOG \($0)\n" }.joined()
+    FileHandle.standardError.write(Data(lines.utf8))
   }
 }
 
