@@ -148,17 +148,19 @@ public final class Client: Sendable {
         pool.release(lease, streamOpened: true)
       }
       try await stream.awaitEnd()
-      let (headers, trailers, failure) = stream.responseParts
-      if let failure {
+      let response = stream.response
+      if let failure = response.failure {
         try budget.mayRetry(failure, idempotent: options.idempotent)
         counters.retried.add(1, ordering: .relaxed)
         avoiding = ObjectIdentifier(lease.connection)
         continue
       }
-      guard let message = try await stream.receive() else {
+      if let error = response.trailers?.error { throw error }
+      guard let message = response.message else {
         throw RPCError(code: .internal, message: "the server ended a unary call without a reply")
       }
-      return UnaryResponse(message: message, headers: headers ?? [:], trailers: trailers?.metadata ?? [:])
+      return UnaryResponse(
+        message: message, headers: response.headers ?? [:], trailers: response.trailers?.metadata ?? [:])
     }
   }
 

@@ -65,7 +65,7 @@ public final class Server: Sendable {
   final class Served: Sendable {
     let id: UInt64
     let peer: String
-    let calls = Mutex<[UInt32: CallRecord]>([:])
+    let calls = Mutex(StreamTable<CallRecord>())
     /// Calls this connection had cut at a deadline: they do not count as drained.
     let cut = Mutex<Set<UInt32>>([])
     init(id: UInt64, peer: String) {
@@ -482,7 +482,9 @@ public final class Server: Sendable {
       )
     }
     let lines = entries.map { entry in
-      let calls = entry.served.calls.withLock { $0.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.method)" } }
+      let calls = entry.served.calls.withLock { table in
+        table.keysArray.sorted().map { "\($0) \(table[$0]?.method ?? "?")" }
+      }
       return "  #\(entry.served.id) drain \(entry.drain.state), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
     }
     return ([header] + lines).joined(separator: "\n")
@@ -727,7 +729,7 @@ public final class Server: Sendable {
       Progress(
         phase: "\(s.lifecycle.state)",
         connections: s.connections.values.sorted { $0.served.id < $1.served.id }.map { entry in
-          let starts = entry.served.calls.withLock { $0.values.map(\.startedAt) }
+          let starts = entry.served.calls.withLock { table in table.keysArray.compactMap { table[$0]?.startedAt } }
           return .init(
             peer: entry.served.peer, openStreams: starts.count,
             oldestStream: starts.min().map { .nanoseconds(now &- $0) }, drainPhase: "\(entry.drain.state)")

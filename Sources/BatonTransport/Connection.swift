@@ -425,12 +425,19 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
   }
 
-  /// (client) What the server sent besides messages, once known.
-  func responseParts(_ id: UInt32) -> (headers: Metadata?, trailers: Trailers?, failure: StreamFailure?) {
-    state.withLock { s in
-      let slot = s.slots[id]
-      return (slot?.headers, slot?.trailers, slot?.failure)
+  /// (client) Everything a unary call's caller needs once the stream has ended, in one lock
+  /// hold: the headers, the trailers or the failure, and the first message (taken).
+  func responseParts(_ id: UInt32) -> StreamHandle.Response {
+    let (response, flush) = state.withLock { s -> (StreamHandle.Response, Bool) in
+      guard let slot = s.slots[id] else { return (StreamHandle.Response(), false) }
+      let message = slot.inbox.popFirst()
+      if let message { s.core.consumed(streamID: id, bytes: message.count) }
+      let response = StreamHandle.Response(
+        headers: slot.headers, trailers: slot.trailers, failure: slot.failure, message: message)
+      return (response, Self.claimFlush(&s))
     }
+    if flush { requestFlush() }
+    return response
   }
 
   /// Ends the caller's or handler's interest in a stream: a stream still open is reset (CANCEL),

@@ -59,9 +59,17 @@ package struct StreamHandle: Sendable {
   /// (client) Waits for the server's TRAILERS or the stream's failure (whichever comes first).
   package func awaitEnd() async throws { try await connection.awaitEnd(id) }
 
-  package var responseParts: (headers: Metadata?, trailers: Trailers?, failure: StreamFailure?) {
-    connection.responseParts(id)
+  /// What a stream received besides a stream of messages: a unary call's whole response.
+  package struct Response: Sendable {
+    package var headers: Metadata?
+    package var trailers: Trailers?
+    package var failure: StreamFailure?
+    /// The first message, taken from the stream.
+    package var message: [UInt8]?
   }
+
+  /// (client) After ``awaitEnd()``: the headers, the outcome and the first message, at once.
+  package var response: Response { connection.responseParts(id) }
 
   package func setDeadline(at deadline: UInt64, timeout: UInt64) {
     connection.setDeadline(id, at: deadline, timeout: timeout)
