@@ -73,22 +73,47 @@ final class StreamingCall: Sendable {
     return attempt.lease.connection.goAwayReceived != nil
   }
 
-  func write(_ message: [UInt8]) async throws {
+  /// How far ``queue(_:)`` got with a message.
+  enum Queued {
+    /// In the connection's outbound bytes: done.
+    case sent
+    /// Queued, but the stream is out of credit: wait before the next one.
+    case awaitCredit(StreamHandle, attempt: Int)
+    /// The attempt failed; recovery decides (a new attempt replays the message).
+    case failed(StreamFailure, attempt: Int)
+  }
+
+  /// The synchronous half of a write: the common case (credit available) finishes here, with
+  /// no suspension and no async frame per message.
+  func queue(_ message: [UInt8]) throws -> Queued {
     if !committedFlag.load(ordering: .acquiring) {
       keepForReplay(message)
     }
-    while true {
-      let (stream, number) = try current()
-      do {
-        if try stream.enqueue(message) { try await stream.awaitCredit() }
-        return
-      } catch let failure as StreamFailure {
-        // A new attempt replays every kept message, this one included.
-        try await recover(from: number, failure)
-        return
-      }
+    let (stream, number) = try current()
+    do {
+      return try stream.enqueue(message) ? .awaitCredit(stream, attempt: number) : .sent
+    } catch let failure as StreamFailure {
+      return .failed(failure, attempt: number)
     }
   }
+
+  /// The rest of a write that ``queue(_:)`` could not finish.
+  func complete(_ queued: Queued) async throws {
+    switch queued {
+    case .sent:
+      return
+    case .awaitCredit(let stream, let number):
+      do {
+        try await stream.awaitCredit()
+      } catch let failure as StreamFailure {
+        try await recover(from: number, failure)
+      }
+    case .failed(let failure, let number):
+      // A new attempt replays every kept message, this one included.
+      try await recover(from: number, failure)
+    }
+  }
+
 
   private func keepForReplay(_ message: [UInt8]) {
     state.withLock { s in
@@ -252,7 +277,9 @@ public struct RequestWriter: Sendable {
   /// Sends one message, waiting while the server has not granted flow-control credit.
   public func write(_ message: [UInt8]) async throws {
     do {
-      try await call.write(message)
+      let queued = try call.queue(message)
+      if case .sent = queued { return }
+      try await call.complete(queued)
     } catch {
       throw Client.rpcError(error)
     }
@@ -278,6 +305,7 @@ public struct ResponseStream: AsyncSequence, Sendable {
     var batch = MessageQueue()
 
     public mutating func next() async throws -> [UInt8]? {
+      if let message = batch.popFirst() { return message }
       do {
         return try await call.next(batch: &batch)
       } catch {
