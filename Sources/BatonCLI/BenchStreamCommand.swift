@@ -9,10 +9,13 @@ enum BenchStreamCommand {
     help: """
       usage: baton bench stream --port P [--seconds S] [--warmup W] [--size B]
 
-      Opens one bench.Echo/Stream stream to 127.0.0.1:P. One task writes B-byte messages as fast
-      as flow control allows for W + S seconds, then ends its side; another reads the echoes.
-      Echoes that arrive between the end of the warm-up and the deadline are measured. Prints:
+      Connects to 127.0.0.1:P (waiting up to 10 s), then opens one bench.Echo/Stream stream. One
+      task writes B-byte messages as fast as flow control allows for W + S seconds, counted from
+      when the connection was ready, then ends its side; another reads the echoes. Echoes that
+      arrive between the end of the warm-up and the deadline are measured. Prints:
         RESULT stream impl=baton size=B secs=S msgs=N msgs_per_s=N MB_per_s=N
+      or, when nothing could be measured:
+        RESULT stream impl=baton size=B error=CODE [total=N]
 
       options:
         --port P        the bench server's port (required)
@@ -42,10 +45,20 @@ enum BenchStreamCommand {
     let size = try arguments.int("--size", default: 64, in: 0...(4 << 20) - 1_024)
     let payload = Format.payload(size)
 
+    let client = Client(endpoints: [Endpoint(host: "127.0.0.1", port: port)])
+    do {
+      // The warm-up and the measured span are for the stream, not for connecting: on a loaded
+      // machine the connect and handshake alone could take all of a short run.
+      try await client.waitUntilReady(timeout: .seconds(10))
+    } catch {
+      await LoadWorkers.close(client)
+      output.line("RESULT stream impl=baton size=\(size) error=\(Format.errorKey(error))")
+      output.error("error: \(error)")
+      return 1
+    }
     let start = MonotonicClock.now()
     let measureStart = start &+ UInt64(warmup * 1e9)
     let deadline = measureStart &+ UInt64(seconds * 1e9)
-    let client = Client(endpoints: [Endpoint(host: "127.0.0.1", port: port)])
     let outcome = await LoadWorkers.run(count: 1, hardDeadline: deadline &+ 30_000_000_000) { _ in
       await stream(client, payload, measureStart: measureStart, deadline: deadline)
     }
@@ -110,6 +123,13 @@ enum BenchStreamCommand {
                   counts.endTime = now
                 }
               }
+            }
+            if counts.atStart >= 0 && counts.atEnd < 0 {
+              // The clock is read every 32 echoes, so the last one can be read just before the
+              // deadline (the writer, reading it after its last write, stopped): the span ends
+              // with the stream.
+              counts.atEnd = counts.total
+              counts.endTime = MonotonicClock.now()
             }
             try await group.waitForAll()
             return counts

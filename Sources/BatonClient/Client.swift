@@ -49,6 +49,9 @@ public final class Client: Sendable {
   /// For diagnostics (a hung test's watchdog): the pool's leases, waiters and connections.
   package var debugState: String { pool.debugState }
 
+  /// Calls parked waiting for a ready connection (for tests: "the call is waiting now").
+  package var waitingCalls: Int { pool.waitingCalls }
+
   /// Stops taking calls, waits for running ones, closes the connections.
   public func close() async { await pool.close() }
 

@@ -385,6 +385,9 @@ final class EndpointPool: Sendable {
     }
   }
 
+  /// Calls parked waiting for a connection (for tests that must act only once a call waits).
+  var waitingCalls: Int { state.withLock { $0.waiters.count } }
+
   /// For diagnostics (a hung test's watchdog): leases held, calls waiting, and every connection.
   var debugState: String {
     state.withLock { s in

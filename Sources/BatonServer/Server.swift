@@ -291,10 +291,7 @@ public final class Server: Sendable {
   // MARK: - Connections
 
   private func accept(fd: Int32, peer: String) {
-    let (decision, full) = state.withLock { s in
-      (s.lifecycle.acceptDecision, s.connections.count >= configuration.maxConnections)
-    }
-    guard decision != .reject else { return Socket.close(fd) }
+    guard state.withLock({ $0.lifecycle.acceptDecision }) != .reject else { return Socket.close(fd) }
     let served = Served(id: nextConnectionID.add(1, ordering: .relaxed).newValue, peer: peer)
     let connection = Connection(
       fd: fd, loop: group.next(), role: .server, peer: peer, settings: configuration.connection,
@@ -310,19 +307,42 @@ public final class Server: Sendable {
         self?.handle(notice, on: connection, served: served)
       }
     }
-    connection.start()
-    if full {
+    // Admission is decided and recorded in one step, and before the connection reads a byte:
+    // - a connection over the limit is aborted before it starts, so it cannot open (and have
+    //   served) a call in the moment between starting and being refused;
+    // - an admitted one is in `connections` before it can close, so its `.closed` notice cannot
+    //   come first and leave an entry behind that nothing removes;
+    // - a stop that begins meanwhile either sees the entry (and closes it) or is seen here.
+    let now = MonotonicClock.now()
+    let admission = state.withLock { s -> Admission in
+      let decision = s.lifecycle.acceptDecision
+      if decision == .reject { return .reject }
+      if s.connections.count >= configuration.maxConnections { return .refuse }
+      s.connections[served.id] = Entry(served: served, connection: connection, probeSentAt: now)
+      return .serve(draining: decision == .serveDraining)
+    }
+    switch admission {
+    case .reject:
+      Socket.close(fd)  // never started: the socket is still ours alone
+    case .refuse:
       logger.warning("connection refused", ("peer", peer), ("reason", "connection limit \(configuration.maxConnections) reached"))
       connection.abort(.enhanceYourCalm, reason: "connection limit (\(configuration.maxConnections)) reached; nothing was processed")
-      return
+      connection.start()  // sends SETTINGS and the GOAWAY, processes nothing it reads, closes
+    case .serve(let draining):
+      connection.start()
+      connection.ping(Self.rttProbe)
+      if draining { beginDrain(served.id) }
+      armHygiene(served.id, connection, acceptedAt: now)
     }
-    let now = MonotonicClock.now()
-    state.withLock { s in
-      s.connections[served.id] = Entry(served: served, connection: connection, probeSentAt: now)
-    }
-    connection.ping(Self.rttProbe)
-    if decision == .serveDraining { beginDrain(served.id) }
-    armHygiene(served.id, connection, acceptedAt: now)
+  }
+
+  private enum Admission {
+    /// The server is stopping: close the socket, say nothing.
+    case reject
+    /// Over ``Configuration/maxConnections``: GOAWAY(ENHANCE_YOUR_CALM), then close.
+    case refuse
+    /// Recorded in `connections`; `draining` if a drain began (GOAWAY at once).
+    case serve(draining: Bool)
   }
 
   // MARK: - Connection hygiene

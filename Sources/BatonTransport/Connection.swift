@@ -121,6 +121,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Registers with the loop and sends the preface and SETTINGS.
   package func start() {
     loop.execute { [self] in
+      // Already closed (a server stopping may close a connection it has just admitted before
+      // this runs): the descriptor number may belong to another socket by now.
+      guard !fdClosed else { return }
       do {
         registration = try loop.register(fd: fd, interest: .read, handler: self)
         flush()

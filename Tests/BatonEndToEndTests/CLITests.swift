@@ -148,13 +148,47 @@ struct CLITests {
   @Test("bench stream prints a RESULT line with messages")
   func benchStream() async throws {
     try await withTestServer(DemoService.router()) { _, address in
-      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "0.5", "--warmup", "0.1", "--size", "256")
-      #expect(run.status == 0)
+      // 1 s measured after a 0.25 s warm-up (both counted from when the connection is ready):
+      // short, but not so short that a loaded machine (the parallel suite on two cores) can
+      // leave the window without a sample.
+      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "1", "--warmup", "0.25", "--size", "256")
+      #expect(run.status == 0, "\(run.out)\(run.err)")
       let result = try fields(run.out, line: "RESULT stream impl=baton")
+      #expect(result["error"] == nil)
       #expect(result["size"] == "256")
+      #expect(Double(result["secs"] ?? "") ?? 0 > 0)
       #expect(Int(result["msgs"] ?? "") ?? 0 > 0)
       #expect(Int(result["msgs_per_s"] ?? "") ?? 0 > 0)
       #expect(Double(result["MB_per_s"] ?? "") ?? 0 > 0)
+    }
+  }
+
+  @Test("bench stream with no echoes to measure exits 1 with an error key and no figures")
+  func benchStreamTooFew() async throws {
+    // A server that takes the stream's messages but echoes none.
+    var router = Router()
+    router.bidirectional("bench.Echo/Stream") { requests, _, _ in
+      for try await _ in requests {}
+    }
+    try await withTestServer(router) { _, address in
+      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "0.2", "--warmup", "0", "--size", "16")
+      #expect(run.status == 1, "\(run.out)\(run.err)")
+      let result = try fields(run.out, line: "RESULT stream impl=baton")
+      #expect(result["error"] == "too-few-messages")
+      #expect(result["total"] == "0")
+      #expect(result["msgs"] == nil && result["msgs_per_s"] == nil && result["MB_per_s"] == nil)
+    }
+    // And a stream the server fails: its code, not figures.
+    var failing = Router()
+    failing.bidirectional("bench.Echo/Stream") { _, _, _ in
+      throw RPCError(code: .resourceExhausted, message: "no streams today")
+    }
+    try await withTestServer(failing) { _, address in
+      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "0.2", "--warmup", "0")
+      #expect(run.status == 1, "\(run.out)\(run.err)")
+      let result = try fields(run.out, line: "RESULT stream impl=baton")
+      #expect(result["error"] == "resourceExhausted")
+      #expect(result["msgs"] == nil)
     }
   }
 

@@ -1,6 +1,8 @@
 import BatonClient
 import BatonCore
+import BatonPosix
 import BatonServer
+import Dispatch
 import Testing
 
 @Suite("Connection hygiene: age, idleness, keepalive, ping floods", .timeLimit(.minutes(1)))
@@ -108,7 +110,8 @@ struct ConnectionLimitBackoffTests {
       let holder = try RawPeer(port: address.port)
       holder.handshake()
       holder.send(.ping(ack: false, payload: 9))
-      _ = await holder.read { $0.isPingAck(9) }  // the one slot is taken
+      let held = await holder.read { $0.isPingAck(9) }  // the one slot is taken
+      #expect(held.frames.contains { $0.isPingAck(9) } && !held.closed, "the holder was not admitted: \(held)")
       let before = server.connectionsAccepted
       try await withClient(endpoints: [address]) { client in
         let error = await #expect(throws: RPCError.self) {
@@ -121,5 +124,57 @@ struct ConnectionLimitBackoffTests {
       #expect(attempts >= 1)
       #expect(attempts <= 10, "\(attempts) connection attempts in 800 ms against a full server")
     }
+  }
+
+  @Test("a connection over the limit serves no call, however late its refusal runs on the accepting thread")
+  func refusedConnectionServesNothing() async throws {
+    // Regression: the server used to start a connection (SETTINGS out, reading on) and only then
+    // refuse it. When the accepting thread was descheduled in between (parallel tests on two
+    // loaded cores), the client saw SETTINGS, sent its call, and the connection's loop served it
+    // before the GOAWAY: the one-connection limit let a call through (seen in `backsOff`).
+    // The logger's "connection refused" line runs on the accepting thread at that point, so a
+    // sink that holds it there (until a call is served, or 300 ms) stands in for the deschedule.
+    let served = Counter()
+    let callServed = DispatchSemaphore(value: 0)
+    var router = Router()
+    router.unary("test/Served") { request, _ in
+      served.increment()
+      callServed.signal()
+      return request
+    }
+    let refusals = Counter()
+    var configuration = Server.Configuration(
+      logger: Logger(minimumLevel: .warning) { record in
+        guard record.event == "connection refused" else { return }
+        refusals.increment()
+        _ = callServed.wait(timeout: .now() + .milliseconds(300))
+      })
+    configuration.maxConnections = 1
+    // A group of its own, so that the refused connections do not all land on the accepting loop
+    // (round robin: the listener, the holder and the client's attempts alternate over two loops).
+    let group = EventLoopGroup(threads: 2)
+    let server = Server(configuration: configuration, router: router, group: group)
+    let running = Task { try await server.run() }
+    do {
+      let address = try await server.listeningAddress
+      let holder = try RawPeer(port: address.port)
+      holder.handshake()
+      holder.send(.ping(ack: false, payload: 9))
+      let held = await holder.read { $0.isPingAck(9) }
+      #expect(held.frames.contains { $0.isPingAck(9) } && !held.closed, "the holder was not admitted: \(held)")
+      try await withClient(endpoints: [address]) { client in
+        let error = await #expect(throws: RPCError.self) {
+          try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500)))
+        }
+        #expect(error?.code == .deadlineExceeded)
+      }
+      #expect(served.current == 0, "a refused connection served \(served.current) call(s)")
+      #expect(refusals.current >= 2, "only \(refusals.current) refusals: the race was not exercised")
+    } catch {
+      Issue.record(error)
+    }
+    server.stopNow()
+    _ = try? await running.value
+    group.shutdown()
   }
 }

@@ -1,6 +1,8 @@
 import BatonClient
 import BatonCore
 import BatonServer
+import Glibc
+import Synchronization
 import Testing
 
 @Suite("Failover: calls survive GOAWAY, restarts and lost servers", .timeLimit(.minutes(5)))
@@ -134,29 +136,31 @@ struct FailoverTests {
 
   @Test("when no endpoint is ready, a call waits for one until its deadline instead of failing fast")
   func waitsForEndpoint() async throws {
-    // Reserve a port, then start the server on it only after the call has begun.
-    let probe = Server(configuration: .init(logger: .disabled), router: echoRouter())
-    let probeRun = Task { try await probe.run() }
-    let port = try await probe.listeningAddress.port
-    probe.stopNow()
-    try await probeRun.value
-    var configuration = Server.Configuration(logger: .disabled)
-    configuration.port = port
+    // The port stays reserved (bound, not listening: connects are refused) until the server takes
+    // it. A port merely probed and released could be taken meanwhile by another test running in
+    // parallel, or be an outgoing connection's ephemeral port, and the bind would fail.
+    let reservation = try PortReservation()
+    let port = reservation.port
     try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: port)]) { client in
       let reply = Task { try await client.unary("echo/Unary", [UInt8]("late"), options: CallOptions(timeout: .seconds(10))) }
-      try await Task.sleep(for: .milliseconds(200))  // the call is waiting; now the server appears
-      try await withTestServer(echoRouter(), configuration: configuration) { _, _ in
-        let got122 = try await reply.value.text
-        #expect(got122 == "late")
-      }
+      // The call is waiting for a connection; only now does the server appear.
+      try await until("the call waits for a connection") { client.waitingCalls == 1 }
+      reservation.release()
+      let (server, run) = try await startServer(port: port, router: echoRouter())
+      let got = try await reply.value.text
+      #expect(got == "late")
+      server.stopNow()
+      try await run.value
     }
     // And with no server at all, the deadline (not a connect error) ends the call.
-    try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: port)]) { client in
+    let nobody = try PortReservation()
+    try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: nobody.port)]) { client in
       let error = await #expect(throws: RPCError.self) {
         try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(300)))
       }
       #expect(error?.code == .deadlineExceeded)
     }
+    nobody.release()
   }
 
   @Test("a call waiting for a connection ends when its task is cancelled, and without a deadline it gives up after maxWaitForConnection")
@@ -246,6 +250,56 @@ func startServer(port: Int, router: Router) async throws -> (Server, Task<Void, 
     }
   }
   throw lastError ?? RPCError(code: .unavailable, message: "could not bind port \(port)")
+}
+
+/// A local port held by a socket that is bound but does not listen: a connect to it is refused,
+/// as if nothing were there, yet neither another test's server nor an outgoing connection's
+/// ephemeral port can take it until ``release()``.
+final class PortReservation: @unchecked Sendable {
+  let port: Int
+  private let fd = Mutex<Int32>(-1)
+
+  init() throws {
+    let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard socketFD >= 0 else { throw RawPeerError.socket(errno) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(socketFD, $0, length) == 0 && getsockname(socketFD, $0, &length) == 0
+      }
+    }
+    guard bound else {
+      let code = errno
+      close(socketFD)
+      throw RawPeerError.socket(code)
+    }
+    port = Int(UInt16(bigEndian: address.sin_port))
+    fd.withLock { $0 = socketFD }
+  }
+
+  /// Gives the port up (for a server about to bind it). Idempotent.
+  func release() {
+    fd.withLock { fd in
+      if fd >= 0 { close(fd) }
+      fd = -1
+    }
+  }
+
+  deinit { release() }
+}
+
+/// Waits (polling every few ms) until `condition` holds, for states that announce themselves
+/// with no event to await. Throws (failing the test) if it does not hold within `timeout`.
+func until(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+  struct NotReached: Error, CustomStringConvertible { var description: String }
+  let limit = ContinuousClock.now + timeout
+  while !condition() {
+    guard ContinuousClock.now < limit else { throw NotReached(description: "timed out after \(timeout) waiting until \(what)") }
+    try await Task.sleep(for: .milliseconds(5))
+  }
 }
 
 /// A port nothing listens on (bound once, then released).
