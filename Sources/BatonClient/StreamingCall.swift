@@ -141,6 +141,13 @@ final class StreamingCall: Sendable {
     try await nextMessage { stream in try await stream.receive() }
   }
 
+  /// Credits what the reader consumed of its batch. A batch exists only once the server has
+  /// answered (the call is committed, it never moves), so the current attempt lent it.
+  func credit(_ batch: inout MessageQueue) {
+    guard let (stream, _) = try? current() else { return }
+    stream.credit(&batch)
+  }
+
   /// The next message; messages that arrived with it go into `batch` (see
   /// ``StreamHandle/receive(batch:)``), which the caller drains before calling again.
   func next(batch: inout MessageQueue) async throws -> [UInt8]? {
@@ -305,7 +312,10 @@ public struct ResponseStream: AsyncSequence, Sendable {
     var batch = MessageQueue()
 
     public mutating func next() async throws -> [UInt8]? {
-      if let message = batch.popFirst() { return message }
+      if let message = batch.popFirst() {
+        if batch.owesCredit { call.credit(&batch) }
+        return message
+      }
       do {
         return try await call.next(batch: &batch)
       } catch {

@@ -16,7 +16,10 @@ public struct RequestStream: AsyncSequence, Sendable {
     var batch = MessageQueue()
 
     public mutating func next() async throws -> [UInt8]? {
-      if let message = batch.popFirst() { return message }
+      if let message = batch.popFirst() {
+        if batch.owesCredit { stream.credit(&batch) }
+        return message
+      }
       do {
         return try await stream.receive(batch: &batch)
       } catch let failure as StreamFailure {

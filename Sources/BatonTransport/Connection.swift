@@ -244,8 +244,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// The next message, and into `batch` (which must be empty: the reader consumed the last one)
   /// every other message already here: a reader then takes the lock once per burst instead of
-  /// once per message. The batch's credit goes back when the reader returns for more, so what
-  /// the stream holds (inbox and batch) stays within its window.
+  /// once per message. The batch's credit goes back as the reader consumes it (half of what is
+  /// left at a time, see ``credit(_:_:)``) and in full when it returns for more, so what the
+  /// stream holds (inbox and batch) stays within its window while the sender keeps sending.
   func receive(_ id: UInt32, batch: inout MessageQueue) async throws -> [UInt8]? {
     let (take, flush) = state.withLock { s -> (Take, Bool) in
       guard let slot = s.slots[id] else { return (.end, false) }
@@ -253,6 +254,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
       if let message = slot.inbox.popFirst() {
         slot.lent = slot.inbox.byteCount
         swap(&slot.inbox, &batch)
+        batch.lend(slot.lent)
+        slot.inbox.lend(0)
         s.core.consumed(streamID: id, bytes: message.count)
         return (.message(message), Self.claimFlush(&s))
       }
@@ -271,6 +274,19 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   private enum Take { case message([UInt8]), end, wait, failure(any Error) }
+
+  /// Credits part of a batch the reader has consumed (see ``MessageQueue/owesCredit``).
+  func credit(_ id: UInt32, _ bytes: Int) {
+    let flush = state.withLock { s -> Bool in
+      guard let slot = s.slots[id] else { return false }
+      let bytes = min(bytes, slot.lent)
+      guard bytes > 0 else { return false }
+      slot.lent -= bytes
+      s.core.consumed(streamID: id, bytes: bytes)
+      return Self.claimFlush(&s)
+    }
+    if flush { requestFlush() }
+  }
 
   /// Credits the reader's last batch: it has come back for more, so it consumed it.
   private static func returnLent(_ id: UInt32, _ slot: Slot, _ s: inout State) {

@@ -5,6 +5,10 @@ package struct MessageQueue: Sendable {
   private var head = 0
   /// The bytes of the messages still queued: the credit they will give back when taken.
   package private(set) var byteCount = 0
+  /// For a batch a reader took: bytes the connection still counts as lent (not yet credited).
+  private var lentBytes = 0
+  /// Bytes of the batch consumed since the last credit.
+  private var consumedBytes = 0
 
   package init() {}
 
@@ -21,6 +25,7 @@ package struct MessageQueue: Sendable {
     swap(&message, &items[head])
     head += 1
     byteCount -= message.count
+    if lentBytes > 0 { consumedBytes += message.count }
     if head == items.count {
       items.removeAll(keepingCapacity: true)
       head = 0
@@ -34,6 +39,27 @@ package struct MessageQueue: Sendable {
     items.removeAll()
     head = 0
     byteCount = 0
+    lentBytes = 0
+    consumedBytes = 0
+    return bytes
+  }
+
+  /// Marks this queue as a batch whose messages' credit (`bytes`) the connection has not yet
+  /// returned.
+  mutating func lend(_ bytes: Int) {
+    lentBytes = bytes
+    consumedBytes = 0
+  }
+
+  /// True once the reader has consumed half of what is still lent: time to give that back, so
+  /// that the sender keeps a window open while a large batch is read.
+  package var owesCredit: Bool { consumedBytes > 0 && consumedBytes * 2 >= lentBytes }
+
+  /// The consumed bytes to credit now (see ``owesCredit``).
+  package mutating func takeOwedCredit() -> Int {
+    let bytes = consumedBytes
+    lentBytes -= bytes
+    consumedBytes = 0
     return bytes
   }
 }

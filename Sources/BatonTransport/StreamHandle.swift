@@ -23,6 +23,11 @@ package struct StreamHandle: Sendable {
     try await connection.receive(id, batch: &batch)
   }
 
+  /// Credits what a reader consumed of its batch; call when ``MessageQueue/owesCredit``.
+  package func credit(_ batch: inout MessageQueue) {
+    connection.credit(id, batch.takeOwedCredit())
+  }
+
   /// Sends a message, waiting for flow-control credit if the peer has not granted enough.
   package func send(_ message: [UInt8], endStream: Bool = false) async throws {
     if try connection.enqueue(id, message, endStream: endStream) { try await connection.awaitCredit(id) }
