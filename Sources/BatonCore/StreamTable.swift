@@ -9,11 +9,12 @@
 ///
 /// Open addressing with linear probing and backward-shift deletion: no tombstones, so a
 /// long-lived connection's lookups never slow down. The load factor stays at or below 3/4.
+///
+/// Ids are stream ids (31 bits on the wire); `UInt32.max` is never present and cannot be stored.
 public struct StreamTable<Value> {
-  /// 0 marks an empty bucket; the id 0 (the connection itself) lives in `zero` instead.
+  /// Each id is kept plus one, so that 0 can mark an empty bucket.
   @usableFromInline var keys: [UInt32]
   @usableFromInline var values: [Value?]
-  @usableFromInline var zero: Value?
   @usableFromInline var shift: UInt32
   @usableFromInline let seed = streamTableSeed
   @usableFromInline var storedCount = 0
@@ -22,11 +23,13 @@ public struct StreamTable<Value> {
 
   @usableFromInline static var minimumBuckets: Int { 8 }
 
+  /// An empty table allocates nothing until its first insertion: an idle connection holds
+  /// several of them.
   @inlinable
   public init() {
-    keys = Array(repeating: 0, count: Self.minimumBuckets)
-    values = Array(repeating: nil, count: Self.minimumBuckets)
-    shift = 32 - UInt32(Self.minimumBuckets.trailingZeroBitCount)
+    keys = []
+    values = []
+    shift = 32
   }
 
   @inlinable
@@ -37,42 +40,29 @@ public struct StreamTable<Value> {
   public var keysArray: [UInt32] {
     var result: [UInt32] = []
     result.reserveCapacity(count)
-    if zero != nil { result.append(0) }
-    for key in keys where key != 0 { result.append(key) }
+    for key in keys where key != 0 { result.append(key &- 1) }
     return result
   }
 
   @inlinable
   public subscript(id: UInt32) -> Value? {
     get {
-      if id == 0 { return zero }
       let (bucket, found) = find(id)
       return found ? values[bucket] : nil
     }
     _modify {
       // The value is moved out while the caller changes it, so that a buffer inside it stays
       // uniquely referenced (no copy-on-write), and written back (or removed) afterwards.
-      if id == 0 {
-        let had = zero != nil
-        defer { storedCount += (zero != nil ? 1 : 0) - (had ? 1 : 0) }
-        yield &zero
-      } else {
-        let (bucket, found) = find(id)
-        var value: Value? = found ? values[bucket].take() : nil
-        defer { store(id, value, bucket: bucket, found: found) }
-        yield &value
-      }
+      let (bucket, found) = find(id)
+      var value: Value? = found ? values[bucket].take() : nil
+      defer { store(id, value, bucket: bucket, found: found) }
+      yield &value
     }
   }
 
   /// Changes the value of `id` in place and returns what `body` returns; nil if `id` is absent.
   @inlinable @inline(__always)
   public mutating func update<Result>(_ id: UInt32, _ body: (inout Value) -> Result) -> Result? {
-    if id == 0 {
-      guard var value = zero.take() else { return nil }
-      defer { zero = value }
-      return body(&value)
-    }
     let (bucket, found) = find(id)
     guard found, var value = values[bucket].take() else { return nil }
     defer { values[bucket] = value }
@@ -81,10 +71,6 @@ public struct StreamTable<Value> {
 
   @inlinable @discardableResult
   public mutating func removeValue(forKey id: UInt32) -> Value? {
-    if id == 0 {
-      defer { if zero != nil { zero = nil; storedCount -= 1 } }
-      return zero
-    }
     let (bucket, found) = find(id)
     guard found else { return nil }
     let value = values[bucket].take()
@@ -104,17 +90,19 @@ public struct StreamTable<Value> {
   var mask: Int { keys.count &- 1 }
 
   @inlinable @inline(__always)
-  func home(_ id: UInt32) -> Int {
-    Int(truncatingIfNeeded: ((id ^ seed) &* 0x9E37_79B1) >> shift)
+  func home(_ key: UInt32) -> Int {
+    Int(truncatingIfNeeded: ((key ^ seed) &* 0x9E37_79B1) >> shift)
   }
 
   /// The bucket holding `id`, or the empty bucket where it would go.
   @inlinable @inline(__always)
   func find(_ id: UInt32) -> (bucket: Int, found: Bool) {
-    var bucket = home(id)
+    guard !keys.isEmpty, id != .max else { return (0, false) }
+    let stored = id &+ 1
+    var bucket = home(stored)
     while true {
       let key = keys[bucket]
-      if key == id { return (bucket, true) }
+      if key == stored { return (bucket, true) }
       if key == 0 { return (bucket, false) }
       bucket = (bucket &+ 1) & mask
     }
@@ -128,21 +116,22 @@ public struct StreamTable<Value> {
     case (true, nil):
       removeBucket(bucket)
     case (false, let value?):
-      insert(id, value, bucket: bucket)
+      precondition(id != .max, "StreamTable cannot hold the id UInt32.max")
+      insert(id &+ 1, value, bucket: bucket)
     case (false, nil):
       break
     }
   }
 
   @inlinable
-  mutating func insert(_ id: UInt32, _ value: Value, bucket: Int) {
-    if (count + 1) * 4 > keys.count * 3 {
+  mutating func insert(_ key: UInt32, _ value: Value, bucket: Int) {
+    if keys.isEmpty || (count + 1) * 4 > keys.count * 3 {
       grow()
-      let (bucket, _) = find(id)
-      keys[bucket] = id
+      let (bucket, _) = find(key &- 1)
+      keys[bucket] = key
       values[bucket] = value
     } else {
-      keys[bucket] = id
+      keys[bucket] = key
       values[bucket] = value
     }
     storedCount += 1
@@ -152,12 +141,12 @@ public struct StreamTable<Value> {
   mutating func grow() {
     let oldKeys = keys
     var oldValues = values
-    let buckets = keys.count * 2
+    let buckets = max(Self.minimumBuckets, keys.count * 2)
     keys = Array(repeating: 0, count: buckets)
     values = Array(repeating: nil, count: buckets)
     shift = 32 - UInt32(buckets.trailingZeroBitCount)
     for index in oldKeys.indices where oldKeys[index] != 0 {
-      let (bucket, _) = find(oldKeys[index])
+      let (bucket, _) = find(oldKeys[index] &- 1)
       keys[bucket] = oldKeys[index]
       values[bucket] = oldValues[index].take()
     }
