@@ -15,7 +15,13 @@ public struct RequestStream: AsyncSequence, Sendable {
     /// Messages that arrived together, taken from the connection in one step.
     var batch = MessageQueue()
 
-    public mutating func next() async throws -> [UInt8]? {
+    /// What `for try await` calls. Without it the standard library's default switches to the
+    /// caller's executor before and after every message, even one already in the batch.
+    public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> [UInt8]? {
+      try await next()
+    }
+
+    public nonisolated(nonsending) mutating func next() async throws -> [UInt8]? {
       if let message = batch.popFirst() {
         if batch.owesCredit { stream.credit(&batch) }
         return message
