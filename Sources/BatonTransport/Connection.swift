@@ -787,46 +787,45 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
   }
 
+  /// One read per readiness event (the socket is level-triggered, so what is left is reported
+  /// again): the handlers it wakes run and their replies leave before the next read.
   package func readable() {
     guard !fdClosed else { return }
     let scratch = loop.readScratch
     let chunk = min(limits.readChunk, scratch.count)
-    for _ in 0..<4 {
-      var eof = false
-      var failure: (any Error)?
-      func readInto(_ tail: UnsafeMutableRawBufferPointer) -> Int {
-        do {
-          switch try Socket.read(fd, into: tail) {
-          case .bytes(let n): return n
-          case .eof: eof = true
-          case .wouldBlock: break
-          }
-        } catch {
-          failure = error
+    var eof = false
+    var failure: (any Error)?
+    func readInto(_ tail: UnsafeMutableRawBufferPointer) -> Int {
+      do {
+        switch try Socket.read(fd, into: tail) {
+        case .bytes(let n): return n
+        case .eof: eof = true
+        case .wouldBlock: break
         }
-        return 0
+      } catch {
+        failure = error
       }
-      let count: Int
-      if inbound.readableCount == 0 {
-        // The usual case: no frame is split across reads, so read into the loop's shared
-        // buffer and keep only what a split frame leaves over.
-        count = readInto(UnsafeMutableRawBufferPointer(rebasing: scratch[..<chunk]))
-        if count > 0 && !halfClosed && !discarding {
-          let bytes = UnsafeRawBufferPointer(rebasing: scratch[..<count])
-          let used = process(bytes)
-          if used < count && !discarding { inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
-        }
-      } else {
-        count = inbound.write(minimumSpace: chunk) { readInto($0) }
-        if count > 0 && !halfClosed && !discarding { inbound.read { bytes in (process(bytes), ()) } }
-        if discarding { inbound.read { bytes in (bytes.count, ()) } }
-        // A burst of large frames is over: give the memory back.
-        if inbound.readableCount == 0 { inbound.shrink(to: 64) }
-      }
-      if let failure { return connectionLost("read failed: \(failure)") }
-      if eof { return connectionLost(halfClosed ? nil : "the peer closed the connection") }
-      if count < chunk { break }
+      return 0
     }
+    let count: Int
+    if inbound.readableCount == 0 {
+      // The usual case: no frame is split across reads, so read into the loop's shared
+      // buffer and keep only what a split frame leaves over.
+      count = readInto(UnsafeMutableRawBufferPointer(rebasing: scratch[..<chunk]))
+      if count > 0 && !halfClosed && !discarding {
+        let bytes = UnsafeRawBufferPointer(rebasing: scratch[..<count])
+        let used = process(bytes)
+        if used < count && !discarding { inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
+      }
+    } else {
+      count = inbound.write(minimumSpace: chunk) { readInto($0) }
+      if count > 0 && !halfClosed && !discarding { inbound.read { bytes in (process(bytes), ()) } }
+      if discarding { inbound.read { bytes in (bytes.count, ()) } }
+      // A burst of large frames is over: give the memory back.
+      if inbound.readableCount == 0 { inbound.shrink(to: 64) }
+    }
+    if let failure { return connectionLost("read failed: \(failure)") }
+    if eof { return connectionLost(halfClosed ? nil : "the peer closed the connection") }
   }
 
   /// Feeds received bytes to the core and acts on what it says; returns the bytes it used.

@@ -3,7 +3,10 @@ package struct TransportLimits: Sendable, Hashable {
   /// Bytes waiting to be written above which the connection stops reading from the peer until
   /// they drain (so a peer that sends requests but never reads responses can't grow memory).
   package var maxBufferedBytes: Int
-  /// Bytes read per syscall.
+  /// Bytes read per readiness event: one read, then the loop runs the handlers it woke and
+  /// flushes their replies before it reads again. A small chunk keeps every stage of a busy
+  /// stream working at once; a read of a whole window (the old 4 × 256 KiB) made each stage
+  /// wait for the one before it (64 B stream: 1.7 → 2.2–2.6 M msgs/s, 4 KiB: 1.1 → 1.5 GB/s).
   package var readChunk: Int
   /// PINGs the peer may send per second (with a burst of as many); one more ends the
   /// connection with GOAWAY(ENHANCE_YOUR_CALM, "too many pings"). 0 turns policing off.
@@ -16,7 +19,7 @@ package struct TransportLimits: Sendable, Hashable {
   package var linger: UInt64
 
   package init(
-    maxBufferedBytes: Int = 4 << 20, readChunk: Int = 256 << 10, maxPingsPerSecond: Int = 10,
+    maxBufferedBytes: Int = 4 << 20, readChunk: Int = 64 << 10, maxPingsPerSecond: Int = 10,
     handshakeTimeout: UInt64 = 10_000_000_000, linger: UInt64 = 2_000_000_000
   ) {
     self.maxBufferedBytes = maxBufferedBytes
