@@ -155,12 +155,18 @@ extension EventLoop {
     }
     if !batch.isEmpty {
       let executor = self.asUnownedTaskExecutor()
+      var sinceTurnEnd = 0
       for work in batch {
         switch work {
         case .closure(let body):
           body()
         case .job(let job):
           job.runSynchronously(on: executor)
+        }
+        sinceTurnEnd += 1
+        if sinceTurnEnd == Self.workBetweenTurnEnds {
+          sinceTurnEnd = 0
+          self.runTurnEnd()
         }
       }
       batch.removeAll(keepingCapacity: true)

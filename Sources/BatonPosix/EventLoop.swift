@@ -249,12 +249,19 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   // MARK: - Loop-thread API
 
   /// Runs `work` on this loop thread after the current turn's I/O events, timers and queued
-  /// work (e.g. to flush writes once per turn). Loop thread only. No deduplication: the
-  /// same callback added twice runs twice.
+  /// work (e.g. to flush writes once per turn), and within a long batch of queued work after
+  /// every ``workBetweenTurnEnds`` items. Loop thread only. No deduplication: the same
+  /// callback added twice runs twice.
   package func runAtTurnEnd(_ work: @escaping () -> Void) {
     precondition(self.inEventLoop, "runAtTurnEnd must be called on the loop's thread")
     self.turnEnd.append(work)
   }
+
+  /// Queued items a turn runs before it also runs the turn-end callbacks. A server turn that
+  /// runs 50 unary handlers sends the first 16 replies while it works on the rest, so the
+  /// client starts on them instead of waiting for the whole turn: the two sides overlap
+  /// (64 unary callers on one connection: 137–156 k → 173–204 k calls/s on this VM).
+  package static let workBetweenTurnEnds = 16
 
   /// Registers `fd` for readiness events delivered to `handler` until ``deregister(_:)``.
   /// The loop keeps a strong reference to `handler` until then. Loop thread only.

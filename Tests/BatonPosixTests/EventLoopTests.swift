@@ -111,6 +111,35 @@ struct EventLoopTests {
     }
   }
 
+  @Test(
+    "in a long batch, turn-end callbacks also run after every workBetweenTurnEnds items",
+    .timeLimit(.minutes(1)))
+  func turnEndWithinLongBatch() async {
+    let every = EventLoop.workBetweenTurnEnds
+    await withLoop { loop in
+      let order = await withCheckedContinuation { (continuation: CheckedContinuation<[String], Never>) in
+        let order = LoopConfined([String]())
+        // Queued from the loop thread in one turn, so all items are one batch next turn.
+        loop.execute {
+          for item in 1...(2 * every + 4) {
+            loop.execute {
+              order.value.append("\(item)")
+              if item == 1 || item == every + 1 {
+                loop.runAtTurnEnd { order.value.append("end after \(order.value.count) items") }
+              }
+              if item == 2 * every + 4 {
+                loop.runAtTurnEnd { continuation.resume(returning: order.value) }
+              }
+            }
+          }
+        }
+      }
+      let ends = order.filter { $0.hasPrefix("end") }
+      #expect(ends == ["end after \(every) items", "end after \(2 * every + 1) items"])
+      #expect(order.count == 2 * every + 4 + 2)
+    }
+  }
+
   @Test("a task preferring the loop runs on it, also after suspending", .timeLimit(.minutes(1)))
   func taskPreference() async {
     await withLoop { loop in
