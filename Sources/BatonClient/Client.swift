@@ -146,12 +146,15 @@ public final class Client: Sendable {
         throw error
       }
       if let deadline = budget.deadline { stream.setDeadline(at: deadline, timeout: budget.timeout) }
-      defer {
+      do {
+        try await stream.awaitEnd()
+      } catch {
         stream.release()
         pool.release(lease, streamOpened: true)
+        throw error
       }
-      try await stream.awaitEnd()
-      let response = stream.response
+      let response = stream.takeResponse()
+      pool.release(lease, streamOpened: true)
       if let failure = response.failure {
         try budget.mayRetry(failure, idempotent: options.idempotent)
         counters.retried.add(1, ordering: .relaxed)

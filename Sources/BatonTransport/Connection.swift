@@ -444,42 +444,55 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
   }
 
-  /// (client) Everything a unary call's caller needs once the stream has ended, in one lock
-  /// hold: the headers, the trailers or the failure, and the first message (taken).
-  func responseParts(_ id: UInt32) -> StreamHandle.Response {
-    let (response, flush) = state.withLock { s -> (StreamHandle.Response, Bool) in
-      guard let slot = s.slots[id] else { return (StreamHandle.Response(), false) }
+  /// (client) Everything a unary call's caller needs once the stream has ended, and the stream
+  /// released, in one lock hold: the headers, the trailers or the failure, and the first message.
+  func takeResponse(_ id: UInt32) -> StreamHandle.Response {
+    let now = MonotonicClock.now()
+    var wakes: [Wake] = []
+    let (response, slot, flush) = state.withLock { s -> (StreamHandle.Response, Slot?, Bool) in
+      guard let slot = s.slots[id] else { return (StreamHandle.Response(), nil, false) }
       let message = slot.inbox.popFirst()
       if let message { s.core.consumed(streamID: id, bytes: message.count) }
       let response = StreamHandle.Response(
         headers: slot.headers, trailers: slot.trailers, failure: slot.failure, message: message)
-      return (response, Self.claimFlush(&s))
+      _ = Self.release(id, &s, now: now, &wakes)
+      return (response, slot, Self.claimFlush(&s))
     }
+    _ = slot  // the slot is freed here, after the lock
     if flush { requestFlush() }
+    perform(wakes)
     return response
   }
 
   /// Ends the caller's or handler's interest in a stream: a stream still open is reset (CANCEL),
   /// unread messages give back their credit.
   func release(_ id: UInt32) {
+    let now = MonotonicClock.now()
     var wakes: [Wake] = []
-    let flush = state.withLock { s in
-      guard let slot = s.slots.removeValue(forKey: id) else { return false }
-      s.handlerTasks[id] = nil
-      // A reply still waiting for flow-control credit, with its status queued behind it, is
-      // not abandoned: it finishes on its own as credit arrives.
-      if s.core.isOpen(id) && !s.core.isEnding(id) {
-        s.core.resetStream(streamID: id, role == .client ? .cancel : .internalError)
-      }
-      s.lastCallEndedAt = MonotonicClock.now()
-      let unread = slot.inbox.removeAll() + slot.lent
-      if unread > 0 { s.core.consumed(streamID: id, bytes: unread) }
-      if let timer = slot.timer { wakes.append(.cancelTimer(timer)) }
-      if s.slots.isEmpty && s.notifyIdle { wakes.append(.notice(.idle)) }
-      return Self.claimFlush(&s)
+    let (slot, flush) = state.withLock { s -> (Slot?, Bool) in
+      let slot = Self.release(id, &s, now: now, &wakes)
+      return (slot, slot != nil && Self.claimFlush(&s))
     }
+    _ = slot  // the slot is freed here, after the lock
     if flush { requestFlush() }
     perform(wakes)
+  }
+
+  /// Forgets a stream's slot, under the lock; returns it so that it is freed after the lock.
+  private static func release(_ id: UInt32, _ s: inout State, now: UInt64, _ wakes: inout [Wake]) -> Slot? {
+    guard let slot = s.slots.removeValue(forKey: id) else { return nil }
+    if !s.handlerTasks.isEmpty { s.handlerTasks[id] = nil }
+    // A reply still waiting for flow-control credit, with its status queued behind it, is
+    // not abandoned: it finishes on its own as credit arrives.
+    if s.core.isOpen(id) && !s.core.isEnding(id) {
+      s.core.resetStream(streamID: id, s.core.role == .client ? .cancel : .internalError)
+    }
+    s.lastCallEndedAt = now
+    let unread = slot.inbox.removeAll() + slot.lent
+    if unread > 0 { s.core.consumed(streamID: id, bytes: unread) }
+    if let timer = slot.timer { wakes.append(.cancelTimer(timer)) }
+    if s.slots.isEmpty && s.notifyIdle { wakes.append(.notice(.idle)) }
+    return slot
   }
 
   /// (server) Remembers the handler task so that a reset or deadline can cancel it.

@@ -73,8 +73,9 @@ package struct StreamHandle: Sendable {
     package var message: [UInt8]?
   }
 
-  /// (client) After ``awaitEnd()``: the headers, the outcome and the first message, at once.
-  package var response: Response { connection.responseParts(id) }
+  /// (client) After ``awaitEnd()``: the headers, the outcome and the first message, at once;
+  /// the stream is released with them (no ``release()`` afterwards).
+  package func takeResponse() -> Response { connection.takeResponse(id) }
 
   package func setDeadline(at deadline: UInt64, timeout: UInt64) {
     connection.setDeadline(id, at: deadline, timeout: timeout)
