@@ -207,7 +207,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   func receive(_ id: UInt32) async throws -> [UInt8]? {
     // Fast path: a message is already here.
-    switch takeMessage(id) {
+    var single = MessageQueue()
+    switch takeMessage(id, batch: &single, batching: false) {
     case .message(let message): return message
     case .end: return nil
     case .failure(let error): throw error
@@ -248,24 +249,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// left at a time, see ``credit(_:_:)``) and in full when it returns for more, so what the
   /// stream holds (inbox and batch) stays within its window while the sender keeps sending.
   func receive(_ id: UInt32, batch: inout MessageQueue) async throws -> [UInt8]? {
-    let (take, flush) = state.withLock { s -> (Take, Bool) in
-      guard let slot = s.slots[id] else { return (.end, false) }
-      Self.returnLent(id, slot, &s)
-      if let message = slot.inbox.popFirst() {
-        slot.lent = slot.inbox.byteCount
-        swap(&slot.inbox, &batch)
-        batch.lend(slot.lent)
-        slot.inbox.lend(0)
-        s.core.consumed(streamID: id, bytes: message.count)
-        return (.message(message), Self.claimFlush(&s))
-      }
-      // The credit just returned must leave even if the reader now waits.
-      let flush = Self.claimFlush(&s)
-      if let error = Self.endError(slot, role) { return (.failure(error), flush) }
-      return (slot.inputDone ? .end : .wait, flush)
-    }
-    if flush { requestFlush() }
-    switch take {
+    switch takeMessage(id, batch: &batch, batching: true) {
     case .message(let message): return message
     case .end: return nil
     case .failure(let error): throw error
@@ -295,14 +279,23 @@ package final class Connection: IOHandler, @unchecked Sendable {
     slot.lent = 0
   }
 
-  private func takeMessage(_ id: UInt32) -> Take {
+  /// The next message if one is here, after crediting the reader's last batch; with `batching`,
+  /// every other message already here moves into `batch` (empty on entry), lent to the reader.
+  private func takeMessage(_ id: UInt32, batch: inout MessageQueue, batching: Bool) -> Take {
     let (take, flush) = state.withLock { s -> (Take, Bool) in
       guard let slot = s.slots[id] else { return (.end, false) }
       Self.returnLent(id, slot, &s)
       if let message = slot.inbox.popFirst() {
+        if batching {
+          slot.lent = slot.inbox.byteCount
+          swap(&slot.inbox, &batch)
+          batch.lend(slot.lent)
+          slot.inbox.lend(0)
+        }
         s.core.consumed(streamID: id, bytes: message.count)
         return (.message(message), Self.claimFlush(&s))
       }
+      // The credit just returned must leave even if the reader now waits.
       let flush = Self.claimFlush(&s)
       if let error = Self.endError(slot, role) { return (.failure(error), flush) }
       return (slot.inputDone ? .end : .wait, flush)
