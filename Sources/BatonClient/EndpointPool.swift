@@ -136,10 +136,9 @@ final class EndpointPool: Sendable {
       let key = ObjectIdentifier(lease.connection)
       if streamOpened && s.subchannels[lease.endpoint].refusals > 0 { s.subchannels[lease.endpoint].refusals = 0 }
       if let count = s.leases[key] { s.leases[key] = count > 1 ? count - 1 : nil }
-      var grants = Self.grantWaiters(&s)
+      let grants = Self.grantWaiters(&s)
       if s.closed && s.leases.isEmpty, let waiter = s.closeWaiter {
         s.closeWaiter = nil
-        grants.append(contentsOf: [])
         return (grants, Optional(waiter))
       }
       return (grants, nil)

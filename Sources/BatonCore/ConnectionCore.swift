@@ -35,6 +35,8 @@ public struct ConnectionCore: Sendable {
   public private(set) var pingsReceived = 0
 
   private var decoder: FrameDecoder
+  /// The last OPEN's method name, shared by the next OPEN for the same method (a server).
+  private var recentMethod = ""
   /// Plain data only, so that reading or copying one costs no reference counting: this table is
   /// touched for every frame. The rare, heavy parts live beside it.
   private var streams = StreamTable<Stream>()
@@ -131,7 +133,7 @@ public struct ConnectionCore: Sendable {
       }
       let result: FrameDecoder.Outcome
       do {
-        result = try decoder.decode(rest)
+        result = try decoder.decode(rest, recentMethod: &recentMethod)
       } catch {
         fail(error, &events)
         break

@@ -1,6 +1,7 @@
 /// Decodes frames from the front of a byte buffer (PROTOCOL.md, "Frame types").
 ///
-/// Stateless between frames: the caller keeps unconsumed bytes and calls again when more arrive.
+/// Stateless between frames: the caller keeps unconsumed bytes and calls again when more arrive
+/// (and may keep the last method name, see ``decode(_:recentMethod:)``).
 /// An oversized length is rejected from the 9-byte header alone, before any payload is buffered.
 public struct FrameDecoder: Sendable {
   /// This side's MAX_FRAME_SIZE: larger frames are a connection FRAME_SIZE_ERROR.
@@ -28,6 +29,17 @@ public struct FrameDecoder: Sendable {
 
   /// Decodes the first frame in `bytes`. Throws only connection-scoped errors.
   public func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Outcome {
+    var noRecentMethod = ""
+    return try decode(bytes, recentMethod: &noRecentMethod)
+  }
+
+  /// Decodes the first frame in `bytes`, as ``decode(_:)``. An OPEN whose method name has the
+  /// bytes of `recentMethod` shares that string instead of allocating and validating its own
+  /// (a connection mostly calls a few methods over and over); any other OPEN's method becomes
+  /// `recentMethod`. One string, so a peer that varies its methods costs nothing extra.
+  public func decode(
+    _ bytes: UnsafeRawBufferPointer, recentMethod: inout String
+  ) throws(WireError) -> Outcome {
     guard bytes.count >= FrameEncoder.headerLength else { return .needMore }
     let length = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
     let type = bytes[3]
@@ -44,7 +56,8 @@ public struct FrameDecoder: Sendable {
     guard bytes.count >= total else { return .needMore }
     let payload = UnsafeRawBufferPointer(rebasing: bytes[FrameEncoder.headerLength..<total])
     do {
-      let frame = try decodePayload(type: type, flags: flags, streamID: streamID, payload: payload)
+      let frame = try decodePayload(
+        type: type, flags: flags, streamID: streamID, payload: payload, recentMethod: &recentMethod)
       return .frame(frame, consumed: total)
     } catch let error where error.scope != .connection {
       return .streamError(error, consumed: total)
@@ -52,7 +65,8 @@ public struct FrameDecoder: Sendable {
   }
 
   private func decodePayload(
-    type: UInt8, flags: UInt8, streamID: UInt32, payload: UnsafeRawBufferPointer
+    type: UInt8, flags: UInt8, streamID: UInt32, payload: UnsafeRawBufferPointer,
+    recentMethod: inout String
   ) throws(WireError) -> Frame {
     let name = Self.typeNames[Int(type)]
     let onStream = type <= FrameType.reset
@@ -80,9 +94,18 @@ public struct FrameDecoder: Sendable {
         throw .connection(.protocolError, "OPEN on even stream id \(streamID); client ids are odd")
       }
       guard let methodLength = cursor.u16(), methodLength > 0,
-        let methodBytes = cursor.bytes(Int(methodLength)),
-        let method = String(validatingUTF8Bytes: methodBytes)
+        let methodBytes = cursor.bytes(Int(methodLength))
       else { throw streamError(.protocolError, "OPEN has a missing, empty or invalid method name") }
+      let method: String
+      if recentMethod.hasUTF8(methodBytes) {
+        method = recentMethod
+      } else {
+        guard let decoded = String(validatingUTF8Bytes: methodBytes) else {
+          throw streamError(.protocolError, "OPEN has a missing, empty or invalid method name")
+        }
+        method = decoded
+        recentMethod = decoded
+      }
       guard let timeout = cursor.u64() else { throw streamError(.protocolError, "OPEN is truncated") }
       let metadata = try decodeMetadata(&cursor, streamError)
       return .open(
@@ -238,5 +261,12 @@ extension String {
   init?(validatingUTF8Bytes bytes: UnsafeRawBufferPointer) {
     guard let string = String(validating: bytes, as: UTF8.self) else { return nil }
     self = string
+  }
+
+  /// Whether this string's UTF-8 is exactly `bytes`.
+  func hasUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard utf8.count == bytes.count else { return false }
+    let equal = utf8.withContiguousStorageIfAvailable { UnsafeRawBufferPointer($0).elementsEqual(bytes) }
+    return equal ?? utf8.elementsEqual(bytes)
   }
 }

@@ -1,6 +1,9 @@
 /// A FIFO of received messages for one stream. Its size is bounded by the stream's flow-control
 /// window, because credit returns only as messages are taken out.
 package struct MessageQueue: Sendable {
+  /// The only message, while there is just one: a unary call's request or reply then never
+  /// allocates the array below. Non-nil only while `items` holds nothing.
+  private var single: [UInt8]?
   private var items: [[UInt8]] = []
   private var head = 0
   /// The bytes of the messages still queued: the credit they will give back when taken.
@@ -12,14 +15,26 @@ package struct MessageQueue: Sendable {
 
   package init() {}
 
-  package var isEmpty: Bool { head == items.count }
+  package var isEmpty: Bool { single == nil && head == items.count }
 
   mutating func append(_ message: [UInt8]) {
-    items.append(message)
     byteCount += message.count
+    if head == items.count {
+      guard let first = single.take() else {
+        single = message
+        return
+      }
+      items.append(first)
+    }
+    items.append(message)
   }
 
   package mutating func popFirst() -> [UInt8]? {
+    if let message = single.take() {
+      byteCount -= message.count
+      if lentBytes > 0 { consumedBytes += message.count }
+      return message
+    }
     guard head < items.count else { return nil }
     var message: [UInt8] = []
     swap(&message, &items[head])
@@ -36,6 +51,7 @@ package struct MessageQueue: Sendable {
   /// Removes everything, returning the byte count so that its credit can be given back.
   mutating func removeAll() -> Int {
     let bytes = byteCount
+    single = nil
     items.removeAll()
     head = 0
     byteCount = 0

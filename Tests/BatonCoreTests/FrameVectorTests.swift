@@ -283,4 +283,42 @@ struct FrameVectorTests {
     }
     #expect(error.frameType == FrameType.open)
   }
+
+  @Test("an OPEN for the method just seen shares its name; any other method replaces it; bad UTF-8 is still refused")
+  func recentMethodName() throws {
+    func open(_ method: [UInt8], stream: UInt8) -> [UInt8] {
+      let length = 2 + method.count + 10
+      return [0, 0, UInt8(length), FrameType.open, 0, 0, 0, 0, stream, 0, UInt8(method.count)]
+        + method + [UInt8](repeating: 0, count: 10)  // timeout 0, no metadata
+    }
+    func method(_ bytes: [UInt8], _ recent: inout String) throws -> String? {
+      let outcome = try bytes.withUnsafeBytes { raw throws(WireError) in
+        try Self.defaultDecoder.decode(raw, recentMethod: &recent)
+      }
+      guard case .frame(.open(_, let head, _), _) = outcome else { return nil }
+      return head.method
+    }
+    // Longer than 15 bytes, so that each decoded name has its own heap storage.
+    let name = "bench.Echo/UnaryCall"
+    var recent = ""
+    let first = try #require(try method(open(Array(name.utf8), stream: 1), &recent))
+    #expect(first == name && recent == name)
+    let second = try #require(try method(open(Array(name.utf8), stream: 3), &recent))
+    #expect(second == name)
+    let address = { (string: String) in string.utf8.withContiguousStorageIfAvailable { $0.baseAddress } ?? nil }
+    #expect(address(second) == address(first), "the second OPEN reuses the first one's string")
+
+    let other = try #require(try method(open(Array("bench.Echo/UnaryCalm".utf8), stream: 5), &recent))
+    #expect(other == "bench.Echo/UnaryCalm" && recent == other)
+
+    let invalid = try open([0x61, 0xFF, 0x62], stream: 7).withUnsafeBytes { raw throws(WireError) in
+      try Self.defaultDecoder.decode(raw, recentMethod: &recent)
+    }
+    guard case .streamError(let error, _) = invalid else {
+      Issue.record("invalid UTF-8 in a method name decoded as \(invalid)")
+      return
+    }
+    #expect(error.code == .protocolError)
+    #expect(recent == "bench.Echo/UnaryCalm", "a refused name does not replace the recent one")
+  }
 }
