@@ -207,8 +207,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   func receive(_ id: UInt32) async throws -> [UInt8]? {
     // Fast path: a message is already here.
-    var single = MessageQueue()
-    switch takeMessage(id, batch: &single, batching: false) {
+    var noBatch = MessageQueue()
+    switch takeMessage(id, batch: &noBatch, batching: false) {
     case .message(let message): return message
     case .end: return nil
     case .failure(let error): throw error
