@@ -94,18 +94,10 @@ public struct FrameDecoder: Sendable {
         throw .connection(.protocolError, "OPEN on even stream id \(streamID); client ids are odd")
       }
       guard let methodLength = cursor.u16(), methodLength > 0,
-        let methodBytes = cursor.bytes(Int(methodLength))
+        let methodBytes = cursor.bytes(Int(methodLength)),
+        let method = recentMethod.hasUTF8(methodBytes) ? recentMethod : String(validatingUTF8Bytes: methodBytes)
       else { throw streamError(.protocolError, "OPEN has a missing, empty or invalid method name") }
-      let method: String
-      if recentMethod.hasUTF8(methodBytes) {
-        method = recentMethod
-      } else {
-        guard let decoded = String(validatingUTF8Bytes: methodBytes) else {
-          throw streamError(.protocolError, "OPEN has a missing, empty or invalid method name")
-        }
-        method = decoded
-        recentMethod = decoded
-      }
+      recentMethod = method
       guard let timeout = cursor.u64() else { throw streamError(.protocolError, "OPEN is truncated") }
       let metadata = try decodeMetadata(&cursor, streamError)
       return .open(

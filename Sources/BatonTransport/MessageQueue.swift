@@ -30,21 +30,21 @@ package struct MessageQueue: Sendable {
   }
 
   package mutating func popFirst() -> [UInt8]? {
-    if let message = single.take() {
-      byteCount -= message.count
-      if lentBytes > 0 { consumedBytes += message.count }
-      return message
+    var message: [UInt8]
+    if let first = single.take() {
+      message = first
+    } else {
+      guard head < items.count else { return nil }
+      message = []
+      swap(&message, &items[head])
+      head += 1
+      if head == items.count {
+        items.removeAll(keepingCapacity: true)
+        head = 0
+      }
     }
-    guard head < items.count else { return nil }
-    var message: [UInt8] = []
-    swap(&message, &items[head])
-    head += 1
     byteCount -= message.count
     if lentBytes > 0 { consumedBytes += message.count }
-    if head == items.count {
-      items.removeAll(keepingCapacity: true)
-      head = 0
-    }
     return message
   }
 
