@@ -311,9 +311,12 @@ public struct ResponseStream: AsyncSequence, Sendable {
     /// Replies that arrived together, taken from the connection in one step.
     var batch = MessageQueue()
 
-    /// What `for try await` calls. Without it the standard library's default switches to the
-    /// caller's executor before and after every message, even one already in the batch.
-    public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> [UInt8]? {
+    /// What `for try await` calls. It runs on the caller's executor (`nonisolated(nonsending)`)
+    /// rather than on an `isolated` parameter: after a call into an `isolated` parameter the
+    /// caller switches back to its own executor, once per message, and in a server handler (a
+    /// task with an executor preference) each switch takes the task's status lock. The loop
+    /// passes its own isolation as `actor`, so running where the caller runs is what it asked for.
+    public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]? {
       try await next()
     }
 
