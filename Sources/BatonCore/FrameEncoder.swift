@@ -9,12 +9,13 @@ public enum FrameEncoder {
   static func appendHeader(
     _ buffer: inout [UInt8], length: Int, type: UInt8, flags: UInt8, streamID: UInt32
   ) {
-    buffer.append(UInt8(truncatingIfNeeded: length >> 16))
-    buffer.append(UInt8(truncatingIfNeeded: length >> 8))
-    buffer.append(UInt8(truncatingIfNeeded: length))
-    buffer.append(type)
-    buffer.append(flags)
-    buffer.appendInteger(streamID & StreamID.max)
+    // The nine bytes in one append: one capacity check per frame instead of six.
+    let id = streamID & StreamID.max
+    let first8 =
+      UInt64(truncatingIfNeeded: length & 0xFF_FFFF) << 40 | UInt64(type) << 32 | UInt64(flags) << 24
+      | UInt64(id >> 8)
+    var header = (first8.bigEndian, UInt8(truncatingIfNeeded: id))
+    Swift.withUnsafeBytes(of: &header) { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<9])) }
   }
 
   /// One DATA frame. The caller keeps `payload.count` within the peer's MAX_FRAME_SIZE.
@@ -25,7 +26,10 @@ public enum FrameEncoder {
   ) {
     let flags = (endStream ? FrameFlags.endStream : 0) | (endMessage ? FrameFlags.endMessage : 0)
     appendHeader(&buffer, length: payload.count, type: FrameType.data, flags: flags, streamID: streamID)
-    buffer.append(contentsOf: payload)
+    // Copied from borrowed storage: appending an Array retains and releases its buffer.
+    if payload.withContiguousStorageIfAvailable({ buffer.append(contentsOf: $0) }) == nil {
+      buffer.append(contentsOf: payload)
+    }
   }
 
   public static func appendOpen(
