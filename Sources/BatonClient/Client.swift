@@ -121,7 +121,8 @@ public final class Client: Sendable {
   }
 
   private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse {
-    let budget = RetryBudget(options: options, configuration: configuration, endpoints: pool.endpointCount)
+    let budget = RetryBudget(
+      options: options, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline, endpoints: pool.endpointCount)
     var avoiding: ObjectIdentifier?
     while true {
       let lease = try await pool.lease(deadline: budget.deadline, avoiding: avoiding)
@@ -220,7 +221,7 @@ final class RetryBudget: Sendable {
   let timeout: UInt64
   private let retriesLeft: Atomic<Int>
 
-  init(options: CallOptions, configuration: Client.Configuration, endpoints: Int) {
+  init(options: CallOptions, retriesWithoutDeadline: Int, endpoints: Int) {
     if let timeout = options.timeout {
       self.timeout = timeout.nanoseconds
       self.deadline = MonotonicClock.now() &+ timeout.nanoseconds
@@ -229,7 +230,7 @@ final class RetryBudget: Sendable {
       self.timeout = 0
       self.deadline = nil
       // At least two tries per endpoint, so a rolling restart (each server refusing once) fits.
-      self.retriesLeft = Atomic(max(configuration.maxRetriesWithoutDeadline, 2 * endpoints))
+      self.retriesLeft = Atomic(max(retriesWithoutDeadline, 2 * endpoints))
     }
   }
 

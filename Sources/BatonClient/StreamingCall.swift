@@ -39,7 +39,9 @@ final class StreamingCall: Sendable {
     self.client = client
     self.method = method
     self.options = options
-    self.budget = RetryBudget(options: options, configuration: client.configuration, endpoints: client.pool.endpointCount)
+    self.budget = RetryBudget(
+      options: options, retriesWithoutDeadline: client.configuration.maxRetriesWithoutDeadline,
+      endpoints: client.pool.endpointCount)
     self.state = Locked(State())
   }
 
