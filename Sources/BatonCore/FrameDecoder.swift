@@ -265,7 +265,27 @@ extension String {
   /// Whether this string's UTF-8 is exactly `bytes`.
   func hasUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
     guard utf8.count == bytes.count else { return false }
-    let equal = utf8.withContiguousStorageIfAvailable { UnsafeRawBufferPointer($0).elementsEqual(bytes) }
+    let equal = utf8.withContiguousStorageIfAvailable { UnsafeRawBufferPointer($0).hasSameBytes(as: bytes) }
     return equal ?? utf8.elementsEqual(bytes)
+  }
+}
+
+extension UnsafeRawBufferPointer {
+  /// Byte equality eight bytes at a time (the generic `elementsEqual` goes a byte at a time
+  /// through an iterator: about 1 % of a server's time per unary call, for the method name).
+  func hasSameBytes(as other: UnsafeRawBufferPointer) -> Bool {
+    guard count == other.count else { return false }
+    var offset = 0
+    while offset + 8 <= count {
+      guard loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        == other.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+      else { return false }
+      offset += 8
+    }
+    while offset < count {
+      guard self[offset] == other[offset] else { return false }
+      offset += 1
+    }
+    return true
   }
 }

@@ -310,6 +310,9 @@ struct FrameVectorTests {
 
     let other = try #require(try method(open(Array("bench.Echo/UnaryCalm".utf8), stream: 5), &recent))
     #expect(other == "bench.Echo/UnaryCalm" && recent == other)
+    // Same length, different in the first eight bytes rather than in the tail.
+    let early = try #require(try method(open(Array("benxh.Echo/UnaryCalm".utf8), stream: 9), &recent))
+    #expect(early == "benxh.Echo/UnaryCalm" && recent == early)
 
     let invalid = try open([0x61, 0xFF, 0x62], stream: 7).withUnsafeBytes { raw throws(WireError) in
       try Self.defaultDecoder.decode(raw, recentMethod: &recent)
@@ -319,6 +322,6 @@ struct FrameVectorTests {
       return
     }
     #expect(error.code == .protocolError)
-    #expect(recent == "bench.Echo/UnaryCalm", "a refused name does not replace the recent one")
+    #expect(recent == "benxh.Echo/UnaryCalm", "a refused name does not replace the recent one")
   }
 }
