@@ -313,11 +313,10 @@ public struct ResponseStream: AsyncSequence, Sendable {
     /// Replies that arrived together, taken from the connection in one step.
     var batch = MessageQueue()
 
-    /// What `for try await` calls. It runs on the caller's executor (`nonisolated(nonsending)`)
-    /// rather than on an `isolated` parameter: after a call into an `isolated` parameter the
-    /// caller switches back to its own executor, once per message, and in a server handler (a
-    /// task with an executor preference) each switch takes the task's status lock. The loop
-    /// passes its own isolation as `actor`, so running where the caller runs is what it asked for.
+    /// What `for try await` calls, run where the loop runs (`nonisolated(nonsending)`, with
+    /// `actor` being the loop's own isolation): behind an `isolated` parameter the loop would
+    /// switch executors after every reply, which for a caller on ``Client/preferredExecutor``
+    /// takes the task's status lock each time.
     public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]? {
       try await next()
     }
