@@ -286,35 +286,23 @@ struct FrameVectorTests {
 
   @Test("an OPEN for the method just seen shares its name; any other method replaces it; bad UTF-8 is still refused")
   func recentMethodName() throws {
-    func open(_ method: [UInt8], stream: UInt8) -> [UInt8] {
-      let length = 2 + method.count + 10
-      return [0, 0, UInt8(length), FrameType.open, 0, 0, 0, 0, stream, 0, UInt8(method.count)]
-        + method + [UInt8](repeating: 0, count: 10)  // timeout 0, no metadata
-    }
-    func method(_ bytes: [UInt8], _ recent: inout String) throws -> String? {
-      let outcome = try bytes.withUnsafeBytes { raw throws(WireError) in
-        try Self.defaultDecoder.decode(raw, recentMethod: &recent)
-      }
-      guard case .frame(.open(_, let head, _), _) = outcome else { return nil }
-      return head.method
-    }
     // Longer than 15 bytes, so that each decoded name has its own heap storage.
     let name = "bench.Echo/UnaryCall"
     var recent = ""
-    let first = try #require(try method(open(Array(name.utf8), stream: 1), &recent))
+    let first = try #require(try Self.method(Self.open(Array(name.utf8), stream: 1), &recent))
     #expect(first == name && recent == name)
-    let second = try #require(try method(open(Array(name.utf8), stream: 3), &recent))
+    let second = try #require(try Self.method(Self.open(Array(name.utf8), stream: 3), &recent))
     #expect(second == name)
     let address = { (string: String) in string.utf8.withContiguousStorageIfAvailable { $0.baseAddress } ?? nil }
     #expect(address(second) == address(first), "the second OPEN reuses the first one's string")
 
-    let other = try #require(try method(open(Array("bench.Echo/UnaryCalm".utf8), stream: 5), &recent))
+    let other = try #require(try Self.method(Self.open(Array("bench.Echo/UnaryCalm".utf8), stream: 5), &recent))
     #expect(other == "bench.Echo/UnaryCalm" && recent == other)
     // Same length, different in the first eight bytes rather than in the tail.
-    let early = try #require(try method(open(Array("benxh.Echo/UnaryCalm".utf8), stream: 9), &recent))
+    let early = try #require(try Self.method(Self.open(Array("benxh.Echo/UnaryCalm".utf8), stream: 9), &recent))
     #expect(early == "benxh.Echo/UnaryCalm" && recent == early)
 
-    let invalid = try open([0x61, 0xFF, 0x62], stream: 7).withUnsafeBytes { raw throws(WireError) in
+    let invalid = try Self.open([0x61, 0xFF, 0x62], stream: 7).withUnsafeBytes { raw throws(WireError) in
       try Self.defaultDecoder.decode(raw, recentMethod: &recent)
     }
     guard case .streamError(let error, _) = invalid else {
@@ -323,5 +311,31 @@ struct FrameVectorTests {
     }
     #expect(error.code == .protocolError)
     #expect(recent == "benxh.Echo/UnaryCalm", "a refused name does not replace the recent one")
+  }
+
+  @Test("a recent method name is never taken for another of the same length", arguments: [1, 7, 8, 9, 16, 23])
+  func recentMethodNameDiffersAnywhere(length: Int) throws {
+    let first = String(repeating: "m", count: length)
+    for position in 0..<length {
+      var other = Array(first.utf8)
+      other[position] = UInt8(ascii: "n")
+      var recent = first
+      let decoded = try #require(try Self.method(Self.open(other, stream: 1), &recent))
+      #expect(Array(decoded.utf8) == other && Array(recent.utf8) == other, "byte \(position) of \(length)")
+    }
+  }
+
+  private static func open(_ method: [UInt8], stream: UInt8) -> [UInt8] {
+    let length = 2 + method.count + 10
+    return [0, 0, UInt8(length), FrameType.open, 0, 0, 0, 0, stream, 0, UInt8(method.count)]
+      + method + [UInt8](repeating: 0, count: 10)  // timeout 0, no metadata
+  }
+
+  private static func method(_ bytes: [UInt8], _ recent: inout String) throws -> String? {
+    let outcome = try bytes.withUnsafeBytes { raw throws(WireError) in
+      try Self.defaultDecoder.decode(raw, recentMethod: &recent)
+    }
+    guard case .frame(.open(_, let head, _), _) = outcome else { return nil }
+    return head.method
   }
 }
