@@ -63,6 +63,29 @@ struct CallShapeTests {
     }
   }
 
+  @Test("for try await over a stream runs inside an actor, on the server and on the client")
+  func iterationInsideActors() async throws {
+    // The streams' next(isolation:) runs on the caller's executor rather than behind an
+    // isolated parameter: iterating from actor-isolated code must still see every message.
+    let tally = Tally()
+    var router = Router()
+    router.clientStreaming("actor/Count") { requests, _ in Array("\(try await tally.count(requests))".utf8) }
+    router.serverStreaming("echo/Expand") { request, writer, _ in
+      let count = Int(String(decoding: request, as: UTF8.self)) ?? 0
+      for index in 0..<count { try await writer.write(Array("\(index)".utf8)) }
+    }
+    try await withTestServer(router) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let counted = try await client.clientStreaming("actor/Count") { writer in
+          for index in 0..<300 { try await writer.write([UInt8]("\(index)")) }
+        }
+        #expect(counted.text == "300")
+        let replies = try await tally.collect(client, "echo/Expand", count: 300)
+        #expect(replies == (0..<300).map(String.init))
+      }
+    }
+  }
+
   @Test("metadata and trailers travel both ways")
   func metadata() async throws {
     try await withTestServer(echoRouter()) { _, address in
@@ -106,5 +129,24 @@ struct CallShapeTests {
         #expect(without.text == "none")
       }
     }
+  }
+}
+
+/// Iterates streams from actor-isolated code (see ``CallShapeTests/iterationInsideActors()``).
+private actor Tally {
+  private var seen: [String] = []
+
+  func count(_ requests: RequestStream) async throws -> Int {
+    var count = 0
+    for try await _ in requests { count += 1 }
+    return count
+  }
+
+  func collect(_ client: Client, _ method: String, count: Int) async throws -> [String] {
+    seen = []
+    try await client.serverStreaming(method, Array("\(count)".utf8)) { responses in
+      for try await reply in responses { seen.append(reply.text) }
+    }
+    return seen
   }
 }
