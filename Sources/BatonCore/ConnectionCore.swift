@@ -138,7 +138,9 @@ public struct ConnectionCore: Sendable {
         fail(error, &events)
         break
       }
-      switch result {
+      // Consumed, like the frame and its payload below: a message's bytes then move into its
+      // event without a retain and release per frame.
+      switch consume result {
       case .needMore:
         return consumed
       case .frame(let frame, let used):
@@ -156,7 +158,7 @@ public struct ConnectionCore: Sendable {
     return consumed
   }
 
-  private mutating func handle(_ frame: Frame, _ events: inout [ConnectionEvent]) {
+  private mutating func handle(_ frame: consuming Frame, _ events: inout [ConnectionEvent]) {
     if phase == .awaitingSettings {
       guard case .settings(let pairs) = frame else {
         return fail(.connection(.protocolError, "the first frame must be SETTINGS"), &events)
@@ -167,7 +169,7 @@ public struct ConnectionCore: Sendable {
       events.append(.ready(peerSettings))
       return
     }
-    switch frame {
+    switch consume frame {
     case .data(let id, let payload, let endMessage, let endStream):
       receiveData(id, payload, endMessage: endMessage, endStream: endStream, &events)
     case .open(let id, let head, let endStream):
@@ -268,7 +270,7 @@ public struct ConnectionCore: Sendable {
   }
 
   private mutating func receiveData(
-    _ id: UInt32, _ payload: [UInt8], endMessage: Bool, endStream: Bool,
+    _ id: UInt32, _ payload: consuming [UInt8], endMessage: Bool, endStream: Bool,
     _ events: inout [ConnectionEvent]
   ) {
     let length = payload.count

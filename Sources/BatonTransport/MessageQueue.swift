@@ -4,7 +4,8 @@ package struct MessageQueue: Sendable {
   /// The only message, while there is just one: a unary call's request or reply then never
   /// allocates the array below. Non-nil only while `items` holds nothing.
   private var single: [UInt8]?
-  private var items: [[UInt8]] = []
+  /// Taken messages leave nil behind, so that clearing the array releases nothing.
+  private var items: [[UInt8]?] = []
   private var head = 0
   /// The bytes of the messages still queued: the credit they will give back when taken.
   package private(set) var byteCount = 0
@@ -17,7 +18,8 @@ package struct MessageQueue: Sendable {
 
   package var isEmpty: Bool { single == nil && head == items.count }
 
-  mutating func append(_ message: [UInt8]) {
+  /// Consuming: the connection hands over the bytes it decoded, with no retain and release.
+  mutating func append(_ message: consuming [UInt8]) {
     byteCount += message.count
     if head == items.count {
       guard let first = single.take() else {
@@ -30,12 +32,10 @@ package struct MessageQueue: Sendable {
   }
 
   package mutating func popFirst() -> [UInt8]? {
-    var message: [UInt8]
-    if let first = single.take() {
-      message = first
-    } else {
+    // Kept optional throughout: unwrapping into a local costs a retain and release per message.
+    var message = single.take()
+    if message == nil {
       guard head < items.count else { return nil }
-      message = []
       swap(&message, &items[head])
       head += 1
       if head == items.count {
@@ -43,8 +43,9 @@ package struct MessageQueue: Sendable {
         head = 0
       }
     }
-    byteCount -= message.count
-    if lentBytes > 0 { consumedBytes += message.count }
+    let count = message?.count ?? 0
+    byteCount -= count
+    if lentBytes > 0 { consumedBytes += count }
     return message
   }
 
