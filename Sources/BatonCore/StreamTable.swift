@@ -69,6 +69,20 @@ public struct StreamTable<Value> {
     return body(&value)
   }
 
+  /// What `body` reads from the value of `id`, borrowed in place rather than copied out: for a
+  /// class, this saves a retain and release per lookup. Nil if `id` is absent.
+  @inlinable @inline(__always)
+  public func withValue<Result>(_ id: UInt32, _ body: (borrowing Value) -> Result) -> Result? {
+    let (bucket, found) = find(id)
+    guard found else { return nil }
+    return values.withUnsafeBufferPointer { buffer in
+      switch buffer[bucket] {
+      case .some(let value): body(value)
+      case .none: nil
+      }
+    }
+  }
+
   @inlinable @discardableResult
   public mutating func removeValue(forKey id: UInt32) -> Value? {
     let (bucket, found) = find(id)

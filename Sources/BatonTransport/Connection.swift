@@ -317,17 +317,22 @@ package final class Connection: IOHandler, @unchecked Sendable {
   func enqueue(_ id: UInt32, _ message: [UInt8], endStream: Bool) throws -> Bool {
     let (outcome, flush) = state.withLock { s -> (Result<Bool, any Error>, Bool) in
       var events: [ConnectionEvent] = []
-      guard let slot = s.slots[id] else {
+      // Borrowed, not copied out: this runs for every message a caller sends.
+      switch s.slots.withValue(id, { $0.failure }) {
+      case nil:
         return (.failure(StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))), false)
+      case let failure??:
+        return (.failure(failure), false)
+      case .some(nil):
+        break
       }
-      if let failure = slot.failure { return (.failure(failure), false) }
       switch s.core.sendMessage(streamID: id, message, endStream: endStream, events: &events) {
       case .written:
         return (.success(false), Self.claimFlush(&s))
       case .blocked:
         return (.success(true), Self.claimFlush(&s))
       case .streamClosed:
-        let error = slot.trailers?.error ?? RPCError(code: .cancelled, message: "the peer already ended the call")
+        let error = s.slots[id]?.trailers?.error ?? RPCError(code: .cancelled, message: "the peer already ended the call")
         return (.failure(error), false)
       case .tooLarge(let limit):
         return (.failure(RPCError(code: .resourceExhausted, message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")), false)
@@ -675,17 +680,22 @@ package final class Connection: IOHandler, @unchecked Sendable {
     case .headers(let id, let metadata):
       s.slots[id]?.headers = metadata
     case .message(let id, let message):
-      guard let slot = s.slots[id] else {
-        s.core.consumed(streamID: id, bytes: message.count)
-        return
-      }
-      if let receiver = slot.receiver {
+      // The slot is borrowed, not copied out (a retain and release per message), and the bytes
+      // move through `carried` to the parked reader or into the inbox.
+      let count = message.count
+      var carried: [UInt8]? = message
+      let queued = s.slots.withValue(id) { slot -> Bool in
+        guard let receiver = slot.receiver else {
+          if let message = carried.take() { slot.inbox.append(message) }
+          return true
+        }
         slot.receiver = nil
-        s.core.consumed(streamID: id, bytes: message.count)
-        wakes.append(.deliver(receiver, message))
-      } else {
-        slot.inbox.append(message)
+        wakes.append(.deliver(receiver, carried.take()))
+        return false
       }
+      // The credit returns as the bytes leave the connection: now, unless they wait in the inbox
+      // (with no slot, they are dropped).
+      if queued != true { s.core.consumed(streamID: id, bytes: count) }
     case .endOfInput(let id):
       guard let slot = s.slots[id] else { return }
       slot.inputDone = true

@@ -15,7 +15,7 @@ struct StreamTableTests {
     }
   }
 
-  @Test("insert, read, change in place and remove agree with Dictionary over random operations", arguments: [1, 2, 3, 4])
+  @Test("insert, read (copied and borrowed), change in place and remove agree with Dictionary over random operations", arguments: [1, 2, 3, 4])
   func matchesDictionary(seed: UInt64) {
     var random = SplitMix(state: seed)
     var table = StreamTable<[Int]>()
@@ -42,6 +42,7 @@ struct StreamTableTests {
         #expect(updated == reference[key]?.count)
       }
       #expect(table[key] == reference[key])
+      #expect(table.withValue(key) { $0 } == reference[key])
       #expect(table.count == reference.count)
     }
     for (key, value) in reference { #expect(table[key] == value) }
