@@ -284,11 +284,37 @@ public struct RequestWriter: Sendable {
   let call: StreamingCall
 
   /// Sends one message, waiting while the server has not granted flow-control credit.
+  ///
+  /// Inlinable, so that a message the window has room for costs the caller no call into an
+  /// async function (each one allocates a frame on the task): only waiting does.
+  @inlinable
   public func write(_ message: [UInt8]) async throws {
+    guard let unfinished = try send(message) else { return }
+    try await complete(unfinished)
+  }
+
+  /// A write that ``send(_:)`` could not finish without waiting.
+  @usableFromInline
+  struct UnfinishedWrite {
+    let queued: StreamingCall.Queued
+  }
+
+  /// Queues the message; nil when that finished the write.
+  @usableFromInline
+  func send(_ message: [UInt8]) throws -> UnfinishedWrite? {
     do {
       let queued = try call.queue(message)
-      if case .sent = queued { return }
-      try await call.complete(queued)
+      if case .sent = queued { return nil }
+      return UnfinishedWrite(queued: queued)
+    } catch {
+      throw Client.rpcError(error)
+    }
+  }
+
+  @usableFromInline
+  func complete(_ unfinished: UnfinishedWrite) async throws {
+    do {
+      try await call.complete(unfinished.queued)
     } catch {
       throw Client.rpcError(error)
     }
@@ -317,15 +343,30 @@ public struct ResponseStream: AsyncSequence, Sendable {
     /// `actor` being the loop's own isolation): behind an `isolated` parameter the loop would
     /// switch executors after every reply, which for a caller on ``Client/preferredExecutor``
     /// takes the task's status lock each time.
+    @inlinable
     public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]? {
       try await next()
     }
 
+    /// Inlinable, so that a reply already in the batch costs the caller no call into an async
+    /// function (each one allocates a frame on the task): only waiting for more does.
+    @inlinable
     public nonisolated(nonsending) mutating func next() async throws -> [UInt8]? {
-      if let message = batch.popFirst() {
-        if batch.owesCredit { call.credit(&batch) }
-        return message
-      }
+      if let message = takeBatched() { return message }
+      return try await receive()
+    }
+
+    /// The next reply of the batch in hand, giving back credit as the batch is consumed.
+    @usableFromInline
+    mutating func takeBatched() -> [UInt8]? {
+      guard let message = batch.popFirst() else { return nil }
+      if batch.owesCredit { call.credit(&batch) }
+      return message
+    }
+
+    /// Waits for the next reply and takes the rest of its burst as the new batch.
+    @usableFromInline
+    mutating func receive() async throws -> [UInt8]? {
       do {
         return try await call.next(batch: &batch)
       } catch {

@@ -20,15 +20,30 @@ public struct RequestStream: AsyncSequence, Sendable {
     /// caller switches back to its own executor, once per message, and in a server handler (a
     /// task with an executor preference) each switch takes the task's status lock. The loop
     /// passes its own isolation as `actor`, so running where the caller runs is what it asked for.
+    @inlinable
     public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]? {
       try await next()
     }
 
+    /// Inlinable, so that a message already in the batch costs the handler no call into an
+    /// async function (each one allocates a frame on the task): only waiting for more does.
+    @inlinable
     public nonisolated(nonsending) mutating func next() async throws -> [UInt8]? {
-      if let message = batch.popFirst() {
-        if batch.owesCredit { stream.credit(&batch) }
-        return message
-      }
+      if let message = takeBatched() { return message }
+      return try await receive()
+    }
+
+    /// The next message of the batch in hand, giving back credit as the batch is consumed.
+    @usableFromInline
+    mutating func takeBatched() -> [UInt8]? {
+      guard let message = batch.popFirst() else { return nil }
+      if batch.owesCredit { stream.credit(&batch) }
+      return message
+    }
+
+    /// Waits for the next message and takes the rest of its burst as the new batch.
+    @usableFromInline
+    mutating func receive() async throws -> [UInt8]? {
       do {
         return try await stream.receive(batch: &batch)
       } catch let failure as StreamFailure {
@@ -49,10 +64,29 @@ public struct ResponseWriter: Sendable {
   let context: ServerContext
 
   /// Sends one message (response metadata, if set, goes out first).
+  ///
+  /// Inlinable, so that a message the window has room for costs the handler no call into an
+  /// async function: only waiting for credit does.
+  @inlinable
   public func write(_ message: [UInt8]) async throws {
+    if try enqueue(message) { try await awaitCredit() }
+  }
+
+  /// Queues the message; true if it waits for flow-control credit.
+  @usableFromInline
+  func enqueue(_ message: [UInt8]) throws -> Bool {
     if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
     do {
-      if try stream.enqueue(message) { try await stream.awaitCredit() }
+      return try stream.enqueue(message)
+    } catch let failure as StreamFailure {
+      throw failure.rpcError
+    }
+  }
+
+  @usableFromInline
+  func awaitCredit() async throws {
+    do {
+      try await stream.awaitCredit()
     } catch let failure as StreamFailure {
       throw failure.rpcError
     }
