@@ -1,7 +1,8 @@
 /// One Baton connection's protocol state, without I/O: bytes in, events and bytes out.
 ///
 /// The owner feeds received bytes to ``receive(_:into:)``, acts on the events, and writes
-/// ``outbound`` to the socket. Application actions (open a stream, send a message, reset,
+/// ``outbound`` to the socket (frame bytes, with large payloads by reference: see
+/// ``OutboundBuffer``). Application actions (open a stream, send a message, reset,
 /// GOAWAY) are methods that append frames to ``outbound``. All rules of PROTOCOL.md that depend on
 /// connection state live here: stream ids, stream states, flow control, limits and GOAWAY.
 public struct ConnectionCore: Sendable {
@@ -20,8 +21,8 @@ public struct ConnectionCore: Sendable {
   public private(set) var peerSettings: ConnectionSettings = .defaults
   public private(set) var phase: Phase = .awaitingPreface
   /// Bytes waiting to be written, in order. The owner takes them (for example by swapping in an
-  /// empty array) and writes them to the socket.
-  public var outbound: [UInt8] = []
+  /// empty buffer) and writes them to the socket.
+  public var outbound = OutboundBuffer()
 
   /// (server) The highest stream id the client has opened: the last id a final GOAWAY names.
   public private(set) var highestPeerStreamID: UInt32 = 0
@@ -84,8 +85,8 @@ public struct ConnectionCore: Sendable {
     self.connectionSendWindow = Int(ConnectionSettings.defaults.connectionWindowSize)
     self.connectionReceiveWindow = Int(settings.connectionWindowSize)
     outbound.reserveCapacity(256)
-    outbound.append(contentsOf: Preface.bytes)
-    FrameEncoder.appendSettings(&outbound, settings.wirePairs.map { Frame.Setting(id: $0.0, value: $0.1) })
+    outbound.frameBytes.append(contentsOf: Preface.bytes)
+    FrameEncoder.appendSettings(&outbound.frameBytes, settings.wirePairs.map { Frame.Setting(id: $0.0, value: $0.1) })
   }
 
   // MARK: - Queries
@@ -199,7 +200,7 @@ public struct ConnectionCore: Sendable {
         events.append(.pingAck(payload))
       } else {
         pingsReceived += 1
-        FrameEncoder.appendPing(&outbound, ack: true, payload: payload)
+        FrameEncoder.appendPing(&outbound.frameBytes, ack: true, payload: payload)
       }
     case .goAway(let last, let code, let debug):
       receiveGoAway(last, code, debug, &events)
@@ -226,11 +227,11 @@ public struct ConnectionCore: Sendable {
     guard admitOpen(id, &events) else { return }
     if let last = goAwaySent, id > last {
       // Above the final GOAWAY's last id: say explicitly that it was not processed.
-      FrameEncoder.appendReset(&outbound, streamID: id, code: .refusedStream)
+      FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: .refusedStream)
       return
     }
     guard streams.count < Int(localSettings.maxConcurrentStreams) else {
-      FrameEncoder.appendReset(&outbound, streamID: id, code: .refusedStream)
+      FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: .refusedStream)
       return
     }
     streams[id] = Stream(
@@ -369,7 +370,7 @@ public struct ConnectionCore: Sendable {
     partials[id] = nil
     pendings[id] = nil
     if stream.precredited > 0 { orphanedCredit[id] = stream.precredited }
-    FrameEncoder.appendReset(&outbound, streamID: id, code: code)
+    FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
     events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
   }
 
@@ -423,7 +424,7 @@ public struct ConnectionCore: Sendable {
     guard case .stream(let id) = error.scope else { return fail(error, &events) }
     if error.frameType == FrameType.open {
       guard admitOpen(id, &events) else { return }
-      FrameEncoder.appendReset(&outbound, streamID: id, code: error.code)
+      FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: error.code)
       return
     }
     if streams[id] == nil && isIdle(id) {
@@ -438,7 +439,7 @@ public struct ConnectionCore: Sendable {
   ) {
     // A stream this side already closed gets nothing: the peer's frame crossed our end.
     guard removeStream(id) != nil else { return }
-    FrameEncoder.appendReset(&outbound, streamID: id, code: code)
+    FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
     events.append(.streamReset(streamID: id, code, reason: reason, byPeer: false))
   }
 
@@ -446,7 +447,7 @@ public struct ConnectionCore: Sendable {
     guard phase != .closed else { return }
     // A last id never grows, even on an error GOAWAY after a graceful one.
     let last = min(role == .server ? highestPeerStreamID : 0, goAwaySent ?? .max)
-    FrameEncoder.appendGoAway(&outbound, lastStreamID: last, code: error.code, debug: error.reason)
+    FrameEncoder.appendGoAway(&outbound.frameBytes, lastStreamID: last, code: error.code, debug: error.reason)
     goAwaySent = min(goAwaySent ?? last, last)
     phase = .closed
     streams.removeAll()
@@ -495,7 +496,7 @@ public struct ConnectionCore: Sendable {
     }
     let id = nextStreamID
     nextStreamID += 2
-    FrameEncoder.appendOpen(&outbound, streamID: id, head: head, endStream: endStream)
+    FrameEncoder.appendOpen(&outbound.frameBytes, streamID: id, head: head, endStream: endStream)
     streams[id] = Stream(
       machine: .openedLocally(endStream: endStream), sendWindow: Int(peerSettings.initialWindowSize),
       receiveWindow: Int(localSettings.initialWindowSize))
@@ -530,8 +531,7 @@ public struct ConnectionCore: Sendable {
     if message.count <= Int(peerSettings.maxFrameSize) && message.count <= stream.sendWindow
       && message.count <= connectionSendWindow
     {
-      FrameEncoder.appendData(
-        &outbound, streamID: id, payload: message, endMessage: true, endStream: endStream)
+      outbound.appendData(streamID: id, payload: message, endMessage: true, endStream: endStream)
       connectionSendWindow -= message.count
       streams.update(id) { stream in
         stream.sendWindow -= message.count
@@ -551,7 +551,7 @@ public struct ConnectionCore: Sendable {
       pendings[id] = pending
       return
     }
-    FrameEncoder.appendData(&outbound, streamID: id, payload: EmptyCollection(), endMessage: false, endStream: true)
+    FrameEncoder.appendData(&outbound.frameBytes, streamID: id, payload: EmptyCollection(), endMessage: false, endStream: true)
     _ = stream.machine.sendEndStream()
     streams[id] = stream
   }
@@ -572,7 +572,7 @@ public struct ConnectionCore: Sendable {
     }
     stream.sentHeaders = true
     streams[id] = stream
-    FrameEncoder.appendHeaders(&outbound, streamID: id, metadata: metadata)
+    FrameEncoder.appendHeaders(&outbound.frameBytes, streamID: id, metadata: metadata)
     return true
   }
 
@@ -616,7 +616,7 @@ public struct ConnectionCore: Sendable {
       return true
     }
     removeStream(id)
-    FrameEncoder.appendTrailers(&outbound, streamID: id, trailers: trailers)
+    FrameEncoder.appendTrailers(&outbound.frameBytes, streamID: id, trailers: trailers)
     return true
   }
 
@@ -625,7 +625,7 @@ public struct ConnectionCore: Sendable {
   @discardableResult
   public mutating func resetStream(streamID id: UInt32, _ code: ErrorCode) -> Bool {
     guard removeStream(id) != nil else { return false }
-    FrameEncoder.appendReset(&outbound, streamID: id, code: code)
+    FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
     return true
   }
 
@@ -656,14 +656,14 @@ public struct ConnectionCore: Sendable {
       stream.receiveUnacked = 0
       return unacked
     } ?? 0
-    if increment > 0 { FrameEncoder.appendWindowUpdate(&outbound, streamID: id, increment: UInt32(increment)) }
+    if increment > 0 { FrameEncoder.appendWindowUpdate(&outbound.frameBytes, streamID: id, increment: UInt32(increment)) }
   }
 
   private mutating func creditStream(_ id: UInt32, _ stream: inout Stream, _ bytes: Int) {
     guard bytes > 0 else { return }
     stream.receiveUnacked += bytes
     if stream.receiveUnacked >= max(1, Int(localSettings.initialWindowSize) / 2) {
-      FrameEncoder.appendWindowUpdate(&outbound, streamID: id, increment: UInt32(stream.receiveUnacked))
+      FrameEncoder.appendWindowUpdate(&outbound.frameBytes, streamID: id, increment: UInt32(stream.receiveUnacked))
       stream.receiveWindow += stream.receiveUnacked
       stream.receiveUnacked = 0
     }
@@ -684,7 +684,7 @@ public struct ConnectionCore: Sendable {
     guard bytes > 0 else { return }
     connectionUnacked += bytes
     if connectionUnacked >= max(1, Int(localSettings.connectionWindowSize) / 2) {
-      FrameEncoder.appendWindowUpdate(&outbound, streamID: 0, increment: UInt32(connectionUnacked))
+      FrameEncoder.appendWindowUpdate(&outbound.frameBytes, streamID: 0, increment: UInt32(connectionUnacked))
       connectionReceiveWindow += connectionUnacked
       connectionUnacked = 0
     }
@@ -696,13 +696,13 @@ public struct ConnectionCore: Sendable {
     guard phase != .closed else { return }
     let last = min(lastStreamID, goAwaySent ?? lastStreamID)
     goAwaySent = last
-    FrameEncoder.appendGoAway(&outbound, lastStreamID: last, code: code, debug: debug)
+    FrameEncoder.appendGoAway(&outbound.frameBytes, lastStreamID: last, code: code, debug: debug)
   }
 
   /// Sends a PING; the peer's ACK comes back as ``ConnectionEvent/pingAck(_:)``.
   public mutating func sendPing(_ payload: UInt64) {
     guard phase != .closed else { return }
-    FrameEncoder.appendPing(&outbound, ack: false, payload: payload)
+    FrameEncoder.appendPing(&outbound.frameBytes, ack: false, payload: payload)
   }
 
   /// Ends the connection because of this side's own error (a GOAWAY with the code, then close).
@@ -727,8 +727,8 @@ public struct ConnectionCore: Sendable {
       }
       let end = pending.offset + allowance
       let last = end == pending.bytes.count
-      FrameEncoder.appendData(
-        &outbound, streamID: id, payload: pending.bytes[pending.offset..<end], endMessage: last,
+      outbound.appendData(
+        streamID: id, payload: pending.bytes[pending.offset..<end], endMessage: last,
         endStream: last && pending.endStream)
       stream.sendWindow -= allowance
       connectionSendWindow -= allowance
@@ -739,7 +739,7 @@ public struct ConnectionCore: Sendable {
         if let trailers = pending.trailers {
           streams[id] = stream
           removeStream(id)
-          FrameEncoder.appendTrailers(&outbound, streamID: id, trailers: trailers)
+          FrameEncoder.appendTrailers(&outbound.frameBytes, streamID: id, trailers: trailers)
         } else {
           streams[id] = stream
         }

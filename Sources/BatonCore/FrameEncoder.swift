@@ -24,12 +24,20 @@ public enum FrameEncoder {
     _ buffer: inout [UInt8], streamID: UInt32, payload: some Collection<UInt8>,
     endMessage: Bool, endStream: Bool
   ) {
-    let flags = (endStream ? FrameFlags.endStream : 0) | (endMessage ? FrameFlags.endMessage : 0)
-    appendHeader(&buffer, length: payload.count, type: FrameType.data, flags: flags, streamID: streamID)
+    appendDataHeader(&buffer, streamID: streamID, length: payload.count, endMessage: endMessage, endStream: endStream)
     // Copied from borrowed storage: appending an Array retains and releases its buffer.
     if payload.withContiguousStorageIfAvailable({ buffer.append(contentsOf: $0) }) == nil {
       buffer.append(contentsOf: payload)
     }
+  }
+
+  /// The 9-byte header of a DATA frame whose payload the caller sends separately.
+  @inlinable
+  public static func appendDataHeader(
+    _ buffer: inout [UInt8], streamID: UInt32, length: Int, endMessage: Bool, endStream: Bool
+  ) {
+    let flags = (endStream ? FrameFlags.endStream : 0) | (endMessage ? FrameFlags.endMessage : 0)
+    appendHeader(&buffer, length: length, type: FrameType.data, flags: flags, streamID: streamID)
   }
 
   public static func appendOpen(

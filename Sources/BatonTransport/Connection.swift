@@ -35,7 +35,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   // Loop-thread-only state.
   private var registration: Registration?
   private var inbound: InboundBuffer
-  private var writing: [UInt8] = []
+  private var writing = OutboundBuffer()
   private var writeOffset = 0
   private var events: [ConnectionEvent] = []
   private var wakes: [Wake] = []
@@ -901,10 +901,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     while writeOffset < writing.count {
       let written: Int?
       do {
-        let offset = writeOffset
-        written = try writing.withUnsafeBytes { raw in
-          try Socket.write(fd, UnsafeRawBufferPointer(rebasing: raw[offset...]))
-        }
+        written = try writeSome()
       } catch {
         return connectionLost("write failed: \(error)")
       }
@@ -914,7 +911,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     let pendingBytes = writing.count - writeOffset
     if pendingBytes == 0 {
       // An idle connection should not sit on a burst's buffer.
-      if writing.capacity > 64 << 10 { writing = [] } else { writing.removeAll(keepingCapacity: true) }
+      writing.removeAll(keepingCapacity: writing.frameCapacity <= 64 << 10)
       writeOffset = 0
     }
     // Stop reading while the peer is not taking what we write, so memory stays bounded. DATA is
@@ -932,6 +929,22 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if pendingBytes == 0 && closeAfter && !halfClosed {
       halfClosed = true
       Socket.shutdownWrite(fd)
+    }
+  }
+
+  /// One write of what is left of `writing`: a plain send while it holds frame bytes only, a
+  /// gathered one (frames and the payloads they reference, up to 128 pieces) otherwise.
+  /// Bytes written, or nil if the socket's buffer is full.
+  private func writeSome() throws -> Int? {
+    let offset = writeOffset
+    if writing.referenceCount == 0 {
+      return try writing.frameBytes.withUnsafeBytes { raw in
+        try Socket.write(fd, UnsafeRawBufferPointer(rebasing: raw[offset...]))
+      }
+    }
+    return try writing.withSegments(from: offset, maxSegments: min(128, Socket.maxBuffersPerWrite)) { pieces in
+      let vectors = pieces.map(IOVector.init)
+      return try vectors.withUnsafeBufferPointer { try Socket.writev(fd, $0) }
     }
   }
 

@@ -91,8 +91,8 @@ struct Driven {
 
   /// Takes the bytes the core wrote since the last call, and decodes them.
   mutating func takeOutbound(sourceLocation: SourceLocation = #_sourceLocation) -> (bytes: [UInt8], frames: [Frame]) {
-    let bytes = core.outbound
-    core.outbound.removeAll()
+    let bytes = core.outbound.flattened
+    core.outbound.removeAll(keepingCapacity: false)
     var body = bytes[...]
     if !prefaceChecked {
       #expect(Array(body.prefix(Preface.length)) == Preface.bytes, "every side starts with the preface", sourceLocation: sourceLocation)

@@ -12,7 +12,7 @@ struct ConnectionCoreTests {
   func firstBytes() {
     let settings = ConnectionSettings(maxConcurrentStreams: 100, maxMessageSize: 1000)
     var server = Driven(.server, settings: settings)
-    #expect(Array(server.core.outbound.prefix(8)) == Preface.bytes)
+    #expect(Array(server.core.outbound.flattened.prefix(8)) == Preface.bytes)
     #expect(server.written() == [settings.frame])
     #expect(server.core.phase == .awaitingPreface)
     var client = Driven(.client)
@@ -169,7 +169,7 @@ struct ConnectionCoreTests {
     let sent = pair.client.core.send(id, Array("hi".utf8), endStream: true)
     #expect(sent.outcome == .written)
     #expect(sent.events.isEmpty)
-    #expect(pair.client.core.outbound.hex == request.hex)
+    #expect(pair.client.core.outbound.flattened.hex == request.hex)
 
     #expect(
       pair.clientToServer() == [
@@ -179,7 +179,7 @@ struct ConnectionCoreTests {
     pair.server.core.sendHeaders(streamID: 1, ["server": "baton"])
     #expect(pair.server.core.send(1, Array("hi".utf8)).outcome == .written)
     #expect(pair.server.core.sendTrailers(streamID: 1, .ok) == true)
-    #expect(pair.server.core.outbound.hex == response.hex)
+    #expect(pair.server.core.outbound.flattened.hex == response.hex)
 
     #expect(
       pair.serverToClient() == [

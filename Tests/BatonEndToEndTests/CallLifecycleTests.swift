@@ -183,6 +183,40 @@ struct LargeMessageTests {
     }
   }
 
+  @Test("messages on both sides of the size above which payloads are sent by reference echo intact and in order")
+  func aroundReferenceThreshold() async throws {
+    // Copied and referenced payloads interleave in one gathered write, and 70,000 bytes spans
+    // several frames (fragments are referenced slices): a misplaced piece changes some message.
+    let sizes = [1, 1_023, 1_024, 1_025, 4_096, 70_000, 64, 16_384]
+    let messages = (0..<400).map { index in
+      (0..<sizes[index % sizes.count]).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index &* 13) }
+    }
+    try await withTestServer(echoRouter()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        let echoed = try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(20))) {
+          writer, replies in
+          try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+              for message in messages { try await writer.write(message) }
+              writer.finish()
+            }
+            var echoed: [[UInt8]] = []
+            for try await reply in replies { echoed.append(reply) }
+            try await group.waitForAll()
+            return echoed
+          }
+        }
+        #expect(echoed.count == messages.count)
+        let wrong = zip(echoed, messages).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(wrong == nil, "echo \(wrong ?? -1) differs from its request")
+        for size in sizes {
+          let reply = try await client.unary("echo/Unary", [UInt8](repeating: UInt8(size % 251), count: size))
+          #expect(reply == [UInt8](repeating: UInt8(size % 251), count: size))
+        }
+      }
+    }
+  }
+
   @Test("fragmented messages on streams that are then reset leak no connection credit")
   func noCreditLeak() async throws {
     var router = echoRouter()
