@@ -91,11 +91,23 @@ final class StreamingCall: Sendable {
     if !committedFlag.load(ordering: .acquiring) {
       keepForReplay(message)
     }
-    let (stream, number) = try current()
-    do {
-      return try stream.enqueue(message) ? .awaitCredit(stream, attempt: number) : .sent
-    } catch let failure as StreamFailure {
-      return .failed(failure, attempt: number)
+    // Queued under the call's lock, with the attempt's stream borrowed there: copying it out
+    // would retain and release the connection, an object the event loop's thread also counts,
+    // once per message. The connection never calls back into the call while it holds its own
+    // lock, so taking it inside this one cannot deadlock.
+    return try state.withLock { s throws -> Queued in
+      let blocked: Bool?
+      do {
+        blocked = s.finished ? nil : try s.attempt?.stream.enqueue(message)
+      } catch let failure as StreamFailure {
+        return .failed(failure, attempt: s.number)
+      }
+      switch blocked {
+      case false?: return .sent
+      case true?: if let stream = s.attempt?.stream { return .awaitCredit(stream, attempt: s.number) }
+      case nil: break
+      }
+      throw RPCError(code: .cancelled, message: "the call has ended")
     }
   }
 
