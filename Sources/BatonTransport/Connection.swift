@@ -37,6 +37,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private var inbound: InboundBuffer
   private var writing = OutboundBuffer()
   private var writeOffset = 0
+  private var trim = WriteBufferTrim()
+  private var trimTimer: TimerHandle?
   private var events: [ConnectionEvent] = []
   private var wakes: [Wake] = []
   private var interest: Interest = .read
@@ -910,9 +912,12 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
     let pendingBytes = writing.count - writeOffset
     if pendingBytes == 0 {
-      // An idle connection should not sit on a burst's buffer.
-      writing.removeAll(keepingCapacity: writing.frameCapacity <= 64 << 10)
+      let decision = trim.afterFlush(capacity: writing.frameCapacity)
+      writing.removeAll(keepingCapacity: decision != .drop)
       writeOffset = 0
+      if decision == .keepAndStartTimer { startTrimTimer() }
+    } else {
+      trim.flushedPartly()
     }
     // Stop reading while the peer is not taking what we write, so memory stays bounded. DATA is
     // already bounded by the peer's connection window, so only bytes beyond that window (frames
@@ -929,6 +934,33 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if pendingBytes == 0 && closeAfter && !halfClosed {
       halfClosed = true
       Socket.shutdownWrite(fd)
+    }
+  }
+
+  private func startTrimTimer() {
+    trimTimer = loop.schedule(at: MonotonicClock.now() &+ limits.writeBufferTrimDelay) { [self] in
+      loop.execute { self.trimWriteBuffers() }
+    }
+  }
+
+  /// Gives back the capacity a burst left in both write buffers (the one being written and the
+  /// core's, which take turns), once the connection has been quiet for a whole trim delay.
+  private func trimWriteBuffers() {
+    guard !fdClosed else { return }
+    guard trim.timerFired() else { return startTrimTimer() }
+    trimTimer = nil
+    if writing.isEmpty { writing = OutboundBuffer() }
+    state.withLock { s in
+      if s.core.outbound.isEmpty && s.core.outbound.frameCapacity > WriteBufferTrim.idleCapacity {
+        s.core.outbound = OutboundBuffer()
+      }
+    }
+  }
+
+  /// Write-buffer capacity held now (both buffers): what the trim gives back.
+  package func writeBufferCapacity() async throws -> Int {
+    try await loop.submit { [self] in
+      writing.frameCapacity + state.withLock { $0.core.outbound.frameCapacity }
     }
   }
 
@@ -974,6 +1006,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if let registration { loop.deregister(registration) }
     registration = nil
     if let lingerTimer { loop.cancel(lingerTimer) }
+    if let trimTimer { loop.cancel(trimTimer) }
+    trim.stop()
     Socket.close(fd)
     var wakes: [Wake] = []
     state.withLock { s in

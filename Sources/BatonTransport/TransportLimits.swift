@@ -17,11 +17,16 @@ package struct TransportLimits: Sendable, Hashable {
   /// After this side decides to close: how long it waits for its last bytes to leave and for the
   /// peer's FIN before closing anyway. Default 2 s.
   package var linger: UInt64
+  /// How long a connection must make no flush before its write buffers give back what a burst
+  /// left in them (see ``WriteBufferTrim``). Default 1 s.
+  package var writeBufferTrimDelay: UInt64
 
   package init(
     maxBufferedBytes: Int = 4 << 20, readChunk: Int = 64 << 10, maxPingsPerSecond: Int = 10,
-    handshakeTimeout: UInt64 = 10_000_000_000, linger: UInt64 = 2_000_000_000
+    handshakeTimeout: UInt64 = 10_000_000_000, linger: UInt64 = 2_000_000_000,
+    writeBufferTrimDelay: UInt64 = 1_000_000_000
   ) {
+    self.writeBufferTrimDelay = writeBufferTrimDelay
     self.maxBufferedBytes = maxBufferedBytes
     self.readChunk = readChunk
     self.maxPingsPerSecond = maxPingsPerSecond
