@@ -912,7 +912,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
     let pendingBytes = writing.count - writeOffset
     if pendingBytes == 0 {
-      let decision = trim.afterFlush(capacity: writing.frameCapacity)
+      let decision = trim.afterFlush(capacity: writing.frameCapacity, timerRunning: trimTimer != nil)
       writing.removeAll(keepingCapacity: decision != .drop)
       writeOffset = 0
       if decision == .keepAndStartTimer { startTrimTimer() }
@@ -946,9 +946,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Gives back the capacity a burst left in both write buffers (the one being written and the
   /// core's, which take turns), once the connection has been quiet for a whole trim delay.
   private func trimWriteBuffers() {
+    trimTimer = nil
     guard !fdClosed else { return }
     guard trim.timerFired() else { return startTrimTimer() }
-    trimTimer = nil
     if writing.isEmpty { writing = OutboundBuffer() }
     state.withLock { s in
       if s.core.outbound.isEmpty && s.core.outbound.frameCapacity > WriteBufferTrim.idleCapacity {
@@ -1007,7 +1007,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     registration = nil
     if let lingerTimer { loop.cancel(lingerTimer) }
     if let trimTimer { loop.cancel(trimTimer) }
-    trim.stop()
+    trimTimer = nil
     Socket.close(fd)
     var wakes: [Wake] = []
     state.withLock { s in

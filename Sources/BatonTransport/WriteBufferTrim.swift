@@ -24,16 +24,15 @@ struct WriteBufferTrim {
     case drop
   }
 
-  private var timerRunning = false
   private var flushedSinceTimer = false
 
-  /// Notes a flush that emptied the buffer, which has `capacity` bytes of room.
-  mutating func afterFlush(capacity: Int) -> AfterFlush {
+  /// Notes a flush that emptied the buffer, which has `capacity` bytes of room; `timerRunning`
+  /// says whether the connection's trim timer is set.
+  mutating func afterFlush(capacity: Int, timerRunning: Bool) -> AfterFlush {
     flushedSinceTimer = true
     if capacity > Self.busyCapacity { return .drop }
     if capacity <= Self.idleCapacity { return .keep }
     if timerRunning { return .keepWhileTimerRuns }
-    timerRunning = true
     flushedSinceTimer = false
     return .keepAndStartTimer
   }
@@ -43,19 +42,10 @@ struct WriteBufferTrim {
     flushedSinceTimer = true
   }
 
-  /// The trim timer fired. True: the connection was quiet for the whole delay, trim now (the
-  /// timer stops). False: it flushed meanwhile, start the timer again.
+  /// The trim timer fired. True: the connection was quiet for the whole delay, trim now.
+  /// False: it flushed meanwhile, set the timer again.
   mutating func timerFired() -> Bool {
-    if flushedSinceTimer {
-      flushedSinceTimer = false
-      return false
-    }
-    timerRunning = false
-    return true
-  }
-
-  /// The connection closed: no timer runs any more.
-  mutating func stop() {
-    timerRunning = false
+    defer { flushedSinceTimer = false }
+    return !flushedSinceTimer
   }
 }

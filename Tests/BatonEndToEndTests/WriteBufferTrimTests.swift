@@ -8,19 +8,19 @@ struct WriteBufferTrimTests {
   @Test("small buffers are kept, a burst's is kept with one timer, a huge one is dropped")
   func afterFlush() {
     var trim = WriteBufferTrim()
-    #expect(trim.afterFlush(capacity: WriteBufferTrim.idleCapacity) == .keep)
-    #expect(trim.afterFlush(capacity: WriteBufferTrim.idleCapacity + 1) == .keepAndStartTimer)
-    #expect(trim.afterFlush(capacity: WriteBufferTrim.busyCapacity) == .keepWhileTimerRuns, "one timer at a time")
-    #expect(trim.afterFlush(capacity: WriteBufferTrim.busyCapacity + 1) == .drop)
+    #expect(trim.afterFlush(capacity: WriteBufferTrim.idleCapacity, timerRunning: false) == .keep)
+    #expect(trim.afterFlush(capacity: WriteBufferTrim.idleCapacity + 1, timerRunning: false) == .keepAndStartTimer)
+    #expect(trim.afterFlush(capacity: WriteBufferTrim.busyCapacity, timerRunning: true) == .keepWhileTimerRuns, "one timer at a time")
+    #expect(trim.afterFlush(capacity: WriteBufferTrim.busyCapacity + 1, timerRunning: true) == .drop)
   }
 
-  @Test("the timer trims only after a delay with no flush, and a trimmed connection starts over")
+  @Test("the timer trims only after a delay with no flush")
   func timer() {
     var trim = WriteBufferTrim()
-    #expect(trim.afterFlush(capacity: 128 << 10) == .keepAndStartTimer)
+    #expect(trim.afterFlush(capacity: 128 << 10, timerRunning: false) == .keepAndStartTimer)
     #expect(trim.timerFired() == true, "no flush since the timer started: trim")
-    #expect(trim.afterFlush(capacity: 128 << 10) == .keepAndStartTimer, "the next burst starts a new timer")
-    #expect(trim.afterFlush(capacity: 128 << 10) == .keepWhileTimerRuns)
+    #expect(trim.afterFlush(capacity: 128 << 10, timerRunning: false) == .keepAndStartTimer, "the next burst starts a new timer")
+    #expect(trim.afterFlush(capacity: 128 << 10, timerRunning: true) == .keepWhileTimerRuns)
     #expect(trim.timerFired() == false, "a flush meanwhile: still busy, look again")
     trim.flushedPartly()
     #expect(trim.timerFired() == false, "a flush that left bytes to write is busy too")
