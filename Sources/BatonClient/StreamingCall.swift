@@ -155,11 +155,11 @@ final class StreamingCall: Sendable {
     try await nextMessage { stream in try await stream.receive() }
   }
 
-  /// Credits what the reader consumed of its batch. A batch exists only once the server has
+  /// Credits bytes the reader consumed of its batch. A batch exists only once the server has
   /// answered (the call is committed, it never moves), so the current attempt lent it.
-  func credit(_ batch: inout MessageQueue) {
+  func credit(_ bytes: Int) {
     guard let (stream, _) = try? current() else { return }
-    stream.credit(&batch)
+    stream.credit(bytes)
   }
 
   /// The next message; messages that arrived with it go into `batch` (see
@@ -371,9 +371,7 @@ public struct ResponseStream: AsyncSequence, Sendable {
     /// The next reply of the batch in hand, giving back credit as the batch is consumed.
     @usableFromInline
     mutating func takeBatched() -> [UInt8]? {
-      guard let message = batch.popFirst() else { return nil }
-      if batch.owesCredit { call.credit(&batch) }
-      return message
+      batch.popFirst { call.credit($0) }
     }
 
     /// Waits for the next reply and takes the rest of its burst as the new batch.

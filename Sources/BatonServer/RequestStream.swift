@@ -36,9 +36,7 @@ public struct RequestStream: AsyncSequence, Sendable {
     /// The next message of the batch in hand, giving back credit as the batch is consumed.
     @usableFromInline
     mutating func takeBatched() -> [UInt8]? {
-      guard let message = batch.popFirst() else { return nil }
-      if batch.owesCredit { stream.credit(&batch) }
-      return message
+      batch.popFirst { stream.credit($0) }
     }
 
     /// Waits for the next message and takes the rest of its burst as the new batch.

@@ -49,6 +49,15 @@ package struct MessageQueue: Sendable {
     return message
   }
 
+  /// The next message of a reader's batch. Once the reader has consumed half of what is still
+  /// lent (see ``owesCredit``), `giveBack` gets those bytes to credit to the sender, so that it
+  /// keeps a window open while a large batch is read.
+  package mutating func popFirst(crediting giveBack: (Int) -> Void) -> [UInt8]? {
+    guard let message = popFirst() else { return nil }
+    if owesCredit { giveBack(takeOwedCredit()) }
+    return message
+  }
+
   /// Removes everything, returning the byte count so that its credit can be given back.
   mutating func removeAll() -> Int {
     let bytes = byteCount

@@ -23,9 +23,9 @@ package struct StreamHandle: Sendable {
     try await connection.receive(id, batch: &batch)
   }
 
-  /// Credits what a reader consumed of its batch; call when ``MessageQueue/owesCredit``.
-  package func credit(_ batch: inout MessageQueue) {
-    connection.credit(id, batch.takeOwedCredit())
+  /// Credits bytes a reader consumed of its batch (see ``MessageQueue/popFirst(crediting:)``).
+  package func credit(_ bytes: Int) {
+    connection.credit(id, bytes)
   }
 
   /// Sends a message, waiting for flow-control credit if the peer has not granted enough.
