@@ -41,32 +41,27 @@ public struct OutboundBuffer: Sendable {
     frameBytes.reserveCapacity(frameCapacity)
   }
 
-  /// Adds a DATA frame carrying a whole message: its header is encoded, and the payload copied
-  /// or referenced by its size.
+  /// Adds a DATA frame carrying a whole message. A small payload is copied straight from the
+  /// array (making a slice of it would cost a retain and release); a large one is referenced.
   @inlinable
   public mutating func appendData(streamID: UInt32, payload: [UInt8], endMessage: Bool, endStream: Bool) {
     if payload.count < Self.referenceThreshold {
       FrameEncoder.appendData(
         &frameBytes, streamID: streamID, payload: payload, endMessage: endMessage, endStream: endStream)
     } else {
-      appendReferenced(streamID: streamID, payload[...], endMessage: endMessage, endStream: endStream)
+      appendData(streamID: streamID, payload: payload[...], endMessage: endMessage, endStream: endStream)
     }
   }
 
-  /// Adds a DATA frame carrying part of a message (a fragment the windows or MAX_FRAME_SIZE cut).
+  /// Adds a DATA frame: its header is encoded, and the payload copied if it is smaller than
+  /// ``referenceThreshold``, else referenced.
   public mutating func appendData(
     streamID: UInt32, payload: ArraySlice<UInt8>, endMessage: Bool, endStream: Bool
   ) {
-    if payload.count < Self.referenceThreshold {
-      FrameEncoder.appendData(
+    guard payload.count >= Self.referenceThreshold else {
+      return FrameEncoder.appendData(
         &frameBytes, streamID: streamID, payload: payload, endMessage: endMessage, endStream: endStream)
-    } else {
-      appendReferenced(streamID: streamID, payload, endMessage: endMessage, endStream: endStream)
     }
-  }
-
-  @usableFromInline
-  mutating func appendReferenced(streamID: UInt32, _ payload: ArraySlice<UInt8>, endMessage: Bool, endStream: Bool) {
     FrameEncoder.appendDataHeader(
       &frameBytes, streamID: streamID, length: payload.count, endMessage: endMessage, endStream: endStream)
     references.append(Reference(offset: frameBytes.count, payload: payload))
