@@ -481,6 +481,17 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Forgets a stream's slot, under the lock; returns it so that it is freed after the lock.
   private static func release(_ id: UInt32, _ s: inout State, now: UInt64, _ wakes: inout [Wake]) -> Slot? {
     guard let slot = s.slots.removeValue(forKey: id) else { return nil }
+    // Whoever still waits on the stream (a writer or reader the caller left running past the
+    // end of its call) learns that the call has ended, instead of waiting for ever.
+    if slot.receiver != nil || slot.writer != nil || slot.finisher != nil {
+      let ended = StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
+      if let receiver = slot.receiver { wakes.append(.failReceive(receiver, ended)) }
+      if let writer = slot.writer { wakes.append(.resume(writer, ended)) }
+      if let finisher = slot.finisher { wakes.append(.resume(finisher, ended)) }
+      slot.receiver = nil
+      slot.writer = nil
+      slot.finisher = nil
+    }
     if !s.handlerTasks.isEmpty { s.handlerTasks[id] = nil }
     // A reply still waiting for flow-control credit, with its status queued behind it, is
     // not abandoned: it finishes on its own as credit arrives.
