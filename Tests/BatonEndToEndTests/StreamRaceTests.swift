@@ -107,6 +107,68 @@ struct StreamRaceTests {
     }
   }
 
+  @Test("large messages (sent by reference) in flight through a graceful stop all arrive intact; a hard stop ends such a stream with an error")
+  func largeMessagesThroughStops() async throws {
+    let messages = (0..<300).map { index in
+      (0..<4_096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index &* 13) }
+    }
+    // Graceful: half the messages go before the stop begins and half after; the stream still
+    // finishes OK.
+    try await withTestServer(echoRouter()) { server, address in
+      try await withClient(endpoints: [address]) { client in
+        let firstEcho = Signal()
+        let stopBegan = Signal()
+        async let echoed = client.bidirectional("echo/Bidi") { writer, replies in
+          async let written: Void = {
+            for message in messages[..<150] { try await writer.write(message) }
+            await stopBegan.wait()
+            for message in messages[150...] { try await writer.write(message) }
+            writer.finish()
+          }()
+          var echoed: [[UInt8]] = []
+          for try await reply in replies {
+            echoed.append(reply)
+            if echoed.count == 1 { firstEcho.fire() }
+          }
+          try await written
+          return echoed
+        }
+        await firstEcho.wait()
+        let stopping = Task { await server.gracefulStop(deadline: .seconds(10)) }
+        while server.isReady { await Task.yield() }
+        stopBegan.fire()
+        let all = try await echoed
+        let report = await stopping.value
+        #expect(all.count == messages.count)
+        #expect(all == messages, "an echo came back changed or out of order")
+        #expect(report.isClean)
+        #expect(report.drainedStreams == 1, "the stream did not span the stop: \(report)")
+      }
+    }
+    // Hard: the connection goes with payloads still referenced for writing; the call fails.
+    try await withTestServer(echoRouter()) { server, address in
+      try await withClient(endpoints: [address]) { client in
+        let firstEcho = Signal()
+        async let outcome: (any Error)? = {
+          do {
+            try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(20))) { writer, replies in
+              async let written: Void = { while true { try await writer.write(messages[0]) } }()
+              for try await _ in replies { firstEcho.fire() }
+              try await written
+            }
+            return nil
+          } catch {
+            return error
+          }
+        }()
+        await firstEcho.wait()
+        server.stopNow()
+        let error = await outcome
+        #expect(error is RPCError, "the stream ended with \(String(describing: error))")
+      }
+    }
+  }
+
   /// The writer's outcome, or nil if it has none within `limit`. Not a task group: a writer
   /// that never ends must not hold the test, and the watcher left on it is then simply dropped.
   private static func outcome(of task: Task<RPCError?, Never>, within limit: Duration) async -> Outcome? {
