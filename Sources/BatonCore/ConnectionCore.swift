@@ -132,6 +132,14 @@ public struct ConnectionCore: Sendable {
         phase = .awaitingSettings
         continue
       }
+      if phase == .active, let data = decoder.wholeData(rest) {
+        // The usual frame, decoded without copying its payload (see `messageBytes`).
+        let payload = (consumed + data.payload.lowerBound)..<(consumed + data.payload.upperBound)
+        consumed = payload.upperBound
+        receiveData(
+          data.streamID, .inPlace(bytes, payload), endMessage: data.endMessage, endStream: data.endStream, &events)
+        continue
+      }
       let result: FrameDecoder.Outcome
       do {
         result = try decoder.decode(rest, recentMethod: &recentMethod)
@@ -172,7 +180,7 @@ public struct ConnectionCore: Sendable {
     }
     switch consume frame {
     case .data(let id, let payload, let endMessage, let endStream):
-      receiveData(id, payload, endMessage: endMessage, endStream: endStream, &events)
+      receiveData(id, .copied(payload), endMessage: endMessage, endStream: endStream, &events)
     case .open(let id, let head, let endStream):
       receiveOpen(id, head, endStream: endStream, &events)
     case .headers(let id, let metadata):
@@ -270,8 +278,35 @@ public struct ConnectionCore: Sendable {
     events.append(.headers(streamID: id, metadata))
   }
 
+  /// A DATA frame's payload: an array the decoder made, or its place in the bytes being received.
+  private enum DataPayload: ~Copyable {
+    case copied([UInt8])
+    case inPlace(UnsafeRawBufferPointer, Range<Int>)
+
+    var count: Int {
+      switch self {
+      case .copied(let bytes): bytes.count
+      case .inPlace(_, let range): range.count
+      }
+    }
+
+    consuming func array() -> [UInt8] {
+      switch consume self {
+      case .copied(let bytes): bytes
+      case .inPlace(let buffer, let range): Array(UnsafeRawBufferPointer(rebasing: buffer[range]))
+      }
+    }
+
+    func append(to bytes: inout [UInt8]) {
+      switch self {
+      case .copied(let payload): bytes.append(contentsOf: payload)
+      case .inPlace(let buffer, let range): bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[range]))
+      }
+    }
+  }
+
   private mutating func receiveData(
-    _ id: UInt32, _ payload: consuming [UInt8], endMessage: Bool, endStream: Bool,
+    _ id: UInt32, _ payload: consuming DataPayload, endMessage: Bool, endStream: Bool,
     _ events: inout [ConnectionEvent]
   ) {
     let length = payload.count
@@ -307,19 +342,22 @@ public struct ConnectionCore: Sendable {
       stream.precredited += stream.fragmentCredit
       stream.fragmentCredit = 0
       streams[id] = stream
-      events.append(.message(streamID: id, payload))
+      switch consume payload {
+      case .copied(let bytes): events.append(.message(streamID: id, bytes))
+      case .inPlace(_, let range): events.append(.messageBytes(streamID: id, range))
+      }
       return
     }
 
     var message: [UInt8]? = nil
     var partial: [UInt8]? = partials.isEmpty ? nil : partials.removeValue(forKey: id)
     if var fragments = partial.take() {
-      fragments.append(contentsOf: payload)
+      payload.append(to: &fragments)
       if endMessage { message = fragments } else { partial = fragments }
     } else if endMessage {
-      message = payload
+      message = payload.array()
     } else if length > 0 {
-      partial = payload
+      partial = payload.array()
     }
     let buffered = (message?.count ?? 0) + (partial?.count ?? 0)
     let tooLarge = buffered > Int(localSettings.maxMessageSize)

@@ -8,9 +8,14 @@ public enum ConnectionEvent: Sendable, Hashable {
   case opened(streamID: UInt32, RequestHead, endStream: Bool)
   /// (client) The server's response metadata.
   case headers(streamID: UInt32, Metadata)
-  /// A complete message. Call ``ConnectionCore/consumed(streamID:bytes:)`` once the application
-  /// has taken it, to return the flow-control credit.
+  /// A complete message, reassembled from fragments. Call ``ConnectionCore/consumed(streamID:bytes:)``
+  /// once the application has taken it, to return the flow-control credit.
   case message(streamID: UInt32, [UInt8])
+  /// A complete message that came in one frame, left where it arrived: its bytes are
+  /// `bytes[range]` of the buffer given to the ``ConnectionCore/receive(_:into:)`` call that
+  /// reported it, valid only while the caller still holds that buffer. Not copied, so that the
+  /// caller copies them once, to wherever its reader takes them. Credit as for ``message(streamID:_:)``.
+  case messageBytes(streamID: UInt32, Range<Int>)
   /// (server) The client ended its side: no more messages on this stream.
   case endOfInput(streamID: UInt32)
   /// (client) The call ended with this status; the stream is gone.

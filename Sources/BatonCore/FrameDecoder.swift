@@ -27,6 +27,37 @@ public struct FrameDecoder: Sendable {
     case streamError(WireError, consumed: Int)
   }
 
+  /// Where the first frame of `bytes` is a whole, valid DATA frame: its stream, flags, and the
+  /// place of its payload in `bytes` (not copied). Nil for anything else, which
+  /// ``decode(_:recentMethod:)`` then judges. For a caller that copies a payload once, straight
+  /// to wherever its reader will take it, rather than into an array of its own first.
+  public func wholeData(_ bytes: UnsafeRawBufferPointer) -> WholeData? {
+    guard bytes.count >= FrameEncoder.headerLength, bytes[3] == FrameType.data else { return nil }
+    let length = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
+    let streamID = bytes.loadBigEndian(UInt32.self, at: 5) & StreamID.max
+    let total = FrameEncoder.headerLength + length
+    guard length <= Int(maxFrameSize), bytes.count >= total, streamID != 0 else { return nil }
+    let flags = bytes[4]
+    return WholeData(
+      streamID: streamID, payload: FrameEncoder.headerLength..<total,
+      endMessage: flags & FrameFlags.endMessage != 0, endStream: flags & FrameFlags.endStream != 0)
+  }
+
+  /// A DATA frame found by ``wholeData(_:)``; the frame ends where its payload does.
+  public struct WholeData: Hashable, Sendable {
+    public var streamID: UInt32
+    public var payload: Range<Int>
+    public var endMessage: Bool
+    public var endStream: Bool
+
+    public init(streamID: UInt32, payload: Range<Int>, endMessage: Bool, endStream: Bool) {
+      self.streamID = streamID
+      self.payload = payload
+      self.endMessage = endMessage
+      self.endStream = endStream
+    }
+  }
+
   /// Decodes the first frame in `bytes`. Throws only connection-scoped errors.
   public func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Outcome {
     var noRecentMethod = ""

@@ -683,7 +683,16 @@ package final class Connection: IOHandler, @unchecked Sendable {
     Self.failAll(.connectionLost("connection closed: the peer sent too many pings"), &s, &wakes)
   }
 
-  private func apply(_ event: consuming ConnectionEvent, _ s: inout State, _ wakes: inout [Wake]) {
+  /// The bytes one `process` call gave the core, where its `messageBytes` events lie.
+  /// `@unchecked Sendable`: it is read only during that call, on the loop's thread, which the
+  /// lock's `sending` state cannot see (passed bare, it would join the state's region).
+  private struct Received: @unchecked Sendable {
+    let bytes: UnsafeRawBufferPointer
+  }
+
+  private func apply(
+    _ event: consuming ConnectionEvent, in received: Received, _ s: inout State, _ wakes: inout [Wake]
+  ) {
     switch consume event {
     case .ready(let settings):
       wakes.append(.notice(.ready(settings)))
@@ -709,6 +718,19 @@ package final class Connection: IOHandler, @unchecked Sendable {
       // The credit returns as the bytes leave the connection: now, unless they wait in the inbox
       // (with no slot, they are dropped).
       if queued != true { s.core.consumed(streamID: id, bytes: count) }
+    case .messageBytes(let id, let range):
+      // Copied once: into the inbox, or (to a parked reader) into the array it gets.
+      let message = UnsafeRawBufferPointer(rebasing: received.bytes[range])
+      let queued = s.slots.withValue(id) { slot -> Bool in
+        guard let receiver = slot.receiver else {
+          slot.inbox.append(copying: message)
+          return true
+        }
+        slot.receiver = nil
+        wakes.append(.deliver(receiver, Array(message)))
+        return false
+      }
+      if queued != true { s.core.consumed(streamID: id, bytes: range.count) }
     case .endOfInput(let id):
       guard let slot = s.slots[id] else { return }
       slot.inputDone = true
@@ -866,6 +888,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var wakes: [Wake] = []
     swap(&events, &self.events)
     swap(&wakes, &self.wakes)
+    let received = Received(bytes: bytes)
     let (used, flush, closed) = state.withLock { s in
       let wasClosed = s.core.phase == .closed
       s.lastInboundAt = now
@@ -875,7 +898,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         // the stream's inbox without a retain and release per message.
         var event = ConnectionEvent.pingAck(0)
         swap(&event, &events[index])
-        apply(event, &s, &wakes)
+        apply(event, in: received, &s, &wakes)
       }
       if s.core.pingsReceived != s.pingsSeen { policePings(&s, now: now, &wakes) }
       let closed = s.core.phase == .closed

@@ -7,6 +7,8 @@ enum Seen: Hashable, CustomStringConvertible {
   case opened(UInt32, method: String, endStream: Bool)
   case headers(UInt32, Metadata)
   case message(UInt32, [UInt8])
+  /// A `messageBytes` event not passed through ``[ConnectionEvent]/resolved(in:)``.
+  case unresolvedMessage(UInt32, Range<Int>)
   case endOfInput(UInt32)
   case trailers(UInt32, status: UInt8)
   case reset(UInt32, ErrorCode, byPeer: Bool)
@@ -22,6 +24,7 @@ enum Seen: Hashable, CustomStringConvertible {
     case .headers(let id, let metadata): "headers(\(id), \(metadata))"
     case .message(let id, let bytes):
       bytes.count <= 16 ? "message(\(id), \(bytes))" : "message(\(id), \(bytes.count) bytes)"
+    case .unresolvedMessage(let id, let range): "unresolvedMessage(\(id), \(range))"
     case .endOfInput(let id): "endOfInput(\(id))"
     case .trailers(let id, let status): "trailers(\(id), status: \(status))"
     case .reset(let id, let code, let byPeer): "reset(\(id), \(code), byPeer: \(byPeer))"
@@ -40,6 +43,7 @@ extension ConnectionEvent {
     case .opened(let id, let head, let endStream): .opened(id, method: head.method, endStream: endStream)
     case .headers(let id, let metadata): .headers(id, metadata)
     case .message(let id, let bytes): .message(id, bytes)
+    case .messageBytes(let id, let range): .unresolvedMessage(id, range)
     case .endOfInput(let id): .endOfInput(id)
     case .trailers(let id, let trailers): .trailers(id, status: trailers.status)
     case .streamReset(let id, let code, _, let byPeer): .reset(id, code, byPeer: byPeer)
@@ -53,6 +57,15 @@ extension ConnectionEvent {
 
 extension [ConnectionEvent] {
   var seen: [Seen] { map(\.seen) }
+
+  /// The events with every in-place message (`messageBytes`) turned into a `message` with the
+  /// bytes it points at in `input`, the buffer given to the `receive` call that reported it.
+  func resolved(in input: [UInt8]) -> [ConnectionEvent] {
+    map { event in
+      guard case .messageBytes(let id, let range) = event else { return event }
+      return .message(streamID: id, [UInt8](input[range]))
+    }
+  }
 }
 
 extension ConnectionSettings {
@@ -117,6 +130,10 @@ struct Driven {
     var events: [ConnectionEvent] = []
     let used = pending.withUnsafeBytes { core.receive($0, into: &events) }
     precondition(used >= 0 && used <= pending.count, "receive reported \(used) of \(pending.count) bytes")
+    for case .messageBytes(_, let range) in events {
+      #expect(range.upperBound <= used, "an in-place message lies in the bytes receive used")
+    }
+    events = events.resolved(in: pending)
     input.removeFirst(used)
     if autoConsume {
       for case .message(let id, let message) in events { core.consumed(streamID: id, bytes: message.count) }
