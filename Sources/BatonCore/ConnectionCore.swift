@@ -107,7 +107,9 @@ public struct ConnectionCore: Sendable {
   // MARK: - Input
 
   /// Processes as many whole frames of `bytes` as there are and returns how many bytes it used;
-  /// the owner keeps the rest and calls again when more arrive.
+  /// the owner keeps the rest and calls again when more arrive. A message that came in one frame
+  /// is reported in place (``ConnectionEvent/messageBytes(streamID:_:)``): the owner copies it out
+  /// of `bytes` before reusing them.
   public mutating func receive(
     _ bytes: UnsafeRawBufferPointer, into events: inout [ConnectionEvent]
   ) -> Int {
