@@ -138,8 +138,7 @@ public struct ConnectionCore: Sendable {
         // The usual frame, decoded without copying its payload (see `messageBytes`).
         let payload = (consumed + data.payload.lowerBound)..<(consumed + data.payload.upperBound)
         consumed = payload.upperBound
-        receiveData(
-          data.streamID, .inPlace(bytes, payload), endMessage: data.endMessage, endStream: data.endStream, &events)
+        receiveData(data.streamID, bytes, payload, endMessage: data.endMessage, endStream: data.endStream, &events)
         continue
       }
       let result: FrameDecoder.Outcome
@@ -181,8 +180,10 @@ public struct ConnectionCore: Sendable {
       return
     }
     switch consume frame {
-    case .data(let id, let payload, let endMessage, let endStream):
-      receiveData(id, .copied(payload), endMessage: endMessage, endStream: endStream, &events)
+    case .data:
+      // DATA is taken in place before decoding (see `receive`): `wholeData` accepts every DATA
+      // frame `decode` does, so this is never reached.
+      fail(.connection(.internalError, "a DATA frame missed the in-place path"), &events)
     case .open(let id, let head, let endStream):
       receiveOpen(id, head, endStream: endStream, &events)
     case .headers(let id, let metadata):
@@ -280,35 +281,9 @@ public struct ConnectionCore: Sendable {
     events.append(.headers(streamID: id, metadata))
   }
 
-  /// A DATA frame's payload: an array the decoder made, or its place in the bytes being received.
-  private enum DataPayload: ~Copyable {
-    case copied([UInt8])
-    case inPlace(UnsafeRawBufferPointer, Range<Int>)
-
-    var count: Int {
-      switch self {
-      case .copied(let bytes): bytes.count
-      case .inPlace(_, let range): range.count
-      }
-    }
-
-    consuming func array() -> [UInt8] {
-      switch consume self {
-      case .copied(let bytes): bytes
-      case .inPlace(let buffer, let range): Array(UnsafeRawBufferPointer(rebasing: buffer[range]))
-      }
-    }
-
-    func append(to bytes: inout [UInt8]) {
-      switch self {
-      case .copied(let payload): bytes.append(contentsOf: payload)
-      case .inPlace(let buffer, let range): bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[range]))
-      }
-    }
-  }
-
+  /// A DATA frame whose payload is `bytes[payload]`.
   private mutating func receiveData(
-    _ id: UInt32, _ payload: consuming DataPayload, endMessage: Bool, endStream: Bool,
+    _ id: UInt32, _ bytes: UnsafeRawBufferPointer, _ payload: Range<Int>, endMessage: Bool, endStream: Bool,
     _ events: inout [ConnectionEvent]
   ) {
     let length = payload.count
@@ -344,22 +319,20 @@ public struct ConnectionCore: Sendable {
       stream.precredited += stream.fragmentCredit
       stream.fragmentCredit = 0
       streams[id] = stream
-      switch consume payload {
-      case .copied(let bytes): events.append(.message(streamID: id, bytes))
-      case .inPlace(_, let range): events.append(.messageBytes(streamID: id, range))
-      }
+      events.append(.messageBytes(streamID: id, payload))
       return
     }
 
+    let fragment = UnsafeRawBufferPointer(rebasing: bytes[payload])
     var message: [UInt8]? = nil
     var partial: [UInt8]? = partials.isEmpty ? nil : partials.removeValue(forKey: id)
     if var fragments = partial.take() {
-      payload.append(to: &fragments)
+      fragments.append(contentsOf: fragment)
       if endMessage { message = fragments } else { partial = fragments }
     } else if endMessage {
-      message = payload.array()
+      message = Array(fragment)
     } else if length > 0 {
-      partial = payload.array()
+      partial = Array(fragment)
     }
     let buffered = (message?.count ?? 0) + (partial?.count ?? 0)
     let tooLarge = buffered > Int(localSettings.maxMessageSize)
