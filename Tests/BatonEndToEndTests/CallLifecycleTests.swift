@@ -247,4 +247,44 @@ struct LargeMessageTests {
       }
     }
   }
+
+  @Test("small messages left unread (packed in a stream's queue) leak no connection credit, on either side")
+  func noCreditLeakFromPackedMessages() async throws {
+    var router = echoRouter()
+    router.clientStreaming("test/ReadOne") { requests, _ in
+      for try await _ in requests { throw RPCError(code: .failedPrecondition, message: "one is enough") }
+      return []
+    }
+    router.serverStreaming("test/Flood") { _, writer, _ in
+      for _ in 0..<1_000 { try await writer.write([UInt8](repeating: 9, count: 64)) }
+    }
+    let window = ConnectionSettings(initialWindowSize: 64 << 10, connectionWindowSize: 64 << 10)
+    var serverConfiguration = Server.Configuration(logger: .disabled)
+    serverConfiguration.connection = window
+    var clientConfiguration = Client.Configuration()
+    clientConfiguration.connection = window
+    let small = [UInt8](repeating: 3, count: 64)
+    try await withTestServer(router, configuration: serverConfiguration) { _, address in
+      try await withClient(endpoints: [address], configuration: clientConfiguration) { client in
+        // Each round leaves up to a whole 64 KiB window of 64 B messages unread in a stream's
+        // queue; 20 rounds only get through if every such byte's credit comes back when the
+        // stream ends. A leak stalls a later round until its deadline.
+        for round in 0..<20 {
+          let rejected = await #expect(throws: RPCError.self, "round \(round)") {
+            _ = try await client.clientStreaming("test/ReadOne", options: CallOptions(timeout: .seconds(10))) { writer in
+              for _ in 0..<1_000 { try await writer.write(small) }
+            }
+          }
+          #expect(rejected?.code == .failedPrecondition, "round \(round)")
+          let first = try await client.serverStreaming("test/Flood", [], options: CallOptions(timeout: .seconds(10))) { replies in
+            for try await reply in replies { return reply }
+            return []
+          }
+          #expect(first == [UInt8](repeating: 9, count: 64), "round \(round)")
+        }
+        let whole = [UInt8](repeating: 7, count: 60 << 10)
+        #expect(try await client.unary("echo/Unary", whole, options: CallOptions(timeout: .seconds(10))) == whole)
+      }
+    }
+  }
 }
