@@ -31,9 +31,11 @@ package struct MessageQueue: Sendable {
   /// Messages smaller than this are packed once others are queued; a larger one costs more to
   /// copy twice than to allocate where it arrives.
   static let largestPacked = 1_024
-  /// What `packed` may keep once read empty (it and the reader's batch trade places, so a busy
-  /// stream reuses two of these).
+  /// What `packed`, and separately `items`, may keep once read empty (the queue and the reader's
+  /// batch trade places, so a busy stream reuses two of each); more is given back, so that a
+  /// stream that once took a burst does not hold its memory while it lives.
   static let keptPackedCapacity = 64 << 10
+  private static let keptItemCapacity = keptPackedCapacity / MemoryLayout<Item>.stride
   private static let initialPackedCapacity = 4 << 10
 
   package init() {}
@@ -42,6 +44,8 @@ package struct MessageQueue: Sendable {
 
   /// For tests: the packed buffer's capacity, kept for reuse or given back.
   var packedCapacity: Int { packed.capacity }
+  /// For tests: the bytes of memory the queue holds for its items and packed bytes.
+  var capacityBytes: Int { packed.capacity + items.capacity * MemoryLayout<Item>.stride }
 
   /// Consuming: the connection hands over the bytes it decoded, with no retain and release.
   mutating func append(_ message: consuming [UInt8]) {
@@ -86,7 +90,7 @@ package struct MessageQueue: Sendable {
         packedHead += count
       }
       if head == items.count {
-        items.removeAll(keepingCapacity: true)
+        items.removeAll(keepingCapacity: items.capacity <= Self.keptItemCapacity)
         head = 0
         packed.removeAll(keepingCapacity: packed.capacity <= Self.keptPackedCapacity)
         packedHead = 0

@@ -97,7 +97,7 @@ struct MessageQueueTests {
     #expect(queue.popFirst() == message(7, count: 3), "with a packed buffer kept, even one message is packed")
   }
 
-  @Test("a drained queue keeps a packed buffer up to 64 KiB and gives a larger one back")
+  @Test("a drained queue keeps a packed buffer and an item list of up to 64 KiB each and gives larger ones back")
   func packedCapacityBound() {
     var queue = MessageQueue()
     for _ in 0..<100 { appendCopying(&queue, message(1, count: 100)) }
@@ -107,6 +107,10 @@ struct MessageQueueTests {
     #expect(queue.packedCapacity > MessageQueue.keptPackedCapacity)
     while queue.popFirst() != nil {}
     #expect(queue.packedCapacity == 0, "a burst's buffer is not held by an idle stream")
+    for _ in 0..<10_000 { queue.append(message(4, count: 2)) }  // moved in: items only
+    #expect(queue.capacityBytes > 2 * MessageQueue.keptPackedCapacity)
+    while queue.popFirst() != nil {}
+    #expect(queue.capacityBytes <= 2 * MessageQueue.keptPackedCapacity, "nor a burst's item list")
     appendCopying(&queue, message(3, count: 10))
     #expect(queue.removeAll() == 10)
     #expect(queue.packedCapacity == 0 && queue.popFirst() == nil)
