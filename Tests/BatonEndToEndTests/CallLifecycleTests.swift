@@ -217,13 +217,20 @@ struct LargeMessageTests {
     }
   }
 
-  @Test("fragmented messages on streams that are then reset leak no connection credit")
-  func noCreditLeak() async throws {
+  /// The echo methods, and "test/RejectFirst": a client-streaming call whose handler fails
+  /// with `failedPrecondition` on the first message, leaving the rest unread.
+  private static func rejectingRouter() -> Router {
     var router = echoRouter()
     router.clientStreaming("test/RejectFirst") { requests, _ in
       for try await _ in requests { throw RPCError(code: .failedPrecondition, message: "no thanks") }
       return []
     }
+    return router
+  }
+
+  @Test("fragmented messages on streams that are then reset leak no connection credit")
+  func noCreditLeak() async throws {
+    let router = Self.rejectingRouter()
     var configuration = Server.Configuration(logger: .disabled)
     configuration.connection.connectionWindowSize = 1 << 20
     configuration.connection.initialWindowSize = 256 << 10
@@ -250,11 +257,7 @@ struct LargeMessageTests {
 
   @Test("small messages left unread (packed in a stream's queue) leak no connection credit, on either side")
   func noCreditLeakFromPackedMessages() async throws {
-    var router = echoRouter()
-    router.clientStreaming("test/ReadOne") { requests, _ in
-      for try await _ in requests { throw RPCError(code: .failedPrecondition, message: "one is enough") }
-      return []
-    }
+    var router = Self.rejectingRouter()
     router.serverStreaming("test/Flood") { _, writer, _ in
       for _ in 0..<1_000 { try await writer.write([UInt8](repeating: 9, count: 64)) }
     }
@@ -271,7 +274,7 @@ struct LargeMessageTests {
         // stream ends. A leak stalls a later round until its deadline.
         for round in 0..<20 {
           let rejected = await #expect(throws: RPCError.self, "round \(round)") {
-            _ = try await client.clientStreaming("test/ReadOne", options: CallOptions(timeout: .seconds(10))) { writer in
+            _ = try await client.clientStreaming("test/RejectFirst", options: CallOptions(timeout: .seconds(10))) { writer in
               for _ in 0..<1_000 { try await writer.write(small) }
             }
           }
