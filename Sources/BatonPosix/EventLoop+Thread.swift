@@ -28,6 +28,13 @@ extension EventLoop {
     self.thread.withLock { $0 = handle }
   }
 
+  /// The calling thread's name (`baton-loop-<index>` on a loop's thread), for diagnostics and tests.
+  package static var currentThreadName: String {
+    var buffer = [CChar](repeating: 0, count: 32)
+    _ = baton_get_thread_name(&buffer, buffer.count)
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+
   private func threadMain() {
     self.owner.store(UInt(pthread_self()), ordering: .relaxed)
     _ = baton_set_thread_name("baton-loop-\(self.index)")

@@ -155,7 +155,6 @@ extension EventLoop {
     }
     if !batch.isEmpty {
       let executor = self.asUnownedTaskExecutor()
-      var sinceTurnEnd = 0
       for work in batch {
         switch work {
         case .closure(let body):
@@ -163,18 +162,16 @@ extension EventLoop {
         case .job(let job):
           job.runSynchronously(on: executor)
         }
-        sinceTurnEnd += 1
-        if sinceTurnEnd == Self.workBetweenTurnEnds {
-          sinceTurnEnd = 0
-          self.runTurnEnd()
-        }
+        self.workSinceTurnEnd += 1
+        if self.workSinceTurnEnd >= Self.workBetweenTurnEnds { self.runTurnEnd() }
       }
       batch.removeAll(keepingCapacity: true)
     }
     self.spareWork = batch
   }
 
-  private func runTurnEnd() {
+  func runTurnEnd() {
+    self.workSinceTurnEnd = 0
     while !self.turnEnd.isEmpty {
       var callbacks = self.turnEnd
       self.turnEnd = self.spareTurnEnd

@@ -47,6 +47,8 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   var turnEnd: [() -> Void] = []
   var spareTurnEnd: [() -> Void] = []
   var spareWork: [Work] = []
+  /// Items of work run since the turn-end callbacks last ran (loop thread only).
+  var workSinceTurnEnd = 0
   var spareTimers: [@Sendable () -> Void] = []
   /// The deadline the timerfd is armed for, if it has not fired yet.
   var armedDeadline: UInt64?
@@ -255,6 +257,14 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   package func runAtTurnEnd(_ work: @escaping () -> Void) {
     precondition(self.inEventLoop, "runAtTurnEnd must be called on the loop's thread")
     self.turnEnd.append(work)
+  }
+
+  /// Counts one item of work done on the loop outside its queue (a handler started in place):
+  /// like a queued item, every ``workBetweenTurnEnds`` of them run the turn-end callbacks, so
+  /// replies leave while the turn goes on. Loop thread only.
+  package func noteWorkDone() {
+    self.workSinceTurnEnd += 1
+    if self.workSinceTurnEnd >= Self.workBetweenTurnEnds { self.runTurnEnd() }
   }
 
   /// Queued items a turn runs before it also runs the turn-end callbacks. A server turn that

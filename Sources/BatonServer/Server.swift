@@ -795,8 +795,13 @@ final class CallDispatcher: Sendable {
       method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
       drain: drainSignal)
     // Run the handler on the connection's own loop: no thread hop between the frame that opened
-    // the stream, the handler, and the flush of its response.
-    let task = Task(executorPreference: stream.connection.loop) {
+    // the stream, the handler, and the flush of its response. It starts in place (this is the
+    // loop's thread, acting on what it just read, with no lock held), so a handler that does not
+    // suspend, like most unary ones, runs to its reply without being queued on the loop first;
+    // one that suspends resumes on the loop. Counted as loop work, so that the replies of a long
+    // burst leave every `EventLoop.workBetweenTurnEnds` handlers, as queued work would.
+    let loop = stream.connection.loop
+    let task = Task.immediate(executorPreference: loop) {
       await self.execute(handler, stream, context)
       served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
       if self.drainSignal.isFired && !served.cut.withLock({ $0.contains(stream.id) }) {
@@ -805,6 +810,7 @@ final class CallDispatcher: Sendable {
       stream.release()
     }
     stream.attach(task)
+    if loop.inEventLoop { loop.noteWorkDone() }
   }
 
   private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async {

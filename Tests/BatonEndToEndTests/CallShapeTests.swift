@@ -1,4 +1,5 @@
 import BatonClient
+import BatonPosix
 import BatonServer
 import Testing
 
@@ -148,5 +149,26 @@ private actor Tally {
       for try await reply in responses { seen.append(reply.text) }
     }
     return seen
+  }
+
+  @Test("a handler runs on an event-loop thread from its first line, and after suspending (20 calls)")
+  func handlerOnLoop() async throws {
+    var router = Router()
+    router.unary("test/Where") { _, _ in
+      var names = [EventLoop.currentThreadName]
+      await Task.yield()
+      names.append(EventLoop.currentThreadName)
+      try await Task.sleep(for: .milliseconds(1))
+      names.append(EventLoop.currentThreadName)
+      return Array(names.joined(separator: ",").utf8)
+    }
+    try await withTestServer(router) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        for call in 0..<20 {
+          let names = String(decoding: try await client.unary("test/Where", []), as: UTF8.self).split(separator: ",")
+          #expect(names.count == 3 && names.allSatisfy { $0.hasPrefix("baton-loop-") }, "call \(call): \(names)")
+        }
+      }
+    }
   }
 }

@@ -1,5 +1,4 @@
 import BatonPosix
-import CBatonShims
 import Synchronization
 import Testing
 
@@ -22,11 +21,7 @@ struct EventLoopGroupTests {
     let group = EventLoopGroup(threads: 2)
     defer { group.shutdown() }
     for loop in group.loops {
-      let name = try await loop.submit { () -> String in
-        var buffer = [CChar](repeating: 0, count: 32)
-        _ = baton_get_thread_name(&buffer, buffer.count)
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      }
+      let name = try await loop.submit { EventLoop.currentThreadName }
       #expect(name == "baton-loop-\(loop.index)")
     }
   }

@@ -140,6 +140,43 @@ struct EventLoopTests {
     }
   }
 
+  @Test(
+    "work noted outside the queue (a handler started in place) counts with queued work toward running turn-end callbacks",
+    .timeLimit(.minutes(1)))
+  func notedWork() async {
+    let every = EventLoop.workBetweenTurnEnds
+    await withLoop { loop in
+      let alone = await withCheckedContinuation { (continuation: CheckedContinuation<[String], Never>) in
+        loop.execute {
+          let log = LoopConfined([String]())
+          loop.runAtTurnEnd { log.value.append("end") }
+          for _ in 1..<every { loop.noteWorkDone() }
+          log.value.append("noted \(every - 1)")
+          loop.noteWorkDone()
+          log.value.append("noted \(every)")
+          continuation.resume(returning: log.value)
+        }
+      }
+      #expect(alone == ["noted \(every - 1)", "end", "noted \(every)"])
+
+      let mixed = await withCheckedContinuation { (continuation: CheckedContinuation<[String], Never>) in
+        // One batch next turn: every - 1 queued items, then one that notes one more.
+        loop.execute {
+          for _ in 1..<every { loop.execute {} }
+          loop.execute {
+            let log = LoopConfined([String]())
+            loop.runAtTurnEnd { log.value.append("end") }
+            log.value.append("before")
+            loop.noteWorkDone()
+            log.value.append("after")
+            continuation.resume(returning: log.value)
+          }
+        }
+      }
+      #expect(mixed == ["before", "end", "after"])
+    }
+  }
+
   @Test("a task preferring the loop runs on it, also after suspending", .timeLimit(.minutes(1)))
   func taskPreference() async {
     await withLoop { loop in
