@@ -776,6 +776,8 @@ final class CallDispatcher: Sendable {
     self.logger = logger
   }
 
+  /// Called on the stream's loop thread, as the connection acts on the OPEN it just read (the
+  /// handler starts in place there).
   func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Server.Served) {
     guard let handler = router.handlers[head.method] else {
       stream.finish(Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
