@@ -1,6 +1,7 @@
 import BatonClient
 import BatonCore
 import BatonServer
+import Synchronization
 import Testing
 
 func ledgerRouter(_ ledger: Ledger, name: String = "") -> Router {
@@ -19,6 +20,37 @@ func ledgerRouter(_ ledger: Ledger, name: String = "") -> Router {
 
 @Suite("Graceful stop: a deploy never fails a call", .timeLimit(.minutes(3)))
 struct GracefulStopTests {
+  @Test("a handler that stops its own server (an admin endpoint) answers, and the server stops: 10 rounds, graceful and hard")
+  func handlerStopsItsOwnServer() async throws {
+    // The handler starts in place on the loop, inside the read that carried its call: the stop
+    // it begins there must neither re-enter that read nor lose the reply.
+    for round in 0..<10 {
+      let hard = round % 2 == 1
+      let holder = Mutex<Server?>(nil)
+      var router = echoRouter()
+      router.unary("admin/Stop") { request, _ in
+        let server = holder.withLock { $0 }
+        if hard { server?.stopNow() } else { server?.beginGracefulStop() }
+        return request
+      }
+      let server = Server(configuration: .init(logger: .disabled), router: router)
+      holder.withLock { $0 = server }
+      let running = Task { try await server.run() }
+      let address = try await server.listeningAddress
+      try await withClient(endpoints: [address]) { client in
+        do {
+          let reply = try await client.unary("admin/Stop", Array("bye".utf8), options: CallOptions(timeout: .seconds(5)))
+          #expect(reply == Array("bye".utf8), "round \(round)")
+        } catch let error as RPCError {
+          // A hard stop cuts open streams: the reply may lose that race, but only with unavailable.
+          #expect(hard && error.code == .unavailable, "round \(round): \(error)")
+        }
+      }
+      try await running.value
+      #expect(server.phase == .stopped, "round \(round)")
+    }
+  }
+
   @Test("in-flight unary calls and a bidi stream finish OK on a stopping server while new calls go elsewhere")
   func inFlightFinishNewGoElsewhere() async throws {
     let ledger = Ledger()
