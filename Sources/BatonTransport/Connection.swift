@@ -683,6 +683,27 @@ package final class Connection: IOHandler, @unchecked Sendable {
     Self.failAll(.connectionLost("connection closed: the peer sent too many pings"), &s, &wakes)
   }
 
+  /// A whole message for stream `id`: handed to its parked reader (as `array()`), else put in its
+  /// inbox (by `queue`). The slot is borrowed, not copied out (a retain and release per message).
+  /// The credit returns as the bytes leave the connection: now, unless they wait in the inbox
+  /// (with no slot, they are dropped).
+  @inline(__always)
+  private static func deliver(
+    _ id: UInt32, count: Int, _ s: inout State, _ wakes: inout [Wake],
+    queue: (inout MessageQueue) -> Void, array: () -> [UInt8]
+  ) {
+    let queued = s.slots.withValue(id) { slot -> Bool in
+      guard let receiver = slot.receiver else {
+        queue(&slot.inbox)
+        return true
+      }
+      slot.receiver = nil
+      wakes.append(.deliver(receiver, array()))
+      return false
+    }
+    if queued != true { s.core.consumed(streamID: id, bytes: count) }
+  }
+
   /// The bytes one `process` call gave the core, where its `messageBytes` events lie.
   /// `@unchecked Sendable`: it is read only during that call, on the loop's thread, which the
   /// lock's `sending` state cannot see (passed bare, it would join the state's region).
@@ -702,35 +723,12 @@ package final class Connection: IOHandler, @unchecked Sendable {
     case .headers(let id, let metadata):
       s.slots[id]?.headers = metadata
     case .message(let id, let message):
-      // The slot is borrowed, not copied out (a retain and release per message), and the bytes
-      // move through `carried` to the parked reader or into the inbox.
-      let count = message.count
-      var carried: [UInt8]? = message
-      let queued = s.slots.withValue(id) { slot -> Bool in
-        guard let receiver = slot.receiver else {
-          if let message = carried.take() { slot.inbox.append(message) }
-          return true
-        }
-        slot.receiver = nil
-        wakes.append(.deliver(receiver, carried.take()))
-        return false
-      }
-      // The credit returns as the bytes leave the connection: now, unless they wait in the inbox
-      // (with no slot, they are dropped).
-      if queued != true { s.core.consumed(streamID: id, bytes: count) }
+      // Reassembled from fragments: already an array of its own.
+      Self.deliver(id, count: message.count, &s, &wakes, queue: { $0.append(message) }, array: { message })
     case .messageBytes(let id, let range):
       // Copied once: into the inbox, or (to a parked reader) into the array it gets.
       let message = UnsafeRawBufferPointer(rebasing: received.bytes[range])
-      let queued = s.slots.withValue(id) { slot -> Bool in
-        guard let receiver = slot.receiver else {
-          slot.inbox.append(copying: message)
-          return true
-        }
-        slot.receiver = nil
-        wakes.append(.deliver(receiver, Array(message)))
-        return false
-      }
-      if queued != true { s.core.consumed(streamID: id, bytes: range.count) }
+      Self.deliver(id, count: range.count, &s, &wakes, queue: { $0.append(copying: message) }, array: { Array(message) })
     case .endOfInput(let id):
       guard let slot = s.slots[id] else { return }
       slot.inputDone = true

@@ -134,10 +134,10 @@ package struct MessageQueue: Sendable {
 
   /// True once the reader has consumed half of what is still lent: time to give that back, so
   /// that the sender keeps a window open while a large batch is read.
-  package var owesCredit: Bool { consumedBytes > 0 && consumedBytes * 2 >= lentBytes }
+  var owesCredit: Bool { consumedBytes > 0 && consumedBytes * 2 >= lentBytes }
 
   /// The consumed bytes to credit now (see ``owesCredit``).
-  package mutating func takeOwedCredit() -> Int {
+  mutating func takeOwedCredit() -> Int {
     let bytes = consumedBytes
     lentBytes -= bytes
     consumedBytes = 0
