@@ -24,6 +24,7 @@ public struct ConnectionSettings: Hashable, Sendable {
       connectionWindowSize: 1 << 24, maxMetadataSize: 16_384, maxMessageSize: 4 << 20)
   }
 
+  /// Any values; each defaults as documented on its property. ``invalidReason`` says whether the protocol allows them.
   public init(
     maxFrameSize: UInt32 = 65_536, maxConcurrentStreams: UInt32 = 1_024,
     initialWindowSize: UInt32 = 1 << 20, connectionWindowSize: UInt32 = 1 << 24,
@@ -37,6 +38,7 @@ public struct ConnectionSettings: Hashable, Sendable {
     self.maxMessageSize = maxMessageSize
   }
 
+  /// The values PROTOCOL.md allows for ``maxFrameSize``.
   public static let maxFrameSizeRange: ClosedRange<UInt32> = 1_024...16_777_215
   /// The smallest MAX_METADATA_SIZE a peer may announce (PROTOCOL.md 8): room for an empty
   /// block (2 bytes) and a few small entries, so that every call can be given its status.
@@ -55,10 +57,11 @@ public struct ConnectionSettings: Hashable, Sendable {
     }
     return nil
   }
+  /// The largest flow-control window (2^31-1).
   public static let maxWindow: UInt32 = 0x7FFF_FFFF
 
   /// The (id, value) pairs of a SETTINGS frame announcing these values.
-  public var wirePairs: [(UInt16, UInt32)] {
+  package var wirePairs: [(UInt16, UInt32)] {
     [
       (SettingID.maxFrameSize, maxFrameSize), (SettingID.maxConcurrentStreams, maxConcurrentStreams),
       (SettingID.initialWindowSize, initialWindowSize),
@@ -69,7 +72,7 @@ public struct ConnectionSettings: Hashable, Sendable {
 
   /// Applies received pairs over the defaults; unknown ids are skipped (the decoder already
   /// range-checked known ones).
-  public init(wirePairs: [(UInt16, UInt32)]) {
+  package init(wirePairs: [(UInt16, UInt32)]) {
     self = .defaults
     for (id, value) in wirePairs {
       switch id {
@@ -86,11 +89,11 @@ public struct ConnectionSettings: Hashable, Sendable {
 }
 
 /// SETTINGS identifiers (PROTOCOL.md, "Settings").
-public enum SettingID {
-  public static let maxFrameSize: UInt16 = 0x1
-  public static let maxConcurrentStreams: UInt16 = 0x2
-  public static let initialWindowSize: UInt16 = 0x3
-  public static let connectionWindowSize: UInt16 = 0x4
-  public static let maxMetadataSize: UInt16 = 0x5
-  public static let maxMessageSize: UInt16 = 0x6
+package enum SettingID {
+  package static let maxFrameSize: UInt16 = 0x1
+  package static let maxConcurrentStreams: UInt16 = 0x2
+  package static let initialWindowSize: UInt16 = 0x3
+  package static let connectionWindowSize: UInt16 = 0x4
+  package static let maxMetadataSize: UInt16 = 0x5
+  package static let maxMessageSize: UInt16 = 0x6
 }

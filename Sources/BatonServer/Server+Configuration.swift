@@ -45,6 +45,7 @@ extension Server {
     /// Binds 127.0.0.1 on a free port with the defaults above.
     public static var defaults: Configuration { Configuration() }
 
+    /// Every knob, each defaulting to the value documented on its property.
     public init(
       host: String = "127.0.0.1", port: Int = 0, backlog: Int32 = 1_024,
       connection: ConnectionSettings = .defaults, maxConnections: Int = 10_000,
@@ -87,6 +88,7 @@ extension Server {
     /// 30 s deadline, no propagation delay, 1 s barrier cap, 1 s flush grace.
     public static var defaults: Shutdown { Shutdown() }
 
+    /// Every timing, each defaulting to the value documented on its property.
     public init(
       deadline: Duration = .seconds(30), readinessPropagationDelay: Duration = .zero,
       goAwayBarrierCap: Duration = .seconds(1), flushGrace: Duration = .seconds(1)
@@ -125,6 +127,7 @@ extension Server {
     /// No age limit or idle timeout, keepalive every 2 h with a 20 s timeout, 10 pings/s.
     public static var defaults: ConnectionManagement { ConnectionManagement() }
 
+    /// Every knob, each defaulting to the value documented on its property.
     public init(
       maxAge: Duration? = nil, maxAgeJitter: Double = 0.1, maxAgeGrace: Duration = .seconds(30),
       idleTimeout: Duration? = nil, keepaliveInterval: Duration? = .seconds(7_200),

@@ -14,6 +14,7 @@ import Synchronization
 /// the task that runs ``run()`` (a hard stop), or with SIGTERM when ``Configuration/handleSignals``
 /// is set.
 public final class Server: Sendable {
+  /// What the server was created with.
   public let configuration: Configuration
   let group: EventLoopGroup
   let dispatcher: CallDispatcher
@@ -279,6 +280,7 @@ public final class Server: Sendable {
   /// Where a server is in its life (``gracefulStop(deadline:)`` walks them in order).
   public enum Phase: String, Sendable, Hashable, CustomStringConvertible {
     case idle, running, draining, cancelling, closing, stopped
+    /// The phase's name, as in logs and `/drainz`.
     public var description: String { rawValue }
   }
 
@@ -774,18 +776,26 @@ public final class Server: Sendable {
 
   /// What the server is still waiting for, per connection: for logs, metrics and `/drainz`.
   public struct Progress: Sendable {
+    /// One connection's part of a drain.
     public struct ConnectionProgress: Sendable {
+      /// The client's address.
       public var peer: String
+      /// Calls still open on it.
       public var openStreams: Int
       /// Age of the oldest open stream, if any.
       public var oldestStream: Duration?
+      /// `serving`, `awaitingBarrier`, `finalGoAwaySent` or `closing`.
       public var drainPhase: String
     }
+    /// The server's lifecycle phase (``Server/Phase``).
     public var phase: String
+    /// Every open connection, oldest first.
     public var connections: [ConnectionProgress]
+    /// Calls still open on every connection.
     public var openStreams: Int { connections.reduce(0) { $0 + $1.openStreams } }
   }
 
+  /// A snapshot of what a stop still waits for (also served as `/drainz`).
   public var progress: Progress {
     let now = MonotonicClock.now()
     return state.withLock { s in
