@@ -1,4 +1,6 @@
+import BatonPosix
 import BatonServer
+import Dispatch
 
 /// The `baton` command: `serve`, `call`, `load`, `demo` and `bench`.
 ///
@@ -31,10 +33,29 @@ public enum CLI {
     return await run(command, words.dropFirst(), output)
   }
 
-  /// Holds SIGTERM and SIGINT from the process's first instant (see ``StopSignals``): `serve`
-  /// and `bench server` then stop gracefully even when a signal comes during start-up. Every
-  /// other command releases them before it runs.
-  public static func holdStopSignals() { StopSignals.hold() }
+  /// What the `baton` executable runs: holds SIGTERM and SIGINT from the process's first instant
+  /// (see ``StopSignals``), so that `serve` and `bench server` stop gracefully even when a signal
+  /// comes during start-up (every other command releases them at once), then runs
+  /// ``main(_:)`` and returns its status.
+  ///
+  /// Synchronous on purpose: the main thread waits here with the signals blocked. An async
+  /// top-level `main` would park the main thread in Dispatch's `dispatch_main`, which waits
+  /// with every signal unblocked, so an early SIGTERM would still kill the process.
+  public static func runFromMain(_ arguments: [String]) -> Int32 {
+    StopSignals.hold()
+    let words = arguments.dropFirst()
+    let path = (["baton"] + words.prefix(words.first == "bench" ? 2 : 1)).joined(separator: " ")
+    if !serving.contains(path) { StopSignals.release() }
+    let status = Locked<Int32>(1)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+      let result = await main(arguments)
+      status.withLock { $0 = result }
+      done.signal()
+    }
+    done.wait()
+    return status.withLock { $0 }
+  }
 
   /// The commands that take the stop signals themselves (their server handles them).
   static let serving: Set<String> = ["baton serve", "baton bench server"]
@@ -110,7 +131,6 @@ public enum CLI {
   }
 
   private static func run(_ command: Command, _ words: ArraySlice<String>, _ output: Output) async -> Int32 {
-    if !serving.contains(command.spec.path) { StopSignals.release() }
     do {
       switch try Arguments.parse(words, command.spec) {
       case .help:

@@ -595,7 +595,7 @@ public final class Server: Sendable {
       report.cutStreams = cutEverything(
         reason: byDeadline
           ? "the server stopped: its drain deadline of \(deadline) passed"
-          : "the server stopped at once (a second stop request, before the drain deadline)")
+          : "the server stopped at once: a second stop request came during the drain")
       logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", "\(cause)"))
       let flushed = await waitForConnections(until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
       if !flushed {

@@ -1,5 +1,7 @@
+import BatonClient
 import BatonCore
 import BatonPosix
+import Foundation
 import BatonServer
 import BatonTransport
 import Glibc
@@ -202,6 +204,118 @@ struct HardeningTests {
       let frames = decoder.decodeAllForTests(Array(received.dropFirst(Preface.length)))
       #expect(frames.contains { $0.isGoAway }, "the GOAWAY left before the socket closed")
     }
+  }
+}
+
+extension HardeningTests {
+  @Test("a second stop request is reported as a stop at once, not as a deadline; a deadline as a deadline")
+  func cutCause() async throws {
+    for hardSecond in [true, false] {
+      let started = Signal()
+      var router = Router()
+      router.unary("test/Hang") { _, _ in
+        started.fire()
+        try await Task.sleep(for: .seconds(3_600))
+        return []
+      }
+      let server = Server(configuration: .init(logger: .disabled), router: router)
+      let running = Task { try await server.run() }
+      let address = try await server.listeningAddress
+      try await withClient(endpoints: [address]) { client in
+        let call = Task { try await client.unary("test/Hang", []) }
+        await started.wait()
+        let report: StopReport
+        if hardSecond {
+          server.beginGracefulStop(deadline: .seconds(3_600))
+          server.stopNow()  // the second signal
+          report = await server.stopReport()
+        } else {
+          report = await server.gracefulStop(deadline: .milliseconds(100))
+        }
+        #expect(report.cutCause == (hardSecond ? .stoppedAtOnce : .deadline))
+        #expect(report.cutStreams.count == 1)
+        let result = await call.result
+        guard case .failure(let error as RPCError) = result else {
+          Issue.record("the call should have been cut, got \(result)")
+          return
+        }
+        #expect(error.code == .unavailable)
+        #expect(error.message.contains("deadline") == !hardSecond, "\(error.message)")
+      }
+      try await running.value
+    }
+  }
+
+  @Test(
+    "a SIGTERM from the first instant baton runs is a graceful stop, not death by the signal (10 starts each)",
+    arguments: [false, true])
+  func sigtermDuringStartUp(inheritedBlocked: Bool) async throws {
+    let executable = try BatonProcess.executable.path
+    for round in 1...10 {
+      let pid = try Self.spawn(executable, ["serve", "--port", "0", "--quiet"], blockStopSignals: inheritedBlocked)
+      if !inheritedBlocked {
+        // Started with nothing blocked, as an orchestrator starts it: the signal goes as soon as
+        // baton's main holds it, long before the server has bound its port.
+        try await until("baton \(round) holds SIGTERM", timeout: .seconds(60)) { Self.blocksSIGTERM(pid) }
+      }
+      // With the mask inherited blocked, the signal is pending before baton's first instruction.
+      kill(pid, SIGTERM)
+      let status = await Self.waitForExit(pid)
+      #expect(status == 0, "start \(round): wait status \(status) (\(status & 0x7f) is the killing signal, 0 if none)")
+    }
+  }
+
+  /// Starts `path` with standard output and error discarded, SIGTERM and SIGINT at their default
+  /// action and, unless `blockStopSignals`, no signal blocked (Foundation's `Process` passes on
+  /// its spawning thread's mask, which blocks them).
+  static func spawn(_ path: String, _ arguments: [String], blockStopSignals: Bool) throws -> pid_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var mask = sigset_t()
+    sigemptyset(&mask)
+    if blockStopSignals {
+      sigaddset(&mask, SIGTERM)
+      sigaddset(&mask, SIGINT)
+    }
+    posix_spawnattr_setsigmask(&attributes, &mask)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    sigaddset(&defaults, SIGTERM)
+    sigaddset(&defaults, SIGINT)
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    var pid: pid_t = 0
+    let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+    guard result == 0 else { throw RawPeerError.socket(result) }
+    return pid
+  }
+
+  /// The raw wait status of `pid` once it exits (0: exited with status 0).
+  static func waitForExit(_ pid: pid_t) async -> Int32 {
+    await withCheckedContinuation { continuation in
+      Thread {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        continuation.resume(returning: status)
+      }.start()
+    }
+  }
+
+  /// Whether process `pid`'s main thread blocks SIGTERM (`SigBlk` in /proc/PID/status).
+  static func blocksSIGTERM(_ pid: Int32) -> Bool {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+      let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigBlk:") }),
+      let mask = UInt64(line.dropFirst("SigBlk:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+    else { return false }
+    return mask & (1 << (UInt64(SIGTERM) - 1)) != 0
   }
 }
 

@@ -1,4 +1,5 @@
 import BatonCore
+import BatonPosix
 import Foundation
 import Glibc
 
@@ -10,6 +11,9 @@ final class RawPeer: @unchecked Sendable {
   private var buffer = InboundBuffer()
   private var sawPreface = false
   private let decoder = FrameDecoder(settings: .defaults)
+  /// Held by whoever reads: each `read` runs on a thread of its own, and ThreadSanitizer cannot
+  /// see the ordering a continuation gives between one reading thread and the next.
+  private let reading = Locked(())
 
   init(port: Int, receiveTimeoutSeconds: Int = 5) throws {
     fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -65,6 +69,10 @@ final class RawPeer: @unchecked Sendable {
 
   /// The frames already received, without waiting for more.
   func readNow() -> [Frame] {
+    reading.withLock { _ in readNowLocked() }
+  }
+
+  private func readNowLocked() -> [Frame] {
     var frames: [Frame] = []
     while true {
       while let frame = nextBuffered() { frames.append(frame) }
@@ -76,6 +84,10 @@ final class RawPeer: @unchecked Sendable {
   }
 
   private func readBlocking(until stop: (Frame) -> Bool) -> (frames: [Frame], closed: Bool) {
+    reading.withLock { _ in readBlockingLocked(until: stop) }
+  }
+
+  private func readBlockingLocked(until stop: (Frame) -> Bool) -> (frames: [Frame], closed: Bool) {
     var frames: [Frame] = []
     while true {
       while let frame = nextBuffered() {
