@@ -545,7 +545,7 @@ public final class Server: Sendable {
     let drainEnd = MonotonicClock.now()
     report.phases.append(.init(name: "draining", duration: .nanoseconds(drainEnd &- start)))
     if drained {
-      logger.info("drained", ("duration", "\(Duration.nanoseconds(drainEnd &- start))"))
+      logger.info("drained", ("duration", Duration.nanoseconds(drainEnd &- start).readable))
     } else {
       _ = state.withLock { $0.lifecycle.deadlinePassed() }
       report.cutStreams = cutEverything(reason: hard ? "the server stopped" : "the server stopped: its drain deadline of \(deadline) passed")
@@ -578,13 +578,13 @@ public final class Server: Sendable {
       }
       let took = Duration.nanoseconds(MonotonicClock.now() &- began)
       report.hooks.append(.init(name: service.name, duration: took, outcome: outcome))
-      logger.info("hook", ("name", service.name), ("duration", "\(took)"), ("outcome", "\(outcome)"))
+      logger.info("hook", ("name", service.name), ("duration", took.readable), ("outcome", "\(outcome)"))
     }
     if !services.isEmpty {
       report.phases.append(.init(name: "closing", duration: .nanoseconds(MonotonicClock.now() &- hooksStart)))
     }
     report.total = .nanoseconds(MonotonicClock.now() &- start)
-    logger.info("stopped", ("total", "\(report.total)"), ("drained", "\(report.drainedStreams)"), ("cut", "\(report.cutStreams.count)"))
+    logger.info("stopped", ("total", report.total.readable), ("drained", "\(report.drainedStreams)"), ("cut", "\(report.cutStreams.count)"))
     finish(report)
   }
 
