@@ -88,6 +88,22 @@ struct CLITests {
     }
     let serve = await baton("serve", "--help")
     #expect(serve.out.contains("3  stopped, but the deadline cut"))
+    // The top-level exit statuses are a list; status 3 is not read as a count of streams.
+    #expect(top.out.contains("3  serve only: it stopped, but its drain deadline cut calls"))
+    #expect(!top.out.contains("3 streams were cut"))
+    #expect(top.out.contains("--version"))
+  }
+
+  @Test("--version prints 'baton VERSION' on stdout and exits 0")
+  func version() async {
+    for word in ["--version", "version"] {
+      let run = await baton(word)
+      #expect(run.status == 0)
+      #expect(run.out == "baton \(BatonVersion.current)\n")
+      #expect(run.err.isEmpty)
+    }
+    let parts = BatonVersion.current.split(separator: ".")
+    #expect(parts.count == 3 && parts.allSatisfy { Int($0) != nil }, "not MAJOR.MINOR.PATCH: \(BatonVersion.current)")
   }
 
   // MARK: - Commands against in-process servers
