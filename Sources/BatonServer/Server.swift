@@ -531,7 +531,7 @@ public final class Server: Sendable {
       (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
     }
     logger.info(
-      "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", "\(deadline)"))
+      "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", deadline.readable))
 
     let delay = configuration.shutdown.readinessPropagationDelay
     if !hard && delay > .zero {
