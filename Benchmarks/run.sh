@@ -72,6 +72,7 @@ client() { # impl -> the command that runs a load against its server
 
 start_server() { # impl -> sets SERVER and PORT
   local out="$WORK/server-$1.out"
+  : >"$out"  # exists before the server writes to it: the loop below reads it at once
   $(client "$1") server --port 0 >"$out" 2>&1 &
   SERVER=$!
   PORT=""
@@ -111,6 +112,11 @@ done
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END {
   if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+group() { # number -> rounded, with thousands separators: 1234567.8 -> 1,234,568
+  awk -v n="$1" 'BEGIN { if (n !~ /^[0-9.]+$/) { print n; exit } s = sprintf("%.0f", n); out = ""
+    while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+    print s out }'
+}
 figure() { # impl load -> the table cell
   local impl="$1" load="$2" kind lines values=()
   kind="${load%%:*}"
@@ -118,15 +124,20 @@ figure() { # impl load -> the table cell
   if [[ "$kind" == unary ]]; then
     local rps=() p50=() p99=()
     for l in "${lines[@]}"; do rps+=("$(field "$l" rps)"); p50+=("$(field "$l" p50_us)"); p99+=("$(field "$l" p99_us)"); done
-    printf "%.0f calls/s, p50 %.0f µs, p99 %.0f µs [%s]" "$(median "${rps[@]}")" "$(median "${p50[@]}")" \
-      "$(median "${p99[@]}")" "$(printf '%s ' "${rps[@]}" | sed 's/ $//')"
+    local runs=()
+    for r in "${rps[@]}"; do runs+=("$(group "$r")"); done
+    printf "%s calls/s, p50 %s µs, p99 %s µs [%s]" "$(group "$(median "${rps[@]}")")" "$(group "$(median "${p50[@]}")")" \
+      "$(group "$(median "${p99[@]}")")" "${runs[*]}"
   else
     local size="${load##*:}" mps=() mbs=()
     for l in "${lines[@]}"; do mps+=("$(field "$l" msgs_per_s)"); mbs+=("$(field "$l" MB_per_s)"); done
+    local runs=()
     if ((size >= 1024)); then
-      printf "%.0f MB/s [%s]" "$(median "${mbs[@]}")" "$(printf '%s ' "${mbs[@]}" | sed 's/ $//')"
+      for r in "${mbs[@]}"; do runs+=("$(group "$r")"); done
+      printf "%s MB/s [%s]" "$(group "$(median "${mbs[@]}")")" "${runs[*]}"
     else
-      printf "%.0f msgs/s [%s]" "$(median "${mps[@]}")" "$(printf '%s ' "${mps[@]}" | sed 's/ $//')"
+      for r in "${mps[@]}"; do runs+=("$(group "$r")"); done
+      printf "%s msgs/s [%s]" "$(group "$(median "${mps[@]}")")" "${runs[*]}"
     fi
   fi
 }

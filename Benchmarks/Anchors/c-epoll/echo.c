@@ -63,7 +63,9 @@ typedef struct {
 } queue_t;
 
 static void queue_make_room(queue_t *q, size_t extra) {
-  if (q->head > 0 && q->tail + extra > q->capacity) {
+  /* Slide the pending bytes to the front only when that moves no more than it frees, so a
+     queue that stays long is grown instead of copied over and over. */
+  if (q->head > 0 && q->tail + extra > q->capacity && q->head >= q->tail - q->head) {
     memmove(q->data, q->data + q->head, q->tail - q->head);
     q->tail -= q->head;
     q->head = 0;
