@@ -13,13 +13,13 @@ enum DemoCommand {
       Starts three demo servers in this process on 127.0.0.1 and one client over the three,
       and keeps them busy: 16 workers making short unary calls, 4 short bidirectional streams
       that move to another server as soon as theirs starts to drain, and long work that is
-      still in flight whenever a server stops: 6 workers making \(longCallMilliseconds) ms calls
-      (demo.Echo/Wait) and 2 workers keeping \(longStreamMilliseconds) ms streams open to the end.
+      still in flight whenever a server stops: \(longCallWorkers) workers making \(longCallMilliseconds) ms calls
+      (demo.Echo/Wait) and \(longStreamWorkers) keeping \(longStreamMilliseconds) ms streams open to the end.
       After a warm-up each server in turn is stopped gracefully (deadline 5 s) and a new one is
       started on the same port. A live line shows calls ok / failed / retried, each server's
       share of the calls over the last second, and the restart under way. Each restart ends
       with one line:
-        restart 2/3: server :PORT drained 14 streams in 212.0ms, 1234 calls moved to the others, 0 failed
+        restart 2/3: server :PORT drained 14 streams in 212.0ms, 1234 calls moved to the others, 0 failed (...)
       what the stopping server finished before it stopped (its long calls and streams
       included), how many calls the other two servers took while it was stopping and starting
       again, and how many calls failed meanwhile.
@@ -37,8 +37,8 @@ enum DemoCommand {
 
   static let unaryWorkers = 16
   static let streamWorkers = 4
-  static let longCallWorkers = 6
-  static let longStreamWorkers = 2
+  static let longCallWorkers = 12
+  static let longStreamWorkers = 3
   static let longCallMilliseconds = 400
   static let longStreamMilliseconds = 1_500
   static let drainDeadline: Duration = .seconds(5)
@@ -138,7 +138,7 @@ enum DemoCommand {
     }
     if total.failed == 0 && !restartFailed {
       output.line(
-        "PASS: every server restarted, finishing the \(drained) streams it had open, and no call failed")
+        "PASS: every server restarted and finished its open streams (\(drained) in all); no call failed")
       return 0
     }
     output.line("FAIL: \(total.failed) calls failed (\(Format.failures(total.failures)))"

@@ -212,7 +212,7 @@ struct CLITests {
   func demo() async throws {
     let run = await baton("demo", "--seconds", "3")
     #expect(run.status == 0, "\(run.out)\(run.err)")
-    #expect(run.out.contains("PASS: every server restarted"), "\(run.out)")
+    #expect(run.out.contains("PASS: every server restarted and finished its open streams"), "\(run.out)")
     // restart K/3: server :PORT drained N streams in D, M calls moved to the others, F failed (...)
     let restarts = run.out.split(separator: "\n").filter { $0.hasPrefix("restart ") }
     #expect(restarts.count == 3, "\(run.out)")
