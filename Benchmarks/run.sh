@@ -11,8 +11,8 @@
 #   LOADS ["unary:1:64 unary:64:64 stream:1:64 stream:1:4096"]   kind:callers:message bytes
 #   REPS [3]    runs of each load; the table shows the median (and every run's figure)
 #   SECS [5]    measured seconds per run, after WARMUP [1] unmeasured ones
-#   BATON [<repo>/.build/release/baton]   built with `swift build -c release --product baton`
-#                                         unless it exists already
+#   BATON [<repo>/.build/release/baton, built with `swift build -c release --product baton`]
+#                 a baton binary to measure instead (then nothing is built for it)
 #
 # Needs: swift, gcc. The first grpc-swift-2 build (Benchmarks/Anchors, its own package) takes
 # 5 to 10 minutes on 2 cores; it fetches grpc-swift-2 and grpc-swift-nio-transport.
@@ -26,6 +26,8 @@ LOADS="${LOADS:-unary:1:64 unary:64:64 stream:1:64 stream:1:4096}"
 REPS="${REPS:-3}"
 SECS="${SECS:-5}"
 WARMUP="${WARMUP:-1}"
+BUILD_BATON=0
+[[ -n "${BATON:-}" ]] || BUILD_BATON=1
 BATON="${BATON:-$ROOT/.build/release/baton}"
 C_ECHO="$BENCH/Anchors/c-epoll/echo"
 GRPC_ECHO="$BENCH/Anchors/.build/release/grpc-echo"
@@ -43,7 +45,7 @@ if has grpc-swift-2; then
   (cd "$BENCH/Anchors" && swift build -c release --scratch-path .build >"$WORK/grpc-build.log" 2>&1) \
     || { tail -30 "$WORK/grpc-build.log"; exit 1; }
 fi
-if has baton && [[ ! -x "$BATON" ]]; then
+if has baton && ((BUILD_BATON)); then
   echo "# swift build -c release --product baton"
   (cd "$ROOT" && swift build -c release --product baton >"$WORK/baton-build.log" 2>&1) \
     || { tail -30 "$WORK/baton-build.log"; exit 1; }
