@@ -9,7 +9,7 @@ import Dispatch
 public enum CLI {
   /// Runs the command line `arguments` (the first element is the program name) and returns the
   /// exit status: 0 success, 1 the work failed, 2 the command line was wrong; `serve` also
-  /// returns 3 when its stop had to cut streams.
+  /// returns 3 when its stop had to cut streams. `baton --version` prints ``BatonVersion/current``.
   public static func main(_ arguments: [String]) async -> Int32 {
     await main(arguments, output: .standard)
   }
@@ -22,6 +22,10 @@ public enum CLI {
     }
     if name == "--help" || name == "-h" || name == "help" {
       output.line(help)
+      return 0
+    }
+    if name == "--version" || name == "version" {
+      output.line(BatonVersion.line)
       return 0
     }
     if name == "bench" {
@@ -91,8 +95,15 @@ public enum CLI {
     \(list(commands))
       bench       benchmarks (baton bench --help)
 
-    Run 'baton COMMAND --help' for a command's options.
-    Exit status: 0 success, 1 the work failed, 2 bad command line (serve: 3 streams were cut).
+    options:
+      --help      this text (also 'baton COMMAND --help' for a command's options)
+      --version   the version of baton (\(BatonVersion.current))
+
+    exit status:
+      0  success
+      1  the work failed (a call failed, a server could not listen)
+      2  bad command line
+      3  serve only: it stopped, but its drain deadline cut calls that were still running
     """
   }
 

@@ -88,6 +88,22 @@ struct CLITests {
     }
     let serve = await baton("serve", "--help")
     #expect(serve.out.contains("3  stopped, but the deadline cut"))
+    // The top-level exit statuses are a list; status 3 is not read as a count of streams.
+    #expect(top.out.contains("3  serve only: it stopped, but its drain deadline cut calls"))
+    #expect(!top.out.contains("3 streams were cut"))
+    #expect(top.out.contains("--version"))
+  }
+
+  @Test("--version prints 'baton VERSION' on stdout and exits 0")
+  func version() async {
+    for word in ["--version", "version"] {
+      let run = await baton(word)
+      #expect(run.status == 0)
+      #expect(run.out == "baton \(BatonVersion.current)\n")
+      #expect(run.err.isEmpty)
+    }
+    let parts = BatonVersion.current.split(separator: ".")
+    #expect(parts.count == 3 && parts.allSatisfy { Int($0) != nil }, "not MAJOR.MINOR.PATCH: \(BatonVersion.current)")
   }
 
   // MARK: - Commands against in-process servers
@@ -190,6 +206,35 @@ struct CLITests {
       #expect(result["error"] == "resourceExhausted")
       #expect(result["msgs"] == nil)
     }
+  }
+
+  @Test("demo: each restart says what the stopping server finished, what moved and that nothing failed")
+  func demo() async throws {
+    let run = await baton("demo", "--seconds", "3")
+    #expect(run.status == 0, "\(run.out)\(run.err)")
+    #expect(run.out.contains("PASS: every server restarted and finished its open streams"), "\(run.out)")
+    // restart K/3: server :PORT drained N streams in D, M calls moved to the others, F failed (...)
+    let restarts = run.out.split(separator: "\n").filter { $0.hasPrefix("restart ") }
+    #expect(restarts.count == 3, "\(run.out)")
+    var drained = 0
+    var moved = 0
+    for (index, line) in restarts.enumerated() {
+      let words = line.split(separator: " ").map(String.init)
+      #expect(words.count > 14, "\(line)")
+      guard words.count > 14 else { continue }
+      #expect(words[1] == "\(index + 1)/3:")
+      #expect(words[2] == "server" && words[3].hasPrefix(":") && Int(words[3].dropFirst()) != nil, "\(line)")
+      #expect(words[4] == "drained" && words[6] == "streams" && words[7] == "in", "\(line)")
+      #expect(words[8].hasSuffix("s,"), "a duration with its unit: \(line)")
+      #expect(Array(words[10...14]) == ["calls", "moved", "to", "the", "others,"], "\(line)")
+      #expect(words[15...].starts(with: ["0", "failed"]), "\(line)")
+      drained += Int(words[5]) ?? -1_000_000
+      moved += Int(words[9]) ?? -1_000_000
+    }
+    // Long calls and streams are in flight whenever a server stops, and the other two servers
+    // keep taking calls while it is away.
+    #expect(drained > 0, "\(run.out)")
+    #expect(moved > 0, "\(run.out)")
   }
 
   @Test("bench restart: three servers restart under load and no call fails")
