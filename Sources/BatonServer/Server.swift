@@ -594,7 +594,7 @@ public final class Server: Sendable {
       report.cutCause = cause
       report.cutStreams = cutEverything(
         reason: byDeadline
-          ? "the server stopped: its drain deadline of \(deadline) passed"
+          ? "the server stopped: its drain deadline of \(deadline.readable) passed"
           : "the server stopped at once: a second stop request came during the drain")
       logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", "\(cause)"))
       let flushed = await waitForConnections(until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
