@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 import time
 import unittest
 from typing import Callable
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-
-from baton import Client, RPCError, Status, wire  # noqa: E402
-from baton.wire import (Data, ErrorCode, Frame, FrameDecoder, GoAway, Open, Ping, Reset,  # noqa: E402
+from baton import Client, RPCError, Status, wire
+from baton.wire import (Data, ErrorCode, Frame, FrameDecoder, GoAway, Open, Ping, Reset,
                         SettingsFrame, Trailers, WindowUpdate)
 
 
