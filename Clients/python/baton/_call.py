@@ -89,6 +89,9 @@ class CallCore(Interrupt):
     def error(self) -> BaseException | None:
         return self.cancelled
 
+    def abort(self) -> None:
+        self.cancel("the caller stopped waiting (task cancelled or interrupted)")
+
     @property
     def done(self) -> bool:
         return self.code is not None
@@ -238,7 +241,7 @@ class CallCore(Interrupt):
             with self.signal:
                 if self.outcome is not None:
                     raise self.outcome
-                if self.attempt is not None:
+                if self.attempt is not None and not self.opening:
                     return self.attempt
                 if self.code is Status.OK:
                     raise RPCError(Status.OK, "the call has ended")
@@ -283,27 +286,28 @@ class CallCore(Interrupt):
         except RPCError as e:
             self._fail(e)
         att = _Attempt(conn, stream, 1 if stream.first_sent else 0)
+        with self.signal:
+            ended = self.code is not None
+            if not ended:
+                self.attempt = att  # published at once, so that cancel() can reset it
+        if ended:  # cancelled while the OPEN was being written
+            conn.finish(stream)
+            raise self.outcome or RPCError(Status.CANCELLED, "the call has ended")
         try:
-            while True:
+            while True:  # replay; writers wait until ``opening`` is over, so order is kept
                 with self.signal:
                     kept = self.replay or []
-                    if att.sent >= len(kept) or self.cancelled is not None:
-                        self.attempt = att  # later messages are sent by their writers
-                        half = self.half_close
+                    half = self.half_close
+                    if att.sent >= len(kept):
                         break
                     message, last = kept[att.sent], att.sent == self.sent_total - 1
-                    half = self.half_close
                 ok = yield from conn.send_message(stream, message, half and last, self.deadline)
                 if not ok:
-                    with self.signal:
-                        self.attempt = att
                     if (yield from self._after_closed(att)):
                         return None
                     return att
                 att.sent += 1
         except RPCError as e:
-            with self.signal:
-                self.attempt = att
             self._fail(e)
         if half:
             conn.send_end(stream)

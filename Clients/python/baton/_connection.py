@@ -124,6 +124,7 @@ class _Connection:
         self._last_recv = 0.0  # reader thread only
         self._ping_sent: float | None = None  # our keepalive PING awaiting its ACK
         self._ping_data = b""
+        self.connected_at = time.monotonic()
         self.reresolved = False  # the pool has re-resolved its name after this one's GOAWAY
         self.keepalive_failed = False  # ended because a keepalive PING went unanswered
         self.pings_refused = False  # ended by the server's GOAWAY ENHANCE_YOUR_CALM "too many pings"

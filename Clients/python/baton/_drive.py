@@ -125,6 +125,10 @@ class Interrupt:
     def error(self) -> BaseException | None:
         return None
 
+    def abort(self) -> None:
+        """The driver is leaving the generator with an exception of its own (the task was
+        cancelled, KeyboardInterrupt): end the work (the call is cancelled)."""
+
 
 _NO_INTERRUPT = Interrupt()
 
@@ -150,6 +154,8 @@ def run_blocking(gen: Gen[T], interrupt: Interrupt = _NO_INTERRUPT) -> T:
                 value = op.fn()
         except BaseException as e:  # noqa: BLE001 - handed to the generator, which re-raises
             error = e
+            if not isinstance(e, Exception):  # task cancelled, KeyboardInterrupt
+                interrupt.abort()
         finally:
             interrupt.waiting_on = None
 
@@ -176,5 +182,7 @@ async def run_async(gen: Gen[T], interrupt: Interrupt = _NO_INTERRUPT) -> T:
                 value = await asyncio.get_running_loop().run_in_executor(None, op.fn)
         except BaseException as e:  # noqa: BLE001 - handed to the generator, which re-raises
             error = e
+            if not isinstance(e, Exception):  # task cancelled, KeyboardInterrupt
+                interrupt.abort()
         finally:
             interrupt.waiting_on = None

@@ -186,20 +186,24 @@ class Pool:
                         if ep.conn is not None and ep.conn.draining and not ep.conn.reresolved:
                             ep.conn.reresolved = t.stale = True
                 refused = state.last.refused_by if state.last is not None else None
-                ready = [ep for ep in order if ep.conn is not None and ep.conn.usable()]
-                # After REFUSED_STREAM, another connection (even a new one) before the refusing one.
-                fallback = [ep for ep in ready if ep.conn is refused]
-                ready = [ep for ep in ready if ep.conn is not refused]
-                choice, connect = (ready[0], False) if ready else (None, False)
-                if choice is None:
-                    for ep in order:
-                        if (not ep.connecting and ep.retry_at <= now and (ep.conn is None or not ep.conn.usable())
-                                and (state.wait_for_ready or ep not in state.tried)):
-                            choice, connect = ep, True
-                            ep.connecting = True
-                            break
-                if choice is None and fallback:
-                    choice = fallback[0]
+                # Round-robin over endpoints with a usable connection or none yet (connected
+                # lazily, in turn, so that a restarted server gets its share again). After
+                # REFUSED_STREAM, any other connection (even a new one) before the refusing one.
+                choice, connect, fallback = None, False, None
+                for ep in order:
+                    if ep.conn is not None and ep.conn.usable():
+                        if ep.conn is refused:
+                            fallback = ep
+                            continue
+                        choice = ep
+                        break
+                    if (not ep.connecting and ep.retry_at <= now
+                            and (state.wait_for_ready or ep not in state.tried)):
+                        choice, connect = ep, True
+                        ep.connecting = True
+                        break
+                if choice is None and fallback is not None:
+                    choice = fallback
                 if choice is None:
                     if any(ep.connecting for ep in order):
                         wake: float | None = None  # another call is connecting: wait for it
@@ -248,7 +252,10 @@ class Pool:
                 ep.connecting = False
                 closed = self.closed
                 if ok and not closed:
-                    ep.failures, ep.retry_at, ep.conn = 0, 0.0, conn
+                    # The run of failures ends when the connection ends well (see _forget): a
+                    # server that accepts and then refuses with GOAWAY (its connection limit)
+                    # keeps the backoff growing (section 14).
+                    ep.retry_at, ep.conn = 0.0, conn
                 else:
                     state.tried.add(ep)
                     if not ok:
@@ -278,12 +285,20 @@ class Pool:
                         continue
                     ep.conn = None
                     t.stale = True
+                    if not (conn.goaway_error or conn.keepalive_failed):
+                        ep.failures = 0
                     if conn.pings_refused:
                         ep.keepalive_scale *= 2
                     if conn.goaway_error or conn.keepalive_failed:
+                        if time.monotonic() - conn.connected_at > BACKOFF_MAX:
+                            ep.failures = 0  # a long-lived connection: a new run of failures
                         ep.failures += 1
                         ep.last_error = conn.dead_reason
                         self._back_off(ep)
+                    if conn.keepalive_failed and self.keepalive is not None:
+                        # a frozen server: not before one keepalive period (its handshake would
+                        # only time out)
+                        ep.retry_at = max(ep.retry_at, time.monotonic() + sum(self.keepalive))
             self.signal.notify_all()
 
     @staticmethod
