@@ -15,6 +15,9 @@ import threading
 import time
 import unittest
 
+import asyncio
+
+import baton.aio
 from baton import Client, RPCError, Status
 
 BIN = os.environ.get("BATON_BIN", "")
@@ -179,6 +182,141 @@ class LiveTest(unittest.TestCase):
         self.assertEqual(len(results), 40)
         self.assertLess(time.monotonic() - start, 2.0, "20 Wait(200) calls should run concurrently")
 
+    # --- the four shapes, blocking and asyncio -------------------------------------------------
+
+    def test_four_shapes_blocking(self) -> None:
+        c = self.client(self.server())
+        call = c.unary_call("demo.Echo/Unary", b"u", timeout=5)
+        self.assertEqual(call.result(), b"u")
+        self.assertEqual((call.code, call.trailers is not None), (Status.OK, True))
+        # demo.Echo/Bidi echoes each message: one request is a valid client-streaming call
+        self.assertEqual(c.client_streaming("demo.Echo/Bidi", [b"c"], timeout=5), b"c")
+        self.assertEqual(list(c.server_streaming("demo.Echo/Bidi", b"s", timeout=5)), [b"s"])
+        bidi = c.bidirectional("demo.Echo/Bidi", timeout=10)
+        sent = [b"m%d" % i for i in range(300)]
+
+        def writer() -> None:
+            for m in sent:
+                bidi.write(m)
+            bidi.done_writing()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        self.assertEqual(list(bidi), sent)
+        t.join(10)
+        self.assertEqual(bidi.code, Status.OK)
+        with self.assertRaises(RPCError) as cm:  # two requests on a server that echoes each
+            c.client_streaming("demo.Echo/Bidi", [b"1", b"2"], timeout=5)
+        self.assertEqual(cm.exception.code, Status.INTERNAL)
+
+    def test_four_shapes_asyncio(self) -> None:
+        s = self.server()
+
+        async def main() -> None:
+            async with baton.aio.Client([s.endpoint], connect_timeout=2.0) as c:
+                self.assertEqual(await c.unary("demo.Echo/Unary", b"u", timeout=5), b"u")
+                self.assertEqual(await c.client_streaming("demo.Echo/Bidi", [b"c"], timeout=5), b"c")
+                self.assertEqual([m async for m in c.server_streaming("demo.Echo/Bidi", b"s", timeout=5)],
+                                 [b"s"])
+                bidi = c.bidirectional("demo.Echo/Bidi", timeout=10)
+                sent = [b"m%d" % i for i in range(300)]
+
+                async def writer() -> None:
+                    for m in sent:
+                        await bidi.write(m)
+                    await bidi.done_writing()
+
+                w = asyncio.ensure_future(writer())
+                self.assertEqual([m async for m in bidi], sent)
+                await w
+                results = await asyncio.gather(*(c.unary("demo.Echo/Wait", b"200", timeout=5)
+                                                 for _ in range(20)))
+                self.assertEqual(results, [b"200"] * 20)
+
+        start = time.monotonic()
+        asyncio.run(asyncio.wait_for(main(), 60))
+        self.assertLess(time.monotonic() - start, 30)
+
+    def test_sigterm_failover_all_shapes_asyncio(self) -> None:
+        a, b = self.server(), self.server()
+        failures: list[BaseException] = []
+        counts = {"unary": 0, "bidi": 0, "client": 0}
+
+        async def main() -> None:
+            async with baton.aio.Client([a.endpoint, b.endpoint], connect_timeout=2.0) as c:
+                stop = asyncio.Event()
+
+                async def unary(i: int) -> None:
+                    while not stop.is_set():
+                        body = b"u%d" % i
+                        if await c.unary("demo.Echo/Unary", body, timeout=5) != body:
+                            raise AssertionError("bad unary reply")
+                        counts["unary"] += 1
+
+                async def bidi() -> None:
+                    while not stop.is_set():
+                        call = c.bidirectional("demo.Echo/Bidi", timeout=5)
+                        for j in range(5):
+                            await call.write(b"%d" % j)
+                        await call.done_writing()
+                        if [m async for m in call] != [b"%d" % j for j in range(5)]:
+                            raise AssertionError("bad stream")
+                        counts["bidi"] += 1
+
+                async def client_streaming() -> None:
+                    while not stop.is_set():
+                        if await c.client_streaming("demo.Echo/Bidi", [b"c"], timeout=5) != b"c":
+                            raise AssertionError("bad client-streaming reply")
+                        counts["client"] += 1
+
+                async def guard(coro: object) -> None:
+                    try:
+                        await coro  # type: ignore[misc]
+                    except BaseException as e:  # noqa: BLE001
+                        failures.append(e)
+
+                tasks = [asyncio.ensure_future(guard(f)) for f in
+                         [unary(0), unary(1), bidi(), bidi(), client_streaming()]]
+                await asyncio.sleep(0.3)  # load runs on both servers
+                a.proc.send_signal(signal.SIGTERM)
+                await asyncio.get_running_loop().run_in_executor(None, a.proc.wait, 15)
+                await asyncio.sleep(0.3)  # and goes on with B alone
+                stop.set()
+                await asyncio.gather(*tasks)
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+        self.assertEqual(failures, [], f"{len(failures)} failed calls")
+        self.assertEqual(a.proc.returncode, 0, a.stderr())
+        self.assertTrue(all(n > 5 for n in counts.values()), counts)
+
+    def test_frozen_server_left_by_keepalive(self) -> None:
+        a, b = self.server(), self.server()
+        c = self.client(a, b, keepalive_interval=0.5, keepalive_timeout=0.5)
+        self.assertEqual(c.unary("demo.Echo/Unary", b"to a", timeout=5), b"to a")  # rr: A, then B
+        self.assertEqual(c.unary("demo.Echo/Unary", b"to b", timeout=5), b"to b")
+        outcome: list[BaseException | bytes] = []
+        t = threading.Thread(target=lambda: outcome.append(_outcome(
+            lambda: c.unary("demo.Echo/Wait", b"3000"))))  # on A's connection; no deadline
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            t.start()
+            t.join(15)
+            elapsed = time.monotonic() - start
+            self.assertEqual(len(outcome), 1)
+            err = outcome[0]
+            self.assertIsInstance(err, RPCError)
+            assert isinstance(err, RPCError)
+            self.assertEqual(err.code, Status.UNAVAILABLE)
+            self.assertIn("keepalive", err.message)
+            self.assertLess(elapsed, 10.0)
+            # calls go on with B while A stays frozen, and idempotent ones fail over
+            for i in range(4):
+                self.assertEqual(c.unary("demo.Echo/Unary", b"%d" % i, timeout=5, idempotent=True), b"%d" % i)
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+
+
     # --- several servers ---------------------------------------------------------------------
 
     def test_sigterm_failover_no_failures(self) -> None:
@@ -277,6 +415,13 @@ class LiveTest(unittest.TestCase):
         with self.assertRaises(RPCError) as cm:
             c2.unary("demo.Echo/Unary", b"x", timeout=0.5)
         self.assertIn(cm.exception.code, (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED))
+
+
+def _outcome(fn: object) -> BaseException | bytes:
+    try:
+        return fn()  # type: ignore[operator,no-any-return]
+    except BaseException as e:  # noqa: BLE001
+        return e
 
 
 if __name__ == "__main__":
