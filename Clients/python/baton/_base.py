@@ -21,7 +21,7 @@ class ClientBase:
                  keepalive_interval: float | None = 1.0, keepalive_timeout: float = 1.0,
                  retry_budget: RetryBudget | None = None, resolver: Resolver = resolve) -> None:
         if isinstance(endpoints, tuple) and len(endpoints) == 2 and isinstance(endpoints[1], int):
-            endpoints = [endpoints]  # type: ignore[list-item]  # one (host, port)
+            endpoints = [endpoints]  # one (host, port)
         keepalive = None if keepalive_interval is None else (keepalive_interval, keepalive_timeout)
         self._pool = Pool(list(endpoints), Settings(max_message_size=max_message_size), connect_timeout,
                           keepalive, resolver, retry_budget or RetryBudget())

@@ -53,6 +53,9 @@ class _Attempt:
     def __init__(self, conn: _Connection, stream: _Stream, sent: int) -> None:
         self.conn, self.stream, self.sent, self.replaced = conn, stream, sent, False
 
+    def is_replaced(self) -> bool:
+        return self.replaced
+
 
 class CallCore(Interrupt):
     """State of one call. ``signal`` is its lock; the generators are safe to run from one
@@ -171,7 +174,7 @@ class CallCore(Interrupt):
                 if self.code is Status.OK:
                     return None
             att = yield from self._ensure_attempt()
-            event = yield from att.conn.next_event(att.stream, self.deadline, lambda: att.replaced)
+            event = yield from att.conn.next_event(att.stream, self.deadline, att.is_replaced)
             if event is None:
                 self._fail(RPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded"))
             kind, value = event
@@ -340,15 +343,14 @@ class CallCore(Interrupt):
             if self.done or self.received > 0 or not failure.retryable(self.idempotent):
                 return False
             if self.replay is None and self.sent_total > 0:
-                return False
+                return _not_retried(failure, f"more than {MAX_REPLAY_BYTES} request bytes sent: "
+                                    "no longer kept for replay")
             if self.deadline is None and self.pick.retries >= self.max_retries:
-                return False
+                return _not_retried(failure, f"{self.max_retries} retries without a deadline")
             if failure.processed:
                 with self.pool.signal:
                     if not self.pool.budget.withdraw():
-                        failure.error = RPCError(failure.error.code,
-                                                 failure.error.message + " (retry budget exhausted)")
-                        return False
+                        return _not_retried(failure, "retry budget exhausted")
             self.pick.last = failure
             self.pick.retries += 1
             if att is not None:
@@ -375,6 +377,13 @@ class CallCore(Interrupt):
     def abandon(self) -> None:
         """The application stopped using the call: cancel it if it is still running."""
         self.cancel("call abandoned by the application")
+
+
+def _not_retried(failure: _Failure, why: str) -> bool:
+    """Says in the error why a retryable failure was not retried; returns False."""
+    failure.error = RPCError(failure.error.code, f"{failure.error.message} (not retried: {why})",
+                             failure.error.metadata)
+    return False
 
 
 def prepare_metadata(metadata: Any) -> Metadata:

@@ -543,22 +543,22 @@ class _Connection:
             except WireError as e:
                 if e.scope == "connection":
                     raise
-                self._locked(lambda: self._stream_wire_error(e))
+                self._locked(self._stream_wire_error, e)
                 continue
             if frame is None:
                 return
-            self._locked(lambda: self._dispatch(frame))
+            self._locked(self._dispatch, frame)
             if isinstance(frame, GoAway) and frame.error_code != ErrorCode.NO_ERROR:
                 if frame.error_code == ErrorCode.ENHANCE_YOUR_CALM and "ping" in frame.debug:
                     self.pings_refused = True
                 # Section 11.2: the server reported a connection error; we close too (no GOAWAY back).
                 self._teardown(None, f"GOAWAY {ErrorCode.of(frame.error_code).name}: {frame.debug}")
 
-    def _locked(self, step: Callable[[], None]) -> None:
-        """Runs ``step`` under the lock, then writes the frames it queued in ``_pending``."""
+    def _locked(self, step: Callable[[Any], None], arg: Any) -> None:
+        """Runs ``step(arg)`` under the lock, then writes the frames it queued in ``_pending``."""
         with self._cv:
             self._pending = b""
-            step()
+            step(arg)
             out, self._pending = self._pending, b""
         self._write(out)
 

@@ -15,6 +15,7 @@ Rules (shared with the Swift client, PROTOCOL.md section 14):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import socket
@@ -147,7 +148,7 @@ class Pool:
                 if self.resolver is resolve and _is_ip(t.host):
                     addresses = [t.host]  # nothing to look up: no thread hop
                 else:
-                    addresses = yield Blocking(lambda t=t: self.resolver(t.host, t.port))
+                    addresses = yield Blocking(functools.partial(self.resolver, t.host, t.port))
                 error = "" if addresses else "no address"
             except OSError as e:
                 addresses, error = [], f"cannot resolve {t.host}: {e}"

@@ -249,7 +249,48 @@ class Replay(Base):
         self.assertFalse([f for f in b.frames() if isinstance(f, Open)], "retried after a response")
 
 
+    def test_no_replay_beyond_1_mib(self) -> None:
+        # More than 1 MiB written, then the server refuses: the call cannot move to B.
+        def refuse_at_end(peer: Peer, f: Frame) -> None:
+            collect(peer, f, reply=False)
+            if isinstance(f, Data) and f.end_stream:
+                peer.send(Reset(f.stream_id, ErrorCode.REFUSED_STREAM))
+
+        a, b = self.server(refuse_at_end), self.server(collect)
+        c = self.client(a, b)
+        chunk = b"z" * 300_000
+        with self.assertRaises(RPCError) as cm:
+            c.client_streaming("t.S/C", [chunk] * 4, timeout=10)
+        self.assertEqual(cm.exception.code, Status.UNAVAILABLE)
+        self.assertIn("replay", cm.exception.message)
+        self.assertFalse([f for f in b.frames() if isinstance(f, Open)], "replayed beyond 1 MiB")
+        # ...while 3 x 300 kB (under 1 MiB) moves to B whole
+        def sizes(peer: Peer, f: Frame) -> None:
+            collect(peer, f, reply=False)
+            if isinstance(f, Data) and f.end_stream:
+                got = peer.state[f"msgs{f.stream_id}"]
+                peer.reply(f.stream_id, b",".join(b"%d" % len(m) for m in got))  # type: ignore[attr-defined]
+
+        a2, b2 = self.server(refuse_at_end), self.server(sizes)
+        c2 = self.client(a2, b2)
+        self.assertEqual(c2.client_streaming("t.S/C", [chunk] * 3, timeout=10), b"300000,300000,300000")
+
+
 class Cancel(Base):
+    def test_dropping_a_running_stream_cancels_it(self) -> None:
+        def endless(peer: Peer, f: Frame) -> None:
+            if isinstance(f, Data) and f.end_stream:
+                for i in range(3):
+                    peer.send(Data(f.stream_id, b"%d" % i, end_message=True))  # and never TRAILERS
+
+        s = self.server(endless)
+        c = self.client(s)
+        for m in c.server_streaming("t.S/S", b"x"):
+            self.assertEqual(m, b"0")
+            break  # the call object is dropped here
+        self.assertTrue(s.wait_for(lambda fs: Reset(1, ErrorCode.CANCEL) in fs), "no RESET CANCEL")
+
+
     def test_cancel_unary_from_another_thread(self) -> None:
         s = self.server(silent)
         c = self.client(s)
