@@ -23,6 +23,7 @@ Rules (PROTOCOL.md sections 7, 12 and 14, and the Swift client's choices):
 from __future__ import annotations
 
 import enum
+import threading
 from typing import Any, NoReturn
 
 from ._connection import _Connection, _Failure, _public, _Stream
@@ -377,6 +378,13 @@ class CallCore(Interrupt):
     def abandon(self) -> None:
         """The application stopped using the call: cancel it if it is still running."""
         self.cancel("call abandoned by the application")
+
+    def dropped(self) -> None:
+        """The application's call object was garbage-collected: a call still running is
+        cancelled, so that its stream does not hold a server slot until its deadline. From a
+        new thread: a collection can run while this thread holds a lock that cancel() takes."""
+        if self.started and not self.done:
+            threading.Thread(target=self.abandon, daemon=True).start()
 
 
 def _not_retried(failure: _Failure, why: str) -> bool:

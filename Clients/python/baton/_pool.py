@@ -101,6 +101,7 @@ class _Target:
         self.host, self.port = host, port
         self.endpoints: list[_EndpointState] = []
         self.stale = True
+        self.resolve_at = 0.0  # after a failed resolution: not again before this
         self.error = ""
 
 
@@ -139,8 +140,9 @@ class Pool:
     def _refresh(self) -> Gen[None]:
         """Resolves targets marked stale (a blocking step: the asyncio client runs it in a
         thread). A failed resolution keeps the previous endpoints."""
+        now = time.monotonic()
         with self.signal:
-            stale = [t for t in self.targets if t.stale]
+            stale = [t for t in self.targets if t.stale and t.resolve_at <= now]
             for t in stale:
                 t.stale = False
         for t in stale:
@@ -154,6 +156,8 @@ class Pool:
                 addresses, error = [], f"cannot resolve {t.host}: {e}"
             with self.signal:
                 t.error = error
+                if not addresses:  # try again, but at most once a second
+                    t.stale, t.resolve_at = True, time.monotonic() + 1.0
                 if addresses:
                     known = {ep.address[0]: ep for ep in t.endpoints}
                     t.endpoints = [known.get(a) or _EndpointState(t.host, (a, t.port)) for a in addresses]
@@ -166,7 +170,7 @@ class Pool:
         CANCELLED (client closed), DEADLINE_EXCEEDED, or UNAVAILABLE when no endpoint can take the
         call (fail fast) and the call does not wait for ready."""
         while True:
-            if any(t.stale for t in self.targets):
+            if any(t.stale and t.resolve_at <= time.monotonic() for t in self.targets):
                 yield from self._refresh()
             with self.signal:
                 if self.closed:

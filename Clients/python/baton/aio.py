@@ -93,6 +93,11 @@ class AsyncCall:
     async def __aexit__(self, *exc: object) -> None:
         self._core.abandon()
 
+    def __del__(self) -> None:
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.dropped()
+
 
 class Client(ClientBase):
     """The asyncio Baton client; options as ``baton.Client``. Use it from one event loop."""

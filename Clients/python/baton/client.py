@@ -7,7 +7,6 @@ client (``baton.aio``) runs the very same call engine.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Iterable, Iterator
 
@@ -100,12 +99,9 @@ class Call:
         self._core.abandon()
 
     def __del__(self) -> None:
-        # A call dropped while running (``break`` out of a response loop) is cancelled, so its
-        # stream does not hold a server slot until its deadline. From a new thread: a garbage
-        # collection can run while this thread holds one of the locks cancel() takes.
         core = getattr(self, "_core", None)
-        if core is not None and core.started and not core.done:
-            threading.Thread(target=core.abandon, daemon=True).start()
+        if core is not None:
+            core.dropped()
 
 
 class Client(ClientBase):

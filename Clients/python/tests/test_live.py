@@ -296,7 +296,7 @@ class LiveTest(unittest.TestCase):
         self.assertEqual(c.unary("demo.Echo/Unary", b"to b", timeout=5), b"to b")
         outcome: list[BaseException | bytes] = []
         t = threading.Thread(target=lambda: outcome.append(_outcome(
-            lambda: c.unary("demo.Echo/Wait", b"3000"))))  # on A's connection; no deadline
+            lambda: c.unary("demo.Echo/Wait", b"3000", timeout=30))), daemon=True)  # on A's connection
         a.proc.send_signal(signal.SIGSTOP)
         try:
             start = time.monotonic()

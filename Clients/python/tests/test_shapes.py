@@ -298,7 +298,7 @@ class Cancel(Base):
             call = c.unary_call("t.S/U", b"x")  # no deadline: only cancel() ends it
             errors: list[RPCError] = []
             n = sum(isinstance(f, Open) for f in s.frames()) + 1
-            t = threading.Thread(target=lambda: errors.extend(_catch(call.result)))
+            t = threading.Thread(target=lambda: errors.extend(_catch(call.result)), daemon=True)
             t.start()
             self.assertTrue(s.wait_for(lambda fs: sum(isinstance(f, Open) for f in fs) >= n))
             sid = [f for f in s.frames() if isinstance(f, Open)][-1].stream_id
@@ -362,7 +362,7 @@ class FailFast(Base):
         self.clients.append(c)
         result: list[Any] = []
         t = threading.Thread(target=lambda: result.append(
-            c.unary("t.S/U", b"late", timeout=20, wait_for_ready=True)))
+            c.unary("t.S/U", b"late", timeout=20, wait_for_ready=True)), daemon=True)
         t.start()
         end = time.monotonic() + 10
         while not any(ep["last_error"] for ep in c.endpoints) and time.monotonic() < end:
@@ -383,7 +383,7 @@ class Keepalive(Base):
         c = self.client(s, keepalive_interval=0.3, keepalive_timeout=0.5)
         start = time.monotonic()
         with self.assertRaises(RPCError) as cm:
-            c.unary("t.S/U", b"x")  # no deadline: only keepalive can end it
+            c.unary("t.S/U", b"x", timeout=30)  # only keepalive ends it this early
         elapsed = time.monotonic() - start
         self.assertEqual(cm.exception.code, Status.UNAVAILABLE)
         self.assertIn("keepalive", cm.exception.message)
@@ -395,7 +395,7 @@ class Keepalive(Base):
     def test_frozen_server_idempotent_call_moves_on(self) -> None:
         frozen, good = self.server(silent), self.server(echo)
         c = self.client(frozen, good, keepalive_interval=0.3, keepalive_timeout=0.5)
-        self.assertEqual(c.unary("t.S/U", b"x", idempotent=True), b"x")
+        self.assertEqual(c.unary("t.S/U", b"x", idempotent=True, timeout=30), b"x")
         self.assertTrue(any(isinstance(f, Open) for f in frozen.frames()), "the frozen server was tried first")
         self.assertEqual(c.unary("t.S/U", b"y"), b"y")  # the frozen endpoint is backing off
 
@@ -415,6 +415,42 @@ class Keepalive(Base):
         count = len(pings)
         time.sleep(0.8)  # idle: no call waits, so no PING (an absence, checked over 4 intervals)
         self.assertEqual(len([f for f in s.frames() if isinstance(f, Ping) and not f.ack]), count)
+
+
+    def test_too_many_pings_doubles_the_interval(self) -> None:
+        # The first connection's server polices our PING (GOAWAY ENHANCE_YOUR_CALM "too many
+        # pings", section 15); the next connection must wait twice the interval before its PING.
+        opened: dict[int, float] = {}
+        first_ping: dict[int, float] = {}
+
+        def policing(peer: Peer, f: Frame) -> None:
+            conn = self.servers[0].peers.index(peer)
+            if isinstance(f, Open):
+                opened.setdefault(conn, time.monotonic())
+            if isinstance(f, Ping) and not f.ack:
+                first_ping.setdefault(conn, time.monotonic())
+                if conn == 0:
+                    peer.send(GoAway(0x7FFFFFFF, ErrorCode.ENHANCE_YOUR_CALM, "too many pings"))
+                    peer.sock.shutdown(socket.SHUT_RDWR)
+                else:
+                    peer.send(Ping(f.data, ack=True))
+            if isinstance(f, Data) and f.end_stream and conn > 0:
+                threading.Timer(1.2, peer.reply, args=(f.stream_id, f.data)).start()
+
+        s = self.server(policing, ack_pings=False)
+        c = self.client(s, keepalive_interval=0.3, keepalive_timeout=5.0)
+        with self.assertRaises(RPCError):
+            c.unary("t.S/U", b"x", timeout=10)  # cut by the GOAWAY: may have been processed
+        end = time.monotonic() + 5
+        while time.monotonic() < end:  # wait out the endpoint's backoff
+            try:
+                self.assertEqual(c.unary("t.S/U", b"y", timeout=10), b"y")
+                break
+            except RPCError:
+                time.sleep(0.05)
+        self.assertIn(1, first_ping, "the second connection sent no PING")
+        self.assertGreaterEqual(first_ping[0] - opened[0], 0.3 - 0.01)
+        self.assertGreaterEqual(first_ping[1] - opened[1], 0.6 - 0.01, "interval not doubled")
 
 
 class Resolution(Base):
@@ -549,6 +585,25 @@ class Aio(Base):
                     ok = await asyncio.get_running_loop().run_in_executor(
                         None, lambda: s.wait_for(lambda fs: Reset(sid, ErrorCode.CANCEL) in fs))
                     self.assertTrue(ok, "RESET CANCEL after task.cancel()")
+
+        self.run_async(main())
+
+    def test_dropped_stream_is_cancelled(self) -> None:
+        def endless(peer: Peer, f: Frame) -> None:
+            if isinstance(f, Data) and f.end_stream:
+                for i in range(3):
+                    peer.send(Data(f.stream_id, b"%d" % i, end_message=True))
+
+        s = self.server(endless)
+
+        async def main() -> None:
+            async with baton.aio.Client([s.endpoint], **FAST) as c:
+                async for m in c.server_streaming("t.S/S", b"x"):
+                    self.assertEqual(m, b"0")
+                    break  # the call object is dropped here
+                ok = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: s.wait_for(lambda fs: Reset(1, ErrorCode.CANCEL) in fs))
+                self.assertTrue(ok, "no RESET CANCEL")
 
         self.run_async(main())
 
