@@ -28,7 +28,7 @@ def _project() -> dict[str, str]:
         import tomllib
         return {k: v for k, v in tomllib.loads(raw.decode()).get("project", {}).items() if isinstance(v, str)}
     except ImportError:  # Python 3.10: the few string keys we use, from the [project] table
-        table = re.search(r"^\[project\]\n(.*?)(?=^\[)", raw.decode(), re.S | re.M)
+        table = re.search(r"^\[project\]\n(.*?)(?=^\[|\Z)", raw.decode(), re.S | re.M)
         pairs = re.findall(r'^([\w-]+)\s*=\s*"([^"]*)"', table.group(1) if table else "", re.M)
         return dict(pairs)
 
