@@ -2,9 +2,10 @@
 
 Written from ``Protocol/PROTOCOL.md``. Each connection has one reader thread, which applies the
 server's frames to the connection state under the connection's lock (a ``Signal``) and notifies
-it. Callers write their own frames (under a separate write lock, so a frame is never split), and
-wait for what the reader delivers by yielding ``Wait`` operations (see ``_drive``): the same
-methods serve the blocking and the asyncio client.
+it; a blocking caller alone on the connection reads the socket itself instead (``lead``), which
+saves a thread switch per call. Callers write their own frames (under a separate write lock, so
+a frame is never split), and wait for what the reader delivers by yielding ``Wait`` operations
+(see ``_drive``): the same methods serve the blocking and the asyncio client.
 
 Failures of a call's attempt are ``_Failure``: *provably not processed* (retry anywhere) or *may
 have been processed* (retry only if idempotent), as PROTOCOL.md section 14 classifies them.
@@ -139,10 +140,6 @@ class _Connection:
         self.reresolved = False  # the pool has re-resolved its name after this one's GOAWAY
         self.keepalive_failed = False  # ended because a keepalive PING went unanswered
         self.pings_refused = False  # ended by the server's GOAWAY ENHANCE_YOUR_CALM "too many pings"
-
-    @property
-    def name(self) -> str:
-        return f"{self.address[0]}:{self.address[1]}"
 
     # --- life cycle ------------------------------------------------------------------------
 
