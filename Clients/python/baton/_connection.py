@@ -33,6 +33,7 @@ Endpoint = tuple[str, int]
 LINGER = 2.0  # section 16.2: longest wait for the peer's FIN after sending ours
 WRITE_TIMEOUT = 10.0  # a socket write blocked this long means the connection is dead
 _POLL = 0.5  # longest single wait on select, so flags are rechecked
+SLOT_WAIT_LIMIT = 30.0  # longest wait for a stream slot of a call without deadline (as Swift's)
 _PARK = 0.01  # the reader thread stays parked this long after a caller last read
 
 
@@ -182,8 +183,15 @@ class _Connection:
             raise _not_processed(f"handshake with {self.address[0]}:{self.address[1]} failed: {reason}")
 
     def usable(self) -> bool:
-        """True while new streams may be opened here."""
-        return self.handshaken and not self.dead and not self.draining
+        """True while new streams may be opened here (a server announcing MAX_CONCURRENT_STREAMS
+        0 takes none on this connection, section 6.4)."""
+        return (self.handshaken and not self.dead and not self.draining
+                and self.peer.max_concurrent_streams > 0)
+
+    def takes_no_streams(self) -> bool:
+        """An established connection whose server announced MAX_CONCURRENT_STREAMS 0."""
+        return (self.handshaken and not self.dead and not self.draining
+                and self.peer.max_concurrent_streams == 0)
 
     def close(self) -> None:
         """Fails open calls with CANCELLED (RESET CANCEL), sends GOAWAY(0, NO_ERROR) and closes
@@ -270,6 +278,7 @@ class _Connection:
         Waits for a free slot under the server's MAX_CONCURRENT_STREAMS. Raises ``_Failure`` (not
         processed) if the connection cannot take it, ``RPCError`` for DEADLINE_EXCEEDED or
         RESOURCE_EXHAUSTED (nothing sent)."""
+        limit = time.monotonic() + SLOT_WAIT_LIMIT if deadline is None else deadline
         while True:
             with self._cv:
                 self._check_open_allowed()
@@ -278,8 +287,11 @@ class _Connection:
                     break
                 if _expired(deadline):
                     raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed waiting for a stream slot")
+                if _expired(limit):  # section 6.4: a queued call without deadline waits this long
+                    raise RPCError(Status.UNAVAILABLE, f"no stream slot on {self.address[0]}:"
+                                   f"{self.address[1]} within {SLOT_WAIT_LIMIT:g} s (not processed)")
                 epoch = self._cv.epoch
-            yield Wait(self._cv, epoch, deadline, self)
+            yield Wait(self._cv, epoch, limit, self)
         registered = False
         try:
             with self._wlock:

@@ -202,6 +202,9 @@ class Pool:
                             continue
                         choice = ep
                         break
+                    if ep.conn is not None and ep.conn.takes_no_streams():
+                        ep.last_error = "the server takes no streams (MAX_CONCURRENT_STREAMS 0)"
+                        continue
                     if (not ep.connecting and ep.retry_at <= now
                             and (state.wait_for_ready or ep not in state.tried)):
                         choice, connect = ep, True
@@ -213,7 +216,7 @@ class Pool:
                     if any(ep.connecting for ep in order):
                         wake: float | None = None  # another call is connecting: wait for it
                     elif state.wait_for_ready:
-                        wake = min((ep.retry_at for ep in order), default=now + 0.05)
+                        wake = max(now + 0.05, min((ep.retry_at for ep in order), default=now))
                     else:
                         raise RPCError(Status.UNAVAILABLE, self._unreachable(order))
                     epoch = self.signal.epoch
@@ -269,6 +272,11 @@ class Pool:
                 self.signal.notify_all()
             if ok and closed:
                 conn.close()
+        if ok and conn.takes_no_streams():
+            with self.signal:
+                state.tried.add(ep)
+                ep.last_error = "the server takes no streams (MAX_CONCURRENT_STREAMS 0)"
+            return None
         return conn if ok and not closed else None
 
     def _unreachable(self, order: list[_EndpointState]) -> str:

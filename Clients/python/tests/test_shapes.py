@@ -195,6 +195,41 @@ class Shapes(Base):
         self.assertFalse(call.write(b"late"))  # the server ended it: dropped, not raised
 
 
+class Concurrency(Base):
+    def test_server_taking_no_streams_is_skipped(self) -> None:
+        closed, good = self.server(echo, settings=((2, 0),)), self.server(echo)  # MAX_CONCURRENT_STREAMS 0
+        c = self.client(closed, good)
+        for i in range(4):
+            self.assertEqual(c.unary("t.S/U", b"%d" % i, timeout=5), b"%d" % i)
+        self.assertFalse([f for f in closed.frames() if isinstance(f, Open)])
+        alone = self.client(closed)
+        with self.assertRaises(RPCError) as cm:
+            alone.unary("t.S/U", b"x")
+        self.assertEqual(cm.exception.code, Status.UNAVAILABLE)
+        self.assertIn("MAX_CONCURRENT_STREAMS 0", cm.exception.message)
+
+    def test_queued_call_without_deadline_has_a_wait_limit(self) -> None:
+        import baton._connection as connection
+        s = self.server(silent, settings=((2, 1),))  # one stream at a time, never answered
+        c = self.client(s, keepalive_interval=None)
+        first = c.unary_call("t.S/U", b"1", timeout=20)
+        t = threading.Thread(target=lambda: _catch(first.result), daemon=True)
+        t.start()
+        self.assertTrue(s.wait_for(lambda fs: any(isinstance(f, Open) for f in fs)))
+        saved, connection.SLOT_WAIT_LIMIT = connection.SLOT_WAIT_LIMIT, 0.3
+        try:
+            start = time.monotonic()
+            with self.assertRaises(RPCError) as cm:
+                c.unary("t.S/U", b"2")  # no deadline: waits for the slot, but not forever
+            self.assertEqual(cm.exception.code, Status.UNAVAILABLE)
+            self.assertGreaterEqual(time.monotonic() - start, 0.29)
+            self.assertLess(time.monotonic() - start, 10)
+        finally:
+            connection.SLOT_WAIT_LIMIT = saved
+            first.cancel()
+        self.assertEqual(len([f for f in s.frames() if isinstance(f, Open)]), 1)
+
+
 class Replay(Base):
     def refuse_after(self, n: int, how: str) -> Any:
         def handler(peer: Peer, f: Frame) -> None:
