@@ -29,6 +29,7 @@ from .errors import RPCError
 from .wire import Settings, Status
 
 BACKOFF_INITIAL, BACKOFF_FACTOR, BACKOFF_MAX, BACKOFF_JITTER = 0.05, 1.6, 5.0, 0.2
+MAX_WAIT_FOR_CONNECTION = 30.0  # a wait_for_ready call without deadline fails UNAVAILABLE then
 
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -111,6 +112,9 @@ class PickState:
     def __init__(self, deadline: float | None, wait_for_ready: bool) -> None:
         self.deadline = deadline
         self.wait_for_ready = wait_for_ready
+        # a call without deadline that waits for ready still waits a bounded time (as Swift's
+        # maxWaitForConnection)
+        self.wait_limit = time.monotonic() + MAX_WAIT_FOR_CONNECTION if deadline is None else deadline
         self.tried: set[_EndpointState] = set()
         self.last: _Failure | None = None
         self.retries = 0
@@ -216,11 +220,15 @@ class Pool:
                     if any(ep.connecting for ep in order):
                         wake: float | None = None  # another call is connecting: wait for it
                     elif state.wait_for_ready:
+                        if state.deadline is None and now >= state.wait_limit:
+                            raise RPCError(Status.UNAVAILABLE, f"no endpoint ready within "
+                                           f"{MAX_WAIT_FOR_CONNECTION:g} s; the call was not sent "
+                                           f"({self._unreachable(order)})")
                         wake = max(now + 0.05, min((ep.retry_at for ep in order), default=now))
                     else:
                         raise RPCError(Status.UNAVAILABLE, self._unreachable(order))
                     epoch = self.signal.epoch
-                    until = wake if state.deadline is None else min(wake or state.deadline, state.deadline)
+                    until = min(wake or state.wait_limit, state.wait_limit)
             if choice is None:
                 yield Wait(self.signal, epoch, until)
                 continue
@@ -282,7 +290,7 @@ class Pool:
     def _unreachable(self, order: list[_EndpointState]) -> str:
         reasons = [f"{ep.address[0]}:{ep.address[1]}: {ep.last_error or 'backing off'}" for ep in order]
         reasons += [t.error for t in self.targets if t.error and not t.endpoints]
-        return "no endpoint reachable (" + "; ".join(reasons) + ")"
+        return "no endpoint could be reached (" + "; ".join(reasons) + "); the call was not sent"
 
     # --- connection events --------------------------------------------------------------------
 

@@ -392,6 +392,21 @@ class FailFast(Base):
         self.assertEqual(cm.exception.code, Status.DEADLINE_EXCEEDED)
         self.assertGreaterEqual(time.monotonic() - start, 0.59)
 
+    def test_wait_for_ready_without_deadline_is_bounded(self) -> None:
+        import baton._pool as pool
+        c = Client([("127.0.0.1", closed_port())], connect_timeout=5)
+        self.clients.append(c)
+        saved, pool.MAX_WAIT_FOR_CONNECTION = pool.MAX_WAIT_FOR_CONNECTION, 0.4
+        try:
+            start = time.monotonic()
+            with self.assertRaises(RPCError) as cm:
+                c.unary("t.S/U", b"x", wait_for_ready=True)
+            self.assertGreaterEqual(time.monotonic() - start, 0.39)
+        finally:
+            pool.MAX_WAIT_FOR_CONNECTION = saved
+        self.assertEqual(cm.exception.code, Status.UNAVAILABLE)
+        self.assertIn("refused", cm.exception.message.lower())
+
     def test_wait_for_ready_succeeds_when_the_server_comes(self) -> None:
         port = closed_port()
         c = Client([("127.0.0.1", port)], connect_timeout=5)
