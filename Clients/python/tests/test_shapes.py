@@ -377,7 +377,8 @@ class FailFast(Base):
         start = time.monotonic()
         with self.assertRaises(RPCError) as cm:
             c.unary("t.S/U", b"x")  # no timeout
-        self.assertLess(time.monotonic() - start, 3.0)
+        self.assertLess(time.monotonic() - start, 10.0)  # generous on a loaded machine: waiting
+        # through 25 backoffs would take over 30 s
         self.assertEqual(cm.exception.code, Status.UNAVAILABLE)
         self.assertIn("refused", cm.exception.message.lower())
         for p in ports:
