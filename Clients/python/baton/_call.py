@@ -198,6 +198,7 @@ class CallCore(Interrupt):
                     self.trailers = _public(value.metadata)
                     if self.attempt is att:
                         self.attempt = None
+                att.conn.finish(att.stream)  # closed by the TRAILERS: this only tidies up
                 if status is not Status.OK:
                     self._fail(RPCError(status, value.message, self.trailers))
                 if self.shape.single_response and self.received == 0:
@@ -207,7 +208,6 @@ class CallCore(Interrupt):
                     if self.code is None:
                         self.code, self.details = Status.OK, value.message
                     self.signal.notify_all()
-                att.conn.finish(att.stream)
                 continue
             assert kind == "fail"
             if not self._replace(att, value):
@@ -268,13 +268,13 @@ class CallCore(Interrupt):
         """Opens a stream and replays the kept messages; None if the attempt failed in a way
         that allows another (already recorded), else raises the call's error."""
         with self.signal:
-            if self.started and self.replay is None and self.sent_total > 0:
-                self._fail(RPCError(Status.UNAVAILABLE, "the call cannot be retried: its requests were no "
-                                    f"longer kept for replay (more than {MAX_REPLAY_BYTES} bytes); last "
-                                    f"attempt: {self.pick.last.error.message if self.pick.last else '?'}"))
+            lost = self.started and self.replay is None and self.sent_total > 0
             self.started = True
             first = self.replay[0] if self.replay else None
             end = self.half_close and self.sent_total == (0 if first is None else 1)
+        if lost:  # defensive: _replace does not allow a new attempt then
+            self._fail(RPCError(Status.UNAVAILABLE, "the call cannot be retried: its requests were no "
+                                f"longer kept for replay (more than {MAX_REPLAY_BYTES} bytes)"))
         try:
             conn = yield from self.pool.pick(self.pick)
         except RPCError as e:

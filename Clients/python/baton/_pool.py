@@ -245,7 +245,11 @@ class Pool:
                 return conn
 
     def _connect(self, ep: _EndpointState, state: PickState) -> Gen[_Connection | None]:
-        """Connects ``ep`` (its ``connecting`` flag already set); None if that failed."""
+        """Connects ``ep`` (its ``connecting`` flag already set); None if that failed.
+
+        The endpoint's bookkeeping happens in the connecting step itself, so that a call
+        cancelled while it waits (an asyncio task: the step goes on in an executor thread)
+        neither loses a connection that then succeeds nor counts as a failed connect."""
         timeout = self.connect_timeout
         if state.deadline is not None:
             timeout = max(0.001, min(timeout, state.deadline - time.monotonic()))
@@ -255,37 +259,40 @@ class Pool:
         conn = _Connection(ep.address, self.local, self._forget, interval)
         with self.signal:
             self.conns.add(conn)
-        ok = False
-        try:
-            yield Blocking(lambda: conn.connect(timeout))
-            ok = True
-        except _Failure as f:
-            with self.signal:
-                ep.last_error = f.error.message
-            return None
-        finally:
-            with self.signal:
-                ep.connecting = False
-                closed = self.closed
-                if ok and not closed:
-                    # The run of failures ends when the connection ends well (see _forget): a
-                    # server that accepts and then refuses with GOAWAY (its connection limit)
-                    # keeps the backoff growing (section 14).
-                    ep.retry_at, ep.conn = 0.0, conn
-                else:
-                    state.tried.add(ep)
+
+        def attempt() -> bool:
+            ok, error = False, "interrupted"
+            try:
+                conn.connect(timeout)
+                ok = True
+            except _Failure as f:
+                error = f.error.message
+                with self.signal:
+                    ep.failures += 1
+                    self._back_off(ep)
+            finally:
+                with self.signal:
+                    ep.connecting = False
+                    closed = self.closed
+                    if ok and not closed:
+                        # The run of failures ends when the connection ends well (see _forget):
+                        # a server that accepts and then refuses with GOAWAY (its connection
+                        # limit) keeps the backoff growing (section 14).
+                        ep.retry_at, ep.conn = 0.0, conn
                     if not ok:
-                        ep.failures += 1
-                        self._back_off(ep)
-                self.signal.notify_all()
-            if ok and closed:
-                conn.close()
-        if ok and conn.takes_no_streams():
+                        ep.last_error = error
+                    elif conn.takes_no_streams():
+                        ep.last_error = "the server takes no streams (MAX_CONCURRENT_STREAMS 0)"
+                    self.signal.notify_all()
+                if ok and closed:
+                    conn.close()
+            return ok and not closed and not conn.takes_no_streams()
+
+        if not (yield Blocking(attempt)):
             with self.signal:
                 state.tried.add(ep)
-                ep.last_error = "the server takes no streams (MAX_CONCURRENT_STREAMS 0)"
             return None
-        return conn if ok and not closed else None
+        return conn
 
     def _unreachable(self, order: list[_EndpointState]) -> str:
         reasons = [f"{ep.address[0]}:{ep.address[1]}: {ep.last_error or 'backing off'}" for ep in order]
