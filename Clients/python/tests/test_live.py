@@ -420,8 +420,24 @@ class LiveTest(unittest.TestCase):
                     with lock:
                         failures.append(e)
 
+        def streams() -> None:  # bidirectional calls, replayed if refused
+            while not stop.is_set():
+                try:
+                    call = c.bidirectional("demo.Echo/Bidi", timeout=5)
+                    for j in range(3):
+                        call.write(b"%d" % j)
+                    call.done_writing()
+                    if list(call) != [b"0", b"1", b"2"]:
+                        raise AssertionError("bad stream")
+                    with lock:
+                        ok[0] += 1
+                except BaseException as e:  # noqa: BLE001
+                    with lock:
+                        failures.append(e)
+
         threads = [threading.Thread(target=loop, args=("demo.Echo/Unary", b"ping-%d" % i)) for i in range(4)]
         threads += [threading.Thread(target=loop, args=("demo.Echo/Wait", b"100")) for _ in range(2)]
+        threads += [threading.Thread(target=streams) for _ in range(2)]
         for t in threads:
             t.start()
         time.sleep(0.3)
