@@ -55,8 +55,7 @@ class _Failure(Exception):
         self.error = error
         self.processed = processed
         self.retry_if_idempotent = retry_if_idempotent
-        self.refused_by: _Connection | None = None  # RESET REFUSED_STREAM on this connection...
-        self.ended_mark = 0  # ...when it had ended this many streams
+        self.refused_by: _Connection | None = None  # RESET REFUSED_STREAM on this connection
 
     def retryable(self, idempotent: bool) -> bool:
         return not self.processed or (idempotent and self.retry_if_idempotent)
@@ -123,7 +122,6 @@ class _Connection:
         self._closing_since: float | None = None  # our FIN sent: linger until the peer's
         self._close_when_idle = False
         self._pending = b""  # frames the reader owes the server, written once the lock is released
-        self.streams_ended = 0
         self._rtoken = threading.Lock()  # held by whoever reads the socket (see lead)
         self._leader = 0  # thread id of the caller reading now, 0 if none
         self._last_lead = 0.0
@@ -207,14 +205,14 @@ class _Connection:
         frames = b"".join(wire.encode_frame(Reset(s.id, ErrorCode.CANCEL)) for s in open_streams)
         self._teardown(ErrorCode.NO_ERROR, "client closed", prefix=frames)
 
-    def wait_stream_end(self, mark: int, timeout: float) -> Gen[None]:
-        """Waits until more than ``mark`` streams have ended here, the connection stops taking
-        streams, or ``timeout`` passes (section 14: retry on the same connection after
-        REFUSED_STREAM only once another of its streams has ended)."""
-        end = time.monotonic() + timeout
-        while True:
+    def pause(self, seconds: float) -> Gen[None]:
+        """Waits ``seconds`` (reading frames meanwhile if the caller leads), or until the
+        connection stops taking streams (section 14: a pause before retrying on the connection
+        that answered REFUSED_STREAM)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
             with self._cv:
-                if self.streams_ended > mark or not self.usable() or time.monotonic() >= end:
+                if not self.usable():
                     return
                 epoch = self._cv.epoch
             yield Wait(self._cv, epoch, end, self)
@@ -459,7 +457,6 @@ class _Connection:
             stream.events.append(event)
         if self._streams.pop(stream.id, None) is not None:
             self._slots -= 1
-        self.streams_ended += 1
         self._cv.notify_all()
         if self._close_when_idle and not self._streams and not self.dead:
             threading.Thread(target=self._teardown, args=(ErrorCode.NO_ERROR, "stream ids used up"),
@@ -734,7 +731,7 @@ class _Connection:
             code = ErrorCode.of(f.error_code)
             if code is ErrorCode.REFUSED_STREAM:
                 failure = _not_processed("stream refused by the server (REFUSED_STREAM)")
-                failure.refused_by, failure.ended_mark = self, self.streams_ended + 1
+                failure.refused_by = self
             else:
                 status = _RESET_STATUS.get(code, Status.INTERNAL)
                 failure = _Failure(RPCError(status, f"stream reset by the server ({code.name})"),

@@ -237,8 +237,8 @@ class Pool:
                 assert conn is not None
                 if state.last is not None and conn is refused:
                     # Only the connection that refused can take it: pause first (section 14).
-                    pause = min(0.001 * 2 ** min(state.retries, 7), 0.1) * random.uniform(0.8, 1.2)
-                    yield from conn.wait_stream_end(state.last.ended_mark, pause)
+                    pause = min(0.001 * 2 ** min(state.retries - 1, 7), 0.1) * random.uniform(0.8, 1.2)
+                    yield from conn.pause(pause)
                 return conn
             conn = yield from self._connect(choice, state)
             if conn is not None:

@@ -291,8 +291,11 @@ class ClientRules(unittest.TestCase):
         self.assertEqual(c.unary("t.S/M", b"x", timeout=2), b"x")
 
     def test_refused_forever_fails_unavailable_without_hot_loop(self) -> None:
+        opened: list[float] = []
+
         def refuse(peer: Peer, f: Frame) -> None:
             if isinstance(f, Open):
+                opened.append(time.monotonic())
                 peer.send(Reset(f.stream_id, ErrorCode.REFUSED_STREAM))
 
         s = self.server(refuse)
@@ -305,6 +308,12 @@ class ClientRules(unittest.TestCase):
         self.assertLess(time.monotonic() - start, 1.9)  # loose for a loaded machine
         opens = len([f for f in s.frames() if isinstance(f, Open)])
         self.assertLess(opens, 30, "retries after REFUSED_STREAM are not paced")
+        # the n-th retry on the refusing connection comes after a pause of 1 ms x 2^(n-1)
+        # (at most 100 ms, -20 % jitter): gaps between OPENs are at least that
+        gaps = [b - a for a, b in zip(opened, opened[1:])]
+        self.assertGreaterEqual(len(gaps), 3)
+        for n, gap in enumerate(gaps, start=1):
+            self.assertGreaterEqual(gap, 0.8 * min(0.001 * 2 ** (n - 1), 0.1) - 0.0005, f"retry {n}")
         c2 = self.client(s, max_retries=3)  # no deadline: the retry cap ends it
         with self.assertRaises(RPCError) as cm:
             c2.unary("t.S/M", b"x")
