@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, AsyncIterable, AsyncIterator, Generator, Iterable
 
 from ._base import ClientBase, MetadataArg
 from ._call import CallCore, Metadata, Shape
@@ -58,7 +58,7 @@ class AsyncCall:
     async def result(self) -> bytes:
         return await run_async(self._core.result(), self._core)
 
-    def __await__(self):  # type: ignore[no-untyped-def]
+    def __await__(self) -> Generator[Any, None, bytes]:
         return self.result().__await__()
 
     def cancel(self) -> bool:
