@@ -459,16 +459,20 @@ class LiveTest(unittest.TestCase):
         outcome: list[BaseException | bytes] = []
         done = threading.Event()
 
+        self.assertEqual(c.unary("demo.Echo/Unary", b"a", timeout=5), b"a")  # connect A, then B:
+        self.assertEqual(c.unary("demo.Echo/Unary", b"b", timeout=5), b"b")  # the next call is A's
+        pending = c.unary_call("demo.Echo/Wait", b"3000", timeout=10)
+
         def call() -> None:
             try:
-                outcome.append(c.unary("demo.Echo/Wait", b"3000", timeout=10))
+                outcome.append(pending.result())
             except BaseException as e:  # noqa: BLE001
                 outcome.append(e)
             done.set()
 
-        t = threading.Thread(target=call)
+        t = threading.Thread(target=call, daemon=True)
         t.start()
-        time.sleep(0.5)
+        _wait_until_sent(pending)
         killed = time.monotonic()
         a.proc.kill()
         self.assertTrue(done.wait(2.5), "the call did not fail within 2.5 s of the kill")  # not the 3 s Wait
@@ -487,15 +491,19 @@ class LiveTest(unittest.TestCase):
         c = self.client(a, b)
         outcome: list[BaseException | bytes] = []
 
+        self.assertEqual(c.unary("demo.Echo/Unary", b"a", timeout=5), b"a")  # A, B, then A again
+        self.assertEqual(c.unary("demo.Echo/Unary", b"b", timeout=5), b"b")
+        pending = c.unary_call("demo.Echo/Wait", b"700", timeout=10, idempotent=True)
+
         def call() -> None:
             try:
-                outcome.append(c.unary("demo.Echo/Wait", b"700", timeout=10, idempotent=True))
+                outcome.append(pending.result())
             except BaseException as e:  # noqa: BLE001
                 outcome.append(e)
 
-        t = threading.Thread(target=call)
+        t = threading.Thread(target=call, daemon=True)
         t.start()
-        time.sleep(0.3)
+        _wait_until_sent(pending)
         a.proc.kill()
         t.join(5)
         self.assertEqual(outcome, [b"700"])
@@ -513,6 +521,15 @@ class LiveTest(unittest.TestCase):
         with self.assertRaises(RPCError) as cm:
             c2.unary("demo.Echo/Unary", b"x", timeout=0.5)
         self.assertIn(cm.exception.code, (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED))
+
+
+def _wait_until_sent(call: object) -> None:
+    """Until the call's OPEN and request are written (white box: its attempt is published).
+    Nothing to await from outside: polled, with a generous bound."""
+    end = time.monotonic() + 10
+    while getattr(call, "_core").attempt is None and time.monotonic() < end:
+        time.sleep(0.001)
+    assert getattr(call, "_core").attempt is not None, "the call was not sent within 10 s"
 
 
 def _outcome(fn: object) -> BaseException | bytes:
