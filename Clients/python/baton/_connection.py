@@ -2,8 +2,7 @@
 
 Written from ``Protocol/PROTOCOL.md``. Each connection has one reader thread, which applies the
 server's frames to the connection state under the connection's lock (a ``Signal``) and notifies
-it; a blocking caller alone on the connection reads the socket itself instead (``lead``), which
-saves a thread switch per call. Callers write their own frames (under a separate write lock, so
+it. Callers write their own frames (under a separate write lock, so
 a frame is never split), and wait for what the reader delivers by yielding ``Wait`` operations
 (see ``_drive``): the same methods serve the blocking and the asyncio client.
 
@@ -34,7 +33,6 @@ LINGER = 2.0  # section 16.2: longest wait for the peer's FIN after sending ours
 WRITE_TIMEOUT = 10.0  # a socket write blocked this long means the connection is dead
 _POLL = 0.5  # longest single wait on select, so flags are rechecked
 SLOT_WAIT_LIMIT = 30.0  # longest wait for a stream slot of a call without deadline (as Swift's)
-_PARK = 0.01  # the reader thread stays parked this long after a caller last read
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -122,14 +120,6 @@ class _Connection:
         self._closing_since: float | None = None  # our FIN sent: linger until the peer's
         self._close_when_idle = False
         self._pending = b""  # frames the reader owes the server, written once the lock is released
-        self._rtoken = threading.Lock()  # held by whoever reads the socket (see lead)
-        self._leader = 0  # thread id of the caller reading now, 0 if none
-        self._last_lead = 0.0
-        self._unpark = threading.Event()  # ends the reader thread's pause early
-        self._reader_parked = False
-        self._wake_r: socket.socket  # with _wake_w, interrupts a leader's select (set by connect)
-        self._wake_w: socket.socket
-        self._cv.on_notify = self._wake_leader
         self._decoder = FrameDecoder(local.max_frame_size, local.max_metadata_size)
         self._preface: bytearray | None = bytearray()
         self._last_recv = 0.0
@@ -152,16 +142,11 @@ class _Connection:
             raise _not_processed(f"connect to {self.address[0]}:{self.address[1]} failed: {e}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(WRITE_TIMEOUT)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
         self._sock = sock
         try:
             sock.sendall(PREFACE + wire.encode_frame(SettingsFrame(self.local.pairs())))
         except OSError as e:
             sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
             self._on_closed(self)
             raise _not_processed(f"handshake with {self.address[0]}:{self.address[1]} failed: {e}") from None
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
@@ -206,7 +191,7 @@ class _Connection:
         self._teardown(ErrorCode.NO_ERROR, "client closed", prefix=frames)
 
     def pause(self, seconds: float) -> Gen[None]:
-        """Waits ``seconds`` (reading frames meanwhile if the caller leads), or until the
+        """Waits ``seconds``, or until the
         connection stops taking streams (section 14: a pause before retrying on the connection
         that answered REFUSED_STREAM)."""
         end = time.monotonic() + seconds
@@ -215,7 +200,7 @@ class _Connection:
                 if not self.usable():
                     return
                 epoch = self._cv.epoch
-            yield Wait(self._cv, epoch, end, self)
+            yield Wait(self._cv, epoch, end)
 
     def join(self, timeout: float) -> None:
         if self._reader is not None and self._reader is not threading.current_thread():
@@ -289,7 +274,7 @@ class _Connection:
                     raise RPCError(Status.UNAVAILABLE, f"no stream slot on {self.address[0]}:"
                                    f"{self.address[1]} within {SLOT_WAIT_LIMIT:g} s (not processed)")
                 epoch = self._cv.epoch
-            yield Wait(self._cv, epoch, limit, self)
+            yield Wait(self._cv, epoch, limit)
         registered = False
         try:
             with self._wlock:
@@ -372,7 +357,7 @@ class _Connection:
                     if _expired(deadline):
                         raise RPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded waiting for flow-control credit")
                     epoch = self._cv.epoch
-                    wait: Wait | None = Wait(self._cv, epoch, deadline, self)
+                    wait: Wait | None = Wait(self._cv, epoch, deadline)
                 else:
                     wait = None
                     n = max(n, 0)
@@ -417,7 +402,7 @@ class _Connection:
                 if _expired(deadline):
                     return None
                 epoch = self._cv.epoch
-            yield Wait(self._cv, epoch, deadline, self)
+            yield Wait(self._cv, epoch, deadline)
         self._write(updates)
         return kind, value
 
@@ -478,64 +463,10 @@ class _Connection:
                 stream.recv_unreturned = 0
         return out
 
-    # --- reading (reader thread, or a waiting caller) ---------------------------------------
-    #
-    # Whoever holds ``_rtoken`` reads the socket and applies frames. A blocking caller that waits
-    # for its stream takes the token and reads itself (``lead``), so that a call needs no thread
-    # switch: one thread writes the request, reads the reply and returns. Meanwhile the reader
-    # thread parks; it reads whenever no caller leads (asyncio callers never lead: they are woken
-    # by the reader thread). The token is also held to close the socket, so a leader never
-    # selects on a closed (or reused) descriptor.
-
-    def lead(self, epoch: int, until: float | None) -> bool:
-        """Reads and applies frames in the calling thread until the connection's signal moves
-        past ``epoch`` or ``until`` passes. False (nothing done) if another thread reads now, or
-        if several calls are open here: then threads handing the socket to each other cost more
-        than the reader thread's one switch per call."""
-        sock = self._sock
-        if sock is None or self.dead:
-            return False
-        if len(self._streams) > 1:
-            if self._reader_parked:
-                self._unpark.set()  # several calls: the reader thread serves them better
-            return False
-        if not self._rtoken.acquire(blocking=False):
-            return False
-        self._leader = threading.get_ident()
-        try:
-            while self._cv.epoch == epoch and not self.dead:
-                timeout = self._keepalive_step()
-                if until is not None:
-                    timeout = min(timeout, until - time.monotonic())
-                    if timeout <= 0:
-                        break
-                ready = select.select([sock, self._wake_r], [], [], timeout)[0]
-                if self._wake_r in ready:
-                    self._wake_r.recv(4096)
-                if sock in ready and not self._read_available(sock):
-                    break
-        except (OSError, ValueError):
-            pass
-        finally:
-            self._leader = 0
-            self._last_lead = time.monotonic()
-            self._rtoken.release()
-            if len(self._streams) > 1:
-                with self._cv:
-                    self._cv.notify_all()  # other callers wait: let them look again
-        return True
-
-    def _wake_leader(self) -> None:
-        """Signal hook: another thread changed the state a leader may be waiting for."""
-        leader = self._leader
-        if leader and leader != threading.get_ident():
-            try:
-                self._wake_w.send(b"!")
-            except OSError:
-                pass
+    # --- reading (reader thread) ---------------------------------------------------------
 
     def _read_loop(self) -> None:
-        """Reader thread: reads when no caller leads; after the connection ends it keeps reading
+        """Reader thread: reads and applies frames; after the connection ends it keeps reading
         and discarding until the server's FIN or the linger timeout, then closes the socket (13.4)."""
         sock = self._sock
         assert sock is not None
@@ -546,32 +477,21 @@ class _Connection:
                     closing_since = self._closing_since
                 if closing_since is not None and time.monotonic() - closing_since > LINGER:
                     break
-                if closing_since is None and (self._leader or (
-                        time.monotonic() - self._last_lead < _PARK and len(self._streams) <= 1)):
-                    self._reader_parked = True
-                    self._unpark.wait(_PARK)  # a caller reads: stay out of its way
-                    self._reader_parked = False
-                    self._unpark.clear()
-                    continue
                 try:
                     if not select.select([sock], [], [], self._keepalive_step())[0]:
                         continue
-                    with self._rtoken:
-                        if select.select([sock], [], [], 0)[0] and not self._read_available(sock):
-                            break
                 except (OSError, ValueError) as e:
                     self._teardown(None, f"read failed: {e}")
                     break
+                if not self._read_available(sock):
+                    break
         finally:
             self._teardown(None, "connection closed")
-            with self._rtoken:
-                sock.close()
-                self._wake_r.close()
-                self._wake_w.close()
+            sock.close()
             self._on_closed(self)
 
     def _read_available(self, sock: socket.socket) -> bool:
-        """Reads what the socket holds and applies it (token held; the socket is readable).
+        """Reads what the socket holds and applies it (the socket is readable).
         False once the connection is over (EOF or a failed read: it is torn down)."""
         try:
             data = sock.recv(262144)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Callable, Generator, Protocol, TypeVar
+from typing import Any, Callable, Generator, TypeVar
 
 T = TypeVar("T")
 
@@ -37,14 +37,11 @@ class Signal(threading.Condition):
     def __init__(self) -> None:
         super().__init__(threading.Lock())
         self.epoch = 0
-        self.on_notify: Callable[[], None] | None = None
         self._async: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def notify_all(self) -> None:
         self.epoch += 1
         super().notify_all()
-        if self.on_notify is not None:
-            self.on_notify()
         if self._async:
             waiters, self._async = self._async, []
             for loop, fut in waiters:
@@ -64,20 +61,13 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class Leader(Protocol):
-    def lead(self, epoch: int, until: float | None) -> bool: ...
-
-
 class Wait:
-    """Yielded to wait for ``signal`` to move past ``epoch``, or until ``until``. ``leader``, if
-    given, may do the work being waited for in the waiting thread (blocking driver only): a
-    connection reads its socket itself instead of waiting for its reader thread."""
+    """Yielded to wait for ``signal`` to move past ``epoch``, or until ``until``."""
 
-    __slots__ = ("signal", "epoch", "until", "leader")
+    __slots__ = ("signal", "epoch", "until")
 
-    def __init__(self, signal: Signal, epoch: int, until: float | None,
-                 leader: Leader | None = None) -> None:
-        self.signal, self.epoch, self.until, self.leader = signal, epoch, until, leader
+    def __init__(self, signal: Signal, epoch: int, until: float | None) -> None:
+        self.signal, self.epoch, self.until = signal, epoch, until
 
     def _timeout(self) -> float:
         if self.until is None:
@@ -85,8 +75,6 @@ class Wait:
         return max(0.0, min(self.until - time.monotonic(), MAX_SLICE))
 
     def block(self) -> None:
-        if self.leader is not None and self.leader.lead(self.epoch, self.until):
-            return
         with self.signal:
             if self.signal.epoch == self.epoch:
                 self.signal.wait(self._timeout())
