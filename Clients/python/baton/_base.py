@@ -39,7 +39,7 @@ class ClientBase:
     def endpoints(self) -> list[dict[str, Any]]:
         """A snapshot of the resolved endpoints: address, whether a connection is ready, and
         the last connect error (for diagnostics)."""
-        with self._pool.signal:
+        with self._pool.signal.lock:
             return [{"host": ep.host, "address": ep.address,
                      "ready": ep.conn is not None and ep.conn.usable(), "last_error": ep.last_error}
                     for t in self._pool.targets for ep in t.endpoints]

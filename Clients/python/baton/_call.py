@@ -85,7 +85,7 @@ class CallCore(Interrupt):
         self.outcome: RPCError | None = None  # the error the call ended with
         self.cancelled: RPCError | None = None
         self.server_ended = False  # TRAILERS received: the server's status is the outcome
-        with pool.signal:
+        with pool.signal.lock:
             pool.budget.deposit()
 
     # --- Interrupt ----------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class CallCore(Interrupt):
     def send(self, message: bytes) -> Gen[bool]:
         """Writes one request message; False if the call has already ended (the message is
         dropped: the outcome is read from the response side)."""
-        with self.signal:
+        with self.signal.lock:
             if self.half_close:
                 raise ValueError("done_writing() was called: no more request messages")
             if self.done:
@@ -134,9 +134,9 @@ class CallCore(Interrupt):
             try:
                 att = yield from self._ensure_attempt()
             except RPCError:
-                with self.signal:
+                with self.signal.lock:
                     return self._ended()
-            with self.signal:
+            with self.signal.lock:
                 if att.sent > index:
                     return True  # the attempt's opening sent it (replay)
             if len(message) > att.conn.peer.max_message_size:
@@ -146,7 +146,7 @@ class CallCore(Interrupt):
                 ok = yield from att.conn.send_message(att.stream, message, False, self.deadline)
             except RPCError as e:
                 self._fail(e)
-            with self.signal:
+            with self.signal.lock:
                 att.sent = max(att.sent, index + 1)
             if ok:
                 return True
@@ -155,7 +155,7 @@ class CallCore(Interrupt):
 
     def done_writing(self) -> Gen[None]:
         """Half-closes the request side (no-op if already done or the call has ended)."""
-        with self.signal:
+        with self.signal.lock:
             if self.half_close or self.done:
                 self.half_close = True
                 return
@@ -169,7 +169,7 @@ class CallCore(Interrupt):
     def receive(self) -> Gen[bytes | None]:
         """The next response message, or None once the call ended OK. Raises ``RPCError``."""
         while True:
-            with self.signal:
+            with self.signal.lock:
                 if self.outcome is not None:
                     raise self.outcome
                 if self.code is Status.OK:
@@ -182,7 +182,7 @@ class CallCore(Interrupt):
             if kind == "abandoned":
                 continue
             if kind == "msg":
-                with self.signal:
+                with self.signal.lock:
                     self.received += 1
                     n = self.received
                     self.replay = None  # the server has processed the call: no more retries
@@ -192,7 +192,7 @@ class CallCore(Interrupt):
                 return value  # type: ignore[no-any-return]
             if kind == "trailers":
                 status = Status.of(value.status)
-                with self.signal:
+                with self.signal.lock:
                     self.server_ended = True
                     self.headers = att.stream.headers
                     self.trailers = _public(value.metadata)
@@ -204,7 +204,7 @@ class CallCore(Interrupt):
                 if self.shape.single_response and self.received == 0:
                     self._fail(RPCError(Status.INTERNAL, f"status OK without a response message on a "
                                         f"{self.shape.value} call"))
-                with self.signal:
+                with self.signal.lock:
                     if self.code is None:
                         self.code, self.details = Status.OK, value.message
                     self.signal.notify_all()
@@ -223,7 +223,7 @@ class CallCore(Interrupt):
 
     def cancel(self, reason: str = "cancelled by the application") -> bool:
         """Ends the call CANCELLED (RESET CANCEL if its stream is open); False if it had ended."""
-        with self.signal:
+        with self.signal.lock:
             if self.done:
                 return False
             error = RPCError(Status.CANCELLED, reason)
@@ -242,7 +242,7 @@ class CallCore(Interrupt):
 
     def _ensure_attempt(self) -> Gen[_Attempt]:
         while True:
-            with self.signal:
+            with self.signal.lock:
                 if self.outcome is not None:
                     raise self.outcome
                 if self.attempt is not None and not self.opening:
@@ -258,7 +258,7 @@ class CallCore(Interrupt):
             try:
                 att = yield from self._open_attempt()
             finally:
-                with self.signal:
+                with self.signal.lock:
                     self.opening = False
                     self.signal.notify_all()
             if att is not None:
@@ -267,7 +267,7 @@ class CallCore(Interrupt):
     def _open_attempt(self) -> Gen[_Attempt | None]:
         """Opens a stream and replays the kept messages; None if the attempt failed in a way
         that allows another (already recorded), else raises the call's error."""
-        with self.signal:
+        with self.signal.lock:
             lost = self.started and self.replay is None and self.sent_total > 0
             self.started = True
             first = self.replay[0] if self.replay else None
@@ -290,7 +290,7 @@ class CallCore(Interrupt):
         except RPCError as e:
             self._fail(e)
         att = _Attempt(conn, stream, 1 if stream.first_sent else 0)
-        with self.signal:
+        with self.signal.lock:
             ended = self.code is not None
             if not ended:
                 self.attempt = att  # published at once, so that cancel() can reset it
@@ -299,7 +299,7 @@ class CallCore(Interrupt):
             raise self.outcome or RPCError(Status.CANCELLED, "the call has ended")
         try:
             while True:  # replay; writers wait until ``opening`` is over, so order is kept
-                with self.signal:
+                with self.signal.lock:
                     kept = self.replay or []
                     half = self.half_close
                     if att.sent >= len(kept):
@@ -321,7 +321,7 @@ class CallCore(Interrupt):
         """A send found the attempt's stream closed. True: the call moved to a new attempt (send
         again there); False: the call has ended, its outcome is on the response side."""
         while True:
-            with self.signal:
+            with self.signal.lock:
                 if self.done:
                     return self._ended()
                 if self.attempt is not att:
@@ -338,7 +338,7 @@ class CallCore(Interrupt):
 
     def _replace(self, att: _Attempt | None, failure: _Failure) -> bool:
         """Records a failed attempt; True if the call may go on with a new one (section 14)."""
-        with self.signal:
+        with self.signal.lock:
             if att is not None and self.attempt is not att:
                 return not self.done  # another thread has replaced it already
             if self.done or self.received > 0 or not failure.retryable(self.idempotent):
@@ -349,7 +349,7 @@ class CallCore(Interrupt):
             if self.deadline is None and self.pick.retries >= self.max_retries:
                 return _not_retried(failure, f"{self.max_retries} retries without a deadline")
             if failure.processed:
-                with self.pool.signal:
+                with self.pool.signal.lock:
                     if not self.pool.budget.withdraw():
                         return _not_retried(failure, "retry budget exhausted")
             self.pick.last = failure
@@ -364,7 +364,7 @@ class CallCore(Interrupt):
 
     def _fail(self, error: RPCError) -> NoReturn:
         """Ends the call with ``error`` (or the outcome recorded first) and raises it."""
-        with self.signal:
+        with self.signal.lock:
             if self.code is None:
                 self.outcome = error
                 self.code, self.details = error.status, error.message

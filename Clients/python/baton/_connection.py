@@ -152,7 +152,7 @@ class _Connection:
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"baton-reader-{self.address[0]}:{self.address[1]}")
         self._reader.start()
-        with self._cv:
+        with self._cv.lock:
             while not self.handshaken and not self.dead:
                 left = end - time.monotonic()
                 if left <= 0:
@@ -179,7 +179,7 @@ class _Connection:
     def close(self) -> None:
         """Fails open calls with CANCELLED (RESET CANCEL), sends GOAWAY(0, NO_ERROR) and closes
         as in section 13.4 (FIN, then the reader lingers for the server's FIN)."""
-        with self._cv:
+        with self._cv.lock:
             if self.dead:
                 return
             self.draining = True
@@ -196,7 +196,7 @@ class _Connection:
         that answered REFUSED_STREAM)."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            with self._cv:
+            with self._cv.lock:
                 if not self.usable():
                     return
                 epoch = self._cv.epoch
@@ -210,7 +210,7 @@ class _Connection:
         """Ends the connection: fails its streams (not processed when provably so, else UNAVAILABLE),
         sends ``prefix`` and GOAWAY(0, code) unless ``code`` is None, then our FIN; the reader
         thread lingers for the peer's FIN and closes the socket."""
-        with self._cv:
+        with self._cv.lock:
             if self.dead:
                 return
             self.dead, self.draining, self.dead_reason = True, True, reason
@@ -263,7 +263,7 @@ class _Connection:
         RESOURCE_EXHAUSTED (nothing sent)."""
         limit = time.monotonic() + SLOT_WAIT_LIMIT if deadline is None else deadline
         while True:
-            with self._cv:
+            with self._cv.lock:
                 self._check_open_allowed()
                 if self._slots < self.peer.max_concurrent_streams:
                     self._slots += 1
@@ -278,7 +278,7 @@ class _Connection:
         registered = False
         try:
             with self._wlock:
-                with self._cv:
+                with self._cv.lock:
                     self._check_open_allowed()
                     rem = _remaining(deadline)
                     if rem is not None and rem <= 0:
@@ -316,7 +316,7 @@ class _Connection:
                 except OSError as e:
                     # sendall did not hand the whole frame to the kernel: the server cannot have
                     # read a complete OPEN, so the call is provably not processed.
-                    with self._cv:
+                    with self._cv.lock:
                         if not stream.closed:
                             self._close_stream(stream, ("fail", _not_processed(str(e))))
                     self._teardown(None, f"write failed: {e}")
@@ -324,7 +324,7 @@ class _Connection:
             return stream
         finally:
             if not registered:
-                with self._cv:
+                with self._cv.lock:
                     self._slots -= 1
                     self._cv.notify_all()
 
@@ -348,7 +348,7 @@ class _Connection:
         view = memoryview(message)
         offset = 0
         while True:
-            with self._cv:
+            with self._cv.lock:
                 if stream.closed or self.dead:
                     return False
                 left = len(view) - offset
@@ -378,7 +378,7 @@ class _Connection:
 
     def send_end(self, stream: _Stream) -> None:
         """Half-closes: a zero-length DATA with END_STREAM only (section 7.1)."""
-        with self._cv:
+        with self._cv.lock:
             if stream.closed or self.dead or stream.half_closed:
                 return
             stream.half_closed = True
@@ -389,7 +389,7 @@ class _Connection:
         """The stream's next event, or None once the deadline has passed; ("abandoned", None)
         as soon as ``abandoned()`` is true (another thread moved the call to a new attempt)."""
         while True:
-            with self._cv:
+            with self._cv.lock:
                 if abandoned is not None and abandoned():
                     return "abandoned", None
                 if stream.events:
@@ -408,7 +408,7 @@ class _Connection:
 
     def cancel(self, stream: _Stream) -> None:
         """Sends RESET CANCEL if the stream is still open and closes it (deadline, abandon)."""
-        with self._cv:
+        with self._cv.lock:
             if stream.closed:
                 return
             self._close_stream(stream, None)
@@ -418,7 +418,7 @@ class _Connection:
         """Ends the caller's use of a stream: resets it if still open and returns the connection
         credit of response bytes never taken (they count as discarded, section 9.3)."""
         self.cancel(stream)
-        with self._cv:
+        with self._cv.lock:
             credit = sum(v[1] for k, v in stream.events if k == "msg")
             stream.events.clear()
             updates = self._consume(stream, credit) if credit else b""
@@ -427,7 +427,7 @@ class _Connection:
 
     def last_event(self, stream: _Stream) -> tuple[tuple[str, Any] | None, bool]:
         """The stream's last queued event and whether a response message is queued before it."""
-        with self._cv:
+        with self._cv.lock:
             if not stream.events:
                 return None, False
             return stream.events[-1], any(k == "msg" for k, _ in stream.events)
@@ -473,7 +473,7 @@ class _Connection:
         self._last_recv = time.monotonic()
         try:
             while True:
-                with self._cv:
+                with self._cv.lock:
                     closing_since = self._closing_since
                 if closing_since is not None and time.monotonic() - closing_since > LINGER:
                     break
@@ -529,7 +529,7 @@ class _Connection:
             return _POLL
         interval, timeout = self._keepalive
         now = time.monotonic()
-        with self._cv:
+        with self._cv.lock:
             busy = bool(self._streams)
             sent = self._ping_sent
         if sent is not None:
@@ -542,7 +542,7 @@ class _Connection:
             return _POLL
         if now - self._last_recv < interval:
             return min(_POLL, self._last_recv + interval - now)
-        with self._cv:
+        with self._cv.lock:
             self._ping_sent = now
             self._ping_data = int(now * 1e6).to_bytes(8, "big")
         self._write(wire.encode_frame(Ping(self._ping_data)))
@@ -569,7 +569,7 @@ class _Connection:
 
     def _locked(self, step: Callable[[Any], None], arg: Any) -> None:
         """Runs ``step(arg)`` under the lock, then writes the frames it queued in ``_pending``."""
-        with self._cv:
+        with self._cv.lock:
             self._pending = b""
             step(arg)
             out, self._pending = self._pending, b""

@@ -145,7 +145,7 @@ class Pool:
         """Resolves targets marked stale (a blocking step: the asyncio client runs it in a
         thread). A failed resolution keeps the previous endpoints."""
         now = time.monotonic()
-        with self.signal:
+        with self.signal.lock:
             stale = [t for t in self.targets if t.stale and t.resolve_at <= now]
             for t in stale:
                 t.stale = False
@@ -158,7 +158,7 @@ class Pool:
                 error = "" if addresses else "no address"
             except OSError as e:
                 addresses, error = [], f"cannot resolve {t.host}: {e}"
-            with self.signal:
+            with self.signal.lock:
                 t.error = error
                 if not addresses:  # try again, but at most once a second
                     t.stale, t.resolve_at = True, time.monotonic() + 1.0
@@ -176,7 +176,7 @@ class Pool:
         while True:
             if any(t.stale and t.resolve_at <= time.monotonic() for t in self.targets):
                 yield from self._refresh()
-            with self.signal:
+            with self.signal.lock:
                 if self.closed:
                     raise RPCError(Status.CANCELLED, "client is closed")
                 if state.deadline is not None and time.monotonic() >= state.deadline:
@@ -257,7 +257,7 @@ class Pool:
         if self.keepalive is not None:
             interval = (self.keepalive[0] * ep.keepalive_scale, self.keepalive[1])
         conn = _Connection(ep.address, self.local, self._forget, interval)
-        with self.signal:
+        with self.signal.lock:
             self.conns.add(conn)
 
         def attempt() -> bool:
@@ -267,11 +267,11 @@ class Pool:
                 ok = True
             except _Failure as f:
                 error = f.error.message
-                with self.signal:
+                with self.signal.lock:
                     ep.failures += 1
                     self._back_off(ep)
             finally:
-                with self.signal:
+                with self.signal.lock:
                     ep.connecting = False
                     closed = self.closed
                     if ok and not closed:
@@ -289,7 +289,7 @@ class Pool:
             return ok and not closed and not conn.takes_no_streams()
 
         if not (yield Blocking(attempt)):
-            with self.signal:
+            with self.signal.lock:
                 state.tried.add(ep)
             return None
         return conn
@@ -305,7 +305,7 @@ class Pool:
         """A connection has ended (called by it, possibly twice). The endpoint's name is resolved
         again; a GOAWAY error code or a keepalive timeout makes the endpoint back off like a
         failed connect, so that an overloaded or frozen server is not retried at once."""
-        with self.signal:
+        with self.signal.lock:
             self.conns.discard(conn)
             for t in self.targets:
                 for ep in t.endpoints:
@@ -335,7 +335,7 @@ class Pool:
         ep.retry_at = time.monotonic() + delay * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
 
     def close(self) -> list[_Connection]:
-        with self.signal:
+        with self.signal.lock:
             self.closed = True
             conns = list(self.conns)
             self.signal.notify_all()
