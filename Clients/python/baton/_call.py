@@ -26,6 +26,7 @@ import enum
 import threading
 from typing import Any, NoReturn
 
+from . import wire
 from ._connection import _Connection, _Failure, _public, _Stream
 from ._drive import Gen, Interrupt, Signal, Wait
 from ._pool import PickState, Pool
@@ -398,7 +399,6 @@ def prepare_metadata(metadata: Any) -> Metadata:
     """Validated, lower-cased metadata pairs (section 5). Accepts a mapping or (name, value)
     pairs; raises ``RPCError`` INVALID_ARGUMENT for a bad or reserved name, before anything
     is sent."""
-    from . import wire
     if metadata is None:
         return ()
     items = metadata.items() if hasattr(metadata, "items") else metadata

@@ -287,7 +287,8 @@ class _Connection:
                     sid = self._next_id
                     frame = wire.encode_frame(Open(sid, method, timeout_us, metadata,
                                                    end_stream and first is None))
-                    block = len(wire.encode_metadata_block(metadata))
+                    # the OPEN payload is method_len, method, timeout_us, then the metadata block
+                    block = len(frame) - wire.HEADER_LEN - 10 - len(method.encode("utf-8"))
                     if block > self.peer.max_metadata_size:
                         raise RPCError(Status.RESOURCE_EXHAUSTED,
                                        f"metadata block of {block} bytes > server's MAX_METADATA_SIZE "
