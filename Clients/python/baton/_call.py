@@ -86,6 +86,7 @@ class CallCore(Interrupt):
         self.outcome: RPCError | None = None  # the error the call ended with
         self.cancelled: RPCError | None = None
         self.server_ended = False  # TRAILERS received: the server's status is the outcome
+        self.response: bytes | None = None  # what result() returned
         with pool.signal.lock:
             pool.budget.deposit()
 
@@ -215,12 +216,16 @@ class CallCore(Interrupt):
                 self._fail(value.error)
 
     def result(self) -> Gen[bytes]:
-        """The single response of a unary or client-streaming call, once the call ended OK."""
-        message = yield from self.receive()
-        assert message is not None  # receive() raises INTERNAL for OK without a message
-        rest = yield from self.receive()
-        assert rest is None  # receive() raises INTERNAL for a second message
-        return message
+        """The single response of a unary or client-streaming call, once the call ended OK
+        (again on later calls)."""
+        if self.response is None:
+            message = yield from self.receive()
+            if message is None:  # the response was already taken by read()
+                raise RuntimeError("the response was already taken with read() or iteration")
+            rest = yield from self.receive()
+            assert rest is None  # receive() raises INTERNAL for a second message
+            self.response = message
+        return self.response
 
     def cancel(self, reason: str = "cancelled by the application") -> bool:
         """Ends the call CANCELLED (RESET CANCEL if its stream is open); False if it had ended."""

@@ -103,6 +103,15 @@ class Shapes(Base):
         self.assertEqual(c.client_streaming("t.S/C", iter([b"x", b"y"]), timeout=5), b"x|y")
         self.assertEqual(c.client_streaming("t.S/C", [], timeout=5), b"")  # zero requests: OPEN only
 
+    def test_result_twice_and_after_iteration(self) -> None:
+        c = self.client(self.server(echo))
+        call = c.unary_call("t.S/U", b"r", timeout=5)
+        self.assertEqual((call.result(), call.result()), (b"r", b"r"))
+        call = c.unary_call("t.S/U", b"i", timeout=5)
+        self.assertEqual(list(call), [b"i"])
+        with self.assertRaises(RuntimeError):
+            call.result()  # taken by the iteration: a usage error, said so (not a hang)
+
     def test_bidirectional_interleaved(self) -> None:
         c = self.client(self.server(echo_each))
         with c.bidirectional("t.S/B", timeout=5) as call:
