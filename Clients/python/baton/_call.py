@@ -121,7 +121,8 @@ class CallCore(Interrupt):
         dropped: the outcome is read from the response side)."""
         with self.signal.lock:
             if self.half_close:
-                raise ValueError("done_writing() was called: no more request messages")
+                raise ValueError("no more request messages: done_writing() was called, or the call "
+                                 "takes one request (unary, server-streaming)")
             if self.done:
                 return self._ended()
             index = self.sent_total
