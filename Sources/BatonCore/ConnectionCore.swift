@@ -34,6 +34,11 @@ public struct ConnectionCore: Sendable {
   public private(set) var goAwayReceived: UInt32?
   /// Non-ACK PINGs received so far (for keepalive policing by the owner).
   public private(set) var pingsReceived = 0
+  /// How many more non-ACK PINGs this side will answer. The owner meters PINGs over time (a
+  /// token bucket, PROTOCOL.md 15) and sets this before each ``receive(_:into:)``; the core
+  /// enforces it frame by frame, so the PING that finds none left fails the connection
+  /// (ENHANCE_YOUR_CALM) before it is answered, and nothing after it in the same read is processed.
+  public var pingAllowance = Int.max
 
   private var decoder: FrameDecoder
   /// The last OPEN's method name, shared by the next OPEN for the same method (a server).
@@ -209,7 +214,10 @@ public struct ConnectionCore: Sendable {
     case .ping(let ack, let payload):
       if ack {
         events.append(.pingAck(payload))
+      } else if pingAllowance <= 0 {
+        fail(.connection(.enhanceYourCalm, "too many pings"), &events)
       } else {
+        pingAllowance -= 1
         pingsReceived += 1
         FrameEncoder.appendPing(&outbound.frameBytes, ack: true, payload: payload)
       }
@@ -404,6 +412,12 @@ public struct ConnectionCore: Sendable {
       }
     }
     events.append(.goAway(lastStreamID: effective, code, debug: debug))
+    if code != .noError {
+      // The peer declared the connection failed (PROTOCOL.md 11.2): nothing more is processed
+      // or sent, and what is still open ends as "may have been processed".
+      let why = debug.isEmpty ? "" : ": \(debug)"
+      closeWithoutGoAway(.connection(code, "the peer failed the connection with GOAWAY \(code)\(why)"), &events)
+    }
   }
 
   private mutating func receiveWindowUpdate(_ id: UInt32, _ increment: Int, _ events: inout [ConnectionEvent]) {
@@ -443,6 +457,12 @@ public struct ConnectionCore: Sendable {
     if streams[id] == nil && isIdle(id) {
       return fail(.connection(.protocolError, "frame on stream \(id), which was never opened"), &events)
     }
+    if error.frameType == FrameType.trailers && role == .client {
+      // Even malformed, TRAILERS was the server's last frame on the stream: the call fails, and
+      // no RESET follows, since the server already considers the stream closed (PROTOCOL.md 4.6).
+      guard removeStream(id) != nil else { return }
+      return events.append(.streamReset(streamID: id, error.code, reason: error.reason, byPeer: false))
+    }
     resetFromRule(id, error.code, error.reason, &events)
   }
 
@@ -462,6 +482,12 @@ public struct ConnectionCore: Sendable {
     let last = min(role == .server ? highestPeerStreamID : 0, goAwaySent ?? .max)
     FrameEncoder.appendGoAway(&outbound.frameBytes, lastStreamID: last, code: error.code, debug: error.reason)
     goAwaySent = min(goAwaySent ?? last, last)
+    closeWithoutGoAway(error, &events)
+  }
+
+  /// Stops processing and forgets every stream: the owner ends them and closes the socket.
+  private mutating func closeWithoutGoAway(_ error: WireError, _ events: inout [ConnectionEvent]) {
+    guard phase != .closed else { return }
     phase = .closed
     streams.removeAll()
     partials.removeAll()

@@ -10,7 +10,8 @@ public struct ConnectionSettings: Hashable, Sendable {
   public var initialWindowSize: UInt32
   /// Flow-control credit for the whole connection. Default 16 MiB.
   public var connectionWindowSize: UInt32
-  /// Largest encoded metadata block (OPEN, HEADERS, TRAILERS). Default 16 KiB.
+  /// Largest encoded metadata block (OPEN, HEADERS, TRAILERS). Default 16 KiB; at least
+  /// ``minMetadataSize``, so that a status (TRAILERS with an empty block) can always be sent.
   public var maxMetadataSize: UInt32
   /// Largest reassembled message. Default 4 MiB.
   public var maxMessageSize: UInt32
@@ -37,6 +38,23 @@ public struct ConnectionSettings: Hashable, Sendable {
   }
 
   public static let maxFrameSizeRange: ClosedRange<UInt32> = 1_024...16_777_215
+  /// The smallest MAX_METADATA_SIZE a peer may announce (PROTOCOL.md 8): room for an empty
+  /// block (2 bytes) and a few small entries, so that every call can be given its status.
+  public static let minMetadataSize: UInt32 = 64
+
+  /// Why these settings cannot be announced, or nil if they can: each value within the range
+  /// PROTOCOL.md 8 allows (a peer would fail the connection on any other).
+  public var invalidReason: String? {
+    if !Self.maxFrameSizeRange.contains(maxFrameSize) {
+      return "maxFrameSize \(maxFrameSize) is outside \(Self.maxFrameSizeRange.lowerBound)...\(Self.maxFrameSizeRange.upperBound)"
+    }
+    if initialWindowSize > Self.maxWindow { return "initialWindowSize \(initialWindowSize) exceeds 2^31-1" }
+    if connectionWindowSize > Self.maxWindow { return "connectionWindowSize \(connectionWindowSize) exceeds 2^31-1" }
+    if maxMetadataSize < Self.minMetadataSize {
+      return "maxMetadataSize \(maxMetadataSize) is below the protocol's minimum of \(Self.minMetadataSize)"
+    }
+    return nil
+  }
   public static let maxWindow: UInt32 = 0x7FFF_FFFF
 
   /// The (id, value) pairs of a SETTINGS frame announcing these values.

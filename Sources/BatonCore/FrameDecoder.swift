@@ -165,6 +165,8 @@ public struct FrameDecoder: Sendable {
           guard value <= ConnectionSettings.maxWindow else {
             throw .connection(.protocolError, "window size \(value) exceeds 2^31-1")
           }
+        case SettingID.maxMetadataSize where value < ConnectionSettings.minMetadataSize:
+          throw .connection(.protocolError, "MAX_METADATA_SIZE \(value) is below \(ConnectionSettings.minMetadataSize)")
         case SettingID.maxFrameSize, SettingID.maxConcurrentStreams, SettingID.maxMetadataSize,
           SettingID.maxMessageSize:
           break

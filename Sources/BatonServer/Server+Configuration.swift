@@ -26,6 +26,10 @@ extension Server {
     /// How long a new connection may take to send its preface and SETTINGS before it is closed
     /// (GOAWAY PROTOCOL_ERROR "handshake timeout"). Default 10 s.
     public var handshakeTimeout: Duration
+    /// How long one frame may take to arrive once its first byte has (a peer dripping a large
+    /// frame byte by byte would otherwise hold its connection for ever). Crossing it closes the
+    /// connection with GOAWAY(ENHANCE_YOUR_CALM, "frame timeout ..."). Default 10 s.
+    public var frameTimeout: Duration
     /// SIGTERM/SIGINT: the first starts ``Server/gracefulStop(deadline:)`` with
     /// ``Shutdown/deadline``, a second stops at once. Default false (a library should not take
     /// the process's signals unless asked).
@@ -47,9 +51,10 @@ extension Server {
       maxBufferedBytesPerConnection: Int = 4 << 20, exposeErrorDetails: Bool = false,
       shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError,
       healthPort: Int? = nil, connectionManagement: ConnectionManagement = .defaults,
-      handshakeTimeout: Duration = .seconds(10)
+      handshakeTimeout: Duration = .seconds(10), frameTimeout: Duration = .seconds(10)
     ) {
       self.handshakeTimeout = handshakeTimeout
+      self.frameTimeout = frameTimeout
       self.connectionManagement = connectionManagement
       self.healthPort = healthPort
       self.host = host

@@ -30,6 +30,15 @@ public struct StopReport: Sendable, CustomStringConvertible {
   public var drainedStreams = 0
   /// Calls still running at the deadline, ended with `unavailable`.
   public var cutStreams: [CutStream] = []
+  /// Why streams were cut, when some were: the drain deadline passed, or a hard stop (a second
+  /// signal, ``Server/stopNow()``, cancelling ``Server/run()``) came first.
+  public var cutCause: CutCause?
+
+  public enum CutCause: String, Sendable, Hashable, CustomStringConvertible {
+    case deadline
+    case stoppedAtOnce = "stopped at once"
+    public var description: String { rawValue }
+  }
   public var hooks: [Hook] = []
   public var total: Duration = .zero
 
