@@ -123,6 +123,9 @@ struct CallShapeTests {
     }
     try await withTestServer(router) { _, address in
       try await withClient(endpoints: [address]) { client in
+        // Connected first: the deadline runs from the call's start, and a loaded machine can take
+        // longer than a second to connect.
+        try await client.waitUntilReady()
         let withDeadline = try await client.unary("test/Timeout", [], options: CallOptions(timeout: .seconds(30)))
         // 30 s minus transit, rounded down to whole seconds: 29 or 30.
         #expect(["29", "30"].contains(withDeadline.text))
