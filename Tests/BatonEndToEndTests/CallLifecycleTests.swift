@@ -143,10 +143,12 @@ struct CallLifecycleTests {
     let barrier = Barrier(count: 100)
     let serverBox = Box<Server>()
     let countAtPeak = Counter()
+    let arrivals = Counter()
     var router = Router()
     router.unary("test/Together") { request, _ in
-      // The 100th arrival sees every connection still open: all 100 are in flight.
-      if barrier.arrived == 99, let server = serverBox.value {
+      // The 100th arrival sees every connection still open: all 100 are in flight. (Counted
+      // atomically: two handlers reading `barrier.arrived` at once could both see 98.)
+      if arrivals.increment() == 100, let server = serverBox.value {
         for _ in 0..<server.progress.connections.count { countAtPeak.increment() }
       }
       await barrier.arrive()
