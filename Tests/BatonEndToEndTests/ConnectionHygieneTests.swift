@@ -15,7 +15,7 @@ struct ConnectionHygieneTests {
     try await withTestServer(echoRouter(), configuration: configuration) { server, address in
       try await withClient(endpoints: [address]) { client in
         // Calls keep flowing until the connection has been aged out twice (a third one is up).
-        let limit = ContinuousClock.now + .seconds(10)
+        let limit = ContinuousClock.now + .seconds(30)
         var calls = 0
         while server.connectionsAccepted < 3 && ContinuousClock.now < limit {
           let reply = try await client.unary("echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(5)))
@@ -23,7 +23,7 @@ struct ConnectionHygieneTests {
           calls += 1
         }
         #expect(client.statistics.failed == 0)
-        #expect(server.connectionsAccepted >= 3, "only \(server.connectionsAccepted) connections in 10 s with a 150 ms max age")
+        #expect(server.connectionsAccepted >= 3, "only \(server.connectionsAccepted) connections in 30 s with a 150 ms max age")
       }
     }
   }
@@ -33,7 +33,7 @@ struct ConnectionHygieneTests {
     var configuration = Server.Configuration(logger: .disabled)
     configuration.connectionManagement.idleTimeout = .milliseconds(200)
     try await withTestServer(echoRouter(), configuration: configuration) { _, address in
-      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
       peer.handshake()
       peer.send(
         .open(streamID: 1, RequestHead(method: "echo/Unary"), endStream: false),
@@ -43,7 +43,7 @@ struct ConnectionHygieneTests {
       #expect(frames.contains { $0.isTrailers })
       #expect(frames.contains { $0.isGoAway })
       #expect(closed)
-      #expect(ContinuousClock.now - started < .seconds(4))
+      #expect(ContinuousClock.now - started < .seconds(20))
     }
   }
 
@@ -53,7 +53,7 @@ struct ConnectionHygieneTests {
     configuration.connectionManagement.keepaliveInterval = .milliseconds(150)
     configuration.connectionManagement.keepaliveTimeout = .milliseconds(150)
     try await withTestServer(echoRouter(), configuration: configuration) { _, address in
-      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
       peer.handshake()
       let (frames, closed) = await peer.read()
       let pings = frames.filter(\.isPing).count
@@ -90,12 +90,13 @@ struct HandshakeTimeoutTests {
     var configuration = Server.Configuration(logger: .disabled)
     configuration.handshakeTimeout = .milliseconds(200)
     try await withTestServer(echoRouter(), configuration: configuration) { _, address in
-      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
       let started = ContinuousClock.now
       let (frames, closed) = await peer.read()
       #expect(frames.contains { $0.goAwayCode == .protocolError })
       #expect(closed)
-      #expect(ContinuousClock.now - started < .seconds(4))
+      // Below the 10 s default: the 200 ms configured is the one that applied.
+      #expect(ContinuousClock.now - started < .seconds(8))
     }
   }
 }
