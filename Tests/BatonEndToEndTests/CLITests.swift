@@ -211,7 +211,7 @@ struct CLITests {
       try await withTestServer(DemoService.router(observe: { _ in counts[1].add() })) { _, second in
         // 2 s, so that at least one once-a-second progress line is due even on a loaded machine.
         let run = await baton(
-          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--json")
+          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--timeout", "60", "--json")
         #expect(run.status == 0, "\(run.err)")
         let last = try #require(run.out.split(separator: "\n").last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
@@ -231,7 +231,9 @@ struct CLITests {
   func loadStream() async throws {
     try await withTestServer(DemoService.router()) { _, address in
       let run = await baton(
-        "load", "--endpoints", address.description, "--seconds", "1", "--concurrency", "2", "--method", "stream")
+        // 3 s: a stream that opens after the run's end (a loaded machine) echoes nothing.
+        "load", "--endpoints", address.description, "--seconds", "3", "--concurrency", "2", "--timeout", "60",
+        "--method", "stream")
       #expect(run.status == 0, "\(run.err)")
       let result = try fields(run.out, line: "ok=")
       #expect(result["failed"] == "0")

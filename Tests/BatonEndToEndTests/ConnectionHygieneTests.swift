@@ -18,7 +18,7 @@ struct ConnectionHygieneTests {
         let limit = ContinuousClock.now + .seconds(30)
         var calls = 0
         while server.connectionsAccepted < 3 && ContinuousClock.now < limit {
-          let reply = try await client.unary("echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(5)))
+          let reply = try await client.unary("echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(60)))
           #expect(reply.text == "\(calls)")
           calls += 1
         }

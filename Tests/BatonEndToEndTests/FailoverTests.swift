@@ -35,14 +35,14 @@ struct FailoverTests {
               while !stopped.isFired {
                 let id = "r\(round)-c\(caller)-\(index)"
                 issued.record(id)
-                let reply = try await client.unary("test/Ledger", [UInt8](id), options: CallOptions(timeout: .seconds(10)))
+                let reply = try await client.unary("test/Ledger", [UInt8](id), options: CallOptions(timeout: .seconds(60)))
                 #expect(reply.text == id)
                 index += 1
               }
             }
           }
           group.addTask {
-            _ = await serverA.gracefulStop(deadline: .seconds(5))
+            _ = await serverA.gracefulStop(deadline: .seconds(60))
             stopped.fire()
           }
           try await group.waitForAll()
@@ -88,7 +88,7 @@ struct FailoverTests {
             while !stop.isFired {
               let id = "w\(worker)-\(index)"
               issued.increment()
-              let got62 = try await client.unary("test/SlowLedger", [UInt8](id), options: CallOptions(timeout: .seconds(20))).text
+              let got62 = try await client.unary("test/SlowLedger", [UInt8](id), options: CallOptions(timeout: .seconds(60))).text
               #expect(got62 == id)
               index += 1
             }
@@ -98,7 +98,7 @@ struct FailoverTests {
           group.addTask {
             var round = 0
             while !stop.isFired {
-              try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(20))) { writer, responses in
+              try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) { writer, responses in
                 var iterator = responses.makeAsyncIterator()
                 for index in 0..<10 {
                   try await writer.write([UInt8]("s\(worker)-\(round)-\(index)"))
@@ -115,7 +115,7 @@ struct FailoverTests {
         }
         for index in 0..<3 {
           try await Task.sleep(for: .milliseconds(300))  // load runs between restarts
-          let report = await servers[index].gracefulStop(deadline: .seconds(10))
+          let report = await servers[index].gracefulStop(deadline: .seconds(60))
           #expect(report.isClean)
           try await runs[index].value
           let (replacement, run) = try await startServer(port: endpoints[index].port, router: ledgerRouter(ledger))

@@ -61,7 +61,7 @@ struct HealthEndpointTests {
       #expect(drainz.body.contains("\"open_streams\":1"))
       #expect(drainz.body.contains("\"phase\":\"running\""))
 
-      server.beginGracefulStop(deadline: .seconds(10))
+      server.beginGracefulStop(deadline: .seconds(60))
       let ready = await httpGet(port: health.port, "/readyz")
       // Readiness is already off, and the raw peer has no GOAWAY yet: the propagation delay
       // holds it back so load balancers can notice first.

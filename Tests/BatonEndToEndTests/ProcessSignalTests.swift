@@ -23,7 +23,7 @@ struct ProcessSignalTests {
           group.addTask {
             var index = 0
             while !stop.isFired {
-              let reply = try await client.unary("demo.Echo/Unary", [UInt8]("u\(worker)-\(index)"), options: CallOptions(timeout: .seconds(10)))
+              let reply = try await client.unary("demo.Echo/Unary", [UInt8]("u\(worker)-\(index)"), options: CallOptions(timeout: .seconds(60)))
               #expect(reply.text == "u\(worker)-\(index)")
               calls.increment()
               index += 1
@@ -33,7 +33,7 @@ struct ProcessSignalTests {
         for worker in 0..<4 {
           group.addTask {
             while !stop.isFired {
-              try await client.bidirectional("demo.Echo/Bidi", options: CallOptions(timeout: .seconds(10))) { writer, responses in
+              try await client.bidirectional("demo.Echo/Bidi", options: CallOptions(timeout: .seconds(60))) { writer, responses in
                 var iterator = responses.makeAsyncIterator()
                 for index in 0..<20 {
                   try await writer.write([UInt8]("b\(worker)-\(index)"))

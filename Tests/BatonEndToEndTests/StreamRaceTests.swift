@@ -151,7 +151,7 @@ struct StreamRaceTests {
         let firstEcho = Signal()
         async let outcome: (any Error)? = {
           do {
-            try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(20))) { writer, replies in
+            try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) { writer, replies in
               async let written: Void = { while true { try await writer.write(messages[0]) } }()
               for try await _ in replies { firstEcho.fire() }
               try await written
