@@ -2,7 +2,7 @@ import BatonClient
 import BatonServer
 import Testing
 
-@Suite("Deadlines, cancellation, flow control and scale", .timeLimit(.minutes(2)))
+@Suite("Deadlines, cancellation, flow control and scale", .timeLimit(.minutes(10)))
 struct CallLifecycleTests {
   /// `test/Hang` sleeps until cancelled; `started` and `cancelled` fire as it does.
   func hangRouter(started: Signal, cancelled: Signal) -> Router {
@@ -195,7 +195,7 @@ struct CallLifecycleTests {
   }
 }
 
-@Suite("Messages larger than the flow-control window", .timeLimit(.minutes(3)))
+@Suite("Messages larger than the flow-control window", .timeLimit(.minutes(10)))
 struct LargeMessageTests {
   @Test("a 3 MiB unary request and reply cross a 1 MiB window intact")
   func largeUnary() async throws {

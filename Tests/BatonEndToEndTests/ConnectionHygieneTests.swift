@@ -5,7 +5,7 @@ import BatonServer
 import Dispatch
 import Testing
 
-@Suite("Connection hygiene: age, idleness, keepalive, ping floods", .timeLimit(.minutes(1)))
+@Suite("Connection hygiene: age, idleness, keepalive, ping floods", .timeLimit(.minutes(10)))
 struct ConnectionHygieneTests {
   @Test("max connection age drains the connection with GOAWAY; the client reconnects and no call fails")
   func maxAge() async throws {
@@ -83,7 +83,7 @@ struct ConnectionHygieneTests {
   }
 }
 
-@Suite("Handshake timeout", .timeLimit(.minutes(1)))
+@Suite("Handshake timeout", .timeLimit(.minutes(10)))
 struct HandshakeTimeoutTests {
   @Test("a peer that connects and says nothing is closed after the handshake timeout")
   func silentPeer() async throws {
@@ -101,7 +101,7 @@ struct HandshakeTimeoutTests {
   }
 }
 
-@Suite("A full server is not hammered", .timeLimit(.minutes(1)))
+@Suite("A full server is not hammered", .timeLimit(.minutes(10)))
 struct ConnectionLimitBackoffTests {
   @Test("a client refused by the connection limit backs off instead of reconnecting in a loop")
   func backsOff() async throws {

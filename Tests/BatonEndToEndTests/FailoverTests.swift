@@ -5,7 +5,7 @@ import BatonServer
 import Glibc
 import Testing
 
-@Suite("Failover: calls survive GOAWAY, restarts and lost servers", .timeLimit(.minutes(5)))
+@Suite("Failover: calls survive GOAWAY, restarts and lost servers", .timeLimit(.minutes(10)))
 struct FailoverTests {
   @Test("a call racing the GOAWAY is either processed once or retried elsewhere, never lost or run twice (1,000 rounds)")
   func goAwayRace() async throws {

@@ -18,7 +18,7 @@ func ledgerRouter(_ ledger: Ledger, name: String = "") -> Router {
   return router
 }
 
-@Suite("Graceful stop: a deploy never fails a call", .timeLimit(.minutes(3)))
+@Suite("Graceful stop: a deploy never fails a call", .timeLimit(.minutes(10)))
 struct GracefulStopTests {
   @Test("a handler that stops its own server (an admin endpoint) answers, and the server stops: 10 rounds, graceful and hard")
   func handlerStopsItsOwnServer() async throws {

@@ -25,7 +25,7 @@ func httpGet(port: Int, _ path: String) async -> (status: Int, body: String) {
   }
 }
 
-@Suite("Health endpoint for orchestrators", .timeLimit(.minutes(1)))
+@Suite("Health endpoint for orchestrators", .timeLimit(.minutes(10)))
 struct HealthEndpointTests {
   @Test("/readyz turns 503 before the first GOAWAY is sent; /livez stays 200; /drainz shows the open stream")
   func readinessBeforeGoAway() async throws {

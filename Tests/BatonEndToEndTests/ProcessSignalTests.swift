@@ -5,7 +5,7 @@ import Glibc
 import Testing
 
 /// Real `baton serve` processes stopped with real signals.
-@Suite("Signals to real server processes", .serialized, .timeLimit(.minutes(2)))
+@Suite("Signals to real server processes", .serialized, .timeLimit(.minutes(10)))
 struct ProcessSignalTests {
   @Test("16 unary callers and 4 bidi streams through a SIGTERM to one of two `baton serve` processes: 0 failures")
   func sigtermUnderLoad() async throws {

@@ -3,7 +3,7 @@ import BatonPosix
 @testable import BatonTransport
 import Testing
 
-@Suite("Write buffer trim", .timeLimit(.minutes(1)))
+@Suite("Write buffer trim", .timeLimit(.minutes(10)))
 struct WriteBufferTrimTests {
   @Test("small buffers are kept, a burst's is kept with one timer, a huge one is dropped")
   func afterFlush() {
