@@ -5,7 +5,7 @@ import BatonServer
 import Foundation
 import Testing
 
-@Suite("The baton command, run in-process", .serialized, .timeLimit(.minutes(2)))
+@Suite("The baton command, run in-process", .serialized, .timeLimit(.minutes(10)))
 struct CLITests {
   /// Runs `baton ARGUMENTS...` and returns its status and what it printed.
   private func baton(_ arguments: String...) async -> (status: Int32, out: String, err: String) {
@@ -164,10 +164,10 @@ struct CLITests {
   @Test("bench stream prints a RESULT line with messages")
   func benchStream() async throws {
     try await withTestServer(DemoService.router()) { _, address in
-      // 1 s measured after a 0.25 s warm-up (both counted from when the connection is ready):
-      // short, but not so short that a loaded machine (the parallel suite on two cores) can
-      // leave the window without a sample.
-      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "1", "--warmup", "0.25", "--size", "256")
+      // 3 s measured after a 0.25 s warm-up (both counted from when the connection is ready):
+      // short, but not so short that a loaded machine (the parallel suite on two cores beside
+      // other busy processes) can leave the window without a sample, as 1 s did.
+      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "3", "--warmup", "0.25", "--size", "256")
       #expect(run.status == 0, "\(run.out)\(run.err)")
       let result = try fields(run.out, line: "RESULT stream impl=baton")
       #expect(result["error"] == nil)
@@ -256,7 +256,7 @@ struct CLITests {
       try await withTestServer(DemoService.router(observe: { _ in counts[1].add() })) { _, second in
         // 2 s, so that at least one once-a-second progress line is due even on a loaded machine.
         let run = await baton(
-          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--json")
+          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--timeout", "60", "--json")
         #expect(run.status == 0, "\(run.err)")
         let last = try #require(run.out.split(separator: "\n").last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
@@ -276,7 +276,9 @@ struct CLITests {
   func loadStream() async throws {
     try await withTestServer(DemoService.router()) { _, address in
       let run = await baton(
-        "load", "--endpoints", address.description, "--seconds", "1", "--concurrency", "2", "--method", "stream")
+        // 3 s: a stream that opens after the run's end (a loaded machine) echoes nothing.
+        "load", "--endpoints", address.description, "--seconds", "3", "--concurrency", "2", "--timeout", "60",
+        "--method", "stream")
       #expect(run.status == 0, "\(run.err)")
       let result = try fields(run.out, line: "ok=")
       #expect(result["failed"] == "0")

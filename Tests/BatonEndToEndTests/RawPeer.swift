@@ -8,6 +8,8 @@ import Glibc
 /// Used by one test task at a time; `@unchecked Sendable` only so tests can hold it across awaits.
 final class RawPeer: @unchecked Sendable {
   let fd: Int32
+  /// The socket's device and inode: see `deinit`.
+  private let socketIdentity: SocketIdentity?
   private var buffer = InboundBuffer()
   private var sawPreface = false
   private let decoder = FrameDecoder(settings: .defaults)
@@ -15,8 +17,11 @@ final class RawPeer: @unchecked Sendable {
   /// see the ordering a continuation gives between one reading thread and the next.
   private let reading = Locked(())
 
-  init(port: Int, receiveTimeoutSeconds: Int = 5) throws {
+  /// `receiveTimeoutSeconds` only bounds a read whose frame or close never comes (a failing
+  /// test): generous, since a loaded machine may take seconds to answer.
+  init(port: Int, receiveTimeoutSeconds: Int = 60) throws {
     fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    socketIdentity = SocketIdentity(fd)
     guard fd >= 0 else { throw RawPeerError.socket(errno) }
     var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -33,7 +38,13 @@ final class RawPeer: @unchecked Sendable {
     }
   }
 
-  deinit { close(fd) }
+  /// Closes the socket, but only while `fd` still is this socket: a test may close it itself
+  /// (HardeningTests does, through `fdForTests`), and by now the number may belong to another
+  /// test's socket or loop, which a second close would break (seen as EBADF on a client's write
+  /// in a parallel run).
+  deinit {
+    if let socketIdentity, SocketIdentity(fd) == socketIdentity { close(fd) }
+  }
 
   func send(_ bytes: [UInt8]) {
     var offset = 0
@@ -116,6 +127,20 @@ final class RawPeer: @unchecked Sendable {
       default: return (0, nil)
       }
     }
+  }
+}
+
+/// Which open file a descriptor number refers to: a closed number reused by another socket
+/// names another inode.
+struct SocketIdentity: Equatable {
+  let device: UInt64
+  let inode: UInt64
+
+  init?(_ fd: Int32) {
+    var info = stat()
+    guard fd >= 0, fstat(fd, &info) == 0 else { return nil }
+    device = UInt64(info.st_dev)
+    inode = UInt64(info.st_ino)
   }
 }
 
