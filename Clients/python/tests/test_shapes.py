@@ -241,12 +241,12 @@ class Concurrency(Base):
 
 class Limits(Base):
     def test_metadata_over_the_server_limit_is_refused_before_sending(self) -> None:
-        s = self.server(echo, settings=((5, 20),))  # MAX_METADATA_SIZE 20 bytes
+        s = self.server(echo, settings=((5, 64),))  # MAX_METADATA_SIZE 64 bytes, the smallest allowed
         c = self.client(s)
-        # block = count 2 + name_len 2 + "k" + value_len 2 + value: 13 bytes of value fill it
-        self.assertEqual(c.unary("t.S/U", b"x", timeout=5, metadata={"k": "v" * 13}), b"x")
+        # block = count 2 + name_len 2 + "k" + value_len 2 + value: 57 bytes of value fill it
+        self.assertEqual(c.unary("t.S/U", b"x", timeout=5, metadata={"k": "v" * 57}), b"x")
         with self.assertRaises(RPCError) as cm:
-            c.unary("t.S/U", b"y", timeout=5, metadata={"k": "v" * 14})
+            c.unary("t.S/U", b"y", timeout=5, metadata={"k": "v" * 58})
         self.assertEqual(cm.exception.code, Status.RESOURCE_EXHAUSTED)
         self.assertEqual(len([f for f in s.frames() if isinstance(f, Open)]), 1, "nothing sent for the second")
 
