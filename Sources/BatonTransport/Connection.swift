@@ -48,9 +48,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private var discarding = false
   private var lingerTimer: TimerHandle?
   private var handshakeTimer: TimerHandle?
-  /// When the frame now partly in `inbound` began to arrive (MonotonicClock ns), and the timer
-  /// that checks it against ``TransportLimits/frameTimeout`` (at most one runs).
-  private var partialFrameSince: UInt64?
+  /// How long the frame now partly in `inbound` has been arriving, and the timer that checks it
+  /// against ``TransportLimits/frameTimeout`` (at most one runs).
+  private var frameClock: FrameClock
   private var frameTimer: TimerHandle?
 
   private struct State {
@@ -123,6 +123,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     self.limits = limits
     self.onNotice = onNotice
     self.inbound = InboundBuffer(capacity: 64)
+    self.frameClock = FrameClock(timeout: limits.frameTimeout)
     self.state = Locked(State(core: ConnectionCore(role: role, settings: settings)))
   }
 
@@ -917,19 +918,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if count > 0 { watchPartialFrame(completedFrame: completedFrame) }
   }
 
-  /// Notes whether a frame is left half-read, and keeps one timer running while one is: a frame
-  /// that takes longer than ``TransportLimits/frameTimeout`` to arrive fails the connection.
-  /// Costs nothing per frame: the timer is armed once per partial frame at most, and re-armed
-  /// only when it fires.
+  /// Keeps one timer running while a frame is half-read (see ``FrameClock``): a frame that takes
+  /// longer than ``TransportLimits/frameTimeout`` to arrive fails the connection. Costs nothing
+  /// per frame: the timer is armed once per partial frame at most, and again only when it fires.
   private func watchPartialFrame(completedFrame: Bool) {
-    guard inbound.readableCount > 0, !discarding, !halfClosed else {
-      partialFrameSince = nil
-      return
-    }
-    // A read that completed a frame left the start of the next one: its clock starts now. A read
-    // that completed none added to the same frame, whose clock runs on.
-    if completedFrame || partialFrameSince == nil { partialFrameSince = MonotonicClock.now() }
-    if frameTimer == nil, let since = partialFrameSince { armFrameTimer(at: since &+ limits.frameTimeout) }
+    let partialLeft = inbound.readableCount > 0 && !discarding && !halfClosed
+    let due = frameClock.afterRead(partialLeft: partialLeft, completedFrame: completedFrame, now: MonotonicClock.now())
+    if frameTimer == nil, let due { armFrameTimer(at: due) }
   }
 
   private func armFrameTimer(at deadline: UInt64) {
@@ -940,18 +935,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   private func frameTimerFired() {
     frameTimer = nil
-    guard !fdClosed, let since = partialFrameSince else { return }
-    let now = MonotonicClock.now()
-    if readPaused {
-      // We stopped reading, not the peer: the frame's clock restarts when reading resumes.
-      partialFrameSince = now
-      return armFrameTimer(at: now &+ limits.frameTimeout)
+    guard !fdClosed else { return }
+    switch frameClock.check(now: MonotonicClock.now(), readPaused: readPaused) {
+    case .idle:
+      break
+    case .checkAgain(let at):
+      armFrameTimer(at: at)
+    case .expired(let waited):
+      let seconds = Double(waited / 1_000_000) / 1e3
+      abort(
+        .enhanceYourCalm,
+        reason: "frame timeout: a frame took more than \(seconds) s to arrive (\(inbound.readableCount) bytes of it so far)")
     }
-    guard now &- since >= limits.frameTimeout else { return armFrameTimer(at: since &+ limits.frameTimeout) }
-    let seconds = Double(limits.frameTimeout) / 1e9
-    abort(
-      .enhanceYourCalm,
-      reason: "frame timeout: a frame took longer than \(seconds) s to arrive (\(inbound.readableCount) bytes of it so far)")
   }
 
   /// Feeds received bytes to the core and acts on what it says; returns the bytes it used.

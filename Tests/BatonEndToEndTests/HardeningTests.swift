@@ -132,39 +132,6 @@ struct HardeningTests {
     }
   }
 
-  @Test("frames that keep arriving, each read ending inside the next one, are not a slow frame")
-  func busyStreamIsNotSlow() async throws {
-    var configuration = Server.Configuration(logger: .disabled)
-    configuration.frameTimeout = .milliseconds(500)
-    try await withTestServer(echoRouter(), configuration: configuration) { _, address in
-      let peer = try RawPeer(port: address.port)
-      peer.handshake()
-      peer.send(.open(streamID: 1, RequestHead(method: "echo/Bidi", timeoutMicroseconds: 0, metadata: [:]), endStream: false))
-      var bytes: [UInt8] = []
-      for index in 0..<8 {
-        let last = index == 7
-        FrameEncoder.encode(
-          .data(streamID: 1, payload: [UInt8](repeating: UInt8(index), count: 1_000), endMessage: true, endStream: last),
-          into: &bytes)
-      }
-      // Every write completes one frame and starts the next; in all it takes far longer than the
-      // frame timeout (the pauses are the scenario, not synchronisation), but no frame does.
-      let frame = bytes.count / 8
-      var offset = 0
-      for step in 0..<9 {
-        let end = step == 8 ? bytes.count : frame * step + frame / 2
-        peer.send(Array(bytes[offset..<end]))
-        offset = end
-        try await Task.sleep(for: .milliseconds(150))
-      }
-      let (frames, _) = await peer.read { $0.isTrailers }
-      #expect(!frames.contains { $0.isGoAway }, "\(frames.filter { $0.isGoAway })")
-      let echoes = frames.filter { if case .data(1, _, true, _) = $0 { true } else { false } }
-      #expect(echoes.count == 8)
-      #expect(frames.contains { if case .trailers(1, let t) = $0 { t.status == 0 } else { false } })
-    }
-  }
-
   @Test("a PING flood in one read is answered up to the allowance, then GOAWAY(ENHANCE_YOUR_CALM): the rest is never answered")
   func pingFloodStopsAtTheLimit() async throws {
     try await withTestServer(echoRouter()) { _, address in
