@@ -53,6 +53,8 @@ final class EndpointPool: Sendable {
     var refusals = 0
     /// The connection being established (handshake not finished), if any.
     var pending: ObjectIdentifier?
+    /// A reconnect timer is armed (a backoff runs): nothing else may connect before it fires.
+    var reconnectScheduled = false
   }
 
   private struct Waiter {
@@ -234,6 +236,7 @@ final class EndpointPool: Sendable {
     let endpoint = state.withLock { s -> Endpoint? in
       guard !s.closed, !s.subchannels[index].connecting, s.subchannels[index].current == nil else { return nil }
       s.subchannels[index].connecting = true
+      s.subchannels[index].reconnectScheduled = false
       return s.subchannels[index].endpoint
     }
     guard let endpoint else { return }
@@ -269,7 +272,9 @@ final class EndpointPool: Sendable {
       s.subchannels[index].connecting = false
       s.subchannels[index].failures += 1
       s.subchannels[index].lastError = reason
-      return s.closed ? nil : configuration.backoff.delay(afterFailures: s.subchannels[index].failures)
+      if s.closed { return nil }
+      s.subchannels[index].reconnectScheduled = true
+      return configuration.backoff.delay(afterFailures: s.subchannels[index].failures)
     }
     guard let delay else { return }
     logger.log(.debug, "connect failed", ("endpoint", endpoints[index].description), ("error", reason))
@@ -308,22 +313,27 @@ final class EndpointPool: Sendable {
       let delay = state.withLock { s in
         s.subchannels[index].refusals += 1
         s.subchannels[index].lastError = "connection limit: \(debug)"
+        s.subchannels[index].reconnectScheduled = true
         return configuration.backoff.delay(afterFailures: s.subchannels[index].refusals)
       }
       _ = timerLoop.schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
     case .closed(let reason):
-      let (wasCurrent, wasPending) = state.withLock { s in
+      let (wasCurrent, wasPending, orphaned) = state.withLock { s in
         let key = ObjectIdentifier(connection)
         let wasCurrent = s.subchannels[index].current === connection
         let wasPending = s.subchannels[index].pending == key
         if wasPending { s.subchannels[index].pending = nil }
         if wasCurrent { s.subchannels[index].current = nil }
         s.subchannels[index].draining[key] = nil
-        return (wasCurrent, wasPending)
+        // A connection a call found dead (its open failed) was moved aside before this notice:
+        // nothing replaces it unless this does.
+        let sub = s.subchannels[index]
+        let orphaned = !s.closed && sub.current == nil && !sub.connecting && !sub.reconnectScheduled
+        return (wasCurrent, wasPending, orphaned)
       }
       if wasPending {
         connectFailed(index, reason: reason)
-      } else if wasCurrent {
+      } else if wasCurrent || orphaned {
         logger.info("disconnected", ("endpoint", endpoints[index].description), ("reason", reason))
         connectFailed(index, reason: reason)
       }

@@ -185,6 +185,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// (client) Opens a stream, optionally sending its only message and END_STREAM in the same
   /// flush (a unary or server-streaming request).
+  ///
+  /// The stream's slot exists only once the core has opened the stream, in the same lock hold;
+  /// a core whose socket is gone is closed (``transportClosed(_:_:_:)``) and refuses with
+  /// ``ConnectionCore/OpenError/goingAway``. So a stream opened here is never left waiting on a
+  /// dead connection: it is failed with it, or it was never opened.
   package func openStream(
     _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false
   ) throws(ConnectionCore.OpenError) -> StreamHandle {
@@ -1026,10 +1031,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var wakes: [Wake] = []
     let why = reason ?? "the connection closed"
     state.withLock { s in
-      Self.failAll(.connectionLost("connection to \(peer) lost: \(why)"), &s, &wakes)
+      Self.transportClosed(.connectionLost("connection to \(peer) lost: \(why)"), &s, &wakes)
     }
     perform(wakes)
     closeSocket(reason: why)
+  }
+
+  /// The socket is gone: the core closes and every stream fails, in one lock hold. A stream is
+  /// opened only by a core that is not closed, under the same lock (``openStream(_:message:endStream:)``),
+  /// so every stream is either failed here or never opened: none can wait on a dead socket.
+  private static func transportClosed(_ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake]) {
+    s.core.transportClosed()
+    failAll(failure, &s, &wakes)
   }
 
   private func closeSocket(reason: String) {
@@ -1044,7 +1057,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var wakes: [Wake] = []
     state.withLock { s in
       s.closedReason = reason
-      Self.failAll(.connectionLost("connection to \(peer) closed: \(reason)"), &s, &wakes)
+      Self.transportClosed(.connectionLost("connection to \(peer) closed: \(reason)"), &s, &wakes)
     }
     perform(wakes)
     onNotice(self, .closed(reason: reason))

@@ -29,7 +29,18 @@ final class RawPeer: @unchecked Sendable {
     }
   }
 
+  /// Wraps a socket a ``RawServer`` accepted.
+  init(acceptedFD: Int32, receiveTimeoutSeconds: Int = 5) {
+    fd = acceptedFD
+    var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+  }
+
   deinit { close(fd) }
+
+  /// Ends the connection now, as a killed process would (FIN both ways); the descriptor itself
+  /// closes with the peer.
+  func shutdown() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
 
   func send(_ bytes: [UInt8]) {
     var offset = 0
