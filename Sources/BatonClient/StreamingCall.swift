@@ -236,7 +236,7 @@ final class StreamingCall: Sendable {
   private func openAttempt(avoiding: ObjectIdentifier?) async throws {
     var avoiding = avoiding
     while true {
-      let lease = try await client.pool.lease(deadline: budget.deadline, avoiding: avoiding)
+      let lease = try await client.pool.lease(deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
       if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
         do { try await budget.pauseBeforeSameConnection() } catch {
           client.pool.release(lease)

@@ -115,9 +115,15 @@ struct ConnectionLimitBackoffTests {
       let before = server.connectionsAccepted
       try await withClient(endpoints: [address]) { client in
         let error = await #expect(throws: RPCError.self) {
-          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(800)))
+          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(800), waitForReady: true))
         }
         #expect(error?.code == .deadlineExceeded)
+        // Not waiting for ready, a call fails fast, and says why.
+        let fast = await #expect(throws: RPCError.self) {
+          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .seconds(10)))
+        }
+        #expect(fast?.code == .unavailable)
+        #expect(fast?.message.contains("connection limit") == true, "\(String(describing: fast))")
       }
       // Backoff from 50 ms (×1.6): a handful of attempts in 800 ms, not a tight loop.
       let attempts = server.connectionsAccepted - before
@@ -164,7 +170,7 @@ struct ConnectionLimitBackoffTests {
       #expect(held.frames.contains { $0.isPingAck(9) } && !held.closed, "the holder was not admitted: \(held)")
       try await withClient(endpoints: [address]) { client in
         let error = await #expect(throws: RPCError.self) {
-          try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500)))
+          try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500), waitForReady: true))
         }
         #expect(error?.code == .deadlineExceeded)
       }
