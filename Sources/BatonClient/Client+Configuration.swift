@@ -84,7 +84,9 @@ extension Client {
 public struct CallOptions: Sendable {
   /// How long the call may take, retries and waiting for a connection included. nil: no limit.
   public var timeout: Duration?
-  /// Sent with the call.
+  /// Sent with the call. Names are lower-case `a-z 0-9 - _ .`; names starting with `baton-` are
+  /// reserved for the protocol: a call carrying an invalid or reserved name fails with
+  /// `invalidArgument` before anything is sent.
   public var metadata: Metadata
   /// The method is safe to run twice: retry it even when a lost connection means it may have
   /// been processed. Calls the server provably did not process are retried regardless.

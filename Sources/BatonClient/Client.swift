@@ -123,6 +123,7 @@ public final class Client: Sendable {
   }
 
   private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse {
+    if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
     let budget = RetryBudget(
       options: options, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline, endpoints: pool.endpointCount)
     var avoiding: ObjectIdentifier?

@@ -47,6 +47,7 @@ final class StreamingCall: Sendable {
 
   /// Opens the first attempt; `request` is the single request of a server-streaming call.
   func start(request: [UInt8]?) async throws {
+    if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
     if let request {
       state.withLock { s in
         s.replay.append(request)
