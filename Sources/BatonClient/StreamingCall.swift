@@ -298,6 +298,17 @@ public struct RequestWriter: Sendable {
 
   /// Sends one message, waiting while the server has not granted flow-control credit.
   ///
+  /// What a caller may rely on once the server has ended the call:
+  /// - with OK (a handler may end early, as a draining one should), a write does not fail: the
+  ///   message is dropped, since the server no longer reads (grpc-go's `SendMsg` returns `io.EOF`
+  ///   instead), and the call's outcome is what the ``ResponseStream`` reports, which ends
+  ///   normally. A caller that writes and reads at once and fails on the first error therefore
+  ///   reports the server's OK.
+  /// - with an error status, a write throws that status: the same error the reader throws.
+  ///
+  /// - Throws: ``RPCError``: the server's error status; `cancelled` once the call's body has
+  ///   returned; otherwise the call's failure (`unavailable`, `deadlineExceeded`, ...).
+  ///
   /// Inlinable, so that a message the window has room for costs the caller no call into an
   /// async function (each one allocates a frame on the task): only waiting does.
   @inlinable

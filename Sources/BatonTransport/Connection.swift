@@ -339,8 +339,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
       case .blocked:
         return (.success(true), Self.claimFlush(&s))
       case .streamClosed:
-        let error = s.slots[id]?.trailers?.error ?? RPCError(code: .cancelled, message: "the peer already ended the call")
-        return (.failure(error), false)
+        // (client) The server already ended the call: the message is dropped (PROTOCOL.md 7.1,
+        // the client then stops sending). A write does not turn the server's OK into a
+        // failure: the call's outcome is its status, which the reader gets; an error status is
+        // thrown here too.
+        guard let trailers = s.slots[id]?.trailers else {
+          return (.failure(RPCError(code: .cancelled, message: "the peer already ended the call")), false)
+        }
+        if let error = trailers.error { return (.failure(error), false) }
+        return (.success(false), false)
       case .tooLarge(let limit):
         return (.failure(RPCError(code: .resourceExhausted, message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")), false)
       }
@@ -755,7 +762,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
       }
       if let writer = slot.writer {
         slot.writer = nil
-        wakes.append(.resume(writer, trailers.error ?? RPCError(code: .cancelled, message: "the server already ended the call")))
+        // A write waiting for credit is done with OK (the rest is dropped), as in `enqueue`.
+        wakes.append(.resume(writer, trailers.error))
       }
       if let timer = slot.timer {
         slot.timer = nil
