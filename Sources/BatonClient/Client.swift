@@ -138,7 +138,8 @@ public final class Client: Sendable {
       }
       let stream: StreamHandle
       do {
-        stream = try lease.connection.openStream(try budget.head(method, options), message: request, endStream: true)
+        stream = try lease.connection.openStream(
+          try budget.head(method, options), message: request, endStream: true, singleResponse: true)
       } catch let error as ConnectionCore.OpenError {
         pool.release(lease)
         try await handleOpenError(error, lease, budget)

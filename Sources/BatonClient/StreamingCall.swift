@@ -423,7 +423,11 @@ extension Client {
       guard let reply = try await call.next() else {
         throw RPCError(code: .internal, message: "the server ended a client-streaming call without a reply")
       }
-      _ = try await call.next()  // the status: OK, or the error it throws
+      // The status: OK, or the error it throws. A second message breaks the call's shape
+      // (PROTOCOL.md 7.2): INTERNAL; the stream, still open, is reset with CANCEL as the call ends.
+      if try await call.next() != nil {
+        throw RPCError(code: .internal, message: "the server sent more than one response message for a client-streaming call")
+      }
       return reply
     }
   }

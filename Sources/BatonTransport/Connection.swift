@@ -91,8 +91,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
     /// A `.writable` arrived before the writer had parked.
     var writableEarly = false
     var timer: TimerHandle?
+    /// (client) The call's shape allows one response message (unary): a second one fails it
+    /// (PROTOCOL.md 7.2).
+    let singleResponse: Bool
 
-    init(inputDone: Bool = false) { self.inputDone = inputDone }
+    init(inputDone: Bool = false, singleResponse: Bool = false) {
+      self.inputDone = inputDone
+      self.singleResponse = singleResponse
+    }
   }
 
   private enum Wake {
@@ -190,8 +196,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// a core whose socket is gone is closed (``transportClosed(_:_:_:)``) and refuses with
   /// ``ConnectionCore/OpenError/goingAway``. So a stream opened here is never left waiting on a
   /// dead connection: it is failed with it, or it was never opened.
+  /// `singleResponse` (a unary call, which awaits its end rather than reading): a second
+  /// response message fails the stream with INTERNAL and resets it with CANCEL (PROTOCOL.md 7.2).
   package func openStream(
-    _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false
+    _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false, singleResponse: Bool = false
   ) throws(ConnectionCore.OpenError) -> StreamHandle {
     let (id, flush) = try state.withLock { s throws(ConnectionCore.OpenError) in
       if let message, message.count > Int(s.core.peerSettings.maxMessageSize) {
@@ -203,7 +211,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         // A unary request never waits for credit: what does not fit leaves as credit arrives.
         _ = s.core.sendMessage(streamID: id, message, endStream: endStream, events: &ignored)
       }
-      s.slots[id] = Slot()
+      s.slots[id] = Slot(singleResponse: singleResponse)
       return (id, Self.claimFlush(&s))
     }
     if flush { requestFlush() }
@@ -704,8 +712,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
     _ id: UInt32, count: Int, _ s: inout State, _ wakes: inout [Wake],
     queue: (inout MessageQueue) -> Void, array: () -> [UInt8]
   ) {
-    let queued = s.slots.withValue(id) { slot -> Bool in
+    let queued = s.slots.withValue(id) { slot -> Bool? in
       guard let receiver = slot.receiver else {
+        if slot.singleResponse && !slot.inbox.isEmpty { return nil }
         queue(&slot.inbox)
         return true
       }
@@ -714,6 +723,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
       return false
     }
     if queued != true { s.core.consumed(streamID: id, bytes: count) }
+    if case .some(nil) = queued {
+      // A second response message on a call that takes one: the framing is valid, only the
+      // call's shape is broken (PROTOCOL.md 7.2): INTERNAL, and CANCEL to the server.
+      s.core.resetStream(streamID: id, .cancel)
+      let error = RPCError(code: .internal, message: "the server sent more than one response message for a call that takes one")
+      fail(id, .local(error), &s, &wakes)
+    }
   }
 
   /// The bytes one `process` call gave the core, where its `messageBytes` events lie.
