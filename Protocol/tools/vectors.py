@@ -21,7 +21,8 @@ STREAM_TYPES = {"DATA", "OPEN", "HEADERS", "TRAILERS", "RESET"}  # stream id mus
 CONNECTION_TYPES = {"SETTINGS", "PING", "GOAWAY"}                # stream id must be == 0
 EXACT_LENGTH = {"RESET": 4, "PING": 8, "WINDOW_UPDATE": 4}
 END_STREAM, END_MESSAGE, ACK = 0x1, 0x2, 0x1
-MAX_FRAME_SIZE, INITIAL_WINDOW_SIZE, CONNECTION_WINDOW_SIZE = 1, 3, 4
+MAX_FRAME_SIZE, INITIAL_WINDOW_SIZE, CONNECTION_WINDOW_SIZE, MAX_METADATA_SIZE = 1, 3, 4, 5
+MIN_METADATA_SIZE = 64  # room for an empty block, so a status can always be sent
 KNOWN_SETTINGS = {1, 2, 3, 4, 5, 6}
 DEFAULTS = {"max_frame_size": 65536, "max_metadata_size": 16384}
 MAX_31, RESERVED = 0x7FFFFFFF, 0x80000000
@@ -227,6 +228,8 @@ def decode_frame(buf, max_frame_size=DEFAULTS["max_frame_size"],
                 raise conn_error("PROTOCOL_ERROR", f"MAX_FRAME_SIZE {value} out of range")
             if ident in (INITIAL_WINDOW_SIZE, CONNECTION_WINDOW_SIZE) and value > MAX_31:
                 raise conn_error("PROTOCOL_ERROR", f"window size {value} > 2^31-1")
+            if ident == MAX_METADATA_SIZE and value < MIN_METADATA_SIZE:
+                raise conn_error("PROTOCOL_ERROR", f"MAX_METADATA_SIZE {value} < {MIN_METADATA_SIZE}")
             pairs.append([ident, value])
         f = settings(pairs)
     elif t == "PING":
@@ -297,7 +300,7 @@ VALID = [
      settings([(1, 65536), (2, 1024), (3, 1048576), (4, 16777216), (5, 16384), (6, 4194304)])),
     ("settings_boundaries", "every allowed range boundary; repeated ids (the last one wins)",
      settings([(1, 1024), (1, 16777215), (2, 0), (2, 2**32 - 1), (3, 0), (3, MAX_31), (4, 0), (4, MAX_31),
-               (5, 0), (5, 2**32 - 1), (6, 0), (6, 2**32 - 1)])),
+               (5, 64), (5, 2**32 - 1), (6, 0), (6, 2**32 - 1)])),
     ("settings_empty", "no entries: every value stays at its default", settings([])),
     ("ping", "PING", ping(P8)),
     ("ping_ack", "PING ACK echoing the same 8 bytes", ping(P8, ack=True)),
@@ -397,7 +400,8 @@ def invalid_vectors():
         raw("WINDOW_UPDATE", 0, 0, u32(RESERVED)), pe)
     for name, ident, value in [("max_frame_size_1023", 1, 1023), ("max_frame_size_0", 1, 0),
                                ("max_frame_size_16777216", 1, 16777216), ("initial_window_2_31", 3, 2**31),
-                               ("initial_window_max_u32", 3, 2**32 - 1), ("connection_window_2_31", 4, 2**31)]:
+                               ("initial_window_max_u32", 3, 2**32 - 1), ("connection_window_2_31", 4, 2**31),
+                               ("max_metadata_size_0", 5, 0), ("max_metadata_size_63", 5, 63)]:
         bad(f"settings_{name}", "value out of range (after a valid entry)",
             raw("SETTINGS", 0, 0, u16(2) + u32(10) + u16(ident) + u32(value)), pe)
     bad("settings_invalid_after_unknown", "an unknown id is skipped; the invalid one after it is not",

@@ -1,5 +1,4 @@
 import BatonPosix
-import Synchronization
 
 /// Waiting for async work with a time limit, even work that ignores cancellation.
 ///
@@ -29,7 +28,7 @@ enum Bounded {
 
   /// Resumes a continuation with the first value offered, whichever racer comes first.
   private final class Once<Value: Sendable>: Sendable {
-    private let state = Mutex<(continuation: CheckedContinuation<Value, Never>?, value: Value?, done: Bool)>(
+    private let state = Locked<(continuation: CheckedContinuation<Value, Never>?, value: Value?, done: Bool)>(
       (nil, nil, false))
 
     func set(_ continuation: CheckedContinuation<Value, Never>) {

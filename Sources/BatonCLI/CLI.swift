@@ -1,3 +1,5 @@
+import BatonServer
+
 /// The `baton` command: `serve`, `call`, `load`, `demo` and `bench`.
 ///
 /// A library so that tests can run commands in-process with ``main(_:output:)`` and read what
@@ -28,6 +30,14 @@ public enum CLI {
     }
     return await run(command, words.dropFirst(), output)
   }
+
+  /// Holds SIGTERM and SIGINT from the process's first instant (see ``StopSignals``): `serve`
+  /// and `bench server` then stop gracefully even when a signal comes during start-up. Every
+  /// other command releases them before it runs.
+  public static func holdStopSignals() { StopSignals.hold() }
+
+  /// The commands that take the stop signals themselves (their server handles them).
+  static let serving: Set<String> = ["baton serve", "baton bench server"]
 
   /// One runnable command: how it parses, and what it does.
   struct Command: Sendable {
@@ -100,6 +110,7 @@ public enum CLI {
   }
 
   private static func run(_ command: Command, _ words: ArraySlice<String>, _ output: Output) async -> Int32 {
+    if !serving.contains(command.spec.path) { StopSignals.release() }
     do {
       switch try Arguments.parse(words, command.spec) {
       case .help:

@@ -1,9 +1,9 @@
-import Synchronization
+import BatonPosix
 
 /// Collects what a command writes, for tests: pass ``output`` to ``CLI/main(_:output:)`` and read
 /// ``standardOutput`` and ``standardError`` afterwards.
 public final class CapturedOutput: Sendable {
-  private let text = Mutex<(out: String, err: String)>(("", ""))
+  private let text = Locked<(out: String, err: String)>(("", ""))
 
   public init() {}
 

@@ -1,9 +1,9 @@
-import Synchronization
+import BatonPosix
 
 /// The ids `demo.Echo/Ledger` recorded, in arrival order: lets a restart test check which calls
 /// a server processed.
 public final class Ledger: Sendable {
-  private let ids = Mutex<[String]>([])
+  private let ids = Locked<[String]>([])
 
   public init() {}
 

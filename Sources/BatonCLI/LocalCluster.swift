@@ -16,7 +16,7 @@ final class LocalCluster: Sendable {
     let index: Int
     let logger: Logger
     let calls = Atomic<Int>(0)
-    let current = Mutex<(server: Server, running: Task<Void, any Error>)?>(nil)
+    let current = Locked<(server: Server, running: Task<Void, any Error>)?>(nil)
     let restarting = Atomic<Bool>(false)
 
     init(index: Int, logger: Logger) {

@@ -53,7 +53,8 @@ enum ServeCommand {
       handleSignals: true, logger: arguments.flag("--quiet") ? .disabled : output.logger(),
       healthPort: healthPort)
     let server = Server(configuration: configuration, router: DemoService.router())
-    let running = Task { try await server.run() }
+    // Started in place, so that the server takes the stop signals before this returns.
+    let running = Task.immediate { try await server.run() }
     do {
       let address = try await server.listeningAddress
       output.line("listening \(address)")
@@ -65,7 +66,8 @@ enum ServeCommand {
       return 1
     }
     let report = await server.stopReport()
-    output.error("stopped \(report.description)\(report.isClean ? "" : " (deadline cut \(report.cutStreams.count) streams)")")
+    let cut = report.cutCause.map { " (\($0): \(report.cutStreams.count) streams cut)" } ?? ""
+    output.error("stopped \(report.description)\(report.isClean ? "" : cut)")
     return report.isClean ? 0 : 3
   }
 }

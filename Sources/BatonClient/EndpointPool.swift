@@ -494,5 +494,8 @@ final class EndpointPool: Sendable {
       s.subchannels.flatMap { sub in (sub.current.map { [$0] } ?? []) + Array(sub.draining.values) }
     }
     for connection in connections { connection.closeGracefully(linger: 200_000_000) }
+    // Returns once every socket is closed, so that what the client owes (a RESET, a GOAWAY
+    // after a protocol violation) is on the wire before, say, the process exits (PROTOCOL.md 13.4).
+    for connection in connections { await connection.waitUntilClosed() }
   }
 }

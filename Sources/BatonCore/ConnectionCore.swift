@@ -5,10 +5,10 @@
 /// ``OutboundBuffer``). Application actions (open a stream, send a message, reset,
 /// GOAWAY) are methods that append frames to ``outbound``. All rules of PROTOCOL.md that depend on
 /// connection state live here: stream ids, stream states, flow control, limits and GOAWAY.
-public struct ConnectionCore: Sendable {
-  public enum Role: Sendable, Hashable { case client, server }
+package struct ConnectionCore: Sendable {
+  package enum Role: Sendable, Hashable { case client, server }
 
-  public enum Phase: Sendable, Hashable {
+  package enum Phase: Sendable, Hashable {
     case awaitingPreface
     case awaitingSettings
     case active
@@ -16,24 +16,29 @@ public struct ConnectionCore: Sendable {
     case closed
   }
 
-  public let role: Role
-  public let localSettings: ConnectionSettings
-  public private(set) var peerSettings: ConnectionSettings = .defaults
-  public private(set) var phase: Phase = .awaitingPreface
+  package let role: Role
+  package let localSettings: ConnectionSettings
+  package private(set) var peerSettings: ConnectionSettings = .defaults
+  package private(set) var phase: Phase = .awaitingPreface
   /// Bytes waiting to be written, in order. The owner takes them (for example by swapping in an
   /// empty buffer) and writes them to the socket.
-  public var outbound = OutboundBuffer()
+  package var outbound = OutboundBuffer()
 
   /// (server) The highest stream id the client has opened: the last id a final GOAWAY names.
-  public private(set) var highestPeerStreamID: UInt32 = 0
+  package private(set) var highestPeerStreamID: UInt32 = 0
   /// (client) The id the next OPEN will use.
-  public private(set) var nextStreamID: UInt32 = 1
+  package private(set) var nextStreamID: UInt32 = 1
   /// The lowest last id this side has sent in a GOAWAY.
-  public private(set) var goAwaySent: UInt32?
+  package private(set) var goAwaySent: UInt32?
   /// The lowest last id the peer has sent in a GOAWAY.
-  public private(set) var goAwayReceived: UInt32?
+  package private(set) var goAwayReceived: UInt32?
   /// Non-ACK PINGs received so far (for keepalive policing by the owner).
-  public private(set) var pingsReceived = 0
+  package private(set) var pingsReceived = 0
+  /// How many more non-ACK PINGs this side will answer. The owner meters PINGs over time (a
+  /// token bucket, PROTOCOL.md 15) and sets this before each ``receive(_:into:)``; the core
+  /// enforces it frame by frame, so the PING that finds none left fails the connection
+  /// (ENHANCE_YOUR_CALM) before it is answered, and nothing after it in the same read is processed.
+  package var pingAllowance = Int.max
 
   private var decoder: FrameDecoder
   /// The last OPEN's method name, shared by the next OPEN for the same method (a server).
@@ -78,7 +83,7 @@ public struct ConnectionCore: Sendable {
     var trailers: Trailers? = nil
   }
 
-  public init(role: Role, settings: ConnectionSettings = .defaults) {
+  package init(role: Role, settings: ConnectionSettings = .defaults) {
     self.role = role
     self.localSettings = settings
     self.decoder = FrameDecoder(settings: settings)
@@ -92,14 +97,14 @@ public struct ConnectionCore: Sendable {
   // MARK: - Queries
 
   /// Streams currently open (not yet ended by TRAILERS or RESET).
-  public var openStreamCount: Int { streams.count }
-  public var openStreamIDs: [UInt32] { streams.keysArray }
-  public func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
+  package var openStreamCount: Int { streams.count }
+  package var openStreamIDs: [UInt32] { streams.keysArray }
+  package func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
   /// (server) The stream's status is queued behind a message waiting for credit: it ends on its own.
-  public func isEnding(_ streamID: UInt32) -> Bool { pendings[streamID]?.trailers != nil }
+  package func isEnding(_ streamID: UInt32) -> Bool { pendings[streamID]?.trailers != nil }
 
   /// (client) Whether ``openStream(_:endStream:)`` would succeed now.
-  public var canOpenStream: Bool {
+  package var canOpenStream: Bool {
     role == .client && phase == .active && goAwayReceived == nil && goAwaySent == nil
       && streams.count < Int(peerSettings.maxConcurrentStreams) && nextStreamID <= StreamID.max
   }
@@ -110,7 +115,7 @@ public struct ConnectionCore: Sendable {
   /// the owner keeps the rest and calls again when more arrive. A message that came in one frame
   /// is reported in place (``ConnectionEvent/messageBytes(streamID:_:)``): the owner copies it out
   /// of `bytes` before reusing them.
-  public mutating func receive(
+  package mutating func receive(
     _ bytes: UnsafeRawBufferPointer, into events: inout [ConnectionEvent]
   ) -> Int {
     var consumed = 0
@@ -209,7 +214,10 @@ public struct ConnectionCore: Sendable {
     case .ping(let ack, let payload):
       if ack {
         events.append(.pingAck(payload))
+      } else if pingAllowance <= 0 {
+        fail(.connection(.enhanceYourCalm, "too many pings"), &events)
       } else {
+        pingAllowance -= 1
         pingsReceived += 1
         FrameEncoder.appendPing(&outbound.frameBytes, ack: true, payload: payload)
       }
@@ -404,6 +412,12 @@ public struct ConnectionCore: Sendable {
       }
     }
     events.append(.goAway(lastStreamID: effective, code, debug: debug))
+    if code != .noError {
+      // The peer declared the connection failed (PROTOCOL.md 11.2): nothing more is processed
+      // or sent, and what is still open ends as "may have been processed".
+      let why = debug.isEmpty ? "" : ": \(debug)"
+      closeWithoutGoAway(.connection(code, "the peer failed the connection with GOAWAY \(code)\(why)"), &events)
+    }
   }
 
   private mutating func receiveWindowUpdate(_ id: UInt32, _ increment: Int, _ events: inout [ConnectionEvent]) {
@@ -443,6 +457,12 @@ public struct ConnectionCore: Sendable {
     if streams[id] == nil && isIdle(id) {
       return fail(.connection(.protocolError, "frame on stream \(id), which was never opened"), &events)
     }
+    if error.frameType == FrameType.trailers && role == .client {
+      // Even malformed, TRAILERS was the server's last frame on the stream: the call fails, and
+      // no RESET follows, since the server already considers the stream closed (PROTOCOL.md 4.6).
+      guard removeStream(id) != nil else { return }
+      return events.append(.streamReset(streamID: id, error.code, reason: error.reason, byPeer: false))
+    }
     resetFromRule(id, error.code, error.reason, &events)
   }
 
@@ -462,6 +482,12 @@ public struct ConnectionCore: Sendable {
     let last = min(role == .server ? highestPeerStreamID : 0, goAwaySent ?? .max)
     FrameEncoder.appendGoAway(&outbound.frameBytes, lastStreamID: last, code: error.code, debug: error.reason)
     goAwaySent = min(goAwaySent ?? last, last)
+    closeWithoutGoAway(error, &events)
+  }
+
+  /// Stops processing and forgets every stream: the owner ends them and closes the socket.
+  private mutating func closeWithoutGoAway(_ error: WireError, _ events: inout [ConnectionEvent]) {
+    guard phase != .closed else { return }
     phase = .closed
     streams.removeAll()
     partials.removeAll()
@@ -473,7 +499,7 @@ public struct ConnectionCore: Sendable {
 
   // MARK: - Output
 
-  public enum OpenError: Error, Hashable, Sendable {
+  package enum OpenError: Error, Hashable, Sendable {
     /// The peer's SETTINGS have not arrived yet.
     case notReady
     /// A GOAWAY was sent or received, the ids ran out, or the connection failed: use another.
@@ -491,7 +517,7 @@ public struct ConnectionCore: Sendable {
   }
 
   /// (client) Opens a stream with OPEN and returns its id.
-  public mutating func openStream(_ head: RequestHead, endStream: Bool) throws(OpenError) -> UInt32 {
+  package mutating func openStream(_ head: RequestHead, endStream: Bool) throws(OpenError) -> UInt32 {
     guard phase != .awaitingPreface && phase != .awaitingSettings else { throw .notReady }
     guard phase == .active, goAwayReceived == nil, goAwaySent == nil, nextStreamID <= StreamID.max,
       role == .client
@@ -516,7 +542,7 @@ public struct ConnectionCore: Sendable {
     return id
   }
 
-  public enum SendOutcome: Hashable, Sendable {
+  package enum SendOutcome: Hashable, Sendable {
     /// All of the message is in ``outbound``.
     case written
     /// Part of it waits for flow-control credit; a ``ConnectionEvent/writable(streamID:)`` follows
@@ -531,7 +557,7 @@ public struct ConnectionCore: Sendable {
   /// Sends one message on a stream, fragmenting it to the peer's MAX_FRAME_SIZE and to the
   /// flow-control windows. `endStream` ends this side of the stream after it (client only; a
   /// server ends with ``sendTrailers(streamID:_:)``).
-  public mutating func sendMessage(
+  package mutating func sendMessage(
     streamID id: UInt32, _ message: [UInt8], endStream: Bool = false, events: inout [ConnectionEvent]
   ) -> SendOutcome {
     guard let stream = streams[id], stream.machine.canSend, pendings.isEmpty || pendings[id] == nil
@@ -557,7 +583,7 @@ public struct ConnectionCore: Sendable {
   }
 
   /// (client) Ends this side of the stream with an empty END_STREAM DATA frame.
-  public mutating func sendEnd(streamID id: UInt32) {
+  package mutating func sendEnd(streamID id: UInt32) {
     guard role == .client, var stream = streams[id], stream.machine.canSend else { return }
     if var pending = pendings[id] {
       pending.endStream = true
@@ -573,7 +599,7 @@ public struct ConnectionCore: Sendable {
   /// the client accepts (MAX_METADATA_SIZE, MAX_FRAME_SIZE) is not sent: the call ends with
   /// RESOURCE_EXHAUSTED instead, and this returns false.
   @discardableResult
-  public mutating func sendHeaders(streamID id: UInt32, _ metadata: Metadata) -> Bool {
+  package mutating func sendHeaders(streamID id: UInt32, _ metadata: Metadata) -> Bool {
     guard role == .server, var stream = streams[id], !stream.sentHeaders else { return false }
     let size = FrameEncoder.metadataLength(metadata)
     guard size <= Int(peerSettings.maxMetadataSize), size <= Int(peerSettings.maxFrameSize) else {
@@ -619,7 +645,7 @@ public struct ConnectionCore: Sendable {
   /// `discardPending` (a cut at the stop deadline), which drops it and ends at once.
   /// Returns false if the stream had already ended.
   @discardableResult
-  public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
+  package mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
     guard streams[id] != nil else { return false }
     let trailers = fitted(trailers)
     if !discardPending, var pending = pendings[id] {
@@ -636,7 +662,7 @@ public struct ConnectionCore: Sendable {
   /// Ends a stream at once with RESET (a client's CANCEL, a server's refusal or error).
   /// Returns false if the stream had already ended.
   @discardableResult
-  public mutating func resetStream(streamID id: UInt32, _ code: ErrorCode) -> Bool {
+  package mutating func resetStream(streamID id: UInt32, _ code: ErrorCode) -> Bool {
     guard removeStream(id) != nil else { return false }
     FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
     return true
@@ -644,7 +670,7 @@ public struct ConnectionCore: Sendable {
 
   /// The application took a delivered message of `bytes` bytes: return the credit, with a
   /// WINDOW_UPDATE once half a window has been consumed (PROTOCOL.md, "Flow control").
-  public mutating func consumed(streamID id: UInt32, bytes: Int) {
+  package mutating func consumed(streamID id: UInt32, bytes: Int) {
     guard phase != .closed, bytes > 0 else { return }
     guard streams[id] != nil else {
       // The stream has ended; its delivered messages may still carry early credit.
@@ -705,7 +731,7 @@ public struct ConnectionCore: Sendable {
 
   /// Sends GOAWAY. The last id never grows: a later GOAWAY with a higher id is sent with the
   /// lower one. Streams are not touched: those at or below the id run on.
-  public mutating func sendGoAway(lastStreamID: UInt32, _ code: ErrorCode = .noError, debug: String = "") {
+  package mutating func sendGoAway(lastStreamID: UInt32, _ code: ErrorCode = .noError, debug: String = "") {
     guard phase != .closed else { return }
     let last = min(lastStreamID, goAwaySent ?? lastStreamID)
     goAwaySent = last
@@ -713,7 +739,7 @@ public struct ConnectionCore: Sendable {
   }
 
   /// Sends a PING; the peer's ACK comes back as ``ConnectionEvent/pingAck(_:)``.
-  public mutating func sendPing(_ payload: UInt64) {
+  package mutating func sendPing(_ payload: UInt64) {
     guard phase != .closed else { return }
     FrameEncoder.appendPing(&outbound.frameBytes, ack: false, payload: payload)
   }
@@ -733,7 +759,7 @@ public struct ConnectionCore: Sendable {
   }
 
   /// Ends the connection because of this side's own error (a GOAWAY with the code, then close).
-  public mutating func abort(_ code: ErrorCode, reason: String, into events: inout [ConnectionEvent]) {
+  package mutating func abort(_ code: ErrorCode, reason: String, into events: inout [ConnectionEvent]) {
     fail(.connection(code, reason), &events)
   }
 

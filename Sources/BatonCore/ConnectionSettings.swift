@@ -10,7 +10,8 @@ public struct ConnectionSettings: Hashable, Sendable {
   public var initialWindowSize: UInt32
   /// Flow-control credit for the whole connection. Default 16 MiB.
   public var connectionWindowSize: UInt32
-  /// Largest encoded metadata block (OPEN, HEADERS, TRAILERS). Default 16 KiB.
+  /// Largest encoded metadata block (OPEN, HEADERS, TRAILERS). Default 16 KiB; at least
+  /// ``minMetadataSize``, so that a status (TRAILERS with an empty block) can always be sent.
   public var maxMetadataSize: UInt32
   /// Largest reassembled message. Default 4 MiB.
   public var maxMessageSize: UInt32
@@ -23,6 +24,7 @@ public struct ConnectionSettings: Hashable, Sendable {
       connectionWindowSize: 1 << 24, maxMetadataSize: 16_384, maxMessageSize: 4 << 20)
   }
 
+  /// Any values; each defaults as documented on its property. ``invalidReason`` says whether the protocol allows them.
   public init(
     maxFrameSize: UInt32 = 65_536, maxConcurrentStreams: UInt32 = 1_024,
     initialWindowSize: UInt32 = 1 << 20, connectionWindowSize: UInt32 = 1 << 24,
@@ -36,11 +38,30 @@ public struct ConnectionSettings: Hashable, Sendable {
     self.maxMessageSize = maxMessageSize
   }
 
+  /// The values PROTOCOL.md allows for ``maxFrameSize``.
   public static let maxFrameSizeRange: ClosedRange<UInt32> = 1_024...16_777_215
+  /// The smallest MAX_METADATA_SIZE a peer may announce (PROTOCOL.md 8): room for an empty
+  /// block (2 bytes) and a few small entries, so that every call can be given its status.
+  public static let minMetadataSize: UInt32 = 64
+
+  /// Why these settings cannot be announced, or nil if they can: each value within the range
+  /// PROTOCOL.md 8 allows (a peer would fail the connection on any other).
+  public var invalidReason: String? {
+    if !Self.maxFrameSizeRange.contains(maxFrameSize) {
+      return "maxFrameSize \(maxFrameSize) is outside \(Self.maxFrameSizeRange.lowerBound)...\(Self.maxFrameSizeRange.upperBound)"
+    }
+    if initialWindowSize > Self.maxWindow { return "initialWindowSize \(initialWindowSize) exceeds 2^31-1" }
+    if connectionWindowSize > Self.maxWindow { return "connectionWindowSize \(connectionWindowSize) exceeds 2^31-1" }
+    if maxMetadataSize < Self.minMetadataSize {
+      return "maxMetadataSize \(maxMetadataSize) is below the protocol's minimum of \(Self.minMetadataSize)"
+    }
+    return nil
+  }
+  /// The largest flow-control window (2^31-1).
   public static let maxWindow: UInt32 = 0x7FFF_FFFF
 
   /// The (id, value) pairs of a SETTINGS frame announcing these values.
-  public var wirePairs: [(UInt16, UInt32)] {
+  package var wirePairs: [(UInt16, UInt32)] {
     [
       (SettingID.maxFrameSize, maxFrameSize), (SettingID.maxConcurrentStreams, maxConcurrentStreams),
       (SettingID.initialWindowSize, initialWindowSize),
@@ -51,7 +72,7 @@ public struct ConnectionSettings: Hashable, Sendable {
 
   /// Applies received pairs over the defaults; unknown ids are skipped (the decoder already
   /// range-checked known ones).
-  public init(wirePairs: [(UInt16, UInt32)]) {
+  package init(wirePairs: [(UInt16, UInt32)]) {
     self = .defaults
     for (id, value) in wirePairs {
       switch id {
@@ -68,11 +89,11 @@ public struct ConnectionSettings: Hashable, Sendable {
 }
 
 /// SETTINGS identifiers (PROTOCOL.md, "Settings").
-public enum SettingID {
-  public static let maxFrameSize: UInt16 = 0x1
-  public static let maxConcurrentStreams: UInt16 = 0x2
-  public static let initialWindowSize: UInt16 = 0x3
-  public static let connectionWindowSize: UInt16 = 0x4
-  public static let maxMetadataSize: UInt16 = 0x5
-  public static let maxMessageSize: UInt16 = 0x6
+package enum SettingID {
+  package static let maxFrameSize: UInt16 = 0x1
+  package static let maxConcurrentStreams: UInt16 = 0x2
+  package static let initialWindowSize: UInt16 = 0x3
+  package static let connectionWindowSize: UInt16 = 0x4
+  package static let maxMetadataSize: UInt16 = 0x5
+  package static let maxMessageSize: UInt16 = 0x6
 }

@@ -1,8 +1,11 @@
 /// Where a server listens or a client connects: a host name or address and a TCP port.
 public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+  /// A host name (resolved when connecting) or an IPv4/IPv6 address.
   public var host: String
+  /// The TCP port; 0 asks a server to pick a free one.
   public var port: Int
 
+  /// An endpoint from its parts.
   public init(host: String, port: Int) {
     self.host = host
     self.port = port
@@ -28,5 +31,6 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     self.init(host: String(host), port: port)
   }
 
+  /// `host:port`, with an IPv6 address in brackets: the form ``init(_:)`` parses.
   public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

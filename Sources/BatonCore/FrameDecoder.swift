@@ -3,22 +3,22 @@
 /// Stateless between frames: the caller keeps unconsumed bytes and calls again when more arrive
 /// (and may keep the last method name, see ``decode(_:recentMethod:)``).
 /// An oversized length is rejected from the 9-byte header alone, before any payload is buffered.
-public struct FrameDecoder: Sendable {
+package struct FrameDecoder: Sendable {
   /// This side's MAX_FRAME_SIZE: larger frames are a connection FRAME_SIZE_ERROR.
-  public var maxFrameSize: UInt32
+  package var maxFrameSize: UInt32
   /// This side's MAX_METADATA_SIZE: larger blocks are a stream MESSAGE_TOO_LARGE.
-  public var maxMetadataSize: UInt32
+  package var maxMetadataSize: UInt32
 
-  public init(maxFrameSize: UInt32, maxMetadataSize: UInt32) {
+  package init(maxFrameSize: UInt32, maxMetadataSize: UInt32) {
     self.maxFrameSize = maxFrameSize
     self.maxMetadataSize = maxMetadataSize
   }
 
-  public init(settings: ConnectionSettings) {
+  package init(settings: ConnectionSettings) {
     self.init(maxFrameSize: settings.maxFrameSize, maxMetadataSize: settings.maxMetadataSize)
   }
 
-  public enum Outcome: Hashable, Sendable {
+  package enum Outcome: Hashable, Sendable {
     /// Not a whole frame yet.
     case needMore
     case frame(Frame, consumed: Int)
@@ -31,7 +31,7 @@ public struct FrameDecoder: Sendable {
   /// place of its payload in `bytes` (not copied). Nil for anything else, which
   /// ``decode(_:recentMethod:)`` then judges. For a caller that copies a payload once, straight
   /// to wherever its reader will take it, rather than into an array of its own first.
-  public func wholeData(_ bytes: UnsafeRawBufferPointer) -> WholeData? {
+  package func wholeData(_ bytes: UnsafeRawBufferPointer) -> WholeData? {
     guard bytes.count >= FrameEncoder.headerLength, bytes[3] == FrameType.data else { return nil }
     let length = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
     let streamID = bytes.loadBigEndian(UInt32.self, at: 5) & StreamID.max
@@ -44,13 +44,13 @@ public struct FrameDecoder: Sendable {
   }
 
   /// A DATA frame found by ``wholeData(_:)``; the frame ends where its payload does.
-  public struct WholeData: Hashable, Sendable {
-    public var streamID: UInt32
-    public var payload: Range<Int>
-    public var endMessage: Bool
-    public var endStream: Bool
+  package struct WholeData: Hashable, Sendable {
+    package var streamID: UInt32
+    package var payload: Range<Int>
+    package var endMessage: Bool
+    package var endStream: Bool
 
-    public init(streamID: UInt32, payload: Range<Int>, endMessage: Bool, endStream: Bool) {
+    package init(streamID: UInt32, payload: Range<Int>, endMessage: Bool, endStream: Bool) {
       self.streamID = streamID
       self.payload = payload
       self.endMessage = endMessage
@@ -59,7 +59,7 @@ public struct FrameDecoder: Sendable {
   }
 
   /// Decodes the first frame in `bytes`. Throws only connection-scoped errors.
-  public func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Outcome {
+  package func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Outcome {
     var noRecentMethod = ""
     return try decode(bytes, recentMethod: &noRecentMethod)
   }
@@ -68,7 +68,7 @@ public struct FrameDecoder: Sendable {
   /// bytes of `recentMethod` shares that string instead of allocating and validating its own
   /// (a connection mostly calls a few methods over and over); any other OPEN's method becomes
   /// `recentMethod`. One string, so a peer that varies its methods costs nothing extra.
-  public func decode(
+  package func decode(
     _ bytes: UnsafeRawBufferPointer, recentMethod: inout String
   ) throws(WireError) -> Outcome {
     guard bytes.count >= FrameEncoder.headerLength else { return .needMore }
@@ -165,6 +165,8 @@ public struct FrameDecoder: Sendable {
           guard value <= ConnectionSettings.maxWindow else {
             throw .connection(.protocolError, "window size \(value) exceeds 2^31-1")
           }
+        case SettingID.maxMetadataSize where value < ConnectionSettings.minMetadataSize:
+          throw .connection(.protocolError, "MAX_METADATA_SIZE \(value) is below \(ConnectionSettings.minMetadataSize)")
         case SettingID.maxFrameSize, SettingID.maxConcurrentStreams, SettingID.maxMetadataSize,
           SettingID.maxMessageSize:
           break

@@ -4,18 +4,21 @@
 /// "this call was not processed, try another endpoint" are documented on each code; Baton's client
 /// already retries those transparently when it can prove it is safe.
 public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
+  /// What went wrong, in gRPC's numbering: decides whether to retry, report or give up.
   public var code: Code
   /// Words a person can act on.
   public var message: String
   /// Trailing metadata the server sent with the error, if any.
   public var metadata: Metadata
 
+  /// An error to throw from a handler (it becomes the call's status) or to report to a caller.
   public init(code: Code, message: String, metadata: Metadata = [:]) {
     self.code = code
     self.message = message
     self.metadata = metadata
   }
 
+  /// `code: message`, for logs.
   public var description: String { "\(code): \(message)" }
 
   /// A status code other than OK. A struct over a raw value so that codes can be added later.
@@ -33,25 +36,36 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// The caller (or its Task) cancelled the call.
     public static let cancelled = Code(1)
+    /// An error with no better code, or a status this version does not know.
     public static let unknown = Code(2)
+    /// The request is invalid whatever the server's state (including reserved `baton-` metadata).
     public static let invalidArgument = Code(3)
     /// The call's deadline passed before it finished.
     public static let deadlineExceeded = Code(4)
+    /// A requested entity does not exist.
     public static let notFound = Code(5)
+    /// The entity to create already exists.
     public static let alreadyExists = Code(6)
+    /// The caller may not do this.
     public static let permissionDenied = Code(7)
     /// A limit was crossed (message, metadata or queue size).
     public static let resourceExhausted = Code(8)
+    /// The system is not in the state the call requires.
     public static let failedPrecondition = Code(9)
+    /// Aborted, typically by a concurrency conflict.
     public static let aborted = Code(10)
+    /// An argument is past the valid range.
     public static let outOfRange = Code(11)
     /// The server has no such method.
     public static let unimplemented = Code(12)
+    /// An internal error, including a broken protocol or call-shape rule.
     public static let `internal` = Code(13)
     /// The service could not be reached or went away. The message says whether the call may have
     /// been processed; Baton retries on its own every call that provably was not.
     public static let unavailable = Code(14)
+    /// Unrecoverable data loss or corruption.
     public static let dataLoss = Code(15)
+    /// Missing or invalid credentials.
     public static let unauthenticated = Code(16)
 
     static let names = [
@@ -60,20 +74,21 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
       "outOfRange", "unimplemented", "internal", "unavailable", "dataLoss", "unauthenticated",
     ]
 
+    /// The code's name as in Swift, e.g. `unavailable`.
     public var description: String { Self.names[Int(rawValue)] }
   }
 }
 
 extension Trailers {
   /// The error these trailers report, or `nil` for OK.
-  public var error: RPCError? {
+  package var error: RPCError? {
     guard let code = RPCError.Code(wireStatus: status) else { return nil }
     return RPCError(code: code, message: message, metadata: metadata)
   }
 
-  public init(_ error: RPCError) {
+  package init(_ error: RPCError) {
     self.init(status: error.code.rawValue, message: error.message, metadata: error.metadata)
   }
 
-  public static let ok = Trailers(status: 0)
+  package static let ok = Trailers(status: 0)
 }

@@ -3,8 +3,8 @@
 /// Both roles use the same machine: "local" is this side, "remote" the peer. A stream enters as
 /// `open` (or already half-closed when its OPEN carried END_STREAM) and leaves as `closed`; the
 /// owner removes closed streams, so `closed` only ever appears as a transition's result.
-public struct StreamStateMachine: Hashable, Sendable {
-  public enum State: Hashable, Sendable {
+package struct StreamStateMachine: Hashable, Sendable {
+  package enum State: Hashable, Sendable {
     case open
     /// This side sent END_STREAM; it may still receive.
     case halfClosedLocal
@@ -13,23 +13,23 @@ public struct StreamStateMachine: Hashable, Sendable {
     case closed
   }
 
-  public private(set) var state: State
+  package private(set) var state: State
 
   /// A stream this side opened (client) with OPEN, optionally already ending its input.
-  public static func openedLocally(endStream: Bool) -> StreamStateMachine {
+  package static func openedLocally(endStream: Bool) -> StreamStateMachine {
     StreamStateMachine(state: endStream ? .halfClosedLocal : .open)
   }
 
   /// A stream the peer opened (server) with OPEN.
-  public static func openedRemotely(endStream: Bool) -> StreamStateMachine {
+  package static func openedRemotely(endStream: Bool) -> StreamStateMachine {
     StreamStateMachine(state: endStream ? .halfClosedRemote : .open)
   }
 
-  public var canSend: Bool { state == .open || state == .halfClosedRemote }
-  public var canReceive: Bool { state == .open || state == .halfClosedLocal }
+  package var canSend: Bool { state == .open || state == .halfClosedRemote }
+  package var canReceive: Bool { state == .open || state == .halfClosedLocal }
 
   /// This side sends END_STREAM. Returns false (and changes nothing) if it already had.
-  public mutating func sendEndStream() -> Bool {
+  package mutating func sendEndStream() -> Bool {
     switch state {
     case .open: state = .halfClosedLocal
     case .halfClosedRemote: state = .closed
@@ -39,7 +39,7 @@ public struct StreamStateMachine: Hashable, Sendable {
   }
 
   /// The peer sends END_STREAM. Throws STREAM_CLOSED when the peer had already ended its side.
-  public mutating func receiveEndStream() throws(StreamClosed) {
+  package mutating func receiveEndStream() throws(StreamClosed) {
     switch state {
     case .open: state = .halfClosedRemote
     case .halfClosedLocal: state = .closed
@@ -48,8 +48,8 @@ public struct StreamStateMachine: Hashable, Sendable {
   }
 
   /// TRAILERS (either direction) or RESET (either direction) end the stream at once.
-  public mutating func close() { state = .closed }
+  package mutating func close() { state = .closed }
 
   /// The peer sent on a side it had already closed.
-  public struct StreamClosed: Error, Hashable, Sendable {}
+  package struct StreamClosed: Error, Hashable, Sendable {}
 }

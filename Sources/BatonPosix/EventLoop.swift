@@ -37,7 +37,7 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   let shared: Locked<Shared>
   /// `pthread_self()` of the loop thread while it runs, else 0.
   let owner = Atomic<UInt>(0)
-  let thread = Mutex<pthread_t?>(nil)
+  let thread = Locked<pthread_t?>(nil)
 
   // MARK: Loop-thread state
 
@@ -204,6 +204,11 @@ package final class EventLoop: TaskExecutor, @unchecked Sendable {
   /// Whether the loop's thread has exited (after ``EventLoopGroup/shutdown()``).
   package var hasStopped: Bool {
     self.shared.withLock { $0.stopped }
+  }
+
+  /// Timers scheduled and not yet run or cancelled (tests: a closed connection leaves none).
+  package var pendingTimerCount: Int {
+    self.shared.withLock { $0.timers.count }
   }
 
   /// How many times another thread has signalled the eventfd to wake this loop

@@ -6,7 +6,7 @@ package final class EventLoopGroup: Sendable {
   /// The loops, in thread-name order.
   package let loops: [EventLoop]
   private let cursor = Atomic<UInt>(0)
-  private let isShutDown = Mutex(false)
+  private let isShutDown = Locked(false)
 
   /// The process-wide group: one loop per CPU this process may use (at least one), created
   /// on first use and never shut down.

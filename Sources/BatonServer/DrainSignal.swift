@@ -1,9 +1,10 @@
+import BatonPosix
 import Synchronization
 
 /// A one-way, one-time broadcast: "the server began to drain". Handlers poll it or await it.
 final class DrainSignal: Sendable {
   private let fired = Atomic<Bool>(false)
-  private let waiters = Mutex<[UInt64: CheckedContinuation<Void, Never>]>([:])
+  private let waiters = Locked<[UInt64: CheckedContinuation<Void, Never>]>([:])
   private let nextID = Atomic<UInt64>(0)
 
   var isFired: Bool { fired.load(ordering: .acquiring) }

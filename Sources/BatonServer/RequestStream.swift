@@ -5,11 +5,13 @@ package import BatonTransport
 /// Ends when the client ends its side; throws if the stream fails (reset, cancellation).
 /// Iterate it once.
 public struct RequestStream: AsyncSequence, Sendable {
+  /// One request message.
   public typealias Element = [UInt8]
   let stream: StreamHandle
 
   package init(stream: StreamHandle) { self.stream = stream }
 
+  /// Takes every message already received in one step (see the threading notes in README).
   public struct AsyncIterator: AsyncIteratorProtocol {
     let stream: StreamHandle
     /// Messages that arrived together, taken from the connection in one step.
@@ -50,6 +52,7 @@ public struct RequestStream: AsyncSequence, Sendable {
     }
   }
 
+  /// The request messages in order; the iteration throws the call's failure, if any.
   public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
 }
 

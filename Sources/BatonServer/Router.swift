@@ -15,6 +15,7 @@ public struct Router: Sendable {
 
   var handlers: [String: Handler] = [:]
 
+  /// An empty router: every method is unknown (UNIMPLEMENTED) until registered.
   public init() {}
 
   /// The method names registered, sorted.
@@ -69,6 +70,7 @@ public struct Router: Sendable {
 
 /// The `Codable` convenience's message format: JSON, so any language can speak it.
 public enum JSONMessageCoding {
+  /// JSON bytes of `value`, as the Codable conveniences send them.
   public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
     do {
       return Array(try JSONEncoder().encode(value))
@@ -77,6 +79,7 @@ public enum JSONMessageCoding {
     }
   }
 
+  /// A value decoded from JSON bytes; throws INVALID_ARGUMENT-worthy errors for bad input.
   public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
     do {
       return try JSONDecoder().decode(T.self, from: Data(bytes))

@@ -26,6 +26,10 @@ extension Server {
     /// How long a new connection may take to send its preface and SETTINGS before it is closed
     /// (GOAWAY PROTOCOL_ERROR "handshake timeout"). Default 10 s.
     public var handshakeTimeout: Duration
+    /// How long one frame may take to arrive once its first byte has (a peer dripping a large
+    /// frame byte by byte would otherwise hold its connection for ever). Crossing it closes the
+    /// connection with GOAWAY(ENHANCE_YOUR_CALM, "frame timeout ..."). Default 10 s.
+    public var frameTimeout: Duration
     /// SIGTERM/SIGINT: the first starts ``Server/gracefulStop(deadline:)`` with
     /// ``Shutdown/deadline``, a second stops at once. Default false (a library should not take
     /// the process's signals unless asked).
@@ -41,15 +45,17 @@ extension Server {
     /// Binds 127.0.0.1 on a free port with the defaults above.
     public static var defaults: Configuration { Configuration() }
 
+    /// Every knob, each defaulting to the value documented on its property.
     public init(
       host: String = "127.0.0.1", port: Int = 0, backlog: Int32 = 1_024,
       connection: ConnectionSettings = .defaults, maxConnections: Int = 10_000,
       maxBufferedBytesPerConnection: Int = 4 << 20, exposeErrorDetails: Bool = false,
       shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError,
       healthPort: Int? = nil, connectionManagement: ConnectionManagement = .defaults,
-      handshakeTimeout: Duration = .seconds(10)
+      handshakeTimeout: Duration = .seconds(10), frameTimeout: Duration = .seconds(10)
     ) {
       self.handshakeTimeout = handshakeTimeout
+      self.frameTimeout = frameTimeout
       self.connectionManagement = connectionManagement
       self.healthPort = healthPort
       self.host = host
@@ -82,6 +88,7 @@ extension Server {
     /// 30 s deadline, no propagation delay, 1 s barrier cap, 1 s flush grace.
     public static var defaults: Shutdown { Shutdown() }
 
+    /// Every timing, each defaulting to the value documented on its property.
     public init(
       deadline: Duration = .seconds(30), readinessPropagationDelay: Duration = .zero,
       goAwayBarrierCap: Duration = .seconds(1), flushGrace: Duration = .seconds(1)
@@ -120,6 +127,7 @@ extension Server {
     /// No age limit or idle timeout, keepalive every 2 h with a 20 s timeout, 10 pings/s.
     public static var defaults: ConnectionManagement { ConnectionManagement() }
 
+    /// Every knob, each defaulting to the value documented on its property.
     public init(
       maxAge: Duration? = nil, maxAgeJitter: Double = 0.1, maxAgeGrace: Duration = .seconds(30),
       idleTimeout: Duration? = nil, keepaliveInterval: Duration? = .seconds(7_200),

@@ -14,17 +14,18 @@ import Synchronization
 /// the task that runs ``run()`` (a hard stop), or with SIGTERM when ``Configuration/handleSignals``
 /// is set.
 public final class Server: Sendable {
+  /// What the server was created with.
   public let configuration: Configuration
   let group: EventLoopGroup
   let dispatcher: CallDispatcher
   private var drainSignal: DrainSignal { dispatcher.drainSignal }
-  private let state: Mutex<State>
+  private let state: Locked<State>
   private let nextConnectionID = Atomic<UInt64>(0)
 
   /// The first PING on every connection measures its round trip; the drain barrier uses it.
   static let rttProbe: UInt64 = 0x6261_746f_6e72_7474
 
-  private struct State: ~Copyable {
+  private struct State {
     var lifecycle = ServerLifecycle()
     var listener: Listener?
     var health: HealthEndpoint?
@@ -48,6 +49,30 @@ public final class Server: Sendable {
     var drain = ConnectionDrain()
     var probeSentAt: UInt64 = 0
     var rtt: UInt64?
+    /// The connection's hygiene and drain timers, one per purpose, cancelled when it closes: a
+    /// closed connection leaves nothing on its loop's timer queue (a 2-hour keepalive timer per
+    /// closed connection was memory that churn never got back).
+    var timers: [TimerPurpose: TimerHandle] = [:]
+  }
+
+  enum TimerPurpose: Hashable {
+    case maxAge, maxAgeGrace, idle, keepalive, keepaliveTimeout, barrier
+  }
+
+  /// Schedules `work` for connection `id` on its loop, replacing its timer of the same purpose.
+  private func schedule(
+    _ id: UInt64, _ purpose: TimerPurpose, on loop: EventLoop, at deadline: UInt64,
+    _ work: @escaping @Sendable (Server) -> Void
+  ) {
+    let timer = loop.schedule(at: deadline) { [weak self] in
+      guard let self else { return }
+      work(self)
+    }
+    let replaced = state.withLock { s -> TimerHandle?? in
+      guard s.connections[id] != nil else { return .some(timer) }  // closed meanwhile
+      return .some(s.connections[id]?.timers.updateValue(timer, forKey: purpose))
+    }
+    if case let old?? = replaced { loop.cancel(old) }
   }
 
   /// A hook or a background worker, stopped in reverse order of registration.
@@ -65,9 +90,9 @@ public final class Server: Sendable {
   final class Served: Sendable {
     let id: UInt64
     let peer: String
-    let calls = Mutex(StreamTable<CallRecord>())
+    let calls = Locked(StreamTable<CallRecord>())
     /// Calls this connection had cut at a deadline: they do not count as drained.
-    let cut = Mutex<Set<UInt32>>([])
+    let cut = Locked<Set<UInt32>>([])
     init(id: UInt64, peer: String) {
       self.id = id
       self.peer = peer
@@ -89,7 +114,7 @@ public final class Server: Sendable {
     self.group = group
     self.dispatcher = CallDispatcher(
       router: router, exposeErrorDetails: configuration.exposeErrorDetails, logger: configuration.logger)
-    self.state = Mutex(State())
+    self.state = Locked(State())
   }
 
   private var logger: Logger { configuration.logger }
@@ -105,6 +130,16 @@ public final class Server: Sendable {
     guard started else {
       if state.withLock({ $0.lifecycle.state == .stopped && $0.address == nil }) { return }
       throw RPCError(code: .failedPrecondition, message: "a server runs once; create a new one")
+    }
+    // Signals are ours from the first instant: a SIGTERM while binding is a graceful stop (the
+    // listener, once bound, is closed at once), not the default action that kills the process.
+    if configuration.handleSignals {
+      let trap = SignalTrap(
+        first: { [weak self] in self?.beginGracefulStop() }, second: { [weak self] in self?.stopNow() })
+      state.withLock { $0.signals = trap }
+    }
+    if let problem = configuration.connection.invalidReason {
+      throw failedToListen(RPCError(code: .invalidArgument, message: "invalid connection settings: \(problem)"))
     }
     let listener: Listener
     do {
@@ -134,28 +169,29 @@ public final class Server: Sendable {
       }
     }
     let endpoint = Endpoint(host: listener.address.host, port: listener.address.port)
-    let (waiters, services) = state.withLock { s in
+    let (waiters, services, stopping) = state.withLock { s in
       s.listener = listener
       s.health = health
       s.address = endpoint
       defer { s.addressWaiters.removeAll() }
-      return (s.addressWaiters, s.services)
+      return (s.addressWaiters, s.services, s.lifecycle.state != .running)
     }
     // Workers are up before anyone can learn the address (and so stop the server): a stop
     // must find every worker it has to stop.
     startWorkers(services)
-    listener.start()
-    logger.info("listening", ("address", endpoint.description))
+    if stopping {
+      // A stop (a signal) arrived while binding; its sequence may have looked for the listener
+      // before it was stored, so close it here: it never accepts.
+      listener.close()
+    } else {
+      listener.start()
+      logger.info("listening", ("address", endpoint.description))
+    }
     if let health {
       health.start()
       logger.info("health listening", ("address", health.address.description))
     }
     for waiter in waiters { waiter.resume(returning: endpoint) }
-    if configuration.handleSignals {
-      let trap = SignalTrap(
-        first: { [weak self] in self?.beginGracefulStop() }, second: { [weak self] in self?.stopNow() })
-      state.withLock { $0.signals = trap }
-    }
     await withTaskCancellationHandler {
       await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         let done = state.withLock { s in
@@ -244,6 +280,7 @@ public final class Server: Sendable {
   /// Where a server is in its life (``gracefulStop(deadline:)`` walks them in order).
   public enum Phase: String, Sendable, Hashable, CustomStringConvertible {
     case idle, running, draining, cancelling, closing, stopped
+    /// The phase's name, as in logs and `/drainz`.
     public var description: String { rawValue }
   }
 
@@ -298,7 +335,8 @@ public final class Server: Sendable {
       limits: TransportLimits(
         maxBufferedBytes: configuration.maxBufferedBytesPerConnection,
         maxPingsPerSecond: configuration.connectionManagement.maxPingsPerSecond,
-        handshakeTimeout: configuration.handshakeTimeout.nanoseconds)
+        handshakeTimeout: configuration.handshakeTimeout.nanoseconds,
+        frameTimeout: configuration.frameTimeout.nanoseconds)
     ) { [weak self, served, dispatcher] connection, notice in
       // New calls go straight to the dispatcher; only lifecycle notices need the server.
       if case .opened(let stream, let head, _) = notice {
@@ -353,13 +391,13 @@ public final class Server: Sendable {
     if let maxAge = management.maxAge {
       let jitter = 1 + Double.random(in: -1...1) * max(0, min(1, management.maxAgeJitter))
       let age = UInt64(Double(maxAge.nanoseconds) * jitter)
-      _ = loop.schedule(at: acceptedAt &+ age) { [weak self] in self?.ageOut(id) }
+      schedule(id, .maxAge, on: loop, at: acceptedAt &+ age) { $0.ageOut(id) }
     }
     if let idle = management.idleTimeout {
-      _ = loop.schedule(at: acceptedAt &+ idle.nanoseconds) { [weak self] in self?.checkIdle(id, since: acceptedAt) }
+      schedule(id, .idle, on: loop, at: acceptedAt &+ idle.nanoseconds) { $0.checkIdle(id, since: acceptedAt) }
     }
     if let interval = management.keepaliveInterval {
-      _ = loop.schedule(at: acceptedAt &+ interval.nanoseconds) { [weak self] in self?.checkKeepalive(id) }
+      schedule(id, .keepalive, on: loop, at: acceptedAt &+ interval.nanoseconds) { $0.checkKeepalive(id) }
     }
   }
 
@@ -371,9 +409,9 @@ public final class Server: Sendable {
     logger.info("connection max age", ("peer", entry.served.peer))
     beginDrain(id)
     let grace = configuration.connectionManagement.maxAgeGrace.nanoseconds
-    _ = entry.connection.loop.schedule(at: MonotonicClock.now() &+ grace) { [weak self] in
-      guard let self, let entry = self.entry(id) else { return }
-      _ = self.cut(entry, reason: "the connection reached its maximum age and its grace period passed")
+    schedule(id, .maxAgeGrace, on: entry.connection.loop, at: MonotonicClock.now() &+ grace) { server in
+      guard let entry = server.entry(id) else { return }
+      _ = server.cut(entry, reason: "the connection reached its maximum age and its grace period passed")
     }
   }
 
@@ -386,7 +424,7 @@ public final class Server: Sendable {
       return beginDrain(id)
     }
     let next = entry.connection.activeCallCount == 0 ? lastUse &+ idle : now &+ idle
-    _ = entry.connection.loop.schedule(at: next) { [weak self] in self?.checkIdle(id, since: acceptedAt) }
+    schedule(id, .idle, on: entry.connection.loop, at: next) { $0.checkIdle(id, since: acceptedAt) }
   }
 
   /// Nothing heard for `keepaliveInterval`: PING, and close if nothing comes back in time.
@@ -396,16 +434,17 @@ public final class Server: Sendable {
     let now = MonotonicClock.now()
     let quietSince = entry.connection.lastInboundAt
     guard now &- quietSince >= interval else {
-      _ = entry.connection.loop.schedule(at: quietSince &+ interval) { [weak self] in self?.checkKeepalive(id) }
+      schedule(id, .keepalive, on: entry.connection.loop, at: quietSince &+ interval) { $0.checkKeepalive(id) }
       return
     }
     entry.connection.ping(Self.keepaliveProbe)
-    _ = entry.connection.loop.schedule(at: now &+ management.keepaliveTimeout.nanoseconds) { [weak self] in
-      guard let self, let entry = self.entry(id) else { return }
+    schedule(id, .keepaliveTimeout, on: entry.connection.loop, at: now &+ management.keepaliveTimeout.nanoseconds) {
+      server in
+      guard let entry = server.entry(id) else { return }
       if entry.connection.lastInboundAt > now {
-        self.checkKeepalive(id)
+        server.checkKeepalive(id)
       } else {
-        self.logger.info("connection keepalive timeout", ("peer", entry.served.peer))
+        server.logger.info("connection keepalive timeout", ("peer", entry.served.peer))
         entry.connection.abort(.noError, reason: "keepalive timeout: no answer to a PING")
       }
     }
@@ -431,12 +470,13 @@ public final class Server: Sendable {
     case .idle:
       closeIfDrained(served.id)
     case .closed:
-      let waiter = state.withLock { s -> CheckedContinuation<Bool, Never>? in
-        s.connections[served.id] = nil
-        guard s.connections.isEmpty else { return nil }
+      let (waiter, timers) = state.withLock { s -> (CheckedContinuation<Bool, Never>?, [TimerHandle]) in
+        let timers = s.connections.removeValue(forKey: served.id).map { Array($0.timers.values) } ?? []
+        guard s.connections.isEmpty else { return (nil, timers) }
         defer { s.connectionsWaiter = nil }
-        return s.connectionsWaiter
+        return (s.connectionsWaiter, timers)
       }
+      for timer in timers { connection.loop.cancel(timer) }
       waiter?.resume(returning: true)
     case .ready, .goAway:
       break
@@ -547,9 +587,16 @@ public final class Server: Sendable {
     if drained {
       logger.info("drained", ("duration", "\(Duration.nanoseconds(drainEnd &- start))"))
     } else {
-      _ = state.withLock { $0.lifecycle.deadlinePassed() }
-      report.cutStreams = cutEverything(reason: hard ? "the server stopped" : "the server stopped: its drain deadline of \(deadline) passed")
-      logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", hard ? "hard stop" : "deadline"))
+      // Either the deadline passed, or a hard stop (a second signal, `stopNow()`, cancellation)
+      // ended the drain first: whichever moved the lifecycle to cancelling says why.
+      let byDeadline = !hard && state.withLock { $0.lifecycle.deadlinePassed() }
+      let cause: StopReport.CutCause = byDeadline ? .deadline : .stoppedAtOnce
+      report.cutCause = cause
+      report.cutStreams = cutEverything(
+        reason: byDeadline
+          ? "the server stopped: its drain deadline of \(deadline) passed"
+          : "the server stopped at once (a second stop request, before the drain deadline)")
+      logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", "\(cause)"))
       let flushed = await waitForConnections(until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
       if !flushed {
         for entry in state.withLock({ Array($0.connections.values) }) { entry.connection.forceClose() }
@@ -647,9 +694,7 @@ public final class Server: Sendable {
     connection.ping(ping)
     let cap = configuration.shutdown.goAwayBarrierCap.nanoseconds
     let wait = min(cap, max(10_000_000, (rtt ?? cap) &* 4))  // a cap of 0 skips the barrier
-    _ = connection.loop.schedule(at: MonotonicClock.now() &+ wait) { [weak self] in
-      self?.barrierPassed(id, ack: nil)
-    }
+    schedule(id, .barrier, on: connection.loop, at: MonotonicClock.now() &+ wait) { $0.barrierPassed(id, ack: nil) }
   }
 
   /// Phase two: the final GOAWAY names the last stream this server will process.
@@ -731,18 +776,26 @@ public final class Server: Sendable {
 
   /// What the server is still waiting for, per connection: for logs, metrics and `/drainz`.
   public struct Progress: Sendable {
+    /// One connection's part of a drain.
     public struct ConnectionProgress: Sendable {
+      /// The client's address.
       public var peer: String
+      /// Calls still open on it.
       public var openStreams: Int
       /// Age of the oldest open stream, if any.
       public var oldestStream: Duration?
+      /// `serving`, `awaitingBarrier`, `finalGoAwaySent` or `closing`.
       public var drainPhase: String
     }
+    /// The server's lifecycle phase (``Server/Phase``).
     public var phase: String
+    /// Every open connection, oldest first.
     public var connections: [ConnectionProgress]
+    /// Calls still open on every connection.
     public var openStreams: Int { connections.reduce(0) { $0 + $1.openStreams } }
   }
 
+  /// A snapshot of what a stop still waits for (also served as `/drainz`).
   public var progress: Progress {
     let now = MonotonicClock.now()
     return state.withLock { s in
@@ -842,10 +895,18 @@ final class CallDispatcher: Sendable {
     }
   }
 
+  /// The request of a unary or server-streaming call: exactly one message, then the client's
+  /// half-close. The handler runs only once both have arrived (PROTOCOL.md 7.2), so a second
+  /// message is refused with INTERNAL instead of being dropped after the reply. A conforming
+  /// client sends the message with END_STREAM in one frame: then the second `receive()` returns
+  /// at once, from the same frame.
   private func onlyRequest(_ stream: StreamHandle) async throws -> [UInt8] {
     do {
       guard let request = try await stream.receive() else {
         throw RPCError(code: .internal, message: "the call carried no request message (PROTOCOL.md 7.2)")
+      }
+      guard try await stream.receive() == nil else {
+        throw RPCError(code: .internal, message: "the call carried more than one request message (PROTOCOL.md 7.2)")
       }
       return request
     } catch let failure as StreamFailure {
@@ -879,7 +940,7 @@ final class CallDispatcher: Sendable {
 
 /// Resumes a continuation exactly once, whichever of several racers comes first.
 final class ResumeOnce<Value: Sendable>: Sendable {
-  private let state = Mutex<(continuation: CheckedContinuation<Value, Never>?, early: Value?)>((nil, nil))
+  private let state = Locked<(continuation: CheckedContinuation<Value, Never>?, early: Value?)>((nil, nil))
 
   func set(_ continuation: CheckedContinuation<Value, Never>) {
     let early = state.withLock { s -> Value? in

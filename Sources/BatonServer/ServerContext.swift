@@ -1,3 +1,4 @@
+import BatonPosix
 import Synchronization
 
 /// What a handler knows about its call, and how it shapes the response's metadata.
@@ -13,7 +14,7 @@ public final class ServerContext: Sendable {
   public let timeout: Duration?
 
   private let drain: DrainSignal
-  private let response = Mutex<ResponseMetadata>(ResponseMetadata())
+  private let response = Locked<ResponseMetadata>(ResponseMetadata())
   /// Set once the response metadata went out: later writes skip the lock.
   private let headersSent = Atomic<Bool>(false)
 

@@ -34,3 +34,28 @@ final class SignalTrap: @unchecked Sendable {
     for source in sources { source.cancel() }
   }
 }
+
+/// SIGTERM and SIGINT held from the first instant of a process until a server takes them.
+///
+/// A server with ``Server/Configuration/handleSignals`` takes the stop signals as soon as
+/// ``Server/run()`` begins; but a process needs some time to get there, and a SIGTERM in that
+/// window (an orchestrator scaling down a pod that is still starting) would kill it by the
+/// signal's default action. Called first thing in `main`, ``hold()`` blocks both signals, so one
+/// that arrives early stays pending and becomes the server's graceful stop once `run()` begins.
+public enum StopSignals {
+  /// Blocks SIGTERM and SIGINT on the calling thread and on every thread it starts afterwards.
+  /// Call it from `main` before anything else starts threads.
+  public static func hold() { mask(SIG_BLOCK) }
+
+  /// Unblocks them on the calling thread, for a process that turns out not to serve: the
+  /// signals then have their default action again.
+  public static func release() { mask(SIG_UNBLOCK) }
+
+  private static func mask(_ how: Int32) {
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGTERM)
+    sigaddset(&set, SIGINT)
+    pthread_sigmask(how, &set, nil)
+  }
+}

@@ -1,6 +1,5 @@
 package import BatonCore
 package import BatonPosix
-import Synchronization
 
 /// One Baton connection on a socket: a ``ConnectionCore`` under a lock, fed by the event loop that
 /// owns the socket, with the application side (handlers, callers) awaiting per-stream slots.
@@ -48,6 +47,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// The core stopped reading (a connection error): further input is read and dropped.
   private var discarding = false
   private var lingerTimer: TimerHandle?
+  private var handshakeTimer: TimerHandle?
+  /// When the frame now partly in `inbound` began to arrive (MonotonicClock ns), and the timer
+  /// that checks it against ``TransportLimits/frameTimeout`` (at most one runs).
+  private var partialFrameSince: UInt64?
+  private var frameTimer: TimerHandle?
 
   private struct State {
     var core: ConnectionCore
@@ -68,6 +72,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var pingTokens: Double = 0
     var pingTokensAt: UInt64 = 0
     var pingsSeen = 0
+    /// Whoever awaits ``waitUntilClosed()``; resumed once the socket is closed.
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
   }
 
   /// A class so that the inbox is mutated in place: copying a struct out of the dictionary and
@@ -139,14 +145,20 @@ package final class Connection: IOHandler, @unchecked Sendable {
         return closeSocket(reason: "could not register the connection: \(error)")
       }
       // A peer that never completes the handshake (preface and SETTINGS) does not hold a slot.
-      // Strong on purpose (bounded by the timeout): a weak reference would give this hot object a
-      // side table and slow every retain and release.
-      _ = loop.schedule(at: MonotonicClock.now() &+ limits.handshakeTimeout) { [self] in
-        guard self.state.withLock({ $0.core.phase == .awaitingPreface || $0.core.phase == .awaitingSettings })
-        else { return }
-        self.abort(.protocolError, reason: "handshake timeout: no preface and SETTINGS in time")
+      // Strong on purpose: a weak reference would give this hot object a side table and slow
+      // every retain and release. The timer is cancelled when the handshake completes or the
+      // socket closes, so it never keeps a finished connection's memory alive.
+      handshakeTimer = loop.schedule(at: MonotonicClock.now() &+ limits.handshakeTimeout) { [self] in
+        loop.execute { self.handshakeTimedOut() }
       }
     }
+  }
+
+  private func handshakeTimedOut() {
+    handshakeTimer = nil
+    guard !fdClosed, state.withLock({ $0.core.phase == .awaitingPreface || $0.core.phase == .awaitingSettings })
+    else { return }
+    abort(.protocolError, reason: "handshake timeout: no preface and SETTINGS in time")
   }
 
   // MARK: - Queries
@@ -674,6 +686,21 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if flush { requestFlush() }
   }
 
+  /// Returns once the socket is closed: after a graceful close that is when the last frame has
+  /// left and the peer's FIN came (or the linger ran out). A process that exits right after
+  /// closing a connection awaits this, so that the frames it owes (a RESET, a GOAWAY) are not
+  /// lost with it (PROTOCOL.md 13.4).
+  package func waitUntilClosed() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let closed = state.withLock { s in
+        if s.closedReason != nil { return true }
+        s.closeWaiters.append(continuation)
+        return false
+      }
+      if closed { continuation.resume() }
+    }
+  }
+
   // MARK: - Event processing (under the lock)
 
   private static func claimFlush(_ s: inout State, force: Bool = false) -> Bool {
@@ -682,11 +709,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
     return true
   }
 
-  /// A peer that pings faster than `maxPingsPerSecond` (beyond a burst of as many) is told
-  /// GOAWAY(ENHANCE_YOUR_CALM, "too many pings") and closed: answering costs us, not it.
-  private func policePings(_ s: inout State, now: UInt64, _ wakes: inout [Wake]) {
-    let arrived = s.core.pingsReceived - s.pingsSeen
-    s.pingsSeen = s.core.pingsReceived
+  /// Ping policing (PROTOCOL.md 15): a token bucket of `maxPingsPerSecond` tokens, refilled
+  /// continuously, sets how many PINGs the core may answer in the bytes about to be processed;
+  /// the PING that finds none left fails the connection with GOAWAY(ENHANCE_YOUR_CALM, "too
+  /// many pings") before it is answered, and nothing after it is processed.
+  private func refillPingAllowance(_ s: inout State, now: UInt64) {
     let rate = Double(limits.maxPingsPerSecond)
     guard rate > 0 else { return }
     if s.pingTokensAt == 0 {
@@ -695,12 +722,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
       s.pingTokens = min(rate, s.pingTokens + Double(now &- s.pingTokensAt) / 1e9 * rate)
     }
     s.pingTokensAt = now
-    s.pingTokens -= Double(arrived)
-    guard s.pingTokens < 0 else { return }
-    var events: [ConnectionEvent] = []
-    s.core.abort(.enhanceYourCalm, reason: "too many pings", into: &events)
-    s.closeAfterFlush = true
-    Self.failAll(.connectionLost("connection closed: the peer sent too many pings"), &s, &wakes)
+    s.core.pingAllowance = Int(s.pingTokens.rounded(.down))
+  }
+
+  /// Takes a token for each PING the core answered.
+  private func chargePings(_ s: inout State) {
+    let answered = s.core.pingsReceived - s.pingsSeen
+    guard answered > 0 else { return }
+    s.pingsSeen = s.core.pingsReceived
+    s.pingTokens -= Double(answered)
   }
 
   /// A whole message for stream `id`: handed to its parked reader (as `array()`), else put in its
@@ -745,6 +775,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     switch consume event {
     case .ready(let settings):
       wakes.append(.notice(.ready(settings)))
+      if let handshakeTimer { wakes.append(.cancelTimer(handshakeTimer)) }
     case .opened(let id, let head, let endStream):
       s.slots[id] = Slot(inputDone: endStream)
       wakes.append(.notice(.opened(StreamHandle(connection: self, id: id), head, endStream: endStream)))
@@ -904,6 +935,42 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
     if let failure { return connectionLost("read failed: \(failure)") }
     if eof { return connectionLost(halfClosed ? nil : "the peer closed the connection") }
+    if count > 0 { watchPartialFrame() }
+  }
+
+  /// Notes whether a frame is left half-read, and keeps one timer running while one is: a frame
+  /// that takes longer than ``TransportLimits/frameTimeout`` to arrive fails the connection.
+  /// Costs nothing per frame: the timer is armed once per partial frame at most, and re-armed
+  /// only when it fires.
+  private func watchPartialFrame() {
+    guard inbound.readableCount > 0, !discarding, !halfClosed else {
+      partialFrameSince = nil
+      return
+    }
+    if partialFrameSince == nil { partialFrameSince = MonotonicClock.now() }
+    if frameTimer == nil, let since = partialFrameSince { armFrameTimer(at: since &+ limits.frameTimeout) }
+  }
+
+  private func armFrameTimer(at deadline: UInt64) {
+    frameTimer = loop.schedule(at: deadline) { [self] in
+      loop.execute { self.frameTimerFired() }
+    }
+  }
+
+  private func frameTimerFired() {
+    frameTimer = nil
+    guard !fdClosed, let since = partialFrameSince else { return }
+    let now = MonotonicClock.now()
+    if readPaused {
+      // We stopped reading, not the peer: the frame's clock restarts when reading resumes.
+      partialFrameSince = now
+      return armFrameTimer(at: now &+ limits.frameTimeout)
+    }
+    guard now &- since >= limits.frameTimeout else { return armFrameTimer(at: since &+ limits.frameTimeout) }
+    let seconds = Double(limits.frameTimeout) / 1e9
+    abort(
+      .enhanceYourCalm,
+      reason: "frame timeout: a frame took longer than \(seconds) s to arrive (\(inbound.readableCount) bytes of it so far)")
   }
 
   /// Feeds received bytes to the core and acts on what it says; returns the bytes it used.
@@ -919,7 +986,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
     let (used, flush, closed) = state.withLock { s in
       let wasClosed = s.core.phase == .closed
       s.lastInboundAt = now
+      refillPingAllowance(&s, now: now)
       let used = s.core.receive(bytes, into: &events)
+      chargePings(&s)
       for index in events.indices {
         // Moved out (a trivial event left in its place), so that a message's bytes pass to
         // the stream's inbox without a retain and release per message.
@@ -927,7 +996,6 @@ package final class Connection: IOHandler, @unchecked Sendable {
         swap(&event, &events[index])
         apply(event, in: received, &s, &wakes)
       }
-      if s.core.pingsReceived != s.pingsSeen { policePings(&s, now: now, &wakes) }
       let closed = s.core.phase == .closed
       if !wasClosed && closed { return (used, Self.claimFlush(&s, force: true) || true, closed) }
       return (used, Self.claimFlush(&s), closed)
@@ -1074,16 +1142,22 @@ package final class Connection: IOHandler, @unchecked Sendable {
     fdClosed = true
     if let registration { loop.deregister(registration) }
     registration = nil
-    if let lingerTimer { loop.cancel(lingerTimer) }
-    if let trimTimer { loop.cancel(trimTimer) }
+    // Every timer that holds this connection goes now, so its memory is freed with the socket.
+    for timer in [lingerTimer, trimTimer, handshakeTimer, frameTimer] { if let timer { loop.cancel(timer) } }
+    lingerTimer = nil
     trimTimer = nil
+    handshakeTimer = nil
+    frameTimer = nil
     Socket.close(fd)
     var wakes: [Wake] = []
-    state.withLock { s in
+    let closeWaiters = state.withLock { s in
       s.closedReason = reason
       Self.transportClosed(.connectionLost("connection to \(peer) closed: \(reason)"), &s, &wakes)
+      defer { s.closeWaiters.removeAll() }
+      return s.closeWaiters
     }
     perform(wakes)
     onNotice(self, .closed(reason: reason))
+    for waiter in closeWaiters { waiter.resume() }
   }
 }

@@ -1,6 +1,5 @@
 package import BatonPosix
 import Glibc
-import Synchronization
 
 /// Opens a non-blocking TCP connection on a loop and reports when it is established.
 package enum Connector {

@@ -14,6 +14,11 @@ package struct TransportLimits: Sendable, Hashable {
 
   /// How long a peer may take to send its preface and SETTINGS. Default 10 s.
   package var handshakeTimeout: UInt64
+  /// How long one frame may take to arrive once its first byte has: a peer dripping a large
+  /// frame a byte at a time would otherwise hold the connection (and its buffer) for ever.
+  /// Crossing it is a connection error ENHANCE_YOUR_CALM. Time spent not reading (this side
+  /// paused reads for backpressure) does not count. Default 10 s.
+  package var frameTimeout: UInt64
   /// After this side decides to close: how long it waits for its last bytes to leave and for the
   /// peer's FIN before closing anyway. Default 2 s.
   package var linger: UInt64
@@ -23,9 +28,10 @@ package struct TransportLimits: Sendable, Hashable {
 
   package init(
     maxBufferedBytes: Int = 4 << 20, readChunk: Int = 64 << 10, maxPingsPerSecond: Int = 10,
-    handshakeTimeout: UInt64 = 10_000_000_000, linger: UInt64 = 2_000_000_000,
-    writeBufferTrimDelay: UInt64 = 1_000_000_000
+    handshakeTimeout: UInt64 = 10_000_000_000, frameTimeout: UInt64 = 10_000_000_000,
+    linger: UInt64 = 2_000_000_000, writeBufferTrimDelay: UInt64 = 1_000_000_000
   ) {
+    self.frameTimeout = frameTimeout
     self.writeBufferTrimDelay = writeBufferTrimDelay
     self.maxBufferedBytes = maxBufferedBytes
     self.readChunk = readChunk

@@ -366,20 +366,24 @@ struct ConnectionCoreFlowControlTests {
 
   @Test("openStream refuses metadata larger than the server's MAX_METADATA_SIZE and writes nothing; exactly the limit is fine")
   func metadataTooLarge() throws {
-    var client = Driven.ready(.client, peer: ConnectionSettings(maxMetadataSize: 32))
+    var client = Driven.ready(.client, peer: ConnectionSettings(maxMetadataSize: 64))
     _ = client.written()
-    let tooBig: Metadata = ["k": String(repeating: "v", count: 26)]  // 2 + 2 + 1 + 2 + 26 = 33
-    #expect(throws: ConnectionCore.OpenError.metadataTooLarge(size: 33, limit: 32)) { try client.core.open(metadata: tooBig) }
+    let tooBig: Metadata = ["k": String(repeating: "v", count: 58)]  // 2 + 2 + 1 + 2 + 58 = 65
+    #expect(throws: ConnectionCore.OpenError.metadataTooLarge(size: 65, limit: 64)) { try client.core.open(metadata: tooBig) }
     #expect(client.written().isEmpty)
     #expect(client.core.nextStreamID == 1)
-    #expect(try client.core.open(metadata: ["k": String(repeating: "v", count: 25)]) == 1)
+    #expect(try client.core.open(metadata: ["k": String(repeating: "v", count: 57)]) == 1)
   }
 
-  @Test("openStream counts even an empty metadata block (2 bytes) against the server's MAX_METADATA_SIZE")
-  func emptyMetadataBlockCounts() {
-    var client = Driven.ready(.client, peer: ConnectionSettings(maxMetadataSize: 1))
-    _ = client.written()
-    #expect(throws: ConnectionCore.OpenError.metadataTooLarge(size: 2, limit: 1)) { try client.core.open() }
+  @Test("a peer announcing MAX_METADATA_SIZE below 64 fails the connection: a status must always fit (PROTOCOL.md 8)")
+  func metadataSizeBelowMinimum() {
+    for value: UInt32 in [0, 1, 63] {
+      var client = Driven(.client)
+      let events = client.receive(Preface.bytes + encode(ConnectionSettings(maxMetadataSize: value).frame))
+      #expect(events.seen == [.connectionError(.protocolError)], "MAX_METADATA_SIZE \(value)")
+    }
+    #expect(ConnectionSettings(maxMetadataSize: 63).invalidReason != nil)
+    #expect(ConnectionSettings(maxMetadataSize: 64).invalidReason == nil)
   }
 
   @Test("openStream never writes an OPEN larger than the server's MAX_FRAME_SIZE")

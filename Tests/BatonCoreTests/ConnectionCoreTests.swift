@@ -416,8 +416,8 @@ struct ConnectionCoreTests {
 
   @Test("an OPEN whose metadata block exceeds MAX_METADATA_SIZE gets RESET MESSAGE_TOO_LARGE and is not opened")
   func openMetadataTooLarge() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(maxMetadataSize: 16))
-    let events = server.receive(openFrame(1, metadata: ["name": String(repeating: "v", count: 20)]))
+    var server = Driven.ready(.server, settings: ConnectionSettings(maxMetadataSize: 64))
+    let events = server.receive(openFrame(1, metadata: ["name": String(repeating: "v", count: 60)]))
     #expect(events.isEmpty)
     #expect(server.written().resets == [StreamCode(1, .messageTooLarge)])
     #expect(server.receive(openFrame(3, metadata: ["n": "v"])).seen == [.opened(3, method: testMethod, endStream: false)])

@@ -1,8 +1,8 @@
+import BatonPosix
 import BatonCLI
 import BatonClient
 import BatonServer
 import Foundation
-import Synchronization
 import Testing
 
 @Suite("The baton command, run in-process", .serialized, .timeLimit(.minutes(2)))
@@ -293,7 +293,7 @@ struct CLITests {
 
 /// Counts calls a test server took.
 private final class CallCounter: Sendable {
-  private let count = Mutex<Int>(0)
+  private let count = Locked<Int>(0)
   func add() { count.withLock { $0 += 1 } }
   var value: Int { count.withLock { $0 } }
 }

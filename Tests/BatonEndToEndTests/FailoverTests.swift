@@ -1,8 +1,8 @@
+import BatonPosix
 import BatonClient
 import BatonCore
 import BatonServer
 import Glibc
-import Synchronization
 import Testing
 
 @Suite("Failover: calls survive GOAWAY, restarts and lost servers", .timeLimit(.minutes(5)))
@@ -258,7 +258,7 @@ func startServer(port: Int, router: Router) async throws -> (Server, Task<Void, 
 /// ephemeral port can take it until ``release()``.
 final class PortReservation: @unchecked Sendable {
   let port: Int
-  private let fd = Mutex<Int32>(-1)
+  private let fd = Locked<Int32>(-1)
 
   init() throws {
     let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -1,7 +1,7 @@
+import BatonPosix
 import BatonClient
 import BatonCore
 import BatonServer
-import Synchronization
 import Testing
 
 func ledgerRouter(_ ledger: Ledger, name: String = "") -> Router {
@@ -26,7 +26,7 @@ struct GracefulStopTests {
     // it begins there must neither re-enter that read nor lose the reply.
     for round in 0..<10 {
       let hard = round % 2 == 1
-      let holder = Mutex<Server?>(nil)
+      let holder = Locked<Server?>(nil)
       var router = echoRouter()
       router.unary("admin/Stop") { request, _ in
         let server = holder.withLock { $0 }
@@ -343,10 +343,9 @@ struct GracefulStopTests {
 
 /// A value behind a lock, for tests that collect from several tasks.
 final class Mutexed<Value: Sendable>: Sendable {
-  private let storage: Mutex<Value>
-  init(_ value: Value) { storage = Mutex(value) }
+  private let storage: Locked<Value>
+  init(_ value: Value) { storage = Locked(value) }
   func mutate(_ body: (inout Value) -> Void) { storage.withLock { body(&$0) } }
   var value: Value { storage.withLock { $0 } }
 }
 
-import Synchronization

@@ -1,3 +1,4 @@
+import BatonPosix
 import BatonClient
 import Foundation
 import Glibc

@@ -1,9 +1,10 @@
+import BatonPosix
 import Synchronization
 
 /// A test's way to await an event that happens elsewhere (in a handler, on a loop) without
 /// sleeping: `fire()` once, `wait()` any number of times.
 final class Signal: Sendable {
-  private let state = Mutex<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+  private let state = Locked<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
   func fire() {
     let waiters = state.withLock { s in
@@ -31,7 +32,7 @@ final class Signal: Sendable {
 /// Releases everyone once `count` callers have arrived.
 final class Barrier: Sendable {
   private let count: Int
-  private let state = Mutex<(arrived: Int, waiters: [CheckedContinuation<Void, Never>])>((0, []))
+  private let state = Locked<(arrived: Int, waiters: [CheckedContinuation<Void, Never>])>((0, []))
   init(count: Int) { self.count = count }
 
   func arrive() async {
@@ -59,7 +60,7 @@ final class Counter: Sendable {
 
 /// A value set once by the test and read by handlers.
 final class Box<Value: Sendable>: Sendable {
-  private let storage = Mutex<Value?>(nil)
+  private let storage = Locked<Value?>(nil)
   var value: Value? {
     get { storage.withLock { $0 } }
     set { storage.withLock { $0 = newValue } }
@@ -68,7 +69,7 @@ final class Box<Value: Sendable>: Sendable {
 
 /// Which request ids each server processed: proves no call ran twice.
 final class Ledger: Sendable {
-  private let entries = Mutex<[String: Int]>([:])
+  private let entries = Locked<[String: Int]>([:])
   func record(_ id: String) { entries.withLock { $0[id, default: 0] += 1 } }
   var duplicates: [String] { entries.withLock { $0.filter { $0.value > 1 }.map(\.key) } }
   func count(_ id: String) -> Int { entries.withLock { $0[id, default: 0] } }

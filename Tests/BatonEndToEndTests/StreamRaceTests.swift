@@ -1,7 +1,7 @@
+import BatonPosix
 import BatonClient
 import BatonCore
 import BatonServer
-import Synchronization
 import Testing
 
 /// A client stream's writer racing the end of its call: from the server, or from the caller's
@@ -172,7 +172,7 @@ struct StreamRaceTests {
   /// The writer's outcome, or nil if it has none within `limit`. Not a task group: a writer
   /// that never ends must not hold the test, and the watcher left on it is then simply dropped.
   private static func outcome(of task: Task<RPCError?, Never>, within limit: Duration) async -> Outcome? {
-    let result = Mutex<CheckedContinuation<Outcome?, Never>?>(nil)
+    let result = Locked<CheckedContinuation<Outcome?, Never>?>(nil)
     return await withCheckedContinuation { continuation in
       result.withLock { $0 = continuation }
       let finish: @Sendable (Outcome?) -> Void = { outcome in

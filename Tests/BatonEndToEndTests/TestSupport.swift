@@ -1,7 +1,7 @@
+import BatonPosix
 import BatonClient
 import BatonServer
 import Foundation
-import Synchronization
 import Testing
 
 /// A running server on 127.0.0.1:0 for the duration of `body`; stopped (hard) afterwards.
@@ -50,7 +50,7 @@ final class Watchdog: Sendable {
   static let patience: Duration = .seconds(30)
 
   private let name: String
-  private let subjects = Mutex<[@Sendable () -> String]>([])
+  private let subjects = Locked<[@Sendable () -> String]>([])
 
   private init(name: String) { self.name = name }
 

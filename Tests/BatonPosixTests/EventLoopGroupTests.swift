@@ -53,7 +53,7 @@ struct EventLoopGroupTests {
   func workAfterShutdownIsReleased() {
     let group = EventLoopGroup(threads: 1)
     group.shutdown()
-    let released = Mutex(false)
+    let released = Locked(false)
     do {
       let token = ReleaseToken { released.withLock { $0 = true } }
       group.loops[0].execute { token.touch() }

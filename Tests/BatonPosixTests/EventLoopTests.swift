@@ -1,6 +1,5 @@
 import BatonPosix
 import Foundation
-import Synchronization
 import Testing
 
 @Suite("EventLoop")

@@ -1,7 +1,6 @@
 import BatonPosix
 import Dispatch
 import Glibc
-import Synchronization
 
 /// Mutable state touched only on one event loop's thread; `@unchecked` because the tests
 /// confine it by construction (every access is inside work that loop runs).

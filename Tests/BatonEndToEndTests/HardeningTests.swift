@@ -1,0 +1,225 @@
+import BatonCore
+import BatonPosix
+import BatonServer
+import BatonTransport
+import Glibc
+import Testing
+
+/// What an independent client, a fuzzer and an adversarial peer found: each test fails without
+/// its fix.
+@Suite("Hardening", .timeLimit(.minutes(2)))
+struct HardeningTests {
+  /// A handler that records that it ran, for proving that a refused call ran no application code.
+  func countingRouter(_ ran: Counter) -> Router {
+    var router = Router()
+    router.unary("echo/Unary") { request, _ in
+      ran.increment()
+      return request
+    }
+    router.serverStreaming("echo/Expand") { request, writer, _ in
+      ran.increment()
+      try await writer.write(request)
+    }
+    router.unary("test/Hang") { _, _ in
+      ran.increment()
+      try await Task.sleep(for: .seconds(3_600))
+      return []
+    }
+    return router
+  }
+
+  @Test(
+    "a unary or server-streaming call with two request messages gets TRAILERS INTERNAL and its handler never runs",
+    arguments: ["echo/Unary", "echo/Expand"])
+  func twoRequestMessages(method: String) async throws {
+    let ran = Counter()
+    try await withTestServer(countingRouter(ran)) { _, address in
+      let peer = try RawPeer(port: address.port)
+      peer.handshake()
+      // Both messages and the half-close in one write: the server used to answer the first.
+      peer.send(
+        .open(streamID: 1, RequestHead(method: method, timeoutMicroseconds: 0, metadata: [:]), endStream: false),
+        .data(streamID: 1, payload: [1], endMessage: true, endStream: false),
+        .data(streamID: 1, payload: [2], endMessage: true, endStream: true))
+      let (frames, _) = await peer.read { $0.isTrailers }
+      let statuses = frames.compactMap { frame -> Trailers? in
+        if case .trailers(1, let trailers) = frame { trailers } else { nil }
+      }
+      #expect(statuses.map(\.status) == [RPCError.Code.internal.rawValue])
+      #expect(!frames.contains { if case .data(1, _, _, _) = $0 { true } else { false } }, "no response message")
+      #expect(ran.current == 0)
+    }
+  }
+
+  @Test("a unary request waits for the half-close: a message without END_STREAM runs nothing until it comes")
+  func unaryWaitsForHalfClose() async throws {
+    let ran = Counter()
+    try await withTestServer(countingRouter(ran)) { _, address in
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 1)
+      peer.handshake()
+      peer.send(
+        .open(streamID: 1, RequestHead(method: "echo/Unary", timeoutMicroseconds: 0, metadata: [:]), endStream: false),
+        .data(streamID: 1, payload: [7], endMessage: true, endStream: false),
+        .ping(ack: false, payload: 42))
+      // The PING's ACK comes after anything the OPEN and DATA caused: no TRAILERS before it.
+      let (early, _) = await peer.read { $0.isPingAck(42) }
+      #expect(early.contains { $0.isPingAck(42) })
+      #expect(!early.contains { $0.isTrailers })
+      #expect(ran.current == 0)
+      peer.send(.data(streamID: 1, payload: [], endMessage: false, endStream: true))
+      let (frames, _) = await peer.read { $0.isTrailers }
+      #expect(frames.contains { if case .trailers(1, let t) = $0 { t.status == 0 } else { false } })
+      #expect(ran.current == 1)
+    }
+  }
+
+  @Test(
+    "a client's GOAWAY with an error code fails the connection: the handler is cancelled, the server closes and answers nothing more",
+    arguments: [ErrorCode.protocolError, ErrorCode(rawValue: 0x1234)])
+  func clientGoAwayWithError(code: ErrorCode) async throws {
+    let cancelled = Signal()
+    var router = Router()
+    router.unary("test/Hang") { _, _ in
+      await withTaskCancellationHandler {
+        try? await Task.sleep(for: .seconds(3_600))
+      } onCancel: {
+        cancelled.fire()
+      }
+      return []
+    }
+    try await withTestServer(router) { _, address in
+      let peer = try RawPeer(port: address.port)
+      peer.handshake()
+      peer.send(
+        .open(streamID: 1, RequestHead(method: "test/Hang", timeoutMicroseconds: 0, metadata: [:]), endStream: false),
+        .data(streamID: 1, payload: [], endMessage: true, endStream: true),
+        .ping(ack: false, payload: 1))
+      _ = await peer.read { $0.isPingAck(1) }  // the call is open now
+      peer.send(.goAway(lastStreamID: 0, code, debug: "client gave up"), .ping(ack: false, payload: 2))
+      await cancelled.wait()
+      let (frames, closed) = await peer.read()
+      #expect(closed, "the server closes the connection")
+      #expect(!frames.contains { $0.isPingAck(2) }, "no frame after the GOAWAY is processed")
+      #expect(!frames.contains { $0.isGoAway }, "no GOAWAY in reply (PROTOCOL.md 11.2)")
+    }
+  }
+
+  @Test("a frame that drips in slower than the frame timeout ends the connection with ENHANCE_YOUR_CALM")
+  func slowFrame() async throws {
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.frameTimeout = .milliseconds(300)
+    try await withTestServer(echoRouter(), configuration: configuration) { _, address in
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
+      peer.handshake()
+      peer.send(.open(streamID: 1, RequestHead(method: "echo/Bidi", timeoutMicroseconds: 0, metadata: [:]), endStream: false))
+      // The header of a 1,000-byte DATA frame and 10 bytes of it; then nothing.
+      var bytes: [UInt8] = []
+      FrameEncoder.encode(.data(streamID: 1, payload: [UInt8](repeating: 1, count: 1_000), endMessage: true, endStream: false), into: &bytes)
+      let started = ContinuousClock.now
+      peer.send(Array(bytes.prefix(19)))
+      let (frames, closed) = await peer.read()
+      let goAway = frames.first { $0.isGoAway }
+      #expect(goAway?.goAwayCode == .enhanceYourCalm)
+      if case .goAway(_, _, let debug)? = goAway { #expect(debug.contains("frame timeout")) }
+      #expect(closed)
+      #expect(ContinuousClock.now - started >= .milliseconds(300), "not before the timeout")
+      try await withClient(endpoints: [address]) { client in
+        let reply = try await client.unary("echo/Unary", [UInt8]("still here"))
+        #expect(reply.text == "still here")
+      }
+    }
+  }
+
+  @Test("a PING flood in one read is answered up to the allowance, then GOAWAY(ENHANCE_YOUR_CALM): the rest is never answered")
+  func pingFloodStopsAtTheLimit() async throws {
+    try await withTestServer(echoRouter()) { _, address in
+      let peer = try RawPeer(port: address.port)
+      var bytes = Preface.bytes
+      FrameEncoder.encode(.settings([]), into: &bytes)
+      for payload in 0..<2_000 { FrameEncoder.encode(.ping(ack: false, payload: UInt64(payload)), into: &bytes) }
+      peer.send(bytes)
+      let (frames, closed) = await peer.read()
+      let acks = frames.filter { if case .ping(true, _) = $0 { true } else { false } }
+      // The server's own RTT probe is a PING without ACK; only answers count here.
+      #expect(acks.count <= 10, "answered \(acks.count) PINGs; the bucket holds 10")
+      #expect(frames.contains { $0.goAwayCode == .enhanceYourCalm })
+      #expect(closed)
+    }
+  }
+
+  @Test("connections that come and go leave no timer behind on the server's loop")
+  func closedConnectionsLeaveNoTimers() async throws {
+    let group = EventLoopGroup(threads: 1)
+    defer { group.shutdown() }
+    let loop = group.loops[0]
+    let server = Server(configuration: .init(logger: .disabled), router: echoRouter(), group: group)
+    let running = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    let baseline = loop.pendingTimerCount
+    for round in 1...40 {
+      let peer = try RawPeer(port: address.port)
+      peer.handshake()
+      // The server's SETTINGS and RTT probe arrive once the connection is served.
+      _ = await peer.read { $0.isPing }
+      close(peer.fdForTests)
+      try await until("connection \(round) is gone", timeout: .seconds(30)) { server.progress.connections.isEmpty }
+    }
+    // Each connection had a handshake timer (10 s) and a keepalive timer (2 h): both must be gone.
+    try await until("the timers are gone", timeout: .seconds(30)) { loop.pendingTimerCount <= baseline }
+    #expect(loop.pendingTimerCount <= baseline)
+    server.stopNow()
+    try await running.value
+  }
+
+  @Test("waitUntilClosed returns only once what the connection owed is on the wire")
+  func closeFlushesWhatIsOwed() async throws {
+    let group = EventLoopGroup(threads: 1)
+    defer { group.shutdown() }
+    for _ in 0..<20 {
+      var fds: [Int32] = [0, 0]
+      #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+      let connection = Connection(
+        fd: fds[0], loop: group.loops[0], role: .client, peer: "test", settings: .defaults, limits: TransportLimits()
+      ) { _, _ in }
+      connection.start()
+      connection.goAway(lastStreamID: 0, debug: "bye")
+      connection.closeGracefully(linger: 5_000_000_000)
+      // The test side closes once it has read the FIN, as a peer would.
+      let reader = Task.detached { () -> [UInt8] in
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4_096)
+        while true {
+          let n = recv(fds[1], &buffer, buffer.count, 0)
+          if n <= 0 { break }
+          received += buffer[..<n]
+        }
+        close(fds[1])
+        return received
+      }
+      await connection.waitUntilClosed()
+      let received = await reader.value
+      var decoder = FrameDecoder(settings: .defaults)
+      let frames = decoder.decodeAllForTests(Array(received.dropFirst(Preface.length)))
+      #expect(frames.contains { $0.isGoAway }, "the GOAWAY left before the socket closed")
+    }
+  }
+}
+
+extension RawPeer {
+  var fdForTests: Int32 { fd }
+}
+
+extension FrameDecoder {
+  /// Every whole frame in `bytes`.
+  mutating func decodeAllForTests(_ bytes: [UInt8]) -> [Frame] {
+    var frames: [Frame] = []
+    var offset = 0
+    while offset < bytes.count {
+      let outcome = bytes[offset...].withUnsafeBytes { try? decode($0) }
+      guard case .frame(let frame, let used)? = outcome else { break }
+      frames.append(frame)
+      offset += used
+    }
+    return frames
+  }
+}
