@@ -161,7 +161,9 @@ struct HardeningTests {
       peer.handshake()
       // The server's SETTINGS and RTT probe arrive once the connection is served.
       _ = await peer.read { $0.isPing }
-      close(peer.fdForTests)
+      // Ended, not closed: the peer's deinit closes the descriptor, and a second close would
+      // close whatever socket of a test running in parallel has taken its number by then.
+      peer.shutdown()
       try await until("connection \(round) is gone", timeout: .seconds(30)) { server.progress.connections.isEmpty }
     }
     // Each connection had a handshake timer (10 s) and a keepalive timer (2 h): both must be gone.
