@@ -56,10 +56,16 @@ final class EndpointPool: Sendable {
     /// A reconnect timer is armed (a backoff runs): nothing else may connect before it fires.
     var reconnectScheduled = false
 
-    /// No connection to offer and the last attempt failed: a call that does not wait for
-    /// ready gives up on this endpoint. Sticky until a connection completes its handshake, so
-    /// that the reconnects of a backoff do not make calls wait for each attempt again.
-    var unreachable: Bool { current == nil && (failures > 0 || refusals > 0) }
+    /// The endpoint could not be reached: a TCP connect failed (refused, timed out, the name
+    /// did not resolve), or two connections in a row broke before their handshake completed.
+    /// One such break alone is retried first: it is as likely a race with the server's own
+    /// close (or a local hiccup) as a dead endpoint. Sticky until a handshake completes.
+    var failedToConnect = false
+
+    /// No connection to offer and the endpoint could not be reached or is full: a call that
+    /// does not wait for ready gives up on it. Sticky until a connection completes its
+    /// handshake, so that the reconnects of a backoff do not make calls wait for each attempt.
+    var unreachable: Bool { current == nil && (failedToConnect || refusals > 0) }
   }
 
   private struct Waiter {
@@ -306,16 +312,19 @@ final class EndpointPool: Sendable {
         connection.start()
         if !keep { connection.closeGracefully() }
       } catch {
-        connectFailed(index, reason: "\(error)")
+        connectFailed(index, reason: "\(error)", unreachable: true)
       }
     }
   }
 
-  private func connectFailed(_ index: Int, reason: String) {
+  /// An attempt failed: back off before the next. `unreachable`: the TCP connect itself failed;
+  /// otherwise the connection broke before its handshake completed (see ``Subchannel/failedToConnect``).
+  private func connectFailed(_ index: Int, reason: String, unreachable: Bool = false) {
     let delay = state.withLock { s -> UInt64? in
       s.subchannels[index].connecting = false
       s.subchannels[index].failures += 1
       s.subchannels[index].lastError = reason
+      if unreachable || s.subchannels[index].failures >= 2 { s.subchannels[index].failedToConnect = true }
       if s.closed { return nil }
       s.subchannels[index].reconnectScheduled = true
       return configuration.backoff.delay(afterFailures: s.subchannels[index].failures)
@@ -337,6 +346,7 @@ final class EndpointPool: Sendable {
         s.subchannels[index].maxStreams = Int(settings.maxConcurrentStreams)
         s.subchannels[index].connecting = false
         s.subchannels[index].failures = 0
+        s.subchannels[index].failedToConnect = false
         s.subchannels[index].lastError = nil
         return false
       }
