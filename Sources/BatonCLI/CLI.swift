@@ -1,4 +1,6 @@
+import BatonPosix
 import BatonServer
+import Dispatch
 
 /// The `baton` command: `serve`, `call`, `load`, `demo` and `bench`.
 ///
@@ -7,7 +9,7 @@ import BatonServer
 public enum CLI {
   /// Runs the command line `arguments` (the first element is the program name) and returns the
   /// exit status: 0 success, 1 the work failed, 2 the command line was wrong; `serve` also
-  /// returns 3 when its stop had to cut streams.
+  /// returns 3 when its stop had to cut streams. `baton --version` prints ``BatonVersion/current``.
   public static func main(_ arguments: [String]) async -> Int32 {
     await main(arguments, output: .standard)
   }
@@ -22,6 +24,10 @@ public enum CLI {
       output.line(help)
       return 0
     }
+    if name == "--version" || name == "version" {
+      output.line(BatonVersion.line)
+      return 0
+    }
     if name == "bench" {
       return await bench(words.dropFirst(), output)
     }
@@ -31,10 +37,29 @@ public enum CLI {
     return await run(command, words.dropFirst(), output)
   }
 
-  /// Holds SIGTERM and SIGINT from the process's first instant (see ``StopSignals``): `serve`
-  /// and `bench server` then stop gracefully even when a signal comes during start-up. Every
-  /// other command releases them before it runs.
-  public static func holdStopSignals() { StopSignals.hold() }
+  /// What the `baton` executable runs: holds SIGTERM and SIGINT from the process's first instant
+  /// (see ``StopSignals``), so that `serve` and `bench server` stop gracefully even when a signal
+  /// comes during start-up (every other command releases them at once), then runs
+  /// ``main(_:)`` and returns its status.
+  ///
+  /// Synchronous on purpose: the main thread waits here with the signals blocked. An async
+  /// top-level `main` would park the main thread in Dispatch's `dispatch_main`, which waits
+  /// with every signal unblocked, so an early SIGTERM would still kill the process.
+  public static func runFromMain(_ arguments: [String]) -> Int32 {
+    StopSignals.hold()
+    let words = arguments.dropFirst()
+    let path = (["baton"] + words.prefix(words.first == "bench" ? 2 : 1)).joined(separator: " ")
+    if !serving.contains(path) { StopSignals.release() }
+    let status = Locked<Int32>(1)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+      let result = await main(arguments)
+      status.withLock { $0 = result }
+      done.signal()
+    }
+    done.wait()
+    return status.withLock { $0 }
+  }
 
   /// The commands that take the stop signals themselves (their server handles them).
   static let serving: Set<String> = ["baton serve", "baton bench server"]
@@ -70,8 +95,15 @@ public enum CLI {
     \(list(commands))
       bench       benchmarks (baton bench --help)
 
-    Run 'baton COMMAND --help' for a command's options.
-    Exit status: 0 success, 1 the work failed, 2 bad command line (serve: 3 streams were cut).
+    options:
+      --help      this text (also 'baton COMMAND --help' for a command's options)
+      --version   the version of baton (\(BatonVersion.current))
+
+    exit status:
+      0  success
+      1  the work failed (a call failed, a server could not listen)
+      2  bad command line
+      3  serve only: it stopped, but its drain deadline cut calls that were still running
     """
   }
 
@@ -110,7 +142,6 @@ public enum CLI {
   }
 
   private static func run(_ command: Command, _ words: ArraySlice<String>, _ output: Output) async -> Int32 {
-    if !serving.contains(command.spec.path) { StopSignals.release() }
     do {
       switch try Arguments.parse(words, command.spec) {
       case .help:

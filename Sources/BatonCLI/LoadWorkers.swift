@@ -102,11 +102,13 @@ enum LoadWorkers {
   }
 
   /// Bidirectional streams in a closed loop until `stop`: each stream sends a message, waits
-  /// for its echo, and repeats for up to `streamLength` ns (or until its server starts to drain),
-  /// then ends and the next one starts. A stream is one call; each round trip is one latency.
+  /// for its echo, and repeats for up to `streamLength` ns (or, if `leaveOnDrain`, until its
+  /// server starts to drain), then ends and the next one starts. A stream is one call; each
+  /// round trip is one latency.
   static func stream(
     client: Client, method: String, payload: [UInt8], options: CallOptions, stop: StopTime,
-    streamLength: UInt64 = 1_000_000_000, live: LiveCounters? = nil, window: RestartWindow? = nil
+    streamLength: UInt64 = 1_000_000_000, leaveOnDrain: Bool = true, live: LiveCounters? = nil,
+    window: RestartWindow? = nil
   ) async -> Tally {
     var tally = Tally()
     while !stop.isOver {
@@ -115,7 +117,7 @@ enum LoadWorkers {
         let run = try await client.bidirectional(method, options: options) { writer, responses in
           var run = Tally()
           var replies = responses.makeAsyncIterator()
-          while MonotonicClock.now() < streamEnd && !stop.isOver && !writer.isConnectionDraining {
+          while MonotonicClock.now() < streamEnd && !stop.isOver && !(leaveOnDrain && writer.isConnectionDraining) {
             let mark = window?.mark ?? 0
             let start = MonotonicClock.now()
             try await writer.write(payload)

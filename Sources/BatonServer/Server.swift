@@ -571,7 +571,7 @@ public final class Server: Sendable {
       (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
     }
     logger.info(
-      "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", "\(deadline)"))
+      "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", deadline.readable))
 
     let delay = configuration.shutdown.readinessPropagationDelay
     if !hard && delay > .zero {
@@ -585,7 +585,7 @@ public final class Server: Sendable {
     let drainEnd = MonotonicClock.now()
     report.phases.append(.init(name: "draining", duration: .nanoseconds(drainEnd &- start)))
     if drained {
-      logger.info("drained", ("duration", "\(Duration.nanoseconds(drainEnd &- start))"))
+      logger.info("drained", ("duration", Duration.nanoseconds(drainEnd &- start).readable))
     } else {
       // Either the deadline passed, or a hard stop (a second signal, `stopNow()`, cancellation)
       // ended the drain first: whichever moved the lifecycle to cancelling says why.
@@ -594,8 +594,8 @@ public final class Server: Sendable {
       report.cutCause = cause
       report.cutStreams = cutEverything(
         reason: byDeadline
-          ? "the server stopped: its drain deadline of \(deadline) passed"
-          : "the server stopped at once (a second stop request, before the drain deadline)")
+          ? "the server stopped: its drain deadline of \(deadline.readable) passed"
+          : "the server stopped at once: a second stop request came during the drain")
       logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", "\(cause)"))
       let flushed = await waitForConnections(until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
       if !flushed {
@@ -625,13 +625,13 @@ public final class Server: Sendable {
       }
       let took = Duration.nanoseconds(MonotonicClock.now() &- began)
       report.hooks.append(.init(name: service.name, duration: took, outcome: outcome))
-      logger.info("hook", ("name", service.name), ("duration", "\(took)"), ("outcome", "\(outcome)"))
+      logger.info("hook", ("name", service.name), ("duration", took.readable), ("outcome", "\(outcome)"))
     }
     if !services.isEmpty {
       report.phases.append(.init(name: "closing", duration: .nanoseconds(MonotonicClock.now() &- hooksStart)))
     }
     report.total = .nanoseconds(MonotonicClock.now() &- start)
-    logger.info("stopped", ("total", "\(report.total)"), ("drained", "\(report.drainedStreams)"), ("cut", "\(report.cutStreams.count)"))
+    logger.info("stopped", ("total", report.total.readable), ("drained", "\(report.drainedStreams)"), ("cut", "\(report.cutStreams.count)"))
     finish(report)
   }
 

@@ -11,6 +11,13 @@ final class SignalTrap: @unchecked Sendable {
   private var count = 0  // touched only on `queue`
 
   init(first: @escaping @Sendable () -> Void, second: @escaping @Sendable () -> Void) {
+    // A stop signal may already be pending, held since the process started (``StopSignals``,
+    // or a mask inherited from the parent). Ignoring a signal discards it if it is pending, so
+    // note which are before taking them over, and act on those below.
+    var pending = sigset_t()
+    sigemptyset(&pending)
+    sigpending(&pending)
+    let early = [SIGTERM, SIGINT].filter { sigismember(&pending, $0) == 1 }.count
     var sources: [any DispatchSourceSignal] = []
     for signalNumber in [SIGTERM, SIGINT] {
       signal(signalNumber, SIG_IGN)
@@ -24,6 +31,12 @@ final class SignalTrap: @unchecked Sendable {
         if count == 1 { first() } else { second() }
       }
       source.resume()
+    }
+    for _ in 0..<early {
+      queue.async { [self] in
+        count += 1
+        if count == 1 { first() } else { second() }
+      }
     }
   }
 

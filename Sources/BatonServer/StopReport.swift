@@ -62,8 +62,8 @@ public struct StopReport: Sendable, CustomStringConvertible {
 
   /// One line for logs: `total=... drained=N cut=N` and each phase.
   public var description: String {
-    var parts = ["total=\(total)", "drained=\(drainedStreams)", "cut=\(cutStreams.count)"]
-    parts += phases.map { "\($0.name)=\($0.duration)" }
+    var parts = ["total=\(total.readable)", "drained=\(drainedStreams)", "cut=\(cutStreams.count)"]
+    parts += phases.map { "\($0.name)=\($0.duration.readable)" }
     return parts.joined(separator: " ")
   }
 }

@@ -903,6 +903,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     let scratch = loop.readScratch
     let chunk = min(limits.readChunk, scratch.count)
     var eof = false
+    var completedFrame = false
     var failure: (any Error)?
     func readInto(_ tail: UnsafeMutableRawBufferPointer) -> Int {
       do {
@@ -924,30 +925,39 @@ package final class Connection: IOHandler, @unchecked Sendable {
       if count > 0 && !halfClosed && !discarding {
         let bytes = UnsafeRawBufferPointer(rebasing: scratch[..<count])
         let used = process(bytes)
+        completedFrame = used > 0
         if used < count && !discarding { inbound.append(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
       }
     } else {
       count = inbound.write(minimumSpace: chunk) { readInto($0) }
-      if count > 0 && !halfClosed && !discarding { inbound.read { bytes in (process(bytes), ()) } }
+      if count > 0 && !halfClosed && !discarding {
+        inbound.read { bytes in
+          let used = process(bytes)
+          completedFrame = used > 0
+          return (used, ())
+        }
+      }
       if discarding { inbound.read { bytes in (bytes.count, ()) } }
       // A burst of large frames is over: give the memory back.
       if inbound.readableCount == 0 { inbound.shrink(to: 64) }
     }
     if let failure { return connectionLost("read failed: \(failure)") }
     if eof { return connectionLost(halfClosed ? nil : "the peer closed the connection") }
-    if count > 0 { watchPartialFrame() }
+    if count > 0 { watchPartialFrame(completedFrame: completedFrame) }
   }
 
   /// Notes whether a frame is left half-read, and keeps one timer running while one is: a frame
   /// that takes longer than ``TransportLimits/frameTimeout`` to arrive fails the connection.
   /// Costs nothing per frame: the timer is armed once per partial frame at most, and re-armed
   /// only when it fires.
-  private func watchPartialFrame() {
+  private func watchPartialFrame(completedFrame: Bool) {
     guard inbound.readableCount > 0, !discarding, !halfClosed else {
       partialFrameSince = nil
       return
     }
-    if partialFrameSince == nil { partialFrameSince = MonotonicClock.now() }
+    // A read that completed a frame left the start of the next one: its clock starts now. A read
+    // that completed none added to the same frame, whose clock runs on.
+    if completedFrame || partialFrameSince == nil { partialFrameSince = MonotonicClock.now() }
     if frameTimer == nil, let since = partialFrameSince { armFrameTimer(at: since &+ limits.frameTimeout) }
   }
 

@@ -6,6 +6,8 @@ import Testing
 final class BatonProcess: @unchecked Sendable {
   let process = Process()
   let port: Int
+  /// The health endpoint's port, when started with `--health-port`.
+  let healthPort: Int?
   private let stderrPipe = Pipe()
 
   /// The `baton` binary built next to the test bundle (`swift build --build-tests` builds it).
@@ -25,7 +27,8 @@ final class BatonProcess: @unchecked Sendable {
     }
   }
 
-  /// Starts `baton serve --quiet` with `arguments` and waits for its `listening` line.
+  /// Starts `baton serve --quiet` with `arguments` and waits for its `listening` line (and,
+  /// with `--health-port`, its `health` line).
   init(serve arguments: [String] = []) async throws {
     let stdoutPipe = Pipe()
     process.executableURL = try Self.executable
@@ -34,19 +37,38 @@ final class BatonProcess: @unchecked Sendable {
     process.standardError = stderrPipe
     try process.run()
     let handle = stdoutPipe.fileHandleForReading
-    port = try await withCheckedThrowingContinuation { continuation in
+    let wantsHealth = arguments.contains("--health-port")
+    (port, healthPort) = try await withCheckedThrowingContinuation { continuation in
       Thread {
         var text = ""
+        func port(after prefix: String) -> Int? {
+          // Whole lines only: a read may end in the middle of one.
+          text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().first { $0.hasPrefix(prefix) }
+            .flatMap { Int($0.split(separator: ":").last ?? "") }
+        }
         while true {
           let data = handle.availableData
           if data.isEmpty { return continuation.resume(throwing: BatonProcessError.noListeningLine(text)) }
           text += String(decoding: data, as: UTF8.self)
-          for line in text.split(separator: "\n") where line.hasPrefix("listening ") {
-            if let port = Int(line.split(separator: ":").last ?? "") { return continuation.resume(returning: port) }
+          if let listening = port(after: "listening ") {
+            if !wantsHealth { return continuation.resume(returning: (listening, nil)) }
+            if let health = port(after: "health ") { return continuation.resume(returning: (listening, health)) }
           }
         }
       }.start()
     }
+  }
+
+  /// The server's `/drainz` document (needs `--health-port`): its `phase` and its `open_streams`
+  /// (calls in their handlers), or nil if the probe got no answer.
+  func drainz() async -> (phase: String, openStreams: Int)? {
+    guard let healthPort else { return nil }
+    let answer = await httpGet(port: healthPort, "/drainz")
+    guard answer.status == 200,
+      let object = try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any],
+      let phase = object["phase"] as? String, let open = object["open_streams"] as? Int
+    else { return nil }
+    return (phase, open)
   }
 
   func signal(_ number: Int32) { kill(process.processIdentifier, number) }

@@ -5,7 +5,7 @@ import BatonServer
 import Foundation
 import Testing
 
-@Suite("The baton command, run in-process", .serialized, .timeLimit(.minutes(2)))
+@Suite("The baton command, run in-process", .serialized, .timeLimit(.minutes(10)))
 struct CLITests {
   /// Runs `baton ARGUMENTS...` and returns its status and what it printed.
   private func baton(_ arguments: String...) async -> (status: Int32, out: String, err: String) {
@@ -88,6 +88,22 @@ struct CLITests {
     }
     let serve = await baton("serve", "--help")
     #expect(serve.out.contains("3  stopped, but the deadline cut"))
+    // The top-level exit statuses are a list; status 3 is not read as a count of streams.
+    #expect(top.out.contains("3  serve only: it stopped, but its drain deadline cut calls"))
+    #expect(!top.out.contains("3 streams were cut"))
+    #expect(top.out.contains("--version"))
+  }
+
+  @Test("--version prints 'baton VERSION' on stdout and exits 0")
+  func version() async {
+    for word in ["--version", "version"] {
+      let run = await baton(word)
+      #expect(run.status == 0)
+      #expect(run.out == "baton \(BatonVersion.current)\n")
+      #expect(run.err.isEmpty)
+    }
+    let parts = BatonVersion.current.split(separator: ".")
+    #expect(parts.count == 3 && parts.allSatisfy { Int($0) != nil }, "not MAJOR.MINOR.PATCH: \(BatonVersion.current)")
   }
 
   // MARK: - Commands against in-process servers
@@ -148,10 +164,10 @@ struct CLITests {
   @Test("bench stream prints a RESULT line with messages")
   func benchStream() async throws {
     try await withTestServer(DemoService.router()) { _, address in
-      // 1 s measured after a 0.25 s warm-up (both counted from when the connection is ready):
-      // short, but not so short that a loaded machine (the parallel suite on two cores) can
-      // leave the window without a sample.
-      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "1", "--warmup", "0.25", "--size", "256")
+      // 3 s measured after a 0.25 s warm-up (both counted from when the connection is ready):
+      // short, but not so short that a loaded machine (the parallel suite on two cores beside
+      // other busy processes) can leave the window without a sample, as 1 s did.
+      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "3", "--warmup", "0.25", "--size", "256")
       #expect(run.status == 0, "\(run.out)\(run.err)")
       let result = try fields(run.out, line: "RESULT stream impl=baton")
       #expect(result["error"] == nil)
@@ -192,6 +208,35 @@ struct CLITests {
     }
   }
 
+  @Test("demo: each restart says what the stopping server finished, what moved and that nothing failed")
+  func demo() async throws {
+    let run = await baton("demo", "--seconds", "3")
+    #expect(run.status == 0, "\(run.out)\(run.err)")
+    #expect(run.out.contains("PASS: every server restarted and finished its open streams"), "\(run.out)")
+    // restart K/3: server :PORT drained N streams in D, M calls moved to the others, F failed (...)
+    let restarts = run.out.split(separator: "\n").filter { $0.hasPrefix("restart ") }
+    #expect(restarts.count == 3, "\(run.out)")
+    var drained = 0
+    var moved = 0
+    for (index, line) in restarts.enumerated() {
+      let words = line.split(separator: " ").map(String.init)
+      #expect(words.count > 14, "\(line)")
+      guard words.count > 14 else { continue }
+      #expect(words[1] == "\(index + 1)/3:")
+      #expect(words[2] == "server" && words[3].hasPrefix(":") && Int(words[3].dropFirst()) != nil, "\(line)")
+      #expect(words[4] == "drained" && words[6] == "streams" && words[7] == "in", "\(line)")
+      #expect(words[8].hasSuffix("s,"), "a duration with its unit: \(line)")
+      #expect(Array(words[10...14]) == ["calls", "moved", "to", "the", "others,"], "\(line)")
+      #expect(words[15...].starts(with: ["0", "failed"]), "\(line)")
+      drained += Int(words[5]) ?? -1_000_000
+      moved += Int(words[9]) ?? -1_000_000
+    }
+    // Long calls and streams are in flight whenever a server stops, and the other two servers
+    // keep taking calls while it is away.
+    #expect(drained > 0, "\(run.out)")
+    #expect(moved > 0, "\(run.out)")
+  }
+
   @Test("bench restart: three servers restart under load and no call fails")
   func benchRestart() async throws {
     let run = await baton("bench", "restart", "--seconds", "3", "--concurrency", "4")
@@ -211,7 +256,7 @@ struct CLITests {
       try await withTestServer(DemoService.router(observe: { _ in counts[1].add() })) { _, second in
         // 2 s, so that at least one once-a-second progress line is due even on a loaded machine.
         let run = await baton(
-          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--json")
+          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--timeout", "60", "--json")
         #expect(run.status == 0, "\(run.err)")
         let last = try #require(run.out.split(separator: "\n").last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
@@ -231,7 +276,9 @@ struct CLITests {
   func loadStream() async throws {
     try await withTestServer(DemoService.router()) { _, address in
       let run = await baton(
-        "load", "--endpoints", address.description, "--seconds", "1", "--concurrency", "2", "--method", "stream")
+        // 3 s: a stream that opens after the run's end (a loaded machine) echoes nothing.
+        "load", "--endpoints", address.description, "--seconds", "3", "--concurrency", "2", "--timeout", "60",
+        "--method", "stream")
       #expect(run.status == 0, "\(run.err)")
       let result = try fields(run.out, line: "ok=")
       #expect(result["failed"] == "0")

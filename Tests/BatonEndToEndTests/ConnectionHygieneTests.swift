@@ -5,7 +5,7 @@ import BatonServer
 import Dispatch
 import Testing
 
-@Suite("Connection hygiene: age, idleness, keepalive, ping floods", .timeLimit(.minutes(1)))
+@Suite("Connection hygiene: age, idleness, keepalive, ping floods", .timeLimit(.minutes(10)))
 struct ConnectionHygieneTests {
   @Test("max connection age drains the connection with GOAWAY; the client reconnects and no call fails")
   func maxAge() async throws {
@@ -15,15 +15,15 @@ struct ConnectionHygieneTests {
     try await withTestServer(echoRouter(), configuration: configuration) { server, address in
       try await withClient(endpoints: [address]) { client in
         // Calls keep flowing until the connection has been aged out twice (a third one is up).
-        let limit = ContinuousClock.now + .seconds(10)
+        let limit = ContinuousClock.now + .seconds(30)
         var calls = 0
         while server.connectionsAccepted < 3 && ContinuousClock.now < limit {
-          let reply = try await client.unary("echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(5)))
+          let reply = try await client.unary("echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(60)))
           #expect(reply.text == "\(calls)")
           calls += 1
         }
         #expect(client.statistics.failed == 0)
-        #expect(server.connectionsAccepted >= 3, "only \(server.connectionsAccepted) connections in 10 s with a 150 ms max age")
+        #expect(server.connectionsAccepted >= 3, "only \(server.connectionsAccepted) connections in 30 s with a 150 ms max age")
       }
     }
   }
@@ -33,7 +33,7 @@ struct ConnectionHygieneTests {
     var configuration = Server.Configuration(logger: .disabled)
     configuration.connectionManagement.idleTimeout = .milliseconds(200)
     try await withTestServer(echoRouter(), configuration: configuration) { _, address in
-      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
       peer.handshake()
       peer.send(
         .open(streamID: 1, RequestHead(method: "echo/Unary"), endStream: false),
@@ -43,7 +43,7 @@ struct ConnectionHygieneTests {
       #expect(frames.contains { $0.isTrailers })
       #expect(frames.contains { $0.isGoAway })
       #expect(closed)
-      #expect(ContinuousClock.now - started < .seconds(4))
+      #expect(ContinuousClock.now - started < .seconds(20))
     }
   }
 
@@ -53,7 +53,7 @@ struct ConnectionHygieneTests {
     configuration.connectionManagement.keepaliveInterval = .milliseconds(150)
     configuration.connectionManagement.keepaliveTimeout = .milliseconds(150)
     try await withTestServer(echoRouter(), configuration: configuration) { _, address in
-      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
       peer.handshake()
       let (frames, closed) = await peer.read()
       let pings = frames.filter(\.isPing).count
@@ -83,24 +83,25 @@ struct ConnectionHygieneTests {
   }
 }
 
-@Suite("Handshake timeout", .timeLimit(.minutes(1)))
+@Suite("Handshake timeout", .timeLimit(.minutes(10)))
 struct HandshakeTimeoutTests {
   @Test("a peer that connects and says nothing is closed after the handshake timeout")
   func silentPeer() async throws {
     var configuration = Server.Configuration(logger: .disabled)
     configuration.handshakeTimeout = .milliseconds(200)
     try await withTestServer(echoRouter(), configuration: configuration) { _, address in
-      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+      let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
       let started = ContinuousClock.now
       let (frames, closed) = await peer.read()
       #expect(frames.contains { $0.goAwayCode == .protocolError })
       #expect(closed)
-      #expect(ContinuousClock.now - started < .seconds(4))
+      // Below the 10 s default: the 200 ms configured is the one that applied.
+      #expect(ContinuousClock.now - started < .seconds(8))
     }
   }
 }
 
-@Suite("A full server is not hammered", .timeLimit(.minutes(1)))
+@Suite("A full server is not hammered", .timeLimit(.minutes(10)))
 struct ConnectionLimitBackoffTests {
   @Test("a client refused by the connection limit backs off instead of reconnecting in a loop")
   func backsOff() async throws {
@@ -115,7 +116,7 @@ struct ConnectionLimitBackoffTests {
       let before = server.connectionsAccepted
       try await withClient(endpoints: [address]) { client in
         let error = await #expect(throws: RPCError.self) {
-          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(800), waitForReady: true))
+          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .seconds(2), waitForReady: true))
         }
         #expect(error?.code == .deadlineExceeded)
         // Not waiting for ready, a call fails fast, and says why.
@@ -125,10 +126,13 @@ struct ConnectionLimitBackoffTests {
         #expect(fast?.code == .unavailable)
         #expect(fast?.message.contains("connection limit") == true, "\(String(describing: fast))")
       }
-      // Backoff from 50 ms (×1.6): a handful of attempts in 800 ms, not a tight loop.
+      // A loaded machine may accept the client's attempts only after its call has ended: they
+      // count all the same (the client makes no more once closed).
+      try await until("the server has accepted the client's first attempt") { server.connectionsAccepted > before }
+      // Backoff from 50 ms (×1.6, jitter 0.2): at most 8 attempts in 2 s, not a tight loop.
       let attempts = server.connectionsAccepted - before
       #expect(attempts >= 1)
-      #expect(attempts <= 10, "\(attempts) connection attempts in 800 ms against a full server")
+      #expect(attempts <= 10, "\(attempts) connection attempts in 2 s against a full server")
     }
   }
 
@@ -169,10 +173,16 @@ struct ConnectionLimitBackoffTests {
       let held = await holder.read { $0.isPingAck(9) }
       #expect(held.frames.contains { $0.isPingAck(9) } && !held.closed, "the holder was not admitted: \(held)")
       try await withClient(endpoints: [address]) { client in
-        let error = await #expect(throws: RPCError.self) {
-          try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500), waitForReady: true))
-        }
-        #expect(error?.code == .deadlineExceeded)
+        // A call may see a single refusal within its deadline on a loaded machine: calls repeat
+        // (bounded) until at least two refusals have run.
+        var calls = 0
+        repeat {
+          let error = await #expect(throws: RPCError.self) {
+            try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500), waitForReady: true))
+          }
+          #expect(error?.code == .deadlineExceeded)
+          calls += 1
+        } while refusals.current < 2 && calls < 20
       }
       #expect(served.current == 0, "a refused connection served \(served.current) call(s)")
       #expect(refusals.current >= 2, "only \(refusals.current) refusals: the race was not exercised")

@@ -25,19 +25,24 @@ func httpGet(port: Int, _ path: String) async -> (status: Int, body: String) {
   }
 }
 
-@Suite("Health endpoint for orchestrators", .timeLimit(.minutes(1)))
+@Suite("Health endpoint for orchestrators", .timeLimit(.minutes(10)))
 struct HealthEndpointTests {
   @Test("/readyz turns 503 before the first GOAWAY is sent; /livez stays 200; /drainz shows the open stream")
   func readinessBeforeGoAway() async throws {
     let started = Signal()
+    let release = Signal()
     var router = echoRouter()
+    // Open until the test has seen the whole drain: a handler that merely took a while could
+    // end (and the drain with it) before a slow machine got to the checks below.
     router.unary("test/Long") { request, _ in
       started.fire()
-      try await Task.sleep(for: .milliseconds(800))
+      await release.wait()
       return request
     }
     var configuration = Server.Configuration(logger: .disabled, healthPort: 0)
-    configuration.shutdown.readinessPropagationDelay = .milliseconds(1_500)
+    // The window in which readiness is off and no GOAWAY has left: one probe and one look at the
+    // peer's socket must fit in it, with room for a machine far slower than a loaded one.
+    configuration.shutdown.readinessPropagationDelay = .seconds(5)
     let server = Server(configuration: configuration, router: router)
     let run = Task { try await server.run() }
     let address = try await server.listeningAddress
@@ -46,7 +51,7 @@ struct HealthEndpointTests {
     #expect(await httpGet(port: health.port, "/livez").status == 200)
     #expect(await httpGet(port: health.port, "/nope").status == 404)
 
-    let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 5)
+    let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 60)  // outlasts the propagation delay
     peer.handshake()
     try await withClient(endpoints: [address]) { client in
       let call = Task { try await client.unary("test/Long", [UInt8]("x")) }
@@ -56,7 +61,7 @@ struct HealthEndpointTests {
       #expect(drainz.body.contains("\"open_streams\":1"))
       #expect(drainz.body.contains("\"phase\":\"running\""))
 
-      server.beginGracefulStop(deadline: .seconds(10))
+      server.beginGracefulStop(deadline: .seconds(60))
       let ready = await httpGet(port: health.port, "/readyz")
       // Readiness is already off, and the raw peer has no GOAWAY yet: the propagation delay
       // holds it back so load balancers can notice first.
@@ -68,6 +73,7 @@ struct HealthEndpointTests {
       #expect(later.contains { $0.isGoAway })
       let draining = await httpGet(port: health.port, "/drainz")
       #expect(draining.body.contains("\"phase\":\"draining\""))
+      release.fire()
       let reply = try await call.value
       #expect(reply.text == "x")
     }

@@ -1,4 +1,5 @@
 import BatonCore
+import BatonPosix
 import Foundation
 import Glibc
 
@@ -7,12 +8,20 @@ import Glibc
 /// Used by one test task at a time; `@unchecked Sendable` only so tests can hold it across awaits.
 final class RawPeer: @unchecked Sendable {
   let fd: Int32
+  /// The socket's device and inode: see `deinit`.
+  private let socketIdentity: SocketIdentity?
   private var buffer = InboundBuffer()
   private var sawPreface = false
   private let decoder = FrameDecoder(settings: .defaults)
+  /// Held by whoever reads: each `read` runs on a thread of its own, and ThreadSanitizer cannot
+  /// see the ordering a continuation gives between one reading thread and the next.
+  private let reading = Locked(())
 
-  init(port: Int, receiveTimeoutSeconds: Int = 5) throws {
+  /// `receiveTimeoutSeconds` only bounds a read whose frame or close never comes (a failing
+  /// test): generous, since a loaded machine may take seconds to answer.
+  init(port: Int, receiveTimeoutSeconds: Int = 60) throws {
     fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    socketIdentity = SocketIdentity(fd)
     guard fd >= 0 else { throw RawPeerError.socket(errno) }
     var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -30,13 +39,20 @@ final class RawPeer: @unchecked Sendable {
   }
 
   /// Wraps a socket a ``RawServer`` accepted.
-  init(acceptedFD: Int32, receiveTimeoutSeconds: Int = 5) {
+  init(acceptedFD: Int32, receiveTimeoutSeconds: Int = 60) {
     fd = acceptedFD
+    socketIdentity = SocketIdentity(acceptedFD)
     var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
   }
 
-  deinit { close(fd) }
+  /// Closes the socket, but only while `fd` still is this socket: a test may close it itself
+  /// (HardeningTests does, through `fdForTests`), and by now the number may belong to another
+  /// test's socket or loop, which a second close would break (seen as EBADF on a client's write
+  /// in a parallel run).
+  deinit {
+    if let socketIdentity, SocketIdentity(fd) == socketIdentity { close(fd) }
+  }
 
   /// Ends the connection now, as a killed process would (FIN both ways); the descriptor itself
   /// closes with the peer.
@@ -76,6 +92,10 @@ final class RawPeer: @unchecked Sendable {
 
   /// The frames already received, without waiting for more.
   func readNow() -> [Frame] {
+    reading.withLock { _ in readNowLocked() }
+  }
+
+  private func readNowLocked() -> [Frame] {
     var frames: [Frame] = []
     while true {
       while let frame = nextBuffered() { frames.append(frame) }
@@ -87,6 +107,10 @@ final class RawPeer: @unchecked Sendable {
   }
 
   private func readBlocking(until stop: (Frame) -> Bool) -> (frames: [Frame], closed: Bool) {
+    reading.withLock { _ in readBlockingLocked(until: stop) }
+  }
+
+  private func readBlockingLocked(until stop: (Frame) -> Bool) -> (frames: [Frame], closed: Bool) {
     var frames: [Frame] = []
     while true {
       while let frame = nextBuffered() {
@@ -115,6 +139,20 @@ final class RawPeer: @unchecked Sendable {
       default: return (0, nil)
       }
     }
+  }
+}
+
+/// Which open file a descriptor number refers to: a closed number reused by another socket
+/// names another inode.
+struct SocketIdentity: Equatable {
+  let device: UInt64
+  let inode: UInt64
+
+  init?(_ fd: Int32) {
+    var info = stat()
+    guard fd >= 0, fstat(fd, &info) == 0 else { return nil }
+    device = UInt64(info.st_dev)
+    inode = UInt64(info.st_ino)
   }
 }
 

@@ -51,6 +51,20 @@ final class Barrier: Sendable {
   var arrived: Int { state.withLock { $0.arrived } }
 }
 
+/// Waits (polling every few ms) until `condition` holds, for states that announce themselves
+/// with no event to await, such as another process's. Throws (failing the test) if it does not
+/// hold within `timeout`: generous, since it only bounds a wait that ends as soon as it can.
+func eventually(
+  _ what: String, within timeout: Duration = .seconds(30), _ condition: () async -> Bool
+) async throws {
+  struct NotReached: Error, CustomStringConvertible { var description: String }
+  let limit = ContinuousClock.now + timeout
+  while await !condition() {
+    guard ContinuousClock.now < limit else { throw NotReached(description: "timed out after \(timeout) waiting until \(what)") }
+    try await Task.sleep(for: .milliseconds(5))
+  }
+}
+
 /// A counter shared between a handler and a test.
 final class Counter: Sendable {
   private let value = Atomic<Int>(0)

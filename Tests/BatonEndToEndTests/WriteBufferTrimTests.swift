@@ -3,7 +3,7 @@ import BatonPosix
 @testable import BatonTransport
 import Testing
 
-@Suite("Write buffer trim", .timeLimit(.minutes(1)))
+@Suite("Write buffer trim", .timeLimit(.minutes(10)))
 struct WriteBufferTrimTests {
   @Test("small buffers are kept, a burst's is kept with one timer, a huge one is dropped")
   func afterFlush() {
@@ -29,45 +29,66 @@ struct WriteBufferTrimTests {
 
   @Test("after a burst a connection keeps its write buffer, and gives it back once quiet")
   func connectionTrims() async throws {
-    let group = EventLoopGroup(threads: 1)
-    let loop = group.next()
-    let (serverFD, clientFD) = try Socket.makePair()
-    var limits = TransportLimits()
-    limits.writeBufferTrimDelay = 100_000_000
-    let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
-    // The server reads and drops: only the client's writing matters here.
-    let server = Connection(
-      fd: serverFD, loop: loop, role: .server, peer: "pair", settings: .defaults, limits: limits
-    ) { _, notice in
-      guard case .opened(let stream, _, _) = notice else { return }
-      stream.attach(Task { while (try? await stream.receive()) != nil {} })
-    }
-    let client = Connection(
-      fd: clientFD, loop: loop, role: .client, peer: "pair", settings: .defaults, limits: limits
-    ) { _, notice in
-      if case .ready = notice { readyContinuation.yield() }
-    }
-    server.start()
-    client.start()
-    for await _ in ready { break }
-    let stream = try client.openStream(RequestHead(method: "test/Sink"))
-    // 2,000 messages queued in one loop job, so that one flush writes all ~146 KB.
-    let message = [UInt8](repeating: 7, count: 64)
-    try await loop.submit {
-      for _ in 0..<2_000 { _ = try stream.enqueue(message) }
-    }
-    let afterBurst = try await client.writeBufferCapacity()
+    // Kept: with a trim delay no test outlives, the timer cannot fire before the measurement
+    // however slow the machine is (with a short one it could, and took the burst's buffer).
+    let keeping = try await Burst(trimDelay: 3_600_000_000_000)
+    let afterBurst = try await keeping.client.writeBufferCapacity()
     #expect(afterBurst > WriteBufferTrim.idleCapacity, "the burst's buffer was not kept: \(afterBurst) bytes")
-    // Quiet from now on: within a few trim delays the capacity goes back.
-    let deadline = MonotonicClock.now() &+ 5_000_000_000
-    var capacity = afterBurst
-    while capacity > WriteBufferTrim.idleCapacity && MonotonicClock.now() < deadline {
+    keeping.close()
+
+    // Given back: the same burst with a short delay; quiet from then on, the capacity goes back
+    // once the timer has run. Polled (the trim announces itself with no event), generously bounded.
+    let trimming = try await Burst(trimDelay: 100_000_000)
+    let deadline = ContinuousClock.now + .seconds(30)
+    var capacity = try await trimming.client.writeBufferCapacity()
+    while capacity > WriteBufferTrim.idleCapacity && ContinuousClock.now < deadline {
       try await Task.sleep(for: .milliseconds(20))
-      capacity = try await client.writeBufferCapacity()
+      capacity = try await trimming.client.writeBufferCapacity()
     }
-    #expect(capacity <= WriteBufferTrim.idleCapacity, "still holding \(capacity) bytes after 5 s quiet")
-    client.forceClose()
-    server.forceClose()
-    group.shutdown()
+    #expect(capacity <= WriteBufferTrim.idleCapacity, "still holding \(capacity) bytes after 30 s quiet")
+    trimming.close()
+  }
+
+  /// A connected pair on a loop of its own whose client has just written one burst: 2,000
+  /// 64-byte messages queued in one loop job, so that one flush writes all ~146 KB.
+  private struct Burst {
+    let group: EventLoopGroup
+    let client: Connection
+    let server: Connection
+
+    init(trimDelay: UInt64) async throws {
+      group = EventLoopGroup(threads: 1)
+      let loop = group.next()
+      let (serverFD, clientFD) = try Socket.makePair()
+      var limits = TransportLimits()
+      limits.writeBufferTrimDelay = trimDelay
+      let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
+      // The server reads and drops: only the client's writing matters here.
+      server = Connection(
+        fd: serverFD, loop: loop, role: .server, peer: "pair", settings: .defaults, limits: limits
+      ) { _, notice in
+        guard case .opened(let stream, _, _) = notice else { return }
+        stream.attach(Task { while (try? await stream.receive()) != nil {} })
+      }
+      client = Connection(
+        fd: clientFD, loop: loop, role: .client, peer: "pair", settings: .defaults, limits: limits
+      ) { _, notice in
+        if case .ready = notice { readyContinuation.yield() }
+      }
+      server.start()
+      client.start()
+      for await _ in ready { break }
+      let stream = try client.openStream(RequestHead(method: "test/Sink"))
+      let message = [UInt8](repeating: 7, count: 64)
+      try await loop.submit {
+        for _ in 0..<2_000 { _ = try stream.enqueue(message) }
+      }
+    }
+
+    func close() {
+      client.forceClose()
+      server.forceClose()
+      group.shutdown()
+    }
   }
 }

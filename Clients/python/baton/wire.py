@@ -132,7 +132,7 @@ _SETTING_RANGE: dict[int, tuple[int, int]] = {
     SettingId.MAX_CONCURRENT_STREAMS: (0, _U32),
     SettingId.INITIAL_WINDOW_SIZE: (0, MAX_WINDOW),
     SettingId.CONNECTION_WINDOW_SIZE: (0, MAX_WINDOW),
-    SettingId.MAX_METADATA_SIZE: (0, _U32),
+    SettingId.MAX_METADATA_SIZE: (64, _U32),  # room for an empty block: a status always fits
     SettingId.MAX_MESSAGE_SIZE: (0, _U32),
 }
 

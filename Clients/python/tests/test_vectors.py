@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import unittest
 from typing import Any
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 from baton import wire  # noqa: E402
 from baton.wire import (Data, ErrorCode, Frame, FrameDecoder, GoAway, Headers, Open, Ping,  # noqa: E402
                         Reset, SettingsFrame, Trailers, WindowUpdate, WireError)
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS = os.environ.get("BATON_VECTORS") or os.path.join(HERE, "..", "..", "..", "Protocol", "vectors")
 
 
