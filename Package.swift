@@ -37,6 +37,8 @@ let package = Package(
     .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"], swiftSettings: strict),
     .testTarget(name: "BatonServerTests", dependencies: ["BatonServer"], swiftSettings: strict),
     .testTarget(name: "BatonPosixTests", dependencies: ["BatonPosix"], swiftSettings: strict),
+    // The client's pieces as values, without sockets.
+    .testTarget(name: "BatonClientTests", dependencies: ["BatonClient"], swiftSettings: strict),
     .testTarget(
       name: "BatonEndToEndTests",
       dependencies: ["BatonServer", "BatonClient", "BatonCLI", "BatonTransport", "BatonPosix"],

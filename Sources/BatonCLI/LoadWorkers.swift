@@ -93,6 +93,9 @@ enum LoadWorkers {
       } catch {
         tally.fail(Format.errorKey(error))
         live?.failed()
+        // A call that fails fast (no endpoint reachable) may not suspend: yield, so that a
+        // closed loop of such failures cannot starve the other workers and the progress lines.
+        await Task.yield()
       }
     }
     return tally
@@ -143,6 +146,7 @@ enum LoadWorkers {
       } catch {
         tally.fail(Format.errorKey(error))
         live?.failed()
+        await Task.yield()  // as in `unary`: a fast failure may not suspend
       }
     }
     return tally

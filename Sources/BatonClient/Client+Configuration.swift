@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension Client {
   /// How a client connects, waits, and retries.
   public struct Configuration: Sendable {
@@ -11,8 +15,9 @@ extension Client {
     /// Calls that may wait for a connection (no endpoint ready, or every stream slot busy);
     /// one more fails with `resourceExhausted`. Default 10,000.
     public var maxWaitingCalls: Int
-    /// How long a call *without a deadline* waits for a ready connection before failing with
-    /// `unavailable` (a call with a deadline waits until its deadline). Default 30 s.
+    /// How long a call *without a deadline* that waits for ready (``CallOptions/waitForReady``)
+    /// waits for a ready connection before failing with `unavailable` (a call with a deadline
+    /// waits until its deadline). Default 30 s.
     public var maxWaitForConnection: Duration
     /// Bytes of a streaming call's sent messages kept so that the call can be replayed on
     /// another endpoint if the server did not process it. Past this, such a call fails with
@@ -79,22 +84,29 @@ extension Client {
 public struct CallOptions: Sendable {
   /// How long the call may take, retries and waiting for a connection included. nil: no limit.
   public var timeout: Duration?
-  /// Sent with the call.
+  /// Sent with the call. Names are lower-case `a-z 0-9 - _ .`; names starting with `baton-` are
+  /// reserved for the protocol: a call carrying an invalid or reserved name fails with
+  /// `invalidArgument` before anything is sent.
   public var metadata: Metadata
   /// The method is safe to run twice: retry it even when a lost connection means it may have
   /// been processed. Calls the server provably did not process are retried regardless.
   public var idempotent: Bool
+  /// false (the default): when no endpoint can be reached — every endpoint's last connect
+  /// attempt failed (refused, timed out, the name did not resolve) — the call fails at once
+  /// with `unavailable` and the reasons, after at most one connect attempt per endpoint.
+  /// true: the call waits through reconnects for a ready connection, until its deadline (or,
+  /// without one, ``Client/Configuration/maxWaitForConnection``). Either way a call waits while
+  /// a connection is being made or every stream slot is busy.
+  public var waitForReady: Bool
 
   public static var defaults: CallOptions { CallOptions() }
 
-  public init(timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false) {
+  public init(
+    timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false, waitForReady: Bool = false
+  ) {
     self.timeout = timeout
     self.metadata = metadata
     self.idempotent = idempotent
+    self.waitForReady = waitForReady
   }
 }
-
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -8,7 +8,9 @@ import Synchronization
 /// (GOAWAY), its running calls finish there while new calls go elsewhere; a call the server
 /// provably did not process is retried on another endpoint, transparently and as often as its
 /// deadline allows; a call that may have been processed fails with `unavailable` unless marked
-/// ``CallOptions/idempotent``.
+/// ``CallOptions/idempotent``. When no endpoint can be reached (each one's last connect attempt
+/// failed), a call fails at once with `unavailable` and the reasons, unless it asked to wait
+/// (``CallOptions/waitForReady``).
 ///
 /// ```swift
 /// try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: 8080)]) { client in
@@ -39,7 +41,7 @@ public final class Client: Sendable {
   public var preferredExecutor: any TaskExecutor { pool.loop(forEndpoint: 0) }
 
   /// Waits until `endpoints` of the endpoints (default: all) have a ready connection. Calls do
-  /// not need this (they wait for a connection on their own); it is for start-up checks and tests.
+  /// not need this (they wait for a connection being made); it is for start-up checks and tests.
   /// - Throws: ``RPCError`` `deadlineExceeded` after `timeout`.
   public func waitUntilReady(endpoints: Int? = nil, timeout: Duration = .seconds(10)) async throws {
     try await pool.waitUntilReady(
@@ -121,11 +123,12 @@ public final class Client: Sendable {
   }
 
   private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse {
+    if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
     let budget = RetryBudget(
       options: options, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline, endpoints: pool.endpointCount)
     var avoiding: ObjectIdentifier?
     while true {
-      let lease = try await pool.lease(deadline: budget.deadline, avoiding: avoiding)
+      let lease = try await pool.lease(deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
       if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
         // Only the connection that just refused is ready: give it a moment before asking again.
         do { try await budget.pauseBeforeSameConnection() } catch {
@@ -135,7 +138,8 @@ public final class Client: Sendable {
       }
       let stream: StreamHandle
       do {
-        stream = try lease.connection.openStream(try budget.head(method, options), message: request, endStream: true)
+        stream = try lease.connection.openStream(
+          try budget.head(method, options), message: request, endStream: true, singleResponse: true)
       } catch let error as ConnectionCore.OpenError {
         pool.release(lease)
         try await handleOpenError(error, lease, budget)

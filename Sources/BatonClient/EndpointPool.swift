@@ -53,12 +53,27 @@ final class EndpointPool: Sendable {
     var refusals = 0
     /// The connection being established (handshake not finished), if any.
     var pending: ObjectIdentifier?
+    /// A reconnect timer is armed (a backoff runs): nothing else may connect before it fires.
+    var reconnectScheduled = false
+
+    /// The endpoint could not be reached: a TCP connect failed (refused, timed out, the name
+    /// did not resolve), or two connections in a row broke before their handshake completed.
+    /// One such break alone is retried first: it is as likely a race with the server's own
+    /// close (or a local hiccup) as a dead endpoint. Sticky until a handshake completes.
+    var failedToConnect = false
+
+    /// No connection to offer and the endpoint could not be reached or is full: a call that
+    /// does not wait for ready gives up on it. Sticky until a connection completes its
+    /// handshake, so that the reconnects of a backoff do not make calls wait for each attempt.
+    var unreachable: Bool { current == nil && (failedToConnect || refusals > 0) }
   }
 
   private struct Waiter {
     let continuation: CheckedContinuation<Lease, any Error>
     let avoiding: ObjectIdentifier?
     let timer: TimerHandle?
+    /// Waits through connection failures (``CallOptions/waitForReady``) instead of failing fast.
+    let waitForReady: Bool
   }
 
   init(endpoints: [Endpoint], configuration: Client.Configuration, group: EventLoopGroup) {
@@ -82,8 +97,16 @@ final class EndpointPool: Sendable {
 
   /// A connection with a free stream slot, preferring one that is not `avoiding` (the connection
   /// a retried call just failed on). Waits until `deadline` (MonotonicClock ns) if none is ready.
-  func lease(deadline: UInt64?, avoiding: ObjectIdentifier? = nil) async throws -> Lease {
-    if let lease = try state.withLock({ s throws in try Self.pick(&s, avoiding: avoiding, strict: false) }) {
+  ///
+  /// Fails fast: without `waitForReady`, once every endpoint's last connect attempt failed (each
+  /// has had at least one), the call fails with `unavailable` and the reasons, at once or as
+  /// soon as the last pending attempt fails. With it, the call waits through reconnects.
+  func lease(deadline: UInt64?, avoiding: ObjectIdentifier? = nil, waitForReady: Bool = false) async throws -> Lease {
+    if let lease = try state.withLock({ s throws in
+      let lease = try Self.pick(&s, avoiding: avoiding, strict: false)
+      if lease == nil && !waitForReady, let error = Self.unreachableError(s) { throw error }
+      return lease
+    }) {
       return lease
     }
     // A call without a deadline still waits a bounded time for a connection.
@@ -103,13 +126,14 @@ final class EndpointPool: Sendable {
           } catch {
             return .failure(error)
           }
+          if !waitForReady, let error = Self.unreachableError(s) { return .failure(error) }
           guard s.waiters.count < configuration.maxWaitingCalls else {
             return .failure(RPCError(code: .resourceExhausted, message: "\(configuration.maxWaitingCalls) calls are already waiting for a connection"))
           }
           let timer = timerLoop.schedule(at: deadline ?? limit ?? 0) { [self] in
             self.expireWaiter(id, ownDeadline: deadline != nil)
           }
-          s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer)
+          s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer, waitForReady: waitForReady)
           s.waiterOrder.append(id)
           return nil
         }
@@ -174,6 +198,34 @@ final class EndpointPool: Sendable {
     return nil
   }
 
+  /// `unavailable` with every endpoint's last failure, when no endpoint can take a call now and
+  /// each one's last connect attempt failed; nil while some endpoint is ready or still on its
+  /// first attempt since it was last ready.
+  private static func unreachableError(_ s: State) -> RPCError? {
+    guard s.subchannels.allSatisfy(\.unreachable) else { return nil }
+    if s.subchannels.isEmpty { return RPCError(code: .unavailable, message: "the client has no endpoints; the call was not sent") }
+    let reasons = s.subchannels.map { "\($0.endpoint): \($0.lastError ?? "unreachable")" }.joined(separator: "; ")
+    return RPCError(code: .unavailable, message: "no endpoint could be reached (\(reasons)); the call was not sent")
+  }
+
+  /// Fails the calls that do not wait for ready, once no endpoint can be reached.
+  private func failFast() {
+    let (failed, error) = state.withLock { s -> ([Waiter], RPCError?) in
+      guard let error = Self.unreachableError(s) else { return ([], nil) }
+      var failed: [Waiter] = []
+      for (id, waiter) in s.waiters where !waiter.waitForReady {
+        failed.append(waiter)
+        s.waiters[id] = nil
+      }
+      return (failed, error)
+    }
+    guard let error else { return }
+    for waiter in failed {
+      if let timer = waiter.timer { timerLoop.cancel(timer) }
+      waiter.continuation.resume(throwing: error)
+    }
+  }
+
   private static func grantWaiters(_ s: inout State) -> [(CheckedContinuation<Lease, any Error>, Lease, TimerHandle?)] {
     var grants: [(CheckedContinuation<Lease, any Error>, Lease, TimerHandle?)] = []
     while let id = s.waiterOrder.first {
@@ -234,6 +286,7 @@ final class EndpointPool: Sendable {
     let endpoint = state.withLock { s -> Endpoint? in
       guard !s.closed, !s.subchannels[index].connecting, s.subchannels[index].current == nil else { return nil }
       s.subchannels[index].connecting = true
+      s.subchannels[index].reconnectScheduled = false
       return s.subchannels[index].endpoint
     }
     guard let endpoint else { return }
@@ -259,20 +312,26 @@ final class EndpointPool: Sendable {
         connection.start()
         if !keep { connection.closeGracefully() }
       } catch {
-        connectFailed(index, reason: "\(error)")
+        connectFailed(index, reason: "\(error)", unreachable: true)
       }
     }
   }
 
-  private func connectFailed(_ index: Int, reason: String) {
+  /// An attempt failed: back off before the next. `unreachable`: the TCP connect itself failed;
+  /// otherwise the connection broke before its handshake completed (see ``Subchannel/failedToConnect``).
+  private func connectFailed(_ index: Int, reason: String, unreachable: Bool = false) {
     let delay = state.withLock { s -> UInt64? in
       s.subchannels[index].connecting = false
       s.subchannels[index].failures += 1
       s.subchannels[index].lastError = reason
-      return s.closed ? nil : configuration.backoff.delay(afterFailures: s.subchannels[index].failures)
+      if unreachable || s.subchannels[index].failures >= 2 { s.subchannels[index].failedToConnect = true }
+      if s.closed { return nil }
+      s.subchannels[index].reconnectScheduled = true
+      return configuration.backoff.delay(afterFailures: s.subchannels[index].failures)
     }
     guard let delay else { return }
     logger.log(.debug, "connect failed", ("endpoint", endpoints[index].description), ("error", reason))
+    failFast()
     _ = timerLoop.schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
   }
 
@@ -287,6 +346,7 @@ final class EndpointPool: Sendable {
         s.subchannels[index].maxStreams = Int(settings.maxConcurrentStreams)
         s.subchannels[index].connecting = false
         s.subchannels[index].failures = 0
+        s.subchannels[index].failedToConnect = false
         s.subchannels[index].lastError = nil
         return false
       }
@@ -308,24 +368,33 @@ final class EndpointPool: Sendable {
       let delay = state.withLock { s in
         s.subchannels[index].refusals += 1
         s.subchannels[index].lastError = "connection limit: \(debug)"
+        s.subchannels[index].reconnectScheduled = true
         return configuration.backoff.delay(afterFailures: s.subchannels[index].refusals)
       }
+      failFast()
       _ = timerLoop.schedule(at: MonotonicClock.now() &+ delay) { [self] in self.connect(index) }
     case .closed(let reason):
-      let (wasCurrent, wasPending) = state.withLock { s in
+      let (wasCurrent, wasPending, orphaned) = state.withLock { s in
         let key = ObjectIdentifier(connection)
         let wasCurrent = s.subchannels[index].current === connection
         let wasPending = s.subchannels[index].pending == key
         if wasPending { s.subchannels[index].pending = nil }
         if wasCurrent { s.subchannels[index].current = nil }
         s.subchannels[index].draining[key] = nil
-        return (wasCurrent, wasPending)
+        // A connection a call found dead (its open failed) was moved aside before this notice:
+        // nothing replaces it unless this does.
+        let sub = s.subchannels[index]
+        let orphaned = !s.closed && sub.current == nil && !sub.connecting && !sub.reconnectScheduled
+        return (wasCurrent, wasPending, orphaned)
       }
       if wasPending {
         connectFailed(index, reason: reason)
-      } else if wasCurrent {
+      } else if wasCurrent || orphaned {
+        // An established connection ended the run of failures (PROTOCOL.md 14): reconnect at
+        // once, and let calls wait for that one attempt before they fail fast.
         logger.info("disconnected", ("endpoint", endpoints[index].description), ("reason", reason))
-        connectFailed(index, reason: reason)
+        state.withLock { $0.subchannels[index].lastError = reason }
+        connect(index)
       }
     case .opened, .pingAck, .idle:
       break

@@ -47,6 +47,7 @@ final class StreamingCall: Sendable {
 
   /// Opens the first attempt; `request` is the single request of a server-streaming call.
   func start(request: [UInt8]?) async throws {
+    if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
     if let request {
       state.withLock { s in
         s.replay.append(request)
@@ -236,7 +237,7 @@ final class StreamingCall: Sendable {
   private func openAttempt(avoiding: ObjectIdentifier?) async throws {
     var avoiding = avoiding
     while true {
-      let lease = try await client.pool.lease(deadline: budget.deadline, avoiding: avoiding)
+      let lease = try await client.pool.lease(deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
       if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
         do { try await budget.pauseBeforeSameConnection() } catch {
           client.pool.release(lease)
@@ -296,6 +297,17 @@ public struct RequestWriter: Sendable {
   let call: StreamingCall
 
   /// Sends one message, waiting while the server has not granted flow-control credit.
+  ///
+  /// What a caller may rely on once the server has ended the call:
+  /// - with OK (a handler may end early, as a draining one should), a write does not fail: the
+  ///   message is dropped, since the server no longer reads (grpc-go's `SendMsg` returns `io.EOF`
+  ///   instead), and the call's outcome is what the ``ResponseStream`` reports, which ends
+  ///   normally. A caller that writes and reads at once and fails on the first error therefore
+  ///   reports the server's OK.
+  /// - with an error status, a write throws that status: the same error the reader throws.
+  ///
+  /// - Throws: ``RPCError``: the server's error status; `cancelled` once the call's body has
+  ///   returned; otherwise the call's failure (`unavailable`, `deadlineExceeded`, ...).
   ///
   /// Inlinable, so that a message the window has room for costs the caller no call into an
   /// async function (each one allocates a frame on the task): only waiting does.
@@ -411,7 +423,11 @@ extension Client {
       guard let reply = try await call.next() else {
         throw RPCError(code: .internal, message: "the server ended a client-streaming call without a reply")
       }
-      _ = try await call.next()  // the status: OK, or the error it throws
+      // The status: OK, or the error it throws. A second message breaks the call's shape
+      // (PROTOCOL.md 7.2): INTERNAL; the stream, still open, is reset with CANCEL as the call ends.
+      if try await call.next() != nil {
+        throw RPCError(code: .internal, message: "the server sent more than one response message for a client-streaming call")
+      }
       return reply
     }
   }

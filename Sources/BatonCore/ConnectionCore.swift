@@ -744,6 +744,20 @@ package struct ConnectionCore: Sendable {
     FrameEncoder.appendPing(&outbound.frameBytes, ack: false, payload: payload)
   }
 
+  /// The socket under the connection is gone (EOF, reset, read or write error, closed): the
+  /// connection is over without a frame. Afterwards no stream can open (``openStream(_:endStream:)``
+  /// throws ``OpenError/goingAway``) and nothing is read or sent. The owner fails every stream it
+  /// still tracks in the same step, so that a stream is either failed or never opened.
+  public mutating func transportClosed() {
+    guard phase != .closed else { return }
+    phase = .closed
+    streams.removeAll()
+    partials.removeAll()
+    pendings.removeAll()
+    orphanedCredit.removeAll()
+    blockedOnConnection.removeAll()
+  }
+
   /// Ends the connection because of this side's own error (a GOAWAY with the code, then close).
   package mutating func abort(_ code: ErrorCode, reason: String, into events: inout [ConnectionEvent]) {
     fail(.connection(code, reason), &events)

@@ -97,8 +97,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
     /// A `.writable` arrived before the writer had parked.
     var writableEarly = false
     var timer: TimerHandle?
+    /// (client) The call's shape allows one response message (unary): a second one fails it
+    /// (PROTOCOL.md 7.2).
+    let singleResponse: Bool
 
-    init(inputDone: Bool = false) { self.inputDone = inputDone }
+    init(inputDone: Bool = false, singleResponse: Bool = false) {
+      self.inputDone = inputDone
+      self.singleResponse = singleResponse
+    }
   }
 
   private enum Wake {
@@ -198,8 +204,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// (client) Opens a stream, optionally sending its only message and END_STREAM in the same
   /// flush (a unary or server-streaming request).
+  ///
+  /// The stream's slot exists only once the core has opened the stream, in the same lock hold;
+  /// a core whose socket is gone is closed (``transportClosed(_:_:_:)``) and refuses with
+  /// ``ConnectionCore/OpenError/goingAway``. So a stream opened here is never left waiting on a
+  /// dead connection: it is failed with it, or it was never opened.
+  /// `singleResponse` (a unary call, which awaits its end rather than reading): a second
+  /// response message fails the stream with INTERNAL and resets it with CANCEL (PROTOCOL.md 7.2).
   package func openStream(
-    _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false
+    _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false, singleResponse: Bool = false
   ) throws(ConnectionCore.OpenError) -> StreamHandle {
     let (id, flush) = try state.withLock { s throws(ConnectionCore.OpenError) in
       if let message, message.count > Int(s.core.peerSettings.maxMessageSize) {
@@ -211,7 +224,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         // A unary request never waits for credit: what does not fit leaves as credit arrives.
         _ = s.core.sendMessage(streamID: id, message, endStream: endStream, events: &ignored)
       }
-      s.slots[id] = Slot()
+      s.slots[id] = Slot(singleResponse: singleResponse)
       return (id, Self.claimFlush(&s))
     }
     if flush { requestFlush() }
@@ -347,8 +360,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
       case .blocked:
         return (.success(true), Self.claimFlush(&s))
       case .streamClosed:
-        let error = s.slots[id]?.trailers?.error ?? RPCError(code: .cancelled, message: "the peer already ended the call")
-        return (.failure(error), false)
+        // (client) The server already ended the call: the message is dropped (PROTOCOL.md 7.1,
+        // the client then stops sending). A write does not turn the server's OK into a
+        // failure: the call's outcome is its status, which the reader gets; an error status is
+        // thrown here too.
+        guard let trailers = s.slots[id]?.trailers else {
+          return (.failure(RPCError(code: .cancelled, message: "the peer already ended the call")), false)
+        }
+        if let error = trailers.error { return (.failure(error), false) }
+        return (.success(false), false)
       case .tooLarge(let limit):
         return (.failure(RPCError(code: .resourceExhausted, message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")), false)
       }
@@ -723,8 +743,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
     _ id: UInt32, count: Int, _ s: inout State, _ wakes: inout [Wake],
     queue: (inout MessageQueue) -> Void, array: () -> [UInt8]
   ) {
-    let queued = s.slots.withValue(id) { slot -> Bool in
+    let queued = s.slots.withValue(id) { slot -> Bool? in
       guard let receiver = slot.receiver else {
+        if slot.singleResponse && !slot.inbox.isEmpty { return nil }
         queue(&slot.inbox)
         return true
       }
@@ -733,6 +754,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
       return false
     }
     if queued != true { s.core.consumed(streamID: id, bytes: count) }
+    if case .some(nil) = queued {
+      // A second response message on a call that takes one: the framing is valid, only the
+      // call's shape is broken (PROTOCOL.md 7.2): INTERNAL, and CANCEL to the server.
+      s.core.resetStream(streamID: id, .cancel)
+      let error = RPCError(code: .internal, message: "the server sent more than one response message for a call that takes one")
+      fail(id, .local(error), &s, &wakes)
+    }
   }
 
   /// The bytes one `process` call gave the core, where its `messageBytes` events lie.
@@ -782,7 +810,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
       }
       if let writer = slot.writer {
         slot.writer = nil
-        wakes.append(.resume(writer, trailers.error ?? RPCError(code: .cancelled, message: "the server already ended the call")))
+        // A write waiting for credit is done with OK (the rest is dropped), as in `enqueue`.
+        wakes.append(.resume(writer, trailers.error))
       }
       if let timer = slot.timer {
         slot.timer = nil
@@ -1099,10 +1128,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var wakes: [Wake] = []
     let why = reason ?? "the connection closed"
     state.withLock { s in
-      Self.failAll(.connectionLost("connection to \(peer) lost: \(why)"), &s, &wakes)
+      Self.transportClosed(.connectionLost("connection to \(peer) lost: \(why)"), &s, &wakes)
     }
     perform(wakes)
     closeSocket(reason: why)
+  }
+
+  /// The socket is gone: the core closes and every stream fails, in one lock hold. A stream is
+  /// opened only by a core that is not closed, under the same lock (``openStream(_:message:endStream:)``),
+  /// so every stream is either failed here or never opened: none can wait on a dead socket.
+  private static func transportClosed(_ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake]) {
+    s.core.transportClosed()
+    failAll(failure, &s, &wakes)
   }
 
   private func closeSocket(reason: String) {
@@ -1120,7 +1157,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var wakes: [Wake] = []
     let closeWaiters = state.withLock { s in
       s.closedReason = reason
-      Self.failAll(.connectionLost("connection to \(peer) closed: \(reason)"), &s, &wakes)
+      Self.transportClosed(.connectionLost("connection to \(peer) closed: \(reason)"), &s, &wakes)
       defer { s.closeWaiters.removeAll() }
       return s.closeWaiters
     }

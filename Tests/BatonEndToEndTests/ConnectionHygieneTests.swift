@@ -116,9 +116,15 @@ struct ConnectionLimitBackoffTests {
       let before = server.connectionsAccepted
       try await withClient(endpoints: [address]) { client in
         let error = await #expect(throws: RPCError.self) {
-          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .seconds(2)))
+          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .seconds(2), waitForReady: true))
         }
         #expect(error?.code == .deadlineExceeded)
+        // Not waiting for ready, a call fails fast, and says why.
+        let fast = await #expect(throws: RPCError.self) {
+          try await client.unary("echo/Unary", [], options: CallOptions(timeout: .seconds(10)))
+        }
+        #expect(fast?.code == .unavailable)
+        #expect(fast?.message.contains("connection limit") == true, "\(String(describing: fast))")
       }
       // A loaded machine may accept the client's attempts only after its call has ended: they
       // count all the same (the client makes no more once closed).
@@ -172,7 +178,7 @@ struct ConnectionLimitBackoffTests {
         var calls = 0
         repeat {
           let error = await #expect(throws: RPCError.self) {
-            try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500)))
+            try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500), waitForReady: true))
           }
           #expect(error?.code == .deadlineExceeded)
           calls += 1

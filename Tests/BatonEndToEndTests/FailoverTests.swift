@@ -134,7 +134,7 @@ struct FailoverTests {
     for run in runs { try await run.value }
   }
 
-  @Test("when no endpoint is ready, a call waits for one until its deadline instead of failing fast")
+  @Test("a call that waits for ready waits for an endpoint until its deadline instead of failing fast")
   func waitsForEndpoint() async throws {
     // The port stays reserved (bound, not listening: connects are refused) until the server takes
     // it. A port merely probed and released could be taken meanwhile by another test running in
@@ -142,7 +142,7 @@ struct FailoverTests {
     let reservation = try PortReservation()
     let port = reservation.port
     try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: port)]) { client in
-      let reply = Task { try await client.unary("echo/Unary", [UInt8]("late"), options: CallOptions(timeout: .seconds(60))) }
+      let reply = Task { try await client.unary("echo/Unary", [UInt8]("late"), options: CallOptions(timeout: .seconds(60), waitForReady: true)) }
       // The call is waiting for a connection; only now does the server appear.
       try await until("the call waits for a connection") { client.waitingCalls == 1 }
       reservation.release()
@@ -156,7 +156,7 @@ struct FailoverTests {
     let nobody = try PortReservation()
     try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: nobody.port)]) { client in
       let error = await #expect(throws: RPCError.self) {
-        try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(300)))
+        try await client.unary("echo/Unary", [], options: CallOptions(timeout: .milliseconds(300), waitForReady: true))
       }
       #expect(error?.code == .deadlineExceeded)
     }
@@ -165,19 +165,20 @@ struct FailoverTests {
 
   @Test("a call waiting for a connection ends when its task is cancelled, and without a deadline it gives up after maxWaitForConnection")
   func waitingCallIsBounded() async throws {
+    let waiting = CallOptions(waitForReady: true)
     let nobody = Endpoint(host: "127.0.0.1", port: try await freePort())
     var configuration = Client.Configuration()
     configuration.maxWaitForConnection = .milliseconds(300)
     try await withClient(endpoints: [nobody], configuration: configuration) { client in
       let started = ContinuousClock.now
-      let error = await #expect(throws: RPCError.self) { try await client.unary("echo/Unary", []) }
+      let error = await #expect(throws: RPCError.self) { try await client.unary("echo/Unary", [], options: waiting) }
       #expect(error?.code == .unavailable)
       #expect(error?.message.contains("no endpoint became ready") == true)
       #expect(ContinuousClock.now - started < .seconds(20), "not the 300 ms configured: the 30 s default?")
     }
     configuration.maxWaitForConnection = .seconds(60)
     try await withClient(endpoints: [nobody], configuration: configuration) { client in
-      let call = Task { try await client.unary("echo/Unary", []) }
+      let call = Task { try await client.unary("echo/Unary", [], options: waiting) }
       try await until("the call waits for a connection") { client.waitingCalls == 1 }
       let started = ContinuousClock.now
       call.cancel()

@@ -38,6 +38,14 @@ final class RawPeer: @unchecked Sendable {
     }
   }
 
+  /// Wraps a socket a ``RawServer`` accepted.
+  init(acceptedFD: Int32, receiveTimeoutSeconds: Int = 60) {
+    fd = acceptedFD
+    socketIdentity = SocketIdentity(acceptedFD)
+    var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+  }
+
   /// Closes the socket, but only while `fd` still is this socket: a test may close it itself
   /// (HardeningTests does, through `fdForTests`), and by now the number may belong to another
   /// test's socket or loop, which a second close would break (seen as EBADF on a client's write
@@ -45,6 +53,10 @@ final class RawPeer: @unchecked Sendable {
   deinit {
     if let socketIdentity, SocketIdentity(fd) == socketIdentity { close(fd) }
   }
+
+  /// Ends the connection now, as a killed process would (FIN both ways); the descriptor itself
+  /// closes with the peer.
+  func shutdown() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
 
   func send(_ bytes: [UInt8]) {
     var offset = 0
