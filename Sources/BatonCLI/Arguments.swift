@@ -118,7 +118,9 @@ struct Arguments: Sendable {
       return fallback
     }
     guard let value = Double(text), value.isFinite, range.contains(value) else {
-      throw UsageError("option '\(name)' needs a number of seconds in \(Format.fixed(range.lowerBound, 0))...\(Format.fixed(range.upperBound, 0)), not '\(text)'")
+      throw UsageError(
+        "option '\(name)' needs a number of seconds in \(Format.fixed(range.lowerBound, 0))...\(Format.fixed(range.upperBound, 0)), not '\(text)'"
+      )
     }
     return value
   }

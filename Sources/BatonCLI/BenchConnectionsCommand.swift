@@ -37,7 +37,8 @@ enum BenchConnectionsCommand {
   static func run(_ arguments: Arguments, _ output: Output) async throws -> Int32 {
     let count = try arguments.int("--count", default: nil, in: 1...1_000_000)
     let givenPort = arguments.string("--port") == nil ? nil : try arguments.int("--port", default: nil, in: 1...65_535)
-    let givenPID = arguments.string("--pid") == nil ? nil : try arguments.int("--pid", default: nil, in: 1...Int(Int32.max))
+    let givenPID =
+      arguments.string("--pid") == nil ? nil : try arguments.int("--pid", default: nil, in: 1...Int(Int32.max))
     if givenPort == nil && givenPID != nil { throw UsageError("--pid needs --port") }
 
     let limit = SystemResources.raiseFileLimit() ?? 1_024

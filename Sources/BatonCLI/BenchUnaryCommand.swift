@@ -76,7 +76,8 @@ enum BenchUnaryCommand {
     let total = await LoadWorkers.tally(count: concurrency, hardDeadline: start &+ UInt64((seconds + 10) * 1e9)) { _ in
       let executor: (any TaskExecutor)? = onLoop ? client.preferredExecutor : nil
       return await withTaskExecutorPreference(executor) {
-        await LoadWorkers.unary(client: client, method: "bench.Echo/Unary", payload: payload, options: .defaults, stop: stop)
+        await LoadWorkers.unary(
+          client: client, method: "bench.Echo/Unary", payload: payload, options: .defaults, stop: stop)
       }
     }
     let elapsed = MonotonicClock.now() &- start

@@ -84,14 +84,16 @@ enum DemoCommand {
         switch outcome {
         case nil:
           before.withLock { $0 = counters() }
-          text = "\(at) restarting server \(index + 1) (\(cluster.endpoints[index])): graceful stop, deadline \(drainDeadline.readable)"
+          text =
+            "\(at) restarting server \(index + 1) (\(cluster.endpoints[index])): graceful stop, deadline \(drainDeadline.readable)"
         case .success(let restart)?:
           let after = counters()
           let was = before.withLock { $0 } ?? after
           text = restartLine(
             index: index, of: count, port: cluster.endpoints[index].port, restart: restart, before: was, after: after)
         case .failure(let error)?:
-          text = "restart \(index + 1)/\(count): server \(index + 1) (\(cluster.endpoints[index])) could not restart: \(error)"
+          text =
+            "restart \(index + 1)/\(count): server \(index + 1) (\(cluster.endpoints[index])) could not restart: \(error)"
         }
         // On a terminal, the event replaces the live line, which is redrawn below it.
         output.raw((output.isTerminal ? "\r\u{1B}[K" : "") + text + "\n", to: .standardOutput)
@@ -99,7 +101,8 @@ enum DemoCommand {
     }
     let progress = Task { await showProgress(cluster, client, live, start: start, output) }
     let waitPayload = Array("\(longCallMilliseconds)".utf8)
-    async let long = LoadWorkers.tally(count: longCallWorkers + longStreamWorkers, hardDeadline: hardDeadline) { index in
+    async let long = LoadWorkers.tally(count: longCallWorkers + longStreamWorkers, hardDeadline: hardDeadline) {
+      index in
       index < longCallWorkers
         ? await LoadWorkers.unary(
           client: client, method: "demo.Echo/Wait", payload: waitPayload, options: options, stop: stop, live: live)
@@ -141,8 +144,9 @@ enum DemoCommand {
         "PASS: every server restarted and finished its open streams (\(drained) in all); no call failed")
       return 0
     }
-    output.line("FAIL: \(total.failed) calls failed (\(Format.failures(total.failures)))"
-      + (restartFailed ? "; a server could not restart" : ""))
+    output.line(
+      "FAIL: \(total.failed) calls failed (\(Format.failures(total.failures)))"
+        + (restartFailed ? "; a server could not restart" : ""))
     return 1
   }
 

@@ -1,5 +1,6 @@
 package import BatonPosix
 import BatonTransport
+import Foundation
 import Synchronization
 
 /// A Baton client over one or more endpoints.
@@ -122,13 +123,15 @@ public final class Client: Sendable {
     }
   }
 
-  private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse {
+  private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse
+  {
     if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
     let budget = RetryBudget(
       options: options, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline, endpoints: pool.endpointCount)
     var avoiding: ObjectIdentifier?
     while true {
-      let lease = try await pool.lease(deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
+      let lease = try await pool.lease(
+        deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
       if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
         // Only the connection that just refused is ready: give it a moment before asking again.
         do { try await budget.pauseBeforeSameConnection() } catch {
@@ -176,16 +179,22 @@ public final class Client: Sendable {
   }
 
   /// The connection could not take a new stream. GOAWAY crossed the call: move on.
-  func handleOpenError(_ error: ConnectionCore.OpenError, _ lease: EndpointPool.Lease, _ budget: RetryBudget) async throws {
+  func handleOpenError(_ error: ConnectionCore.OpenError, _ lease: EndpointPool.Lease, _ budget: RetryBudget)
+    async throws
+  {
     switch error {
     case .metadataTooLarge(let size, let limit):
-      throw RPCError(code: .resourceExhausted, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
+      throw RPCError(
+        code: .resourceExhausted, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
     case .frameTooLarge(let size, let limit):
-      throw RPCError(code: .resourceExhausted, message: "the call's method and metadata take \(size) bytes, more than the server's frame limit of \(limit)")
+      throw RPCError(
+        code: .resourceExhausted,
+        message: "the call's method and metadata take \(size) bytes, more than the server's frame limit of \(limit)")
     case .invalidMethod(let length):
       throw RPCError(code: .invalidArgument, message: "a method name must be 1 to 65,535 bytes, not \(length)")
     case .messageTooLarge(let size, let limit):
-      throw RPCError(code: .resourceExhausted, message: "request of \(size) bytes exceeds the server's limit of \(limit)")
+      throw RPCError(
+        code: .resourceExhausted, message: "request of \(size) bytes exceeds the server's limit of \(limit)")
     case .goingAway, .notReady:
       pool.markDraining(lease.connection)
     case .tooManyStreams:
@@ -243,7 +252,10 @@ final class RetryBudget: Sendable {
     var micros: UInt64 = 0
     if let deadline {
       let now = MonotonicClock.now()
-      guard now < deadline else { throw RPCError(code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed") }
+      guard now < deadline else {
+        throw RPCError(
+          code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed")
+      }
       micros = max(1, (deadline - now + 999) / 1_000)  // rounded up: never shorter than asked
     }
     return RequestHead(method: method, timeoutMicroseconds: micros, metadata: options.metadata)
@@ -267,7 +279,8 @@ final class RetryBudget: Sendable {
 
   func checkTime() throws {
     if let deadline, MonotonicClock.now() >= deadline {
-      throw RPCError(code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed")
+      throw RPCError(
+        code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed")
     }
   }
 
@@ -303,5 +316,3 @@ enum JSONCoding {
     }
   }
 }
-
-import Foundation

@@ -119,7 +119,8 @@ final class EndpointPool: Sendable {
       try await withCheckedThrowingContinuation { continuation in
         let outcome: Result<Lease, any Error>? = state.withLock { s in
           if s.cancelledWaiters.remove(id) != nil || Task.isCancelled {
-            return .failure(RPCError(code: .cancelled, message: "the call was cancelled while waiting for a connection"))
+            return .failure(
+              RPCError(code: .cancelled, message: "the call was cancelled while waiting for a connection"))
           }
           do {
             if let lease = try Self.pick(&s, avoiding: avoiding, strict: false) { return .success(lease) }
@@ -128,12 +129,16 @@ final class EndpointPool: Sendable {
           }
           if !waitForReady, let error = Self.unreachableError(s) { return .failure(error) }
           guard s.waiters.count < configuration.maxWaitingCalls else {
-            return .failure(RPCError(code: .resourceExhausted, message: "\(configuration.maxWaitingCalls) calls are already waiting for a connection"))
+            return .failure(
+              RPCError(
+                code: .resourceExhausted,
+                message: "\(configuration.maxWaitingCalls) calls are already waiting for a connection"))
           }
           let timer = timerLoop.schedule(at: deadline ?? limit ?? 0) { [self] in
             self.expireWaiter(id, ownDeadline: deadline != nil)
           }
-          s.waiters[id] = Waiter(continuation: continuation, avoiding: avoiding, timer: timer, waitForReady: waitForReady)
+          s.waiters[id] = Waiter(
+            continuation: continuation, avoiding: avoiding, timer: timer, waitForReady: waitForReady)
           s.waiterOrder.append(id)
           return nil
         }
@@ -149,7 +154,8 @@ final class EndpointPool: Sendable {
       }
       guard let waiter else { return }
       if let timer = waiter.timer { timerLoop.cancel(timer) }
-      waiter.continuation.resume(throwing: RPCError(code: .cancelled, message: "the call was cancelled while waiting for a connection"))
+      waiter.continuation.resume(
+        throwing: RPCError(code: .cancelled, message: "the call was cancelled while waiting for a connection"))
     }
   }
 
@@ -203,7 +209,9 @@ final class EndpointPool: Sendable {
   /// first attempt since it was last ready.
   private static func unreachableError(_ s: State) -> RPCError? {
     guard s.subchannels.allSatisfy(\.unreachable) else { return nil }
-    if s.subchannels.isEmpty { return RPCError(code: .unavailable, message: "the client has no endpoints; the call was not sent") }
+    if s.subchannels.isEmpty {
+      return RPCError(code: .unavailable, message: "the client has no endpoints; the call was not sent")
+    }
     let reasons = s.subchannels.map { "\($0.endpoint): \($0.lastError ?? "unreachable")" }.joined(separator: "; ")
     return RPCError(code: .unavailable, message: "no endpoint could be reached (\(reasons)); the call was not sent")
   }
@@ -247,8 +255,10 @@ final class EndpointPool: Sendable {
   private func expireWaiter(_ id: UInt64, ownDeadline: Bool) {
     let (waiter, detail) = state.withLock { s in
       let waiter = s.waiters.removeValue(forKey: id)
-      let detail = s.subchannels.map { "\($0.endpoint): \($0.current != nil ? "busy" : ($0.lastError ?? "connecting"))" }
-        .joined(separator: ", ")
+      let detail = s.subchannels.map {
+        "\($0.endpoint): \($0.current != nil ? "busy" : ($0.lastError ?? "connecting"))"
+      }
+      .joined(separator: ", ")
       return (waiter, detail)
     }
     let error =
@@ -256,7 +266,8 @@ final class EndpointPool: Sendable {
       ? RPCError(code: .deadlineExceeded, message: "the deadline passed while waiting for a ready endpoint (\(detail))")
       : RPCError(
         code: .unavailable,
-        message: "no endpoint became ready within \(configuration.maxWaitForConnection) (\(detail)); the call was not sent")
+        message:
+          "no endpoint became ready within \(configuration.maxWaitForConnection) (\(detail)); the call was not sent")
     waiter?.continuation.resume(throwing: error)
   }
 
@@ -426,7 +437,8 @@ final class EndpointPool: Sendable {
     }
     let timer = timerLoop.schedule(at: deadline) { [self] in
       let waiter = self.state.withLock { $0.readyWaiters.removeValue(forKey: id) }
-      waiter?.continuation.resume(throwing: RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
+      waiter?.continuation.resume(
+        throwing: RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
     }
     defer { timerLoop.cancel(timer) }
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -435,7 +447,8 @@ final class EndpointPool: Sendable {
         // The timer runs on a loop thread and may have come and gone before this parks (it
         // found no waiter): a deadline that has passed is final, or the wait would never end.
         if MonotonicClock.now() >= deadline {
-          return .failure(RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
+          return .failure(
+            RPCError(code: .deadlineExceeded, message: "fewer than \(minimum) endpoints became ready in time"))
         }
         s.readyWaiters[id] = (minimum, continuation)
         return nil
@@ -448,7 +461,10 @@ final class EndpointPool: Sendable {
   var snapshot: [(endpoint: Endpoint, ready: Bool, calls: Int, draining: Int)] {
     state.withLock { s in
       s.subchannels.map { sub in
-        (sub.endpoint, sub.current != nil, sub.current.map { s.leases[ObjectIdentifier($0), default: 0] } ?? 0, sub.draining.count)
+        (
+          sub.endpoint, sub.current != nil, sub.current.map { s.leases[ObjectIdentifier($0), default: 0] } ?? 0,
+          sub.draining.count
+        )
       }
     }
   }
@@ -467,7 +483,8 @@ final class EndpointPool: Sendable {
         }
         for connection in sub.draining.values {
           let role = sub.pending == ObjectIdentifier(connection) ? "pending" : "draining"
-          lines.append("    \(role) (\(s.leases[ObjectIdentifier(connection), default: 0]) leases): \(connection.debugState)")
+          lines.append(
+            "    \(role) (\(s.leases[ObjectIdentifier(connection), default: 0]) leases): \(connection.debugState)")
         }
         return lines.joined(separator: "\n")
       }

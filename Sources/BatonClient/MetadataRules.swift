@@ -17,10 +17,12 @@ enum MetadataRules {
       }
       guard !name.starts(with: "baton-".utf8) else {
         throw RPCError(
-          code: .invalidArgument, message: "metadata name '\(entry.name)' is reserved: names starting with 'baton-' belong to the protocol")
+          code: .invalidArgument,
+          message: "metadata name '\(entry.name)' is reserved: names starting with 'baton-' belong to the protocol")
       }
       guard entry.value.utf8.count <= Int(UInt16.max) else {
-        throw RPCError(code: .invalidArgument, message: "the value of metadata '\(entry.name)' is longer than 65,535 bytes")
+        throw RPCError(
+          code: .invalidArgument, message: "the value of metadata '\(entry.name)' is longer than 65,535 bytes")
       }
     }
   }

@@ -1,5 +1,5 @@
-import BatonTransport
 import BatonPosix
+import BatonTransport
 import Synchronization
 
 /// A streaming call that survives its server going away before processing it.
@@ -129,7 +129,6 @@ final class StreamingCall: Sendable {
     }
   }
 
-
   private func keepForReplay(_ message: [UInt8]) {
     state.withLock { s in
       guard !s.committed, !s.replayLost else { return }
@@ -237,7 +236,8 @@ final class StreamingCall: Sendable {
   private func openAttempt(avoiding: ObjectIdentifier?) async throws {
     var avoiding = avoiding
     while true {
-      let lease = try await client.pool.lease(deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
+      let lease = try await client.pool.lease(
+        deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
       if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
         do { try await budget.pauseBeforeSameConnection() } catch {
           client.pool.release(lease)
@@ -368,7 +368,8 @@ public struct ResponseStream: AsyncSequence, Sendable {
     /// switch executors after every reply, which for a caller on ``Client/preferredExecutor``
     /// takes the task's status lock each time.
     @inlinable
-    public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]? {
+    public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]?
+    {
       try await next()
     }
 
@@ -426,7 +427,8 @@ extension Client {
       // The status: OK, or the error it throws. A second message breaks the call's shape
       // (PROTOCOL.md 7.2): INTERNAL; the stream, still open, is reset with CANCEL as the call ends.
       if try await call.next() != nil {
-        throw RPCError(code: .internal, message: "the server sent more than one response message for a client-streaming call")
+        throw RPCError(
+          code: .internal, message: "the server sent more than one response message for a client-streaming call")
       }
       return reply
     }

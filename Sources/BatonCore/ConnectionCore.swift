@@ -203,7 +203,8 @@ package struct ConnectionCore: Sendable {
       if midMessage {
         // The call ended inside a message: the reply is incomplete, so the call fails.
         return events.append(
-          .streamReset(streamID: id, .protocolError, reason: "TRAILERS arrived inside an incomplete message", byPeer: false))
+          .streamReset(
+            streamID: id, .protocolError, reason: "TRAILERS arrived inside an incomplete message", byPeer: false))
       }
       events.append(.trailers(streamID: id, trailers))
     case .reset(let id, let code):
@@ -297,18 +298,23 @@ package struct ConnectionCore: Sendable {
     let length = payload.count
     guard length <= connectionReceiveWindow else {
       return fail(
-        .connection(.flowControlError, "DATA of \(length) bytes exceeds the connection window \(connectionReceiveWindow)"),
+        .connection(
+          .flowControlError, "DATA of \(length) bytes exceeds the connection window \(connectionReceiveWindow)"),
         &events)
     }
     connectionReceiveWindow -= length
     guard var stream = streams[id] else {
-      if isIdle(id) { return fail(.connection(.protocolError, "DATA on stream \(id), which was never opened"), &events) }
+      if isIdle(id) {
+        return fail(.connection(.protocolError, "DATA on stream \(id), which was never opened"), &events)
+      }
       // A closed stream: drop the bytes but give the connection credit back at once.
       return returnConnectionCredit(length)
     }
     guard length <= stream.receiveWindow else {
       returnConnectionCredit(length)
-      return resetRemoved(id, stream, .flowControlError, "DATA of \(length) bytes exceeds the stream window \(stream.receiveWindow)", &events)
+      return resetRemoved(
+        id, stream, .flowControlError, "DATA of \(length) bytes exceeds the stream window \(stream.receiveWindow)",
+        &events)
     }
     stream.receiveWindow -= length
     guard stream.machine.canReceive else {
@@ -349,7 +355,8 @@ package struct ConnectionCore: Sendable {
       stream.fragmentCredit = 0
       returnConnectionCredit(length)
       return tooLarge
-        ? resetRemoved(id, stream, .messageTooLarge, "a message exceeds MAX_MESSAGE_SIZE \(localSettings.maxMessageSize)", &events)
+        ? resetRemoved(
+          id, stream, .messageTooLarge, "a message exceeds MAX_MESSAGE_SIZE \(localSettings.maxMessageSize)", &events)
         : resetRemoved(id, stream, .protocolError, "END_STREAM inside an incomplete message", &events)
     }
     if message == nil && length > 0 {
@@ -590,7 +597,8 @@ package struct ConnectionCore: Sendable {
       pendings[id] = pending
       return
     }
-    FrameEncoder.appendData(&outbound.frameBytes, streamID: id, payload: EmptyCollection(), endMessage: false, endStream: true)
+    FrameEncoder.appendData(
+      &outbound.frameBytes, streamID: id, payload: EmptyCollection(), endMessage: false, endStream: true)
     _ = stream.machine.sendEndStream()
     streams[id] = stream
   }
@@ -679,23 +687,27 @@ package struct ConnectionCore: Sendable {
       orphanedCredit[id] = orphan > early ? orphan - early : nil
       return returnConnectionCredit(bytes - early)
     }
-    let owed = streams.update(id) { stream in
-      let early = min(bytes, stream.precredited)
-      stream.precredited -= early
-      return bytes - early
-    } ?? 0
+    let owed =
+      streams.update(id) { stream in
+        let early = min(bytes, stream.precredited)
+        stream.precredited -= early
+        return bytes - early
+      } ?? 0
     returnConnectionCredit(owed)
     let halfWindow = max(1, Int(localSettings.initialWindowSize) / 2)
-    let increment = streams.update(id) { stream -> Int in
-      guard owed > 0, stream.machine.canReceive else { return 0 }
-      stream.receiveUnacked += owed
-      guard stream.receiveUnacked >= halfWindow else { return 0 }
-      let unacked = stream.receiveUnacked
-      stream.receiveWindow += unacked
-      stream.receiveUnacked = 0
-      return unacked
-    } ?? 0
-    if increment > 0 { FrameEncoder.appendWindowUpdate(&outbound.frameBytes, streamID: id, increment: UInt32(increment)) }
+    let increment =
+      streams.update(id) { stream -> Int in
+        guard owed > 0, stream.machine.canReceive else { return 0 }
+        stream.receiveUnacked += owed
+        guard stream.receiveUnacked >= halfWindow else { return 0 }
+        let unacked = stream.receiveUnacked
+        stream.receiveWindow += unacked
+        stream.receiveUnacked = 0
+        return unacked
+      } ?? 0
+    if increment > 0 {
+      FrameEncoder.appendWindowUpdate(&outbound.frameBytes, streamID: id, increment: UInt32(increment))
+    }
   }
 
   private mutating func creditStream(_ id: UInt32, _ stream: inout Stream, _ bytes: Int) {

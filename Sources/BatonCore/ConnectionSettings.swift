@@ -48,7 +48,8 @@ public struct ConnectionSettings: Hashable, Sendable {
   /// PROTOCOL.md 8 allows (a peer would fail the connection on any other).
   public var invalidReason: String? {
     if !Self.maxFrameSizeRange.contains(maxFrameSize) {
-      return "maxFrameSize \(maxFrameSize) is outside \(Self.maxFrameSizeRange.lowerBound)...\(Self.maxFrameSizeRange.upperBound)"
+      return
+        "maxFrameSize \(maxFrameSize) is outside \(Self.maxFrameSizeRange.lowerBound)...\(Self.maxFrameSizeRange.upperBound)"
     }
     if initialWindowSize > Self.maxWindow { return "initialWindowSize \(initialWindowSize) exceeds 2^31-1" }
     if connectionWindowSize > Self.maxWindow { return "connectionWindowSize \(connectionWindowSize) exceeds 2^31-1" }

@@ -134,7 +134,8 @@ package struct OutboundBuffer: Sendable {
       guard plan.count < maxSegments else { return false }
       switch segment {
       case .frames(let range): plan.append(.frames(range.lowerBound + skip..<range.upperBound))
-      case .payload(let index, let range): plan.append(.payload(index: index, range.lowerBound + skip..<range.upperBound))
+      case .payload(let index, let range):
+        plan.append(.payload(index: index, range.lowerBound + skip..<range.upperBound))
       }
       skip = 0
       return true

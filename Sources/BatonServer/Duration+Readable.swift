@@ -8,7 +8,8 @@ extension Duration {
       return "-" + (Duration.zero - self).readable
     }
     // Whole nanoseconds, saturating: durations past 292 years are not a concern here.
-    let nanoseconds = seconds > Int64.max / 1_000_000_000 - 1
+    let nanoseconds =
+      seconds > Int64.max / 1_000_000_000 - 1
       ? Int64.max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     return Self.readable(nanoseconds: nanoseconds)
   }

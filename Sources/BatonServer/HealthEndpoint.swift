@@ -83,10 +83,16 @@ private final class HealthExchange: IOHandler, @unchecked Sendable {
   }
 
   private func respond(status: Int, type: String, body: String) {
-    let reason = [200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Request Header Fields Too Large", 503: "Service Unavailable"][status] ?? "Status"
+    let reason =
+      [
+        200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+        503: "Service Unavailable",
+      ][status] ?? "Status"
     let bytes = Array(body.utf8)
-    response = Array(
-      "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(bytes.count)\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n".utf8)
+    response =
+      Array(
+        "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(bytes.count)\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+          .utf8)
       + bytes
     writable()
   }

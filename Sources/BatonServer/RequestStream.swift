@@ -23,7 +23,8 @@ public struct RequestStream: AsyncSequence, Sendable {
     /// task with an executor preference) each switch takes the task's status lock. The loop
     /// passes its own isolation as `actor`, so running where the caller runs is what it asked for.
     @inlinable
-    public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]? {
+    public nonisolated(nonsending) mutating func next(isolation actor: (any Actor)?) async throws(any Error) -> [UInt8]?
+    {
       try await next()
     }
 

@@ -32,7 +32,8 @@ public struct Router: Sendable {
   /// One request message in, any number of response messages out through the writer.
   public mutating func serverStreaming(
     _ method: String,
-    _ handler: @escaping @Sendable (_ request: [UInt8], _ responses: ResponseWriter, _ context: ServerContext)
+    _ handler:
+      @escaping @Sendable (_ request: [UInt8], _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
     handlers[method] = .serverStreaming(handler)
@@ -49,7 +50,8 @@ public struct Router: Sendable {
   /// Both directions at once, independently.
   public mutating func bidirectional(
     _ method: String,
-    _ handler: @escaping @Sendable (_ requests: RequestStream, _ responses: ResponseWriter, _ context: ServerContext)
+    _ handler:
+      @escaping @Sendable (_ requests: RequestStream, _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
     handlers[method] = .bidirectional(handler)

@@ -154,12 +154,14 @@ public final class Server: Sendable {
       }
     } catch {
       throw failedToListen(
-        RPCError(code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)"))
+        RPCError(
+          code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)"))
     }
     var health: HealthEndpoint?
     if let healthPort = configuration.healthPort {
       do {
-        health = try HealthEndpoint(host: configuration.host, port: healthPort, loop: group.next()) { [weak self] path in
+        health = try HealthEndpoint(host: configuration.host, port: healthPort, loop: group.next()) {
+          [weak self] path in
           self?.healthAnswer(path) ?? (503, "text/plain", "stopped\n")
         }
       } catch {
@@ -363,8 +365,10 @@ public final class Server: Sendable {
     case .reject:
       Socket.close(fd)  // never started: the socket is still ours alone
     case .refuse:
-      logger.warning("connection refused", ("peer", peer), ("reason", "connection limit \(configuration.maxConnections) reached"))
-      connection.abort(.enhanceYourCalm, reason: "connection limit (\(configuration.maxConnections)) reached; nothing was processed")
+      logger.warning(
+        "connection refused", ("peer", peer), ("reason", "connection limit \(configuration.maxConnections) reached"))
+      connection.abort(
+        .enhanceYourCalm, reason: "connection limit (\(configuration.maxConnections)) reached; nothing was processed")
       connection.start()  // sends SETTINGS and the GOAWAY, processes nothing it reads, closes
     case .serve(let draining):
       connection.start()
@@ -545,7 +549,8 @@ public final class Server: Sendable {
       let calls = entry.served.calls.withLock { table in
         table.keysArray.sorted().map { "\($0) \(table[$0]?.method ?? "?")" }
       }
-      return "  #\(entry.served.id) drain \(entry.drain.state), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
+      return
+        "  #\(entry.served.id) drain \(entry.drain.state), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
     }
     return ([header] + lines).joined(separator: "\n")
   }
@@ -597,7 +602,8 @@ public final class Server: Sendable {
           ? "the server stopped: its drain deadline of \(deadline.readable) passed"
           : "the server stopped at once: a second stop request came during the drain")
       logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", "\(cause)"))
-      let flushed = await waitForConnections(until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
+      let flushed = await waitForConnections(
+        until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
       if !flushed {
         for entry in state.withLock({ Array($0.connections.values) }) { entry.connection.forceClose() }
         _ = await waitForConnections(until: MonotonicClock.now() &+ 1_000_000_000)
@@ -631,7 +637,9 @@ public final class Server: Sendable {
       report.phases.append(.init(name: "closing", duration: .nanoseconds(MonotonicClock.now() &- hooksStart)))
     }
     report.total = .nanoseconds(MonotonicClock.now() &- start)
-    logger.info("stopped", ("total", report.total.readable), ("drained", "\(report.drainedStreams)"), ("cut", "\(report.cutStreams.count)"))
+    logger.info(
+      "stopped", ("total", report.total.readable), ("drained", "\(report.drainedStreams)"),
+      ("cut", "\(report.cutStreams.count)"))
     finish(report)
   }
 
@@ -833,7 +841,8 @@ final class CallDispatcher: Sendable {
   /// handler starts in place there).
   func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Server.Served) {
     guard let handler = router.handlers[head.method] else {
-      stream.finish(Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
+      stream.finish(
+        Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
       stream.release()
       return
     }
@@ -929,7 +938,8 @@ final class CallDispatcher: Sendable {
       rpcError = RPCError(
         code: .internal,
         message: exposeErrorDetails
-          ? "handler failed: \(error)" : "the handler failed (details are in the server's log when exposeErrorDetails is off)")
+          ? "handler failed: \(error)"
+          : "the handler failed (details are in the server's log when exposeErrorDetails is off)")
       logger.log(.debug, "handler failed", ("method", context.method), ("error", "\(error)"))
     }
     if rpcError.metadata.isEmpty { rpcError.metadata = context.trailingMetadata }

@@ -370,7 +370,12 @@ package final class Connection: IOHandler, @unchecked Sendable {
         if let error = trailers.error { return (.failure(error), false) }
         return (.success(false), false)
       case .tooLarge(let limit):
-        return (.failure(RPCError(code: .resourceExhausted, message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")), false)
+        return (
+          .failure(
+            RPCError(
+              code: .resourceExhausted,
+              message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")), false
+        )
       }
     }
     if flush { requestFlush() }
@@ -425,7 +430,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
       if let message {
         var events: [ConnectionEvent] = []
         if case .tooLarge(let limit) = s.core.sendMessage(streamID: id, message, events: &events) {
-          trailers = Trailers(RPCError(code: .resourceExhausted, message: "response of \(message.count) bytes exceeds the client's limit of \(limit)"))
+          trailers = Trailers(
+            RPCError(
+              code: .resourceExhausted,
+              message: "response of \(message.count) bytes exceeds the client's limit of \(limit)"))
         }
       }
       s.core.sendTrailers(streamID: id, trailers)
@@ -758,7 +766,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
       // A second response message on a call that takes one: the framing is valid, only the
       // call's shape is broken (PROTOCOL.md 7.2): INTERNAL, and CANCEL to the server.
       s.core.resetStream(streamID: id, .cancel)
-      let error = RPCError(code: .internal, message: "the server sent more than one response message for a call that takes one")
+      let error = RPCError(
+        code: .internal, message: "the server sent more than one response message for a call that takes one")
       fail(id, .local(error), &s, &wakes)
     }
   }
@@ -788,7 +797,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
     case .messageBytes(let id, let range):
       // Copied once: into the inbox, or (to a parked reader) into the array it gets.
       let message = UnsafeRawBufferPointer(rebasing: received.bytes[range])
-      Self.deliver(id, count: range.count, &s, &wakes, queue: { $0.append(copying: message) }, array: { Array(message) })
+      Self.deliver(
+        id, count: range.count, &s, &wakes, queue: { $0.append(copying: message) }, array: { Array(message) })
     case .endOfInput(let id):
       guard let slot = s.slots[id] else { return }
       slot.inputDone = true
@@ -802,7 +812,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
       slot.inputDone = true
       if let receiver = slot.receiver, slot.inbox.isEmpty {
         slot.receiver = nil
-        if let error = trailers.error { wakes.append(.failReceive(receiver, error)) } else { wakes.append(.deliver(receiver, nil)) }
+        if let error = trailers.error {
+          wakes.append(.failReceive(receiver, error))
+        } else {
+          wakes.append(.deliver(receiver, nil))
+        }
       }
       if let finisher = slot.finisher {
         slot.finisher = nil
@@ -974,7 +988,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
       let seconds = Double(waited / 1_000_000) / 1e3
       abort(
         .enhanceYourCalm,
-        reason: "frame timeout: a frame took more than \(seconds) s to arrive (\(inbound.readableCount) bytes of it so far)")
+        reason:
+          "frame timeout: a frame took more than \(seconds) s to arrive (\(inbound.readableCount) bytes of it so far)")
     }
   }
 

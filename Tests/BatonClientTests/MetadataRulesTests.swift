@@ -1,5 +1,6 @@
-@testable import BatonClient
 import Testing
+
+@testable import BatonClient
 
 @Suite("The metadata an application may send, as values")
 struct MetadataRulesValueTests {

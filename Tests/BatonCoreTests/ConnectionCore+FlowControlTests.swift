@@ -7,7 +7,9 @@ import Testing
 struct ConnectionCoreFlowControlTests {
   // MARK: - Receiving
 
-  @Test("DATA that exactly fills the stream window is accepted; one byte more is RESET FLOW_CONTROL_ERROR and the connection goes on")
+  @Test(
+    "DATA that exactly fills the stream window is accepted; one byte more is RESET FLOW_CONTROL_ERROR and the connection goes on"
+  )
   func streamWindowOverrun() {
     var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 1024))
     server.receive(openFrame(1), openFrame(3))
@@ -22,39 +24,51 @@ struct ConnectionCoreFlowControlTests {
 
   @Test("DATA beyond the connection window is a connection FLOW_CONTROL_ERROR")
   func connectionWindowOverrun() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 1024))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 1024))
     server.receive(openFrame(1), openFrame(3))
     #expect(server.receive(dataFrame(1, pattern(1000))).seen == [.message(1, pattern(1000))])
-    #expect(server.receive(dataFrame(3, pattern(24))).seen == [.message(3, pattern(24))], "exactly the rest of the window")
+    #expect(
+      server.receive(dataFrame(3, pattern(24))).seen == [.message(3, pattern(24))], "exactly the rest of the window")
     #expect(server.receive(dataFrame(3, [1])).seen == [.connectionError(.flowControlError)])
     #expect(server.written().goAways == [StreamCode(3, .flowControlError)])
   }
 
   @Test("DATA on a closed stream still counts against the connection window")
   func closedStreamDataCounts() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 1024))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 1024))
     server.receive(openFrame(1))
     server.core.sendTrailers(streamID: 1, .ok)
     // 1025 bytes on a closed stream: more than the whole connection window.
     #expect(server.receive(dataFrame(1, pattern(1025))).seen == [.connectionError(.flowControlError)])
   }
 
-  @Test("a message whose fragments exceed MAX_MESSAGE_SIZE is RESET MESSAGE_TOO_LARGE before END_MESSAGE; exactly the limit is fine")
+  @Test(
+    "a message whose fragments exceed MAX_MESSAGE_SIZE is RESET MESSAGE_TOO_LARGE before END_MESSAGE; exactly the limit is fine"
+  )
   func messageTooLarge() {
     var server = Driven.ready(.server, settings: ConnectionSettings(maxMessageSize: 100))
     server.receive(openFrame(1), openFrame(3), openFrame(5))
-    #expect(server.receive(dataFrame(1, pattern(60), endMessage: false), dataFrame(1, pattern(40))).seen == [.message(1, pattern(60) + pattern(40))])
+    #expect(
+      server.receive(dataFrame(1, pattern(60), endMessage: false), dataFrame(1, pattern(40))).seen == [
+        .message(1, pattern(60) + pattern(40))
+      ])
     #expect(server.receive(dataFrame(3, pattern(60), endMessage: false)).isEmpty)
-    #expect(server.receive(dataFrame(3, pattern(41), endMessage: false)).seen == [.reset(3, .messageTooLarge, byPeer: false)])
+    #expect(
+      server.receive(dataFrame(3, pattern(41), endMessage: false)).seen == [.reset(3, .messageTooLarge, byPeer: false)])
     #expect(server.receive(dataFrame(5, pattern(101))).seen == [.reset(5, .messageTooLarge, byPeer: false)])
     #expect(server.written().resets == [StreamCode(3, .messageTooLarge), StreamCode(5, .messageTooLarge)])
   }
 
   // MARK: - Returning credit
 
-  @Test("consumed sends a stream WINDOW_UPDATE once half the stream window is consumed, and a connection one at half the connection window")
+  @Test(
+    "consumed sends a stream WINDOW_UPDATE once half the stream window is consumed, and a connection one at half the connection window"
+  )
   func consumedThresholds() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 8192))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 8192))
     server.receive(openFrame(1))
     #expect(server.receive(dataFrame(1, pattern(1500))).seen == [.message(1, pattern(1500))])
     #expect(server.written().isEmpty, "delivery alone returns nothing")
@@ -65,14 +79,17 @@ struct ConnectionCoreFlowControlTests {
     #expect(server.written() == [.windowUpdate(streamID: 1, increment: 2100)])
     server.receive(dataFrame(1, pattern(2000)))
     server.core.consumed(streamID: 1, bytes: 2000)
-    #expect(server.written() == [.windowUpdate(streamID: 0, increment: 4100)], "4100 >= 4096 for the connection; 2000 < 2048 for the stream")
+    #expect(
+      server.written() == [.windowUpdate(streamID: 0, increment: 4100)],
+      "4100 >= 4096 for the connection; 2000 < 2048 for the stream")
     server.core.consumed(streamID: 1, bytes: 0)
     #expect(server.written().isEmpty)
   }
 
   @Test("consumed keeps the stream window usable: the peer may send a whole window again after a WINDOW_UPDATE")
   func creditIsRestored() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 1024, connectionWindowSize: 1 << 20))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 1024, connectionWindowSize: 1 << 20))
     server.receive(openFrame(1))
     for round in 0..<5 {
       let chunk = pattern(1024, seed: UInt8(round))
@@ -84,23 +101,27 @@ struct ConnectionCoreFlowControlTests {
 
   @Test("after the peer's END_STREAM, consumed returns connection credit but no stream credit")
   func consumedAfterEndStream() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 2048, connectionWindowSize: 2048))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 2048, connectionWindowSize: 2048))
     server.receive(openFrame(1))
-    #expect(server.receive(dataFrame(1, pattern(1500), endStream: true)).seen == [.message(1, pattern(1500)), .endOfInput(1)])
+    #expect(
+      server.receive(dataFrame(1, pattern(1500), endStream: true)).seen == [.message(1, pattern(1500)), .endOfInput(1)])
     server.core.consumed(streamID: 1, bytes: 1500)
     #expect(server.written() == [.windowUpdate(streamID: 0, increment: 1500)])
   }
 
   @Test("consumed for a stream that has since been reset still returns the connection credit")
   func consumedAfterReset() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 2048, connectionWindowSize: 2048))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 2048, connectionWindowSize: 2048))
     server.receive(openFrame(1), dataFrame(1, pattern(1500)))
     #expect(server.receive(.reset(streamID: 1, .cancel)).seen == [.reset(1, .cancel, byPeer: true)])
     server.core.consumed(streamID: 1, bytes: 1500)
     #expect(server.written() == [.windowUpdate(streamID: 0, increment: 1500)])
   }
 
-  @Test("DATA on a stream the server already ended is dropped without error, and its connection credit comes back at once")
+  @Test(
+    "DATA on a stream the server already ended is dropped without error, and its connection credit comes back at once")
   func dataCrossingTrailers() throws {
     var pair = Pair(server: ConnectionSettings(connectionWindowSize: 4096))
     let id = try pair.client.core.open()
@@ -116,12 +137,14 @@ struct ConnectionCoreFlowControlTests {
     // The credit came back: a second 3000-byte message fits the 4096-byte connection window.
     let next = try pair.client.core.open()
     #expect(pair.client.core.send(next, pattern(3000)).outcome == .written)
-    #expect(pair.clientToServer().seen == [.opened(3, method: testMethod, endStream: false), .message(3, pattern(3000))])
+    #expect(
+      pair.clientToServer().seen == [.opened(3, method: testMethod, endStream: false), .message(3, pattern(3000))])
   }
 
   @Test("bytes of a partial message are returned to the connection window when the stream is reset")
   func partialCreditOnReset() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 4096))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 4096))
     server.receive(openFrame(1))
     #expect(server.receive(dataFrame(1, pattern(3000), endMessage: false)).isEmpty)
     #expect(server.receive(.reset(streamID: 1, .cancel)).seen == [.reset(1, .cancel, byPeer: true)])
@@ -131,10 +154,14 @@ struct ConnectionCoreFlowControlTests {
 
   @Test("a MESSAGE_TOO_LARGE reset returns the whole partial message to the connection window")
   func partialCreditOnTooLarge() {
-    var server = Driven.ready(.server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 4096, maxMessageSize: 2500))
+    var server = Driven.ready(
+      .server, settings: ConnectionSettings(initialWindowSize: 4096, connectionWindowSize: 4096, maxMessageSize: 2500))
     server.receive(openFrame(1))
     #expect(server.receive(dataFrame(1, pattern(2000), endMessage: false)).isEmpty)
-    #expect(server.receive(dataFrame(1, pattern(1000), endMessage: false)).seen == [.reset(1, .messageTooLarge, byPeer: false)])
+    #expect(
+      server.receive(dataFrame(1, pattern(1000), endMessage: false)).seen == [
+        .reset(1, .messageTooLarge, byPeer: false)
+      ])
     let frames = server.written()
     #expect(frames.resets == [StreamCode(1, .messageTooLarge)])
     #expect(frames.increments(on: 0) == [3000])
@@ -154,7 +181,9 @@ struct ConnectionCoreFlowControlTests {
 
   // MARK: - Sending
 
-  @Test("with a small peer INITIAL_WINDOW_SIZE, sendMessage is blocked after a window of DATA, and WINDOW_UPDATEs release the rest then .writable")
+  @Test(
+    "with a small peer INITIAL_WINDOW_SIZE, sendMessage is blocked after a window of DATA, and WINDOW_UPDATEs release the rest then .writable"
+  )
   func sendBlockedOnStreamWindow() throws {
     var client = Driven.ready(.client, peer: ConnectionSettings(initialWindowSize: 1024))
     let id = try client.core.open()
@@ -264,7 +293,10 @@ struct ConnectionCoreFlowControlTests {
     var client = Driven.ready(.client, peer: ConnectionSettings(initialWindowSize: 1))
     let id = try client.core.open()
     _ = client.written()
-    #expect(client.receive(.windowUpdate(streamID: id, increment: ConnectionSettings.maxWindow)).seen == [.reset(1, .flowControlError, byPeer: false)])
+    #expect(
+      client.receive(.windowUpdate(streamID: id, increment: ConnectionSettings.maxWindow)).seen == [
+        .reset(1, .flowControlError, byPeer: false)
+      ])
     #expect(client.written().resets == [StreamCode(1, .flowControlError)])
     #expect(client.core.phase == .active)
   }
@@ -272,7 +304,10 @@ struct ConnectionCoreFlowControlTests {
   @Test("a WINDOW_UPDATE taking the connection window above 2^31-1 is a connection FLOW_CONTROL_ERROR")
   func connectionWindowOverflow() {
     var client = Driven.ready(.client)
-    #expect(client.receive(.windowUpdate(streamID: 0, increment: ConnectionSettings.maxWindow)).seen == [.connectionError(.flowControlError)])
+    #expect(
+      client.receive(.windowUpdate(streamID: 0, increment: ConnectionSettings.maxWindow)).seen == [
+        .connectionError(.flowControlError)
+      ])
     #expect(client.written().goAways == [StreamCode(0, .flowControlError)])
   }
 
@@ -296,7 +331,9 @@ struct ConnectionCoreFlowControlTests {
     #expect(client.written().isEmpty)
   }
 
-  @Test("end to end: the receiver's consumed() credit unblocks the sender, which reports .writable, and the message arrives intact")
+  @Test(
+    "end to end: the receiver's consumed() credit unblocks the sender, which reports .writable, and the message arrives intact"
+  )
   func endToEndCredit() throws {
     var pair = Pair(server: ConnectionSettings(initialWindowSize: 1024))
     pair.server.autoConsume = true
@@ -314,7 +351,9 @@ struct ConnectionCoreFlowControlTests {
     #expect(pair.server.wrote.increments(on: 1).first == 1024)
   }
 
-  @Test("sendTrailers behind a blocked message: the stream stays open, and the status follows the last fragment once credit arrives")
+  @Test(
+    "sendTrailers behind a blocked message: the stream stays open, and the status follows the last fragment once credit arrives"
+  )
   func trailersAfterBlockedMessage() {
     var server = Driven.ready(.server, peer: ConnectionSettings(initialWindowSize: 100))
     server.receive(openFrame(1))
@@ -364,12 +403,16 @@ struct ConnectionCoreFlowControlTests {
     #expect(try pair.client.core.open() == 5, "the refused attempt used no id")
   }
 
-  @Test("openStream refuses metadata larger than the server's MAX_METADATA_SIZE and writes nothing; exactly the limit is fine")
+  @Test(
+    "openStream refuses metadata larger than the server's MAX_METADATA_SIZE and writes nothing; exactly the limit is fine"
+  )
   func metadataTooLarge() throws {
     var client = Driven.ready(.client, peer: ConnectionSettings(maxMetadataSize: 64))
     _ = client.written()
     let tooBig: Metadata = ["k": String(repeating: "v", count: 58)]  // 2 + 2 + 1 + 2 + 58 = 65
-    #expect(throws: ConnectionCore.OpenError.metadataTooLarge(size: 65, limit: 64)) { try client.core.open(metadata: tooBig) }
+    #expect(throws: ConnectionCore.OpenError.metadataTooLarge(size: 65, limit: 64)) {
+      try client.core.open(metadata: tooBig)
+    }
     #expect(client.written().isEmpty)
     #expect(client.core.nextStreamID == 1)
     #expect(try client.core.open(metadata: ["k": String(repeating: "v", count: 57)]) == 1)
@@ -394,7 +437,9 @@ struct ConnectionCoreFlowControlTests {
     #expect(throws: ConnectionCore.OpenError.self) { try client.core.open(metadata: metadata) }
   }
 
-  @Test("the server never sends HEADERS larger than the client's MAX_METADATA_SIZE: it sends TRAILERS RESOURCE_EXHAUSTED instead")
+  @Test(
+    "the server never sends HEADERS larger than the client's MAX_METADATA_SIZE: it sends TRAILERS RESOURCE_EXHAUSTED instead"
+  )
   func headersTooLarge() throws {
     var pair = Pair(client: ConnectionSettings(maxMetadataSize: 64))
     let id = try pair.client.core.open()

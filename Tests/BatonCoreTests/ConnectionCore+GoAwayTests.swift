@@ -13,12 +13,16 @@ struct ConnectionCoreGoAwayTests {
     return client
   }
 
-  @Test("a client receiving GOAWAY(last 1) reports streams 3 and 5 refused by the peer, keeps stream 1, and opens nothing more")
+  @Test(
+    "a client receiving GOAWAY(last 1) reports streams 3 and 5 refused by the peer, keeps stream 1, and opens nothing more"
+  )
   func clientReceivesGoAway() throws {
     var client = try Self.clientWithThreeStreams()
     let events = client.receive(.goAway(lastStreamID: 1, .noError, debug: "server stopping"))
     #expect(
-      events.seen == [.reset(3, .refusedStream, byPeer: true), .reset(5, .refusedStream, byPeer: true), .goAway(1, .noError)])
+      events.seen == [
+        .reset(3, .refusedStream, byPeer: true), .reset(5, .refusedStream, byPeer: true), .goAway(1, .noError),
+      ])
     #expect(client.core.isOpen(1))
     #expect(!client.core.isOpen(3) && !client.core.isOpen(5))
     #expect(client.core.goAwayReceived == 1)
@@ -26,7 +30,10 @@ struct ConnectionCoreGoAwayTests {
     #expect(throws: ConnectionCore.OpenError.goingAway) { try client.core.open() }
     #expect(client.written().isEmpty, "refused streams need no RESET")
     // Stream 1 still runs to completion.
-    #expect(client.receive(dataFrame(1, [1]), .trailers(streamID: 1, .ok)).seen == [.message(1, [1]), .trailers(1, status: 0)])
+    #expect(
+      client.receive(dataFrame(1, [1]), .trailers(streamID: 1, .ok)).seen == [
+        .message(1, [1]), .trailers(1, status: 0),
+      ])
     // A RESET REFUSED_STREAM for a stream already reported refused is ignored.
     #expect(client.receive(.reset(streamID: 5, .refusedStream)).isEmpty)
   }
@@ -34,18 +41,26 @@ struct ConnectionCoreGoAwayTests {
   @Test("a GOAWAY with a higher last id than an earlier one does not raise it; a lower one refuses more")
   func lastIDNeverRises() throws {
     var client = try Self.clientWithThreeStreams()
-    #expect(client.receive(.goAway(lastStreamID: 3, .noError, debug: "")).seen == [.reset(5, .refusedStream, byPeer: true), .goAway(3, .noError)])
+    #expect(
+      client.receive(.goAway(lastStreamID: 3, .noError, debug: "")).seen == [
+        .reset(5, .refusedStream, byPeer: true), .goAway(3, .noError),
+      ])
     #expect(client.receive(.goAway(lastStreamID: 7, .noError, debug: "")).seen == [.goAway(3, .noError)])
     #expect(client.core.goAwayReceived == 3)
     #expect(client.core.isOpen(3))
-    #expect(client.receive(.goAway(lastStreamID: 1, .noError, debug: "")).seen == [.reset(3, .refusedStream, byPeer: true), .goAway(1, .noError)])
+    #expect(
+      client.receive(.goAway(lastStreamID: 1, .noError, debug: "")).seen == [
+        .reset(3, .refusedStream, byPeer: true), .goAway(1, .noError),
+      ])
     #expect(client.core.openStreamIDs == [1])
   }
 
   @Test("the first graceful GOAWAY (last 2^31-1) refuses nothing but stops new streams")
   func firstGracefulGoAway() throws {
     var client = try Self.clientWithThreeStreams()
-    #expect(client.receive(.goAway(lastStreamID: StreamID.max, .noError, debug: "")).seen == [.goAway(StreamID.max, .noError)])
+    #expect(
+      client.receive(.goAway(lastStreamID: StreamID.max, .noError, debug: "")).seen == [.goAway(StreamID.max, .noError)]
+    )
     #expect(client.core.openStreamCount == 3)
     #expect(!client.core.canOpenStream)
     #expect(throws: ConnectionCore.OpenError.goingAway) { try client.core.open() }
@@ -60,7 +75,9 @@ struct ConnectionCoreGoAwayTests {
     #expect(throws: ConnectionCore.OpenError.goingAway) { try client.core.open() }
   }
 
-  @Test("a server that sent GOAWAY(last 3) answers OPEN 5 with RESET REFUSED_STREAM and never reports it; streams up to 3 run on")
+  @Test(
+    "a server that sent GOAWAY(last 3) answers OPEN 5 with RESET REFUSED_STREAM and never reports it; streams up to 3 run on"
+  )
   func serverRefusesAboveLastID() {
     var server = Driven.ready(.server)
     server.receive(openFrame(1), openFrame(3))
@@ -69,7 +86,8 @@ struct ConnectionCoreGoAwayTests {
     #expect(server.core.goAwaySent == 3)
     #expect(server.receive(openFrame(5)).isEmpty)
     #expect(server.written().resets == [StreamCode(5, .refusedStream)])
-    #expect(server.receive(dataFrame(5, [1], endStream: true)).isEmpty, "later frames of the refused stream are dropped")
+    #expect(
+      server.receive(dataFrame(5, [1], endStream: true)).isEmpty, "later frames of the refused stream are dropped")
     #expect(server.written().isEmpty)
     #expect(server.receive(dataFrame(3, [2], endStream: true)).seen == [.message(3, [2]), .endOfInput(3)])
   }
@@ -86,7 +104,9 @@ struct ConnectionCoreGoAwayTests {
     #expect(server.written().resets == [StreamCode(5, .refusedStream)])
   }
 
-  @Test("two-phase stop: after GOAWAY(2^31-1) an OPEN in flight is still served; after the final GOAWAY(highest id) the next is refused")
+  @Test(
+    "two-phase stop: after GOAWAY(2^31-1) an OPEN in flight is still served; after the final GOAWAY(highest id) the next is refused"
+  )
   func twoPhaseAtServer() {
     var server = Driven.ready(.server)
     server.receive(openFrame(1))
@@ -135,7 +155,9 @@ struct ConnectionCoreGoAwayTests {
     return pair
   }
 
-  @Test("GOAWAY crossing OPEN: the client learns stream 5 was refused (safe to retry), and the server, receiving OPEN 5 later, refuses it and never processes it")
+  @Test(
+    "GOAWAY crossing OPEN: the client learns stream 5 was refused (safe to retry), and the server, receiving OPEN 5 later, refuses it and never processes it"
+  )
   func goAwayCrossesOpen() throws {
     var pair = try Self.raceSetup()
     // The server fixes its last id before OPEN 5 arrives.
@@ -155,10 +177,15 @@ struct ConnectionCoreGoAwayTests {
     #expect(!pair.server.log.seen.contains(.opened(5, method: testMethod, endStream: false)))
   }
 
-  @Test("the opposite order: OPEN 5 reaches the server before it fixes the last id, so the last id is 5 and stream 5 is served")
+  @Test(
+    "the opposite order: OPEN 5 reaches the server before it fixes the last id, so the last id is 5 and stream 5 is served"
+  )
   func openBeforeGoAway() throws {
     var pair = try Self.raceSetup()
-    #expect(pair.deliverToServer().seen == [.opened(5, method: testMethod, endStream: false), .message(5, [5]), .endOfInput(5)])
+    #expect(
+      pair.deliverToServer().seen == [
+        .opened(5, method: testMethod, endStream: false), .message(5, [5]), .endOfInput(5),
+      ])
     pair.server.core.sendGoAway(lastStreamID: pair.server.core.highestPeerStreamID)
     #expect(pair.server.core.goAwaySent == 5)
     #expect(pair.serverToClient().seen == [.goAway(5, .noError)])
@@ -167,7 +194,9 @@ struct ConnectionCoreGoAwayTests {
     #expect(pair.serverToClient().seen == [.trailers(5, status: 0)])
   }
 
-  @Test("graceful two-phase stop end to end: an OPEN sent before the client read GOAWAY(2^31-1) arrives before the PING ACK and is served")
+  @Test(
+    "graceful two-phase stop end to end: an OPEN sent before the client read GOAWAY(2^31-1) arrives before the PING ACK and is served"
+  )
   func twoPhaseEndToEnd() throws {
     var pair = try Self.raceSetup()
     pair.server.core.sendGoAway(lastStreamID: StreamID.max, debug: "server stopping")
@@ -177,7 +206,10 @@ struct ConnectionCoreGoAwayTests {
     // In flight to the server: OPEN 5, its DATA, then the client's PING ACK (a connection is ordered).
     #expect(pair.flushClient() == [.ping(ack: true, payload: 0xBA77)])
     let serverEvents = pair.deliverToServer()
-    #expect(serverEvents.seen == [.opened(5, method: testMethod, endStream: false), .message(5, [5]), .endOfInput(5), .pingAck(0xBA77)])
+    #expect(
+      serverEvents.seen == [
+        .opened(5, method: testMethod, endStream: false), .message(5, [5]), .endOfInput(5), .pingAck(0xBA77),
+      ])
     // The barrier passed: the final GOAWAY names stream 5.
     pair.server.core.sendGoAway(lastStreamID: pair.server.core.highestPeerStreamID)
     #expect(pair.serverToClient().seen == [.goAway(5, .noError)])

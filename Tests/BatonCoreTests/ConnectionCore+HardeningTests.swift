@@ -38,7 +38,9 @@ struct ConnectionCoreHardeningTests {
     #expect(core.written() == [.ping(ack: true, payload: 1)])
   }
 
-  @Test("PINGs beyond the allowance: exactly that many are answered, then ENHANCE_YOUR_CALM", arguments: [ConnectionCore.Role.client, .server])
+  @Test(
+    "PINGs beyond the allowance: exactly that many are answered, then ENHANCE_YOUR_CALM",
+    arguments: [ConnectionCore.Role.client, .server])
   func pingAllowance(role: ConnectionCore.Role) {
     var core = Driven.ready(role)
     core.core.pingAllowance = 3

@@ -108,7 +108,9 @@ struct Driven {
     core.outbound.removeAll(keepingCapacity: false)
     var body = bytes[...]
     if !prefaceChecked {
-      #expect(Array(body.prefix(Preface.length)) == Preface.bytes, "every side starts with the preface", sourceLocation: sourceLocation)
+      #expect(
+        Array(body.prefix(Preface.length)) == Preface.bytes, "every side starts with the preface",
+        sourceLocation: sourceLocation)
       body = body.dropFirst(Preface.length)
       prefaceChecked = true
     }
@@ -222,7 +224,9 @@ struct Pair {
 
   /// Exchanges bytes both ways until neither side writes anything more.
   @discardableResult
-  mutating func pump(sourceLocation: SourceLocation = #_sourceLocation) -> (client: [ConnectionEvent], server: [ConnectionEvent]) {
+  mutating func pump(sourceLocation: SourceLocation = #_sourceLocation) -> (
+    client: [ConnectionEvent], server: [ConnectionEvent]
+  ) {
     var clientEvents: [ConnectionEvent] = []
     var serverEvents: [ConnectionEvent] = []
     for _ in 0..<10_000 {

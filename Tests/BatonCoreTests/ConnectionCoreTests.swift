@@ -71,7 +71,8 @@ struct ConnectionCoreTests {
     #expect(client.written().isEmpty, "nothing was written for the refused opens")
   }
 
-  @Test("a peer that is not Baton gets a connection PROTOCOL_ERROR: a GOAWAY after this side's own SETTINGS, then nothing")
+  @Test(
+    "a peer that is not Baton gets a connection PROTOCOL_ERROR: a GOAWAY after this side's own SETTINGS, then nothing")
   func badPreface() {
     var server = Driven(.server)
     let events = server.receive(Array("GET / HTTP/1.1\r\n".utf8))
@@ -157,7 +158,9 @@ struct ConnectionCoreTests {
 
   // MARK: - Calls
 
-  @Test("a unary call: the server sees opened, message, endOfInput; the client sees headers, message, trailers; the bytes are PROTOCOL.md's worked example")
+  @Test(
+    "a unary call: the server sees opened, message, endOfInput; the client sees headers, message, trailers; the bytes are PROTOCOL.md's worked example"
+  )
   func unaryCall() throws {
     let sequences = try Vectors.frames().sequences
     let request = try #require(sequences.first { $0.name == "unary_call_client_to_server" })
@@ -183,7 +186,8 @@ struct ConnectionCoreTests {
 
     #expect(
       pair.serverToClient() == [
-        .headers(streamID: 1, ["server": "baton"]), .message(streamID: 1, Array("hi".utf8)), .trailers(streamID: 1, .ok),
+        .headers(streamID: 1, ["server": "baton"]), .message(streamID: 1, Array("hi".utf8)),
+        .trailers(streamID: 1, .ok),
       ])
     #expect(pair.client.core.openStreamCount == 0)
     #expect(pair.server.core.openStreamCount == 0)
@@ -265,11 +269,13 @@ struct ConnectionCoreTests {
     #expect(server.receive(dataFrame(1, [], endMessage: false)).isEmpty)
     #expect(server.receive(dataFrame(1, [3], endMessage: false)).isEmpty)
     #expect(server.receive(dataFrame(1, [4], endMessage: true)).seen == [.message(1, [1, 2, 3, 4])])
-    #expect(server.receive(dataFrame(1, [5], endMessage: true, endStream: true)).seen == [.message(1, [5]), .endOfInput(1)])
+    #expect(
+      server.receive(dataFrame(1, [5], endMessage: true, endStream: true)).seen == [.message(1, [5]), .endOfInput(1)])
     #expect(server.written().isEmpty)
   }
 
-  @Test("an empty message is one zero-length DATA with END_MESSAGE; a zero-length END_STREAM alone is a pure half-close")
+  @Test(
+    "an empty message is one zero-length DATA with END_MESSAGE; a zero-length END_STREAM alone is a pure half-close")
   func emptyMessageAndHalfClose() {
     var server = Driven.ready(.server)
     server.receive(openFrame(1))
@@ -310,7 +316,9 @@ struct ConnectionCoreTests {
     #expect(client.written().map(\.streamID) == [1, 3, 5])
   }
 
-  @Test("an OPEN whose id is not above the highest opened id is a connection PROTOCOL_ERROR naming that highest id", arguments: [UInt32(1), 3])
+  @Test(
+    "an OPEN whose id is not above the highest opened id is a connection PROTOCOL_ERROR naming that highest id",
+    arguments: [UInt32(1), 3])
   func idWentBackwards(_ id: UInt32) {
     var server = Driven.ready(.server)
     #expect(server.receive(openFrame(3)).seen == [.opened(3, method: testMethod, endStream: false)])
@@ -325,7 +333,8 @@ struct ConnectionCoreTests {
     server.receive(openFrame(7))
     #expect(server.core.highestPeerStreamID == 7)
     // 1, 3 and 5 were skipped: they are closed, so frames on them are ignored, not errors.
-    #expect(server.receive(dataFrame(3, [1]), .reset(streamID: 5, .cancel), .windowUpdate(streamID: 1, increment: 1)).isEmpty)
+    #expect(
+      server.receive(dataFrame(3, [1]), .reset(streamID: 5, .cancel), .windowUpdate(streamID: 1, increment: 1)).isEmpty)
     #expect(server.written().isEmpty)
   }
 
@@ -354,7 +363,9 @@ struct ConnectionCoreTests {
     #expect(client.core.openStreamCount == 0)
   }
 
-  @Test("HEADERS or TRAILERS from a client on a never-opened stream is a connection PROTOCOL_ERROR", arguments: [Frame.headers(streamID: 9, [:]), .trailers(streamID: 9, .ok)])
+  @Test(
+    "HEADERS or TRAILERS from a client on a never-opened stream is a connection PROTOCOL_ERROR",
+    arguments: [Frame.headers(streamID: 9, [:]), .trailers(streamID: 9, .ok)])
   func idleHeadersAtServer(_ frame: Frame) {
     var server = Driven.ready(.server)
     server.receive(openFrame(1))
@@ -375,7 +386,10 @@ struct ConnectionCoreTests {
   func refusedForConcurrency() {
     var server = Driven.ready(.server, settings: ConnectionSettings(maxConcurrentStreams: 2))
     let events = server.receive(openFrame(1), openFrame(3), openFrame(5))
-    #expect(events.seen == [.opened(1, method: testMethod, endStream: false), .opened(3, method: testMethod, endStream: false)])
+    #expect(
+      events.seen == [
+        .opened(1, method: testMethod, endStream: false), .opened(3, method: testMethod, endStream: false),
+      ])
     #expect(server.written().resets == [StreamCode(5, .refusedStream)])
     #expect(!server.core.isOpen(5))
     // Frames of the refused stream still in flight are dropped quietly.
@@ -420,7 +434,8 @@ struct ConnectionCoreTests {
     let events = server.receive(openFrame(1, metadata: ["name": String(repeating: "v", count: 60)]))
     #expect(events.isEmpty)
     #expect(server.written().resets == [StreamCode(1, .messageTooLarge)])
-    #expect(server.receive(openFrame(3, metadata: ["n": "v"])).seen == [.opened(3, method: testMethod, endStream: false)])
+    #expect(
+      server.receive(openFrame(3, metadata: ["n": "v"])).seen == [.opened(3, method: testMethod, endStream: false)])
   }
 
   // MARK: - Stream rules
@@ -456,7 +471,9 @@ struct ConnectionCoreTests {
     #expect(server.written().resets == [StreamCode(1, .protocolError)])
   }
 
-  @Test("HEADERS or TRAILERS from a client on an open stream is RESET PROTOCOL_ERROR", arguments: [Frame.headers(streamID: 1, [:]), .trailers(streamID: 1, .ok)])
+  @Test(
+    "HEADERS or TRAILERS from a client on an open stream is RESET PROTOCOL_ERROR",
+    arguments: [Frame.headers(streamID: 1, [:]), .trailers(streamID: 1, .ok)])
   func clientSendsServerFrames(_ frame: Frame) {
     var server = Driven.ready(.server)
     server.receive(openFrame(1))
@@ -464,7 +481,9 @@ struct ConnectionCoreTests {
     #expect(server.written().resets == [StreamCode(1, .protocolError)])
   }
 
-  @Test("a stream error on a stream that is already closed sends no RESET", arguments: [Frame.headers(streamID: 1, [:]), .trailers(streamID: 1, .ok)])
+  @Test(
+    "a stream error on a stream that is already closed sends no RESET",
+    arguments: [Frame.headers(streamID: 1, [:]), .trailers(streamID: 1, .ok)])
   func noResetForClosedStream(_ frame: Frame) {
     var server = Driven.ready(.server)
     server.receive(openFrame(1))
@@ -502,7 +521,9 @@ struct ConnectionCoreTests {
     #expect(client.written().resets == [StreamCode(1, .protocolError)])
   }
 
-  @Test("HEADERS after DATA, or a second HEADERS, is RESET PROTOCOL_ERROR at the client", arguments: [dataFrame(1, [1]), .headers(streamID: 1, ["a": "b"])])
+  @Test(
+    "HEADERS after DATA, or a second HEADERS, is RESET PROTOCOL_ERROR at the client",
+    arguments: [dataFrame(1, [1]), .headers(streamID: 1, ["a": "b"])])
   func headersAfterResponseBegan(_ first: Frame) throws {
     var client = Driven.ready(.client)
     _ = try client.core.open()
@@ -547,7 +568,8 @@ struct ConnectionCoreTests {
     server.receive(openFrame(1))
     #expect(server.core.sendTrailers(streamID: 1, .ok) == true)
     _ = server.written()
-    let events = server.receive(dataFrame(1, [1, 2, 3]), .windowUpdate(streamID: 1, increment: 5), .reset(streamID: 1, .cancel))
+    let events = server.receive(
+      dataFrame(1, [1, 2, 3]), .windowUpdate(streamID: 1, increment: 5), .reset(streamID: 1, .cancel))
     #expect(events.isEmpty)
     #expect(server.written().isEmpty)
     #expect(server.core.phase == .active)

@@ -26,7 +26,8 @@ struct ConnectionSettingsTests {
     #expect(ConnectionSettings(wirePairs: pairs) == settings)
   }
 
-  @Test("received pairs apply over the defaults: absent ids keep defaults, unknown ids are skipped, the last repeat wins")
+  @Test(
+    "received pairs apply over the defaults: absent ids keep defaults, unknown ids are skipped, the last repeat wins")
   func parsing() {
     let settings = ConnectionSettings(wirePairs: [(2, 5), (0x42, 1), (2, 9), (0xFFFF, 0)])
     var expected = ConnectionSettings.defaults

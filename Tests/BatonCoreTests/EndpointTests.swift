@@ -26,7 +26,9 @@ struct EndpointTests {
     #expect(Endpoint(text) == nil)
   }
 
-  @Test("description writes IPv6 hosts in brackets and parses back to the same endpoint", arguments: ["127.0.0.1:80", "[::1]:443", "example.com:1"])
+  @Test(
+    "description writes IPv6 hosts in brackets and parses back to the same endpoint",
+    arguments: ["127.0.0.1:80", "[::1]:443", "example.com:1"])
   func descriptionRoundTrip(_ text: String) throws {
     let endpoint = try #require(Endpoint(text))
     #expect(endpoint.description == text)

@@ -45,21 +45,23 @@ struct FrameVectorTests {
 
   @Test("the worked example's OPEN, written out field by field, decodes and re-encodes byte for byte (PROTOCOL.md 7.4)")
   func annotatedOpen() {
-    let bytes: [UInt8] = [
-      0x00, 0x00, 0x2A,  // length 42
-      0x01,  // type OPEN
-      0x00,  // flags: none
-      0x00, 0x00, 0x00, 0x01,  // stream 1
-      0x00, 0x0F,  // method_len 15
-    ] + Array("echo.Echo/Unary".utf8) + [
-      0x00, 0x00, 0x00, 0x00, 0x00, 0x0F, 0x42, 0x40,  // timeout_us 1,000,000
-      0x00, 0x01,  // metadata count 1
-      0x00, 0x08,  // name_len 8
-    ] + Array("trace-id".utf8) + [
-      0x00, 0x03,  // value_len 3
-    ] + Array("abc".utf8)
+    let bytes: [UInt8] =
+      [
+        0x00, 0x00, 0x2A,  // length 42
+        0x01,  // type OPEN
+        0x00,  // flags: none
+        0x00, 0x00, 0x00, 0x01,  // stream 1
+        0x00, 0x0F,  // method_len 15
+      ] + Array("echo.Echo/Unary".utf8) + [
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x0F, 0x42, 0x40,  // timeout_us 1,000,000
+        0x00, 0x01,  // metadata count 1
+        0x00, 0x08,  // name_len 8
+      ] + Array("trace-id".utf8) + [
+        0x00, 0x03,  // value_len 3
+      ] + Array("abc".utf8)
     let frame = Frame.open(
-      streamID: 1, RequestHead(method: "echo.Echo/Unary", timeoutMicroseconds: 1_000_000, metadata: ["trace-id": "abc"]),
+      streamID: 1,
+      RequestHead(method: "echo.Echo/Unary", timeoutMicroseconds: 1_000_000, metadata: ["trace-id": "abc"]),
       endStream: false)
     #expect(Self.defaultDecoder.decodeResult(bytes) == .success(.frame(frame, consumed: 51)))
     #expect(encode(frame) == bytes)
@@ -81,7 +83,6 @@ struct FrameVectorTests {
     #expect(encode(frame) == bytes)
   }
 
-
   @Test("decoding a valid vector yields exactly its frame and consumes every byte", arguments: valid)
   func decodeValid(_ vector: ValidVector) throws {
     let bytes = [UInt8](hex: vector.hex)
@@ -89,7 +90,9 @@ struct FrameVectorTests {
     #expect(Self.defaultDecoder.decodeResult(bytes) == .success(.frame(expected, consumed: bytes.count)))
   }
 
-  @Test("encoding a valid vector's frame yields exactly its bytes (unless decode-only)", arguments: valid.filter { !$0.decodeOnly })
+  @Test(
+    "encoding a valid vector's frame yields exactly its bytes (unless decode-only)",
+    arguments: valid.filter { !$0.decodeOnly })
   func encodeValid(_ vector: ValidVector) throws {
     let frame = try vector.frame.frame()
     var bytes: [UInt8] = [0xEE]  // the encoder appends; it must not touch what is already there
@@ -98,7 +101,9 @@ struct FrameVectorTests {
     #expect(Array(bytes.dropFirst()).hex == vector.hex)
   }
 
-  @Test("a decode-only vector re-encodes to its normalised form, which decodes to the same frame", arguments: valid.filter(\.decodeOnly))
+  @Test(
+    "a decode-only vector re-encodes to its normalised form, which decodes to the same frame",
+    arguments: valid.filter(\.decodeOnly))
   func decodeOnlyNormalises(_ vector: ValidVector) throws {
     let frame = try vector.frame.frame()
     let canonical = encode(frame)
@@ -190,7 +195,9 @@ struct FrameVectorTests {
 
   // MARK: - Invalid
 
-  static func matches(_ result: Swift.Result<FrameDecoder.Outcome, WireError>, _ vector: InvalidVector, length: Int) -> Bool {
+  static func matches(_ result: Swift.Result<FrameDecoder.Outcome, WireError>, _ vector: InvalidVector, length: Int)
+    -> Bool
+  {
     guard let code = ErrorCode(name: vector.error.code) else { return false }
     switch (vector.error.scope, result) {
     case ("connection", .failure(let error)):
@@ -217,7 +224,9 @@ struct FrameVectorTests {
     #expect(Self.matches(result, vector, length: bytes.count), "got \(result), want \(vector.error)")
   }
 
-  @Test("an invalid vector fed one byte at a time needs more bytes, then fails no later than its last byte", arguments: invalid)
+  @Test(
+    "an invalid vector fed one byte at a time needs more bytes, then fails no later than its last byte",
+    arguments: invalid)
   func dripFeedInvalid(_ vector: InvalidVector) {
     let bytes = [UInt8](hex: vector.hex)
     let decoder = Self.decoder(for: vector)
@@ -262,9 +271,16 @@ struct FrameVectorTests {
   @Test("a payload that exactly fills MAX_FRAME_SIZE is accepted; one byte more is FRAME_SIZE_ERROR")
   func frameSizeBoundary() {
     let decoder = FrameDecoder(maxFrameSize: 1024, maxMetadataSize: 16_384)
-    let fits = encode(.data(streamID: 1, payload: [UInt8](repeating: 7, count: 1024), endMessage: true, endStream: false))
-    #expect(decoder.decodeResult(fits) == .success(.frame(.data(streamID: 1, payload: [UInt8](repeating: 7, count: 1024), endMessage: true, endStream: false), consumed: fits.count)))
-    let tooBig = encode(.data(streamID: 1, payload: [UInt8](repeating: 7, count: 1025), endMessage: true, endStream: false))
+    let fits = encode(
+      .data(streamID: 1, payload: [UInt8](repeating: 7, count: 1024), endMessage: true, endStream: false))
+    #expect(
+      decoder.decodeResult(fits)
+        == .success(
+          .frame(
+            .data(streamID: 1, payload: [UInt8](repeating: 7, count: 1024), endMessage: true, endStream: false),
+            consumed: fits.count)))
+    let tooBig = encode(
+      .data(streamID: 1, payload: [UInt8](repeating: 7, count: 1025), endMessage: true, endStream: false))
     guard case .failure(let error) = decoder.decodeResult(tooBig) else {
       Issue.record("1025-byte payload accepted with MAX_FRAME_SIZE 1024")
       return

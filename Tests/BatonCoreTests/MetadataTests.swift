@@ -21,14 +21,16 @@ struct MetadataTests {
     metadata.add("Trace-ID", "abc")
     metadata.add("x", "1")
     metadata.add("trace-id", "def")
-    #expect(metadata.entries == [
-      Metadata.Entry(name: "trace-id", value: "abc"), Metadata.Entry(name: "x", value: "1"),
-      Metadata.Entry(name: "trace-id", value: "def"),
-    ])
+    #expect(
+      metadata.entries == [
+        Metadata.Entry(name: "trace-id", value: "abc"), Metadata.Entry(name: "x", value: "1"),
+        Metadata.Entry(name: "trace-id", value: "def"),
+      ])
     #expect(Metadata.isValidName(Array(metadata.entries[0].name.utf8)))
   }
 
-  @Test("subscript returns the first value for a name, whatever case the caller uses; values(for:) returns all in order")
+  @Test(
+    "subscript returns the first value for a name, whatever case the caller uses; values(for:) returns all in order")
   func lookup() {
     var metadata = Metadata()
     metadata.add("trace-id", "abc")
@@ -64,7 +66,9 @@ struct MetadataTests {
     #expect(Metadata.isValidName(Array(name.utf8)))
   }
 
-  @Test("invalid wire names: empty, upper case, space, colon, slash, non-ASCII", arguments: ["", "A", "Trace", "a b", "a:b", "a/b", "grüße", "\u{0}"])
+  @Test(
+    "invalid wire names: empty, upper case, space, colon, slash, non-ASCII",
+    arguments: ["", "A", "Trace", "a b", "a:b", "a/b", "grüße", "\u{0}"])
   func invalidNames(_ name: String) {
     #expect(!Metadata.isValidName(Array(name.utf8)))
   }

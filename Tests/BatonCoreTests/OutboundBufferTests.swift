@@ -33,9 +33,11 @@ struct OutboundBufferTests {
     }
     let fragmented = payload(3 * threshold, seed: 99)
     for cut in [0..<10, 10..<(threshold + 10), (threshold + 10)..<(3 * threshold)] {
-      buffer.appendData(streamID: 41, payload: fragmented[cut], endMessage: cut.upperBound == fragmented.count, endStream: false)
+      buffer.appendData(
+        streamID: 41, payload: fragmented[cut], endMessage: cut.upperBound == fragmented.count, endStream: false)
       FrameEncoder.appendData(
-        &plain, streamID: 41, payload: fragmented[cut], endMessage: cut.upperBound == fragmented.count, endStream: false)
+        &plain, streamID: 41, payload: fragmented[cut], endMessage: cut.upperBound == fragmented.count, endStream: false
+      )
     }
     return (buffer, plain)
   }
@@ -52,15 +54,20 @@ struct OutboundBufferTests {
   @Test("a small payload is copied, one at the threshold is referenced")
   func threshold() {
     var buffer = OutboundBuffer()
-    buffer.appendData(streamID: 1, payload: Self.payload(OutboundBuffer.referenceThreshold - 1, seed: 1), endMessage: true, endStream: false)
+    buffer.appendData(
+      streamID: 1, payload: Self.payload(OutboundBuffer.referenceThreshold - 1, seed: 1), endMessage: true,
+      endStream: false)
     #expect(buffer.referenceCount == 0)
     #expect(buffer.frameBytes.count == FrameEncoder.headerLength + OutboundBuffer.referenceThreshold - 1)
-    buffer.appendData(streamID: 1, payload: Self.payload(OutboundBuffer.referenceThreshold, seed: 2), endMessage: true, endStream: false)
+    buffer.appendData(
+      streamID: 1, payload: Self.payload(OutboundBuffer.referenceThreshold, seed: 2), endMessage: true, endStream: false
+    )
     #expect(buffer.referenceCount == 1)
     #expect(buffer.frameBytes.count == 2 * FrameEncoder.headerLength + OutboundBuffer.referenceThreshold - 1)
   }
 
-  @Test("written in pieces of any size, with any cap on segments, the stream comes out whole and in order",
+  @Test(
+    "written in pieces of any size, with any cap on segments, the stream comes out whole and in order",
     arguments: [1, 2, 3, 128])
   func partialWrites(maxSegments: Int) {
     let (buffer, plain) = Self.mixed()

@@ -58,7 +58,9 @@ struct PrefaceTests {
     #expect(server.unusedInput == 0)
   }
 
-  @Test("a connection rejects an invalid preface with the named code no later than the first wrong byte", arguments: invalid)
+  @Test(
+    "a connection rejects an invalid preface with the named code no later than the first wrong byte", arguments: invalid
+  )
   func connectionRejectsPreface(_ vector: PrefaceFile.Invalid) throws {
     let bytes = [UInt8](hex: vector.hex)
     let code = try #require(ErrorCode(name: vector.error.code))

@@ -59,7 +59,9 @@ struct StreamStateMachineTests {
     #expect(machine.state == to)
   }
 
-  @Test("sending END_STREAM after this side already ended (or on a closed stream) returns false and changes nothing", arguments: [State.halfClosedLocal, .closed])
+  @Test(
+    "sending END_STREAM after this side already ended (or on a closed stream) returns false and changes nothing",
+    arguments: [State.halfClosedLocal, .closed])
   func sendEndStreamTwice(_ state: State) {
     var machine = Self.machine(in: state)
     #expect(machine.sendEndStream() == false)
@@ -83,7 +85,9 @@ struct StreamStateMachineTests {
     #expect(machine.state == to)
   }
 
-  @Test("receiving END_STREAM after the peer already ended its side throws STREAM_CLOSED and changes nothing", arguments: [State.halfClosedRemote, .closed])
+  @Test(
+    "receiving END_STREAM after the peer already ended its side throws STREAM_CLOSED and changes nothing",
+    arguments: [State.halfClosedRemote, .closed])
   func receiveEndStreamTwice(_ state: State) {
     var machine = Self.machine(in: state)
     #expect(throws: StreamStateMachine.StreamClosed.self) { try machine.receiveEndStream() }

@@ -3,7 +3,9 @@ import Testing
 
 @Suite("StreamTable")
 struct StreamTableTests {
-  @Test("insert, read (copied and borrowed), change in place and remove agree with Dictionary over random operations", arguments: [1, 2, 3, 4])
+  @Test(
+    "insert, read (copied and borrowed), change in place and remove agree with Dictionary over random operations",
+    arguments: [1, 2, 3, 4])
   func matchesDictionary(seed: UInt64) {
     var random = SplitMix(state: seed)
     var table = StreamTable<[Int]>()

@@ -222,7 +222,8 @@ struct JSONFrame: Decodable, Sendable {
     case "TRAILERS":
       return .trailers(
         streamID: try need(streamId, "stream_id"),
-        Trailers(status: try need(status, "status"), message: try need(message, "message"), metadata: try metadataBlock()))
+        Trailers(
+          status: try need(status, "status"), message: try need(message, "message"), metadata: try metadataBlock()))
     case "RESET":
       return .reset(streamID: try need(streamId, "stream_id"), ErrorCode(rawValue: try need(errorCode, "error_code")))
     case "SETTINGS":

@@ -20,8 +20,9 @@ struct WholeDataTests {
     return .some(FrameDecoder.WholeData(streamID: id, payload: range, endMessage: endMessage, endStream: endStream))
   }
 
-  @Test("every valid vector: a DATA frame is found in place exactly as decode reads it; anything else is left to decode",
-        arguments: FrameVectorTests.valid)
+  @Test(
+    "every valid vector: a DATA frame is found in place exactly as decode reads it; anything else is left to decode",
+    arguments: FrameVectorTests.valid)
   func validVectors(_ vector: ValidVector) throws {
     let bytes = [UInt8](hex: vector.hex)
     let expected = try #require(Self.viaDecode(FrameVectorTests.defaultDecoder, bytes))
@@ -41,9 +42,13 @@ struct WholeDataTests {
     for size in [0, 1, 63, 64, 1_023, 1_024, 4_095, 4_096] {
       for id: UInt32 in [1, 2, 0x7FFF_FFFF] {
         for (endMessage, endStream) in [(true, false), (false, false), (true, true), (false, true)] {
-          let frame = encode(.data(streamID: id, payload: pattern(size, seed: UInt8(size & 0xFF)), endMessage: endMessage, endStream: endStream))
+          let frame = encode(
+            .data(
+              streamID: id, payload: pattern(size, seed: UInt8(size & 0xFF)), endMessage: endMessage,
+              endStream: endStream))
           let expected = FrameDecoder.WholeData(
-            streamID: id, payload: FrameEncoder.headerLength..<frame.count, endMessage: endMessage, endStream: endStream)
+            streamID: id, payload: FrameEncoder.headerLength..<frame.count, endMessage: endMessage, endStream: endStream
+          )
           #expect(Self.wholeData(decoder, frame) == expected)
           #expect(Self.wholeData(decoder, frame + [0, 1, 2]) == expected, "bytes after the frame are not its own")
           for cut in [0, 1, 8, 9, frame.count - 1] where cut < frame.count && cut >= 0 {
@@ -65,7 +70,9 @@ struct WholeDataTests {
     let decoder = FrameDecoder(maxFrameSize: 1_024, maxMetadataSize: 1_024)
     let onZero = encode(.data(streamID: 0, payload: [1, 2], endMessage: true, endStream: false))
     #expect(Self.wholeData(decoder, onZero) == nil)
-    if case .success(let outcome) = decoder.decodeResult(onZero) { Issue.record("decode accepted DATA on stream 0: \(outcome)") }
+    if case .success(let outcome) = decoder.decodeResult(onZero) {
+      Issue.record("decode accepted DATA on stream 0: \(outcome)")
+    }
     let tooLarge = encode(.data(streamID: 1, payload: pattern(1_025), endMessage: true, endStream: false))
     #expect(Self.wholeData(decoder, tooLarge) == nil)
     #expect(Self.wholeData(decoder, Array(tooLarge.dropLast())) == nil)
@@ -93,7 +100,9 @@ struct WholeDataTests {
     #expect(found > 1_000, "the generator makes DATA frames often enough to test anything")
   }
 
-  @Test("the core reports a one-frame message in place, where it lies in the bytes given, and a fragmented one as its own array")
+  @Test(
+    "the core reports a one-frame message in place, where it lies in the bytes given, and a fragmented one as its own array"
+  )
   func coreEvents() {
     var server = Driven.ready(.server)
     server.receive(.open(streamID: 1, RequestHead(method: testMethod), endStream: false))
@@ -105,11 +114,15 @@ struct WholeDataTests {
     let used = input.withUnsafeBytes { server.core.receive($0, into: &events) }
     #expect(used == input.count)
     let header = FrameEncoder.headerLength
-    #expect(events == [
-      .messageBytes(streamID: 1, header..<first.count),
-      .messageBytes(streamID: 1, (first.count + header)..<(first.count + second.count)),
-      .message(streamID: 1, [7, 7, 8]),
-    ])
-    #expect(events.resolved(in: input).seen == [.message(1, pattern(10)), .message(1, pattern(3, seed: 9)), .message(1, [7, 7, 8])])
+    #expect(
+      events == [
+        .messageBytes(streamID: 1, header..<first.count),
+        .messageBytes(streamID: 1, (first.count + header)..<(first.count + second.count)),
+        .message(streamID: 1, [7, 7, 8]),
+      ])
+    #expect(
+      events.resolved(in: input).seen == [
+        .message(1, pattern(10)), .message(1, pattern(3, seed: 9)), .message(1, [7, 7, 8]),
+      ])
   }
 }

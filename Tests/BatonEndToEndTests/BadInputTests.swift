@@ -1,6 +1,7 @@
 import BatonClient
 import BatonCore
 import BatonServer
+import Glibc
 import Testing
 
 /// Bad input gets a clear error on the wire, never a crash or a hang, and the server keeps
@@ -219,9 +220,9 @@ struct BadInputTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
           for _ in 0..<20 {
             group.addTask {
-                let reply = try await client.unary("echo/Sleep", [UInt8]("20")).text
-                #expect(reply == "20")
-              }
+              let reply = try await client.unary("echo/Sleep", [UInt8]("20")).text
+              #expect(reply == "20")
+            }
           }
           try await group.waitForAll()
         }
@@ -268,7 +269,9 @@ struct BadInputTests {
         peer.handshake()
         var bytes: [UInt8] = []
         FrameEncoder.encode(.open(streamID: 1, RequestHead(method: "echo/Unary"), endStream: false), into: &bytes)
-        FrameEncoder.encode(.data(streamID: 1, payload: [UInt8](repeating: 9, count: 300), endMessage: true, endStream: true), into: &bytes)
+        FrameEncoder.encode(
+          .data(streamID: 1, payload: [UInt8](repeating: 9, count: 300), endMessage: true, endStream: true),
+          into: &bytes)
         peer.send(Array(bytes.prefix(bytes.count - 1 - round * 7)))
       }  // closed here, mid-frame
       try await expectStillServing(address)
@@ -299,7 +302,9 @@ struct BadInputTests {
       while ContinuousClock.now - start < .seconds(20) {
         var bytes: [UInt8] = []
         FrameEncoder.encode(.open(streamID: id, RequestHead(method: "echo/Unary"), endStream: false), into: &bytes)
-        FrameEncoder.encode(.data(streamID: id, payload: [UInt8](repeating: 1, count: 200), endMessage: true, endStream: true), into: &bytes)
+        FrameEncoder.encode(
+          .data(streamID: id, payload: [UInt8](repeating: 1, count: 200), endMessage: true, endStream: true),
+          into: &bytes)
         let n = bytes.withUnsafeBytes { send(peer.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         if n == bytes.count {
           sent += n
@@ -319,5 +324,3 @@ struct BadInputTests {
     }
   }
 }
-
-import Glibc

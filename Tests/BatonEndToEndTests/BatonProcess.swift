@@ -18,7 +18,8 @@ final class BatonProcess: @unchecked Sendable {
         let candidate = directory.appendingPathComponent("baton")
         if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
       }
-      let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+      let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
       let fallback = root.appendingPathComponent(".build/debug/baton")
       guard FileManager.default.isExecutableFile(atPath: fallback.path) else {
         throw BatonProcessError.notBuilt
@@ -79,7 +80,8 @@ final class BatonProcess: @unchecked Sendable {
     let process = self.process
     return await withCheckedContinuation { continuation in
       Thread {
-        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+        let deadline = Date().addingTimeInterval(
+          Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning {
           kill(process.processIdentifier, SIGKILL)

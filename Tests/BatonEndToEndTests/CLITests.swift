@@ -1,6 +1,6 @@
-import BatonPosix
 import BatonCLI
 import BatonClient
+import BatonPosix
 import BatonServer
 import Foundation
 import Testing
@@ -75,7 +75,9 @@ struct CLITests {
     for command in ["serve", "call", "load", "demo", "bench"] { #expect(top.out.contains("  \(command) ")) }
     let bench = await baton("bench", "--help")
     #expect(bench.status == 0)
-    for scenario in ["server", "unary", "stream", "connections", "restart"] { #expect(bench.out.contains("  \(scenario) ")) }
+    for scenario in ["server", "unary", "stream", "connections", "restart"] {
+      #expect(bench.out.contains("  \(scenario) "))
+    }
     for words in [
       ["serve"], ["call"], ["load"], ["demo"], ["bench", "server"], ["bench", "unary"], ["bench", "stream"],
       ["bench", "connections"], ["bench", "restart"],
@@ -111,7 +113,8 @@ struct CLITests {
   @Test("call prints the echo, and a failed call prints 'error: CODE: message' and exits 1")
   func call() async throws {
     try await withTestServer(DemoService.router()) { _, address in
-      let echo = await baton("call", address.description, "demo.Echo/Unary", "--data", "hello baton", "--metadata", "k=v")
+      let echo = await baton(
+        "call", address.description, "demo.Echo/Unary", "--data", "hello baton", "--metadata", "k=v")
       #expect(echo.status == 0)
       #expect(echo.out == "hello baton\n")
 
@@ -167,7 +170,8 @@ struct CLITests {
       // 3 s measured after a 0.25 s warm-up (both counted from when the connection is ready):
       // short, but not so short that a loaded machine (the parallel suite on two cores beside
       // other busy processes) can leave the window without a sample, as 1 s did.
-      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "3", "--warmup", "0.25", "--size", "256")
+      let run = await baton(
+        "bench", "stream", "--port", "\(address.port)", "--seconds", "3", "--warmup", "0.25", "--size", "256")
       #expect(run.status == 0, "\(run.out)\(run.err)")
       let result = try fields(run.out, line: "RESULT stream impl=baton")
       #expect(result["error"] == nil)
@@ -187,7 +191,8 @@ struct CLITests {
       for try await _ in requests {}
     }
     try await withTestServer(router) { _, address in
-      let run = await baton("bench", "stream", "--port", "\(address.port)", "--seconds", "0.2", "--warmup", "0", "--size", "16")
+      let run = await baton(
+        "bench", "stream", "--port", "\(address.port)", "--seconds", "0.2", "--warmup", "0", "--size", "16")
       #expect(run.status == 1, "\(run.out)\(run.err)")
       let result = try fields(run.out, line: "RESULT stream impl=baton")
       #expect(result["error"] == "too-few-messages")
@@ -256,7 +261,8 @@ struct CLITests {
       try await withTestServer(DemoService.router(observe: { _ in counts[1].add() })) { _, second in
         // 2 s, so that at least one once-a-second progress line is due even on a loaded machine.
         let run = await baton(
-          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--timeout", "60", "--json")
+          "load", "--endpoints", "\(first),\(second)", "--seconds", "2", "--concurrency", "4", "--timeout", "60",
+          "--json")
         #expect(run.status == 0, "\(run.err)")
         let last = try #require(run.out.split(separator: "\n").last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])

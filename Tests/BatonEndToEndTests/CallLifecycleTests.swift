@@ -64,7 +64,8 @@ struct CallLifecycleTests {
     }
   }
 
-  @Test("a deadline that passes before the request is sent ends the call with deadlineExceeded, and the call holds nothing")
+  @Test(
+    "a deadline that passes before the request is sent ends the call with deadlineExceeded, and the call holds nothing")
   func deadlineBeforeSending() async throws {
     let handlerStarted = Signal()
     try await withTestServer(hangRouter(started: handlerStarted, cancelled: Signal())) { _, address in
@@ -267,7 +268,8 @@ struct LargeMessageTests {
         // credit comes back, whether consumed, discarded with a reset stream, or still buffered.
         for _ in 0..<20 {
           let error = await #expect(throws: RPCError.self) {
-            _ = try await client.clientStreaming("test/RejectFirst", options: CallOptions(timeout: .seconds(60))) { writer in
+            _ = try await client.clientStreaming("test/RejectFirst", options: CallOptions(timeout: .seconds(60))) {
+              writer in
               try await writer.write(big)
               try await writer.write(big)
             }
@@ -299,12 +301,14 @@ struct LargeMessageTests {
         // stream ends. A leak stalls a later round until its deadline.
         for round in 0..<20 {
           let rejected = await #expect(throws: RPCError.self, "round \(round)") {
-            _ = try await client.clientStreaming("test/RejectFirst", options: CallOptions(timeout: .seconds(60))) { writer in
+            _ = try await client.clientStreaming("test/RejectFirst", options: CallOptions(timeout: .seconds(60))) {
+              writer in
               for _ in 0..<1_000 { try await writer.write(small) }
             }
           }
           #expect(rejected?.code == .failedPrecondition, "round \(round)")
-          let first = try await client.serverStreaming("test/Flood", [], options: CallOptions(timeout: .seconds(60))) { replies in
+          let first = try await client.serverStreaming("test/Flood", [], options: CallOptions(timeout: .seconds(60))) {
+            replies in
             for try await reply in replies { return reply }
             return []
           }

@@ -18,12 +18,15 @@ struct ConnectionHygieneTests {
         let limit = ContinuousClock.now + .seconds(30)
         var calls = 0
         while server.connectionsAccepted < 3 && ContinuousClock.now < limit {
-          let reply = try await client.unary("echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(60)))
+          let reply = try await client.unary(
+            "echo/Unary", [UInt8]("\(calls)"), options: CallOptions(timeout: .seconds(60)))
           #expect(reply.text == "\(calls)")
           calls += 1
         }
         #expect(client.statistics.failed == 0)
-        #expect(server.connectionsAccepted >= 3, "only \(server.connectionsAccepted) connections in 30 s with a 150 ms max age")
+        #expect(
+          server.connectionsAccepted >= 3,
+          "only \(server.connectionsAccepted) connections in 30 s with a 150 ms max age")
       }
     }
   }
@@ -178,7 +181,8 @@ struct ConnectionLimitBackoffTests {
         var calls = 0
         repeat {
           let error = await #expect(throws: RPCError.self) {
-            try await client.unary("test/Served", [], options: CallOptions(timeout: .milliseconds(1_500), waitForReady: true))
+            try await client.unary(
+              "test/Served", [], options: CallOptions(timeout: .milliseconds(1_500), waitForReady: true))
           }
           #expect(error?.code == .deadlineExceeded)
           calls += 1

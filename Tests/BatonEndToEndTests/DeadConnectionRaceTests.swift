@@ -1,9 +1,10 @@
+import BatonClient
 import BatonCore
 import BatonPosix
-@testable import BatonTransport
-import BatonClient
 import Glibc
 import Testing
+
+@testable import BatonTransport
 
 /// A call started while its connection dies must fail with the connection (`unavailable`, "may
 /// have been processed") or not start at all, never wait on a dead socket: before the fix, a
@@ -89,14 +90,18 @@ struct CallsRacingDeathTests {
     Task.detached {
       _ = await peer.read { frame in
         if case .data(let id, _, true, true) = frame {
-          peer.send(.data(streamID: id, payload: [2], endMessage: true, endStream: false), .trailers(streamID: id, Trailers(status: 0)))
+          peer.send(
+            .data(streamID: id, payload: [2], endMessage: true, endStream: false),
+            .trailers(streamID: id, Trailers(status: 0)))
         }
         return false
       }
     }
   }
 
-  @Test("calls without a deadline racing their connection's death end with it or move to the next one, never hang (150 rounds)")
+  @Test(
+    "calls without a deadline racing their connection's death end with it or move to the next one, never hang (150 rounds)"
+  )
   func callsRacingDeath() async throws {
     var failures: [String] = []
     for round in 0..<150 {
@@ -150,7 +155,8 @@ struct CallsRacingDeathTests {
         failures += errors.map { "round \(round): \($0)" }
       }
       if stuck > 0 {
-        failures.append("round \(round): \(stuck) callers still waiting 10 s after their connection died: \(client.debugState)")
+        failures.append(
+          "round \(round): \(stuck) callers still waiting 10 s after their connection died: \(client.debugState)")
         break  // closing would wait for the stuck calls
       }
       await client.close()

@@ -7,7 +7,8 @@ struct EarlyEndTests {
   /// The natural client: a writer and a reader at once, the first error fails the call. The
   /// server's OK arrives while the writer is still writing: before the fix, the next write threw
   /// `cancelled: the peer already ended the call` and turned the OK into a failure.
-  @Test("a bidirectional call the server ends early with OK is OK for a client that writes and reads at once (300 rounds)")
+  @Test(
+    "a bidirectional call the server ends early with OK is OK for a client that writes and reads at once (300 rounds)")
   func earlyOK() async throws {
     var router = Router()
     router.bidirectional("test/FirstOnly") { requests, writer, _ in
@@ -21,7 +22,8 @@ struct EarlyEndTests {
         var failures: [String] = []
         for round in 0..<300 {
           do {
-            let replies = try await client.bidirectional("test/FirstOnly", options: CallOptions(timeout: .seconds(20))) {
+            let replies = try await client.bidirectional("test/FirstOnly", options: CallOptions(timeout: .seconds(20)))
+            {
               writer, responses in
               try await withThrowingTaskGroup(of: Int.self) { group in
                 group.addTask {

@@ -23,7 +23,8 @@ struct FailFastTests {
         #expect(error?.code == .unavailable)
         #expect(error?.message.contains("no endpoint could be reached") == true, "\(String(describing: error))")
         #expect(error?.message.contains("Connection refused") == true, "\(String(describing: error))")
-        #expect(error?.message.contains("\(endpoints[1])") == true, "every endpoint is named: \(String(describing: error))")
+        #expect(
+          error?.message.contains("\(endpoints[1])") == true, "every endpoint is named: \(String(describing: error))")
       }
       // Streaming calls take the same path.
       let streaming = await #expect(throws: RPCError.self) {
@@ -73,7 +74,8 @@ struct FailFastTests {
     let nobody = try PortReservation()
     let captured = CapturedOutput()
     let started = ContinuousClock.now
-    let status = await CLI.main(["baton", "call", "127.0.0.1:\(nobody.port)", "demo.Echo/Unary"], output: captured.output)
+    let status = await CLI.main(
+      ["baton", "call", "127.0.0.1:\(nobody.port)", "demo.Echo/Unary"], output: captured.output)
     let took = ContinuousClock.now - started
     #expect(status == 1)
     #expect(captured.standardError.contains("unavailable"), "\(captured.standardError)")

@@ -1,13 +1,14 @@
-import BatonPosix
 import BatonClient
 import BatonCore
+import BatonPosix
 import BatonServer
 import Glibc
 import Testing
 
 @Suite("Failover: calls survive GOAWAY, restarts and lost servers", .timeLimit(.minutes(10)))
 struct FailoverTests {
-  @Test("a call racing the GOAWAY is either processed once or retried elsewhere, never lost or run twice (1,000 rounds)")
+  @Test(
+    "a call racing the GOAWAY is either processed once or retried elsewhere, never lost or run twice (1,000 rounds)")
   func goAwayRace() async throws {
     let ledgerA = Ledger()
     let ledgerB = Ledger()
@@ -35,7 +36,8 @@ struct FailoverTests {
               while !stopped.isFired {
                 let id = "r\(round)-c\(caller)-\(index)"
                 issued.record(id)
-                let reply = try await client.unary("test/Ledger", [UInt8](id), options: CallOptions(timeout: .seconds(60)))
+                let reply = try await client.unary(
+                  "test/Ledger", [UInt8](id), options: CallOptions(timeout: .seconds(60)))
                 #expect(reply.text == id)
                 index += 1
               }
@@ -54,14 +56,17 @@ struct FailoverTests {
     }
     // Every id ran exactly once, on exactly one of the two servers.
     for id in issued.ids {
-      #expect(ledgerA.count(id) + ledgerB.count(id) == 1, "\(id) ran \(ledgerA.count(id)) times on A, \(ledgerB.count(id)) on B")
+      #expect(
+        ledgerA.count(id) + ledgerB.count(id) == 1,
+        "\(id) ran \(ledgerA.count(id)) times on A, \(ledgerB.count(id)) on B")
     }
     #expect(ledgerA.total + ledgerB.total == issued.total)
     // Both sides of the race happened: calls that A took before its GOAWAY, calls that moved to B.
     #expect(ledgerA.total > 0)
     #expect(ledgerB.total > 0)
     #expect(retried.current > 0, "no call was ever refused and retried: the race was not exercised")
-    print("goAwayRace: A processed \(ledgerA.total), B processed \(ledgerB.total), transparent retries \(retried.current)")
+    print(
+      "goAwayRace: A processed \(ledgerA.total), B processed \(ledgerB.total), transparent retries \(retried.current)")
     serverB.stopNow()
     try await runB.value
   }
@@ -88,7 +93,9 @@ struct FailoverTests {
             while !stop.isFired {
               let id = "w\(worker)-\(index)"
               issued.increment()
-              let got62 = try await client.unary("test/SlowLedger", [UInt8](id), options: CallOptions(timeout: .seconds(60))).text
+              let got62 = try await client.unary(
+                "test/SlowLedger", [UInt8](id), options: CallOptions(timeout: .seconds(60))
+              ).text
               #expect(got62 == id)
               index += 1
             }
@@ -98,7 +105,8 @@ struct FailoverTests {
           group.addTask {
             var round = 0
             while !stop.isFired {
-              try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) { writer, responses in
+              try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) {
+                writer, responses in
                 var iterator = responses.makeAsyncIterator()
                 for index in 0..<10 {
                   try await writer.write([UInt8]("s\(worker)-\(round)-\(index)"))
@@ -142,7 +150,10 @@ struct FailoverTests {
     let reservation = try PortReservation()
     let port = reservation.port
     try await withClient(endpoints: [Endpoint(host: "127.0.0.1", port: port)]) { client in
-      let reply = Task { try await client.unary("echo/Unary", [UInt8]("late"), options: CallOptions(timeout: .seconds(60), waitForReady: true)) }
+      let reply = Task {
+        try await client.unary(
+          "echo/Unary", [UInt8]("late"), options: CallOptions(timeout: .seconds(60), waitForReady: true))
+      }
       // The call is waiting for a connection; only now does the server appear.
       try await until("the call waits for a connection") { client.waitingCalls == 1 }
       reservation.release()
@@ -163,7 +174,9 @@ struct FailoverTests {
     nobody.release()
   }
 
-  @Test("a call waiting for a connection ends when its task is cancelled, and without a deadline it gives up after maxWaitForConnection")
+  @Test(
+    "a call waiting for a connection ends when its task is cancelled, and without a deadline it gives up after maxWaitForConnection"
+  )
   func waitingCallIsBounded() async throws {
     let waiting = CallOptions(waitForReady: true)
     let nobody = Endpoint(host: "127.0.0.1", port: try await freePort())
@@ -299,7 +312,9 @@ func until(_ what: String, timeout: Duration = .seconds(30), _ condition: () -> 
   struct NotReached: Error, CustomStringConvertible { var description: String }
   let limit = ContinuousClock.now + timeout
   while !condition() {
-    guard ContinuousClock.now < limit else { throw NotReached(description: "timed out after \(timeout) waiting until \(what)") }
+    guard ContinuousClock.now < limit else {
+      throw NotReached(description: "timed out after \(timeout) waiting until \(what)")
+    }
     try await Task.sleep(for: .milliseconds(5))
   }
 }

@@ -1,5 +1,6 @@
-@testable import BatonTransport
 import Testing
+
+@testable import BatonTransport
 
 /// The frame timeout's rule, with explicit times: deterministic on any machine.
 @Suite("Frame clock")

@@ -1,6 +1,6 @@
-import BatonPosix
 import BatonClient
 import BatonCore
+import BatonPosix
 import BatonServer
 import Testing
 
@@ -20,7 +20,9 @@ func ledgerRouter(_ ledger: Ledger, name: String = "") -> Router {
 
 @Suite("Graceful stop: a deploy never fails a call", .timeLimit(.minutes(10)))
 struct GracefulStopTests {
-  @Test("a handler that stops its own server (an admin endpoint) answers, and the server stops: 10 rounds, graceful and hard")
+  @Test(
+    "a handler that stops its own server (an admin endpoint) answers, and the server stops: 10 rounds, graceful and hard"
+  )
   func handlerStopsItsOwnServer() async throws {
     // The handler starts in place on the loop, inside the read that carried its call: the stop
     // it begins there must neither re-enter that read nor lose the reply.
@@ -39,7 +41,8 @@ struct GracefulStopTests {
       let address = try await server.listeningAddress
       try await withClient(endpoints: [address]) { client in
         do {
-          let reply = try await client.unary("admin/Stop", Array("bye".utf8), options: CallOptions(timeout: .seconds(30)))
+          let reply = try await client.unary(
+            "admin/Stop", Array("bye".utf8), options: CallOptions(timeout: .seconds(30)))
           #expect(reply == Array("bye".utf8), "round \(round)")
         } catch let error as RPCError {
           // A hard stop cuts open streams: the reply may lose that race, but only with unavailable.
@@ -120,7 +123,9 @@ struct GracefulStopTests {
     try await runB.value
   }
 
-  @Test("readiness turns off before the first GOAWAY leaves, and a client that never answers the PING still gets the final GOAWAY")
+  @Test(
+    "readiness turns off before the first GOAWAY leaves, and a client that never answers the PING still gets the final GOAWAY"
+  )
   func readinessAndBoundedBarrier() async throws {
     var configuration = Server.Configuration(logger: .disabled)
     configuration.shutdown.goAwayBarrierCap = .milliseconds(300)
@@ -188,12 +193,18 @@ struct GracefulStopTests {
     release.fire()
     // Stream 1 still finishes normally.
     let (end, _) = await peer.read { $0.isTrailers }
-    if case .trailers(1, let trailers)? = end.last { #expect(trailers.status == 0) } else { Issue.record("stream 1 did not finish: \(end)") }
+    if case .trailers(1, let trailers)? = end.last {
+      #expect(trailers.status == 0)
+    } else {
+      Issue.record("stream 1 did not finish: \(end)")
+    }
     #expect(ledger.count("three") == 0)
     try await run.value
   }
 
-  @Test("the deadline cuts a handler that ignores the drain: unavailable with the reason, named in the report, hooks still run")
+  @Test(
+    "the deadline cuts a handler that ignores the drain: unavailable with the reason, named in the report, hooks still run"
+  )
   func deadlineCuts() async throws {
     let started = Signal()
     let hookRan = Signal()
@@ -340,7 +351,9 @@ struct GracefulStopTests {
       let report = await server.stopReport()
       #expect(ContinuousClock.now - began < .seconds(20), "not cut at once: waited for the graceful deadline")
       #expect(report.cutStreams.count == 1)
-      if case .failure(let error as RPCError) = await call.result { #expect(error.code == .unavailable) } else {
+      if case .failure(let error as RPCError) = await call.result {
+        #expect(error.code == .unavailable)
+      } else {
         Issue.record("the call should have been cut")
       }
     }
@@ -365,4 +378,3 @@ final class Mutexed<Value: Sendable>: Sendable {
   func mutate(_ body: (inout Value) -> Void) { storage.withLock { body(&$0) } }
   var value: Value { storage.withLock { $0 } }
 }
-

@@ -1,9 +1,9 @@
 import BatonClient
 import BatonCore
 import BatonPosix
-import Foundation
 import BatonServer
 import BatonTransport
+import Foundation
 import Glibc
 import Testing
 
@@ -113,10 +113,13 @@ struct HardeningTests {
     try await withTestServer(echoRouter(), configuration: configuration) { _, address in
       let peer = try RawPeer(port: address.port, receiveTimeoutSeconds: 30)
       peer.handshake()
-      peer.send(.open(streamID: 1, RequestHead(method: "echo/Bidi", timeoutMicroseconds: 0, metadata: [:]), endStream: false))
+      peer.send(
+        .open(streamID: 1, RequestHead(method: "echo/Bidi", timeoutMicroseconds: 0, metadata: [:]), endStream: false))
       // The header of a 1,000-byte DATA frame and 10 bytes of it; then nothing.
       var bytes: [UInt8] = []
-      FrameEncoder.encode(.data(streamID: 1, payload: [UInt8](repeating: 1, count: 1_000), endMessage: true, endStream: false), into: &bytes)
+      FrameEncoder.encode(
+        .data(streamID: 1, payload: [UInt8](repeating: 1, count: 1_000), endMessage: true, endStream: false),
+        into: &bytes)
       let started = ContinuousClock.now
       peer.send(Array(bytes.prefix(19)))
       let (frames, closed) = await peer.read()
@@ -132,7 +135,9 @@ struct HardeningTests {
     }
   }
 
-  @Test("a PING flood in one read is answered up to the allowance, then GOAWAY(ENHANCE_YOUR_CALM): the rest is never answered")
+  @Test(
+    "a PING flood in one read is answered up to the allowance, then GOAWAY(ENHANCE_YOUR_CALM): the rest is never answered"
+  )
   func pingFloodStopsAtTheLimit() async throws {
     try await withTestServer(echoRouter()) { _, address in
       let peer = try RawPeer(port: address.port)

@@ -1,5 +1,6 @@
-@testable import BatonTransport
 import Testing
+
+@testable import BatonTransport
 
 /// ``MessageQueue``: a stream's inbox keeps its first message apart from the array that holds
 /// a burst, so order and byte counts must survive every move between the two.
@@ -86,8 +87,10 @@ struct MessageQueueTests {
     appendCopying(&queue, message(5, count: 0))
     appendCopying(&queue, message(6, count: MessageQueue.largestPacked - 1))
     #expect(queue.byteCount == 5 + 100 + MessageQueue.largestPacked + 7 + 0 + MessageQueue.largestPacked - 1)
-    let expected = [message(1, count: 5), message(2, count: 100), message(3, count: MessageQueue.largestPacked),
-                    message(4, count: 7), message(5, count: 0), message(6, count: MessageQueue.largestPacked - 1)]
+    let expected = [
+      message(1, count: 5), message(2, count: 100), message(3, count: MessageQueue.largestPacked),
+      message(4, count: 7), message(5, count: 0), message(6, count: MessageQueue.largestPacked - 1),
+    ]
     var taken: [[UInt8]] = []
     while let next = queue.popFirst() { taken.append(next) }
     #expect(taken == expected)
@@ -116,8 +119,9 @@ struct MessageQueueTests {
     #expect(queue.packedCapacity == 0 && queue.popFirst() == nil)
   }
 
-  @Test("random appends (copied and moved), pops, clears and inbox/batch swaps agree with a plain array",
-        arguments: [1, 2, 3] as [UInt64])
+  @Test(
+    "random appends (copied and moved), pops, clears and inbox/batch swaps agree with a plain array",
+    arguments: [1, 2, 3] as [UInt64])
   func matchesModel(seed: UInt64) {
     var random = SeededRandom(seed: seed)
     // Two queues that trade places like a stream's inbox and its reader's batch.

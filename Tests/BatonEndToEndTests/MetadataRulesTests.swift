@@ -15,7 +15,9 @@ struct MetadataRulesTests {
     }
     try await withTestServer(router) { _, address in
       try await withClient(endpoints: [address]) { client in
-        for metadata: Metadata in [["baton-x": "1"], ["Baton-Trace": "1"], ["a b": "1"], ["": "1"], ["ok": "1", "baton-": ""]] {
+        for metadata: Metadata in [
+          ["baton-x": "1"], ["Baton-Trace": "1"], ["a b": "1"], ["": "1"], ["ok": "1", "baton-": ""],
+        ] {
           let unary = await #expect(throws: RPCError.self) {
             try await client.unary("test/Seen", [], options: CallOptions(metadata: metadata))
           }
@@ -27,7 +29,8 @@ struct MetadataRulesTests {
         }
         #expect(!seen.isFired, "a refused call reached the server")
         // Names that merely contain "baton" are the application's.
-        let reply = try await client.unary("echo/Metadata", [], options: CallOptions(metadata: ["who": "x", "my-baton-id": "7"]))
+        let reply = try await client.unary(
+          "echo/Metadata", [], options: CallOptions(metadata: ["who": "x", "my-baton-id": "7"]))
         #expect(reply.isEmpty)
       }
     }

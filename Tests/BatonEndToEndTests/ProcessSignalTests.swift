@@ -1,5 +1,5 @@
-import BatonPosix
 import BatonClient
+import BatonPosix
 import Foundation
 import Glibc
 import Testing
@@ -23,7 +23,8 @@ struct ProcessSignalTests {
           group.addTask {
             var index = 0
             while !stop.isFired {
-              let reply = try await client.unary("demo.Echo/Unary", [UInt8]("u\(worker)-\(index)"), options: CallOptions(timeout: .seconds(60)))
+              let reply = try await client.unary(
+                "demo.Echo/Unary", [UInt8]("u\(worker)-\(index)"), options: CallOptions(timeout: .seconds(60)))
               #expect(reply.text == "u\(worker)-\(index)")
               calls.increment()
               index += 1
@@ -33,7 +34,8 @@ struct ProcessSignalTests {
         for worker in 0..<4 {
           group.addTask {
             while !stop.isFired {
-              try await client.bidirectional("demo.Echo/Bidi", options: CallOptions(timeout: .seconds(60))) { writer, responses in
+              try await client.bidirectional("demo.Echo/Bidi", options: CallOptions(timeout: .seconds(60))) {
+                writer, responses in
                 var iterator = responses.makeAsyncIterator()
                 for index in 0..<20 {
                   try await writer.write([UInt8]("b\(worker)-\(index)"))
@@ -144,7 +146,9 @@ struct ProcessSignalTests {
       let options = CallOptions(timeout: .seconds(60), idempotent: true)
       // Round robin: one of the two calls runs on the server about to die. Each waits 5 s, so the
       // doomed one is still in its handler when the kill lands right after both are seen there.
-      let calls = (0..<2).map { _ in Task { try await client.unary("demo.Echo/Wait", [UInt8]("5000"), options: options) } }
+      let calls = (0..<2).map { _ in
+        Task { try await client.unary("demo.Echo/Wait", [UInt8]("5000"), options: options) }
+      }
       try await Self.bothInHandlers(doomed, other)
       doomed.signal(SIGKILL)
       for call in calls {
@@ -163,7 +167,9 @@ struct ProcessSignalTests {
   /// each server's `/drainz`).
   private static func bothInHandlers(_ doomed: BatonProcess, _ other: BatonProcess) async throws {
     try await eventually("both calls are in their handlers, one on the doomed server") {
-      guard let onDoomed = await doomed.drainz()?.openStreams, let onOther = await other.drainz()?.openStreams else { return false }
+      guard let onDoomed = await doomed.drainz()?.openStreams, let onOther = await other.drainz()?.openStreams else {
+        return false
+      }
       return onDoomed >= 1 && onDoomed + onOther == 2
     }
   }

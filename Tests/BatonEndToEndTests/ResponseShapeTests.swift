@@ -50,42 +50,54 @@ struct ResponseShapeTests {
     return error
   }
 
-  @Test("a second response message fails the call with INTERNAL and resets the open stream with CANCEL", arguments: Shape.allCases)
+  @Test(
+    "a second response message fails the call with INTERNAL and resets the open stream with CANCEL",
+    arguments: Shape.allCases)
   func secondMessage(_ shape: Shape) async throws {
-    let (result, after) = try await call(shape, script: { peer, id in
-      // No TRAILERS: the stream stays open, so the client must end it.
-      peer.send(
-        .data(streamID: id, payload: [1], endMessage: true, endStream: false),
-        .data(streamID: id, payload: [2], endMessage: true, endStream: false))
-    }, until: { $0.resetCode(stream: 1) != nil })
+    let (result, after) = try await call(
+      shape,
+      script: { peer, id in
+        // No TRAILERS: the stream stays open, so the client must end it.
+        peer.send(
+          .data(streamID: id, payload: [1], endMessage: true, endStream: false),
+          .data(streamID: id, payload: [2], endMessage: true, endStream: false))
+      }, until: { $0.resetCode(stream: 1) != nil })
     #expect(internalError(result) != nil, "\(result)")
     #expect(after.contains { $0.resetCode(stream: 1) == .cancel }, "no RESET CANCEL: \(after)")
   }
 
   @Test("a second response message before TRAILERS OK still fails the call with INTERNAL", arguments: Shape.allCases)
   func secondMessageThenOK(_ shape: Shape) async throws {
-    let (result, _) = try await call(shape, script: { peer, id in
-      peer.send(
-        .data(streamID: id, payload: [1], endMessage: true, endStream: false),
-        .data(streamID: id, payload: [2], endMessage: true, endStream: false),
-        .trailers(streamID: id, Trailers(status: 0)))
-    })
+    let (result, _) = try await call(
+      shape,
+      script: { peer, id in
+        peer.send(
+          .data(streamID: id, payload: [1], endMessage: true, endStream: false),
+          .data(streamID: id, payload: [2], endMessage: true, endStream: false),
+          .trailers(streamID: id, Trailers(status: 0)))
+      })
     #expect(internalError(result) != nil, "\(result)")
   }
 
   @Test("TRAILERS OK with no response message fails the call with INTERNAL", arguments: Shape.allCases)
   func noMessage(_ shape: Shape) async throws {
-    let (result, _) = try await call(shape, script: { peer, id in
-      peer.send(.trailers(streamID: id, Trailers(status: 0)))
-    })
+    let (result, _) = try await call(
+      shape,
+      script: { peer, id in
+        peer.send(.trailers(streamID: id, Trailers(status: 0)))
+      })
     #expect(internalError(result) != nil, "\(result)")
   }
 
   @Test("one message and OK is the reply", arguments: Shape.allCases)
   func oneMessage(_ shape: Shape) async throws {
-    let (result, _) = try await call(shape, script: { peer, id in
-      peer.send(.data(streamID: id, payload: [7], endMessage: true, endStream: false), .trailers(streamID: id, Trailers(status: 0)))
-    })
+    let (result, _) = try await call(
+      shape,
+      script: { peer, id in
+        peer.send(
+          .data(streamID: id, payload: [7], endMessage: true, endStream: false),
+          .trailers(streamID: id, Trailers(status: 0)))
+      })
     guard case .success(let reply) = result else {
       Issue.record("\(result)")
       return

@@ -24,7 +24,8 @@ struct ScopedServerTests {
         }
       }
       #expect(error?.code == .unavailable)
-      #expect(error?.message.contains("could not listen on 127.0.0.1:\(taken.port)") == true, "\(String(describing: error))")
+      #expect(
+        error?.message.contains("could not listen on 127.0.0.1:\(taken.port)") == true, "\(String(describing: error))")
       #expect(error?.message.contains("Address already in use") == true, "\(String(describing: error))")
       #expect(!bodyRan)
       #expect(!clientCalled)

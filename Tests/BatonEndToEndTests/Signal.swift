@@ -60,7 +60,9 @@ func eventually(
   struct NotReached: Error, CustomStringConvertible { var description: String }
   let limit = ContinuousClock.now + timeout
   while await !condition() {
-    guard ContinuousClock.now < limit else { throw NotReached(description: "timed out after \(timeout) waiting until \(what)") }
+    guard ContinuousClock.now < limit else {
+      throw NotReached(description: "timed out after \(timeout) waiting until \(what)")
+    }
     try await Task.sleep(for: .milliseconds(5))
   }
 }

@@ -1,6 +1,6 @@
-import BatonPosix
 import BatonClient
 import BatonCore
+import BatonPosix
 import BatonServer
 import Testing
 
@@ -101,13 +101,16 @@ struct StreamRaceTests {
             writing.cancel()
             return
           }
-          #expect(outcome.error?.code == .cancelled, "round \(round): the writer saw \(String(describing: outcome.error))")
+          #expect(
+            outcome.error?.code == .cancelled, "round \(round): the writer saw \(String(describing: outcome.error))")
         }
       }
     }
   }
 
-  @Test("large messages (sent by reference) in flight through a graceful stop all arrive intact; a hard stop ends such a stream with an error")
+  @Test(
+    "large messages (sent by reference) in flight through a graceful stop all arrive intact; a hard stop ends such a stream with an error"
+  )
   func largeMessagesThroughStops() async throws {
     let messages = (0..<300).map { index in
       (0..<4_096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index &* 13) }
@@ -151,7 +154,8 @@ struct StreamRaceTests {
         let firstEcho = Signal()
         async let outcome: (any Error)? = {
           do {
-            try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) { writer, replies in
+            try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) {
+              writer, replies in
               async let written: Void = { while true { try await writer.write(messages[0]) } }()
               for try await _ in replies { firstEcho.fire() }
               try await written

@@ -1,5 +1,5 @@
-import BatonPosix
 import BatonClient
+import BatonPosix
 import BatonServer
 import Foundation
 import Testing

@@ -1,7 +1,8 @@
 import BatonCore
 import BatonPosix
-@testable import BatonTransport
 import Testing
+
+@testable import BatonTransport
 
 @Suite("Write buffer trim", .timeLimit(.minutes(10)))
 struct WriteBufferTrimTests {
@@ -10,7 +11,9 @@ struct WriteBufferTrimTests {
     var trim = WriteBufferTrim()
     #expect(trim.afterFlush(capacity: WriteBufferTrim.idleCapacity, timerRunning: false) == .keep)
     #expect(trim.afterFlush(capacity: WriteBufferTrim.idleCapacity + 1, timerRunning: false) == .keepAndStartTimer)
-    #expect(trim.afterFlush(capacity: WriteBufferTrim.busyCapacity, timerRunning: true) == .keepWhileTimerRuns, "one timer at a time")
+    #expect(
+      trim.afterFlush(capacity: WriteBufferTrim.busyCapacity, timerRunning: true) == .keepWhileTimerRuns,
+      "one timer at a time")
     #expect(trim.afterFlush(capacity: WriteBufferTrim.busyCapacity + 1, timerRunning: true) == .drop)
   }
 
@@ -19,7 +22,9 @@ struct WriteBufferTrimTests {
     var trim = WriteBufferTrim()
     #expect(trim.afterFlush(capacity: 128 << 10, timerRunning: false) == .keepAndStartTimer)
     #expect(trim.timerFired() == true, "no flush since the timer started: trim")
-    #expect(trim.afterFlush(capacity: 128 << 10, timerRunning: false) == .keepAndStartTimer, "the next burst starts a new timer")
+    #expect(
+      trim.afterFlush(capacity: 128 << 10, timerRunning: false) == .keepAndStartTimer,
+      "the next burst starts a new timer")
     #expect(trim.afterFlush(capacity: 128 << 10, timerRunning: true) == .keepWhileTimerRuns)
     #expect(trim.timerFired() == false, "a flush meanwhile: still busy, look again")
     trim.flushedPartly()

@@ -1,5 +1,6 @@
-@testable import BatonServer
 import Testing
+
+@testable import BatonServer
 
 /// ``ConnectionDrain``: one connection's graceful stop,
 /// `serving → awaitingBarrier → finalGoAwaySent → closing` (PROTOCOL.md section 13.2).
@@ -33,7 +34,8 @@ struct ConnectionDrainTests {
     #expect(drain.barrierPassed(ack: 7) == true)
   }
 
-  @Test("the ACK of a different PING (an RTT probe, a keepalive) is not the barrier", arguments: [UInt64(0), 6, 8, .max])
+  @Test(
+    "the ACK of a different PING (an RTT probe, a keepalive) is not the barrier", arguments: [UInt64(0), 6, 8, .max])
   func otherAckIsNotBarrier(_ ack: UInt64) {
     var drain = ConnectionDrain()
     _ = drain.begin(ping: 7)

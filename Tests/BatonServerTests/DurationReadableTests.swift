@@ -1,5 +1,6 @@
-@testable import BatonServer
 import Testing
+
+@testable import BatonServer
 
 /// Lifecycle lines and ``StopReport`` print durations in a unit a person reads at a glance.
 @Suite("Duration.readable")

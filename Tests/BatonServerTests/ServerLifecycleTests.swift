@@ -1,5 +1,6 @@
-@testable import BatonServer
 import Testing
+
+@testable import BatonServer
 
 /// ``ServerLifecycle`` as a pure value: `idle → running → draining → cancelling → closing → stopped`.
 @Suite("ServerLifecycle")
@@ -84,7 +85,9 @@ struct ServerLifecycleTests {
     #expect(lifecycle.state == .draining)
   }
 
-  @Test("a graceful stop once a stop is under way or done does nothing", arguments: [State.draining, .cancelling, .closing, .stopped])
+  @Test(
+    "a graceful stop once a stop is under way or done does nothing",
+    arguments: [State.draining, .cancelling, .closing, .stopped])
   func gracefulWhileStopping(_ state: State) {
     var lifecycle = Self.lifecycle(in: state)
     #expect(lifecycle.beginGracefulStop() == BeginStopResult.none)
@@ -117,7 +120,8 @@ struct ServerLifecycleTests {
     #expect(lifecycle.state == .cancelling)
   }
 
-  @Test("a hard stop once cancelling, closing or stopped does nothing", arguments: [State.cancelling, .closing, .stopped])
+  @Test(
+    "a hard stop once cancelling, closing or stopped does nothing", arguments: [State.cancelling, .closing, .stopped])
   func hardWhileStopping(_ state: State) {
     var lifecycle = Self.lifecycle(in: state)
     #expect(lifecycle.hardStop() == HardStopResult.none)
@@ -151,7 +155,8 @@ struct ServerLifecycleTests {
   @Test(
     "acceptDecision: serve while running, serve-and-GOAWAY while draining, reject otherwise",
     arguments: [
-      (State.idle, ServerLifecycle.Accept.reject), (.running, .serve), (.draining, .serveDraining), (.cancelling, .reject),
+      (State.idle, ServerLifecycle.Accept.reject), (.running, .serve), (.draining, .serveDraining),
+      (.cancelling, .reject),
       (.closing, .reject), (.stopped, .reject),
     ])
   func acceptDecision(_ state: State, _ decision: ServerLifecycle.Accept) {
