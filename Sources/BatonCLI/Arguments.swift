@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 
 /// A command line that did not make sense: exit status 2, the message on standard error.
 struct UsageError: Error, Sendable, CustomStringConvertible {

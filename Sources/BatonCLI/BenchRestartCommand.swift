@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 import BatonPosix
 
 /// `baton bench restart`: call latency while servers restart one by one.

@@ -1,3 +1,4 @@
+import BatonCore
 import BatonServer
 
 /// `baton bench server`: the echo service for the benchmarks, until SIGTERM.

@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 import BatonPosix
 
 /// `baton bench stream`: one bidirectional stream, written as fast as flow control allows.

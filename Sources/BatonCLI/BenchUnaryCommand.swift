@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 import BatonPosix
 
 /// `baton bench unary`: closed-loop unary echo over one connection.

@@ -1,3 +1,4 @@
+import BatonCore
 import BatonPosix
 
 /// Waiting for async work with a time limit, even work that ignores cancellation.

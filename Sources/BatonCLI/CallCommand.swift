@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 
 /// `baton call`: one unary call, the reply on standard output.
 enum CallCommand {

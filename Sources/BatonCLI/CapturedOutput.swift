@@ -1,3 +1,4 @@
+import BatonCore
 import BatonPosix
 
 /// Collects what a command writes, for tests: pass ``output`` to ``CLI/main(_:output:)`` and read

@@ -1,3 +1,4 @@
+import BatonCore
 public import BatonServer
 
 /// The service `baton serve`, `baton demo` and `baton bench server` answer.

@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 
 /// Number and error formatting shared by the commands' result lines.
 enum Format {

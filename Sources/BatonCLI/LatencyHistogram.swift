@@ -1,3 +1,5 @@
+import BatonCore
+
 /// Latencies in nanoseconds, counted in log-linear buckets with a fixed relative error, like
 /// HdrHistogram: no sample is stored and nothing is sorted.
 ///

@@ -1,3 +1,4 @@
+import BatonCore
 import BatonPosix
 
 /// The ids `demo.Echo/Ledger` recorded, in arrival order: lets a restart test check which calls

@@ -1,3 +1,4 @@
+import BatonCore
 import Synchronization
 
 /// Counts that a progress line reads while the workers run.

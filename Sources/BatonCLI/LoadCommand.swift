@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 import BatonPosix
 
 /// `baton load`: closed-loop load over one client and several endpoints.

@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 import BatonPosix
 
 /// The closed-loop callers behind `load`, `demo` and the benchmarks.

@@ -1,4 +1,5 @@
 import BatonClient
+import BatonCore
 
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,4 @@
+import BatonCore
 import Synchronization
 
 /// Marks the times a server is being restarted, so that calls can be told apart: an epoch that

@@ -1,3 +1,4 @@
+import BatonCore
 import BatonServer
 
 /// `baton serve`: the demo service on one address until SIGTERM or SIGINT.

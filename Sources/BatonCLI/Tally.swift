@@ -1,3 +1,5 @@
+import BatonCore
+
 /// One worker's counts, merged with the others' at the end (no lock per call).
 struct Tally: Sendable {
   /// Calls (unary calls, or whole streams) that ended OK.

@@ -1,3 +1,5 @@
+import BatonCore
+
 /// The version `baton --version` prints: the version of the Baton package this tool was built
 /// from. Defined once, here; change it when the package is tagged.
 public enum BatonVersion {

@@ -1,3 +1,5 @@
+import BatonCore
+
 #if canImport(Glibc)
 import Glibc
 #endif

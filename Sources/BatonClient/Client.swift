@@ -1,3 +1,4 @@
+import BatonCore
 package import BatonPosix
 import BatonTransport
 import Foundation

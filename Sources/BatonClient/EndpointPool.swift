@@ -1,3 +1,4 @@
+import BatonCore
 import BatonPosix
 import BatonTransport
 import Synchronization

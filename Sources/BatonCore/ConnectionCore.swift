@@ -5,10 +5,10 @@
 /// ``OutboundBuffer``). Application actions (open a stream, send a message, reset,
 /// GOAWAY) are methods that append frames to ``outbound``. All rules of PROTOCOL.md that depend on
 /// connection state live here: stream ids, stream states, flow control, limits and GOAWAY.
-package struct ConnectionCore: Sendable {
-  package enum Role: Sendable, Hashable { case client, server }
+public struct ConnectionCore: Sendable {
+  public enum Role: Sendable, Hashable { case client, server }
 
-  package enum Phase: Sendable, Hashable {
+  public enum Phase: Sendable, Hashable {
     case awaitingPreface
     case awaitingSettings
     case active
@@ -16,29 +16,29 @@ package struct ConnectionCore: Sendable {
     case closed
   }
 
-  package let role: Role
-  package let localSettings: ConnectionSettings
-  package private(set) var peerSettings: ConnectionSettings = .defaults
-  package private(set) var phase: Phase = .awaitingPreface
+  public let role: Role
+  public let localSettings: ConnectionSettings
+  public private(set) var peerSettings: ConnectionSettings = .defaults
+  public private(set) var phase: Phase = .awaitingPreface
   /// Bytes waiting to be written, in order. The owner takes them (for example by swapping in an
   /// empty buffer) and writes them to the socket.
-  package var outbound = OutboundBuffer()
+  public var outbound = OutboundBuffer()
 
   /// (server) The highest stream id the client has opened: the last id a final GOAWAY names.
-  package private(set) var highestPeerStreamID: UInt32 = 0
+  public private(set) var highestPeerStreamID: UInt32 = 0
   /// (client) The id the next OPEN will use.
-  package private(set) var nextStreamID: UInt32 = 1
+  public private(set) var nextStreamID: UInt32 = 1
   /// The lowest last id this side has sent in a GOAWAY.
-  package private(set) var goAwaySent: UInt32?
+  public private(set) var goAwaySent: UInt32?
   /// The lowest last id the peer has sent in a GOAWAY.
-  package private(set) var goAwayReceived: UInt32?
+  public private(set) var goAwayReceived: UInt32?
   /// Non-ACK PINGs received so far (for keepalive policing by the owner).
-  package private(set) var pingsReceived = 0
+  public private(set) var pingsReceived = 0
   /// How many more non-ACK PINGs this side will answer. The owner meters PINGs over time (a
   /// token bucket, PROTOCOL.md 15) and sets this before each ``receive(_:into:)``; the core
   /// enforces it frame by frame, so the PING that finds none left fails the connection
   /// (ENHANCE_YOUR_CALM) before it is answered, and nothing after it in the same read is processed.
-  package var pingAllowance = Int.max
+  public var pingAllowance = Int.max
 
   private var decoder: FrameDecoder
   /// The last OPEN's method name, shared by the next OPEN for the same method (a server).
@@ -83,7 +83,7 @@ package struct ConnectionCore: Sendable {
     var trailers: Trailers? = nil
   }
 
-  package init(role: Role, settings: ConnectionSettings = .defaults) {
+  public init(role: Role, settings: ConnectionSettings = .defaults) {
     self.role = role
     self.localSettings = settings
     self.decoder = FrameDecoder(settings: settings)
@@ -97,14 +97,14 @@ package struct ConnectionCore: Sendable {
   // MARK: - Queries
 
   /// Streams currently open (not yet ended by TRAILERS or RESET).
-  package var openStreamCount: Int { streams.count }
-  package var openStreamIDs: [UInt32] { streams.keysArray }
-  package func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
+  public var openStreamCount: Int { streams.count }
+  public var openStreamIDs: [UInt32] { streams.keysArray }
+  public func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
   /// (server) The stream's status is queued behind a message waiting for credit: it ends on its own.
-  package func isEnding(_ streamID: UInt32) -> Bool { pendings[streamID]?.trailers != nil }
+  public func isEnding(_ streamID: UInt32) -> Bool { pendings[streamID]?.trailers != nil }
 
   /// (client) Whether ``openStream(_:endStream:)`` would succeed now.
-  package var canOpenStream: Bool {
+  public var canOpenStream: Bool {
     role == .client && phase == .active && goAwayReceived == nil && goAwaySent == nil
       && streams.count < Int(peerSettings.maxConcurrentStreams) && nextStreamID <= StreamID.max
   }
@@ -115,7 +115,7 @@ package struct ConnectionCore: Sendable {
   /// the owner keeps the rest and calls again when more arrive. A message that came in one frame
   /// is reported in place (``ConnectionEvent/messageBytes(streamID:_:)``): the owner copies it out
   /// of `bytes` before reusing them.
-  package mutating func receive(
+  public mutating func receive(
     _ bytes: UnsafeRawBufferPointer, into events: inout [ConnectionEvent]
   ) -> Int {
     var consumed = 0
@@ -506,7 +506,7 @@ package struct ConnectionCore: Sendable {
 
   // MARK: - Output
 
-  package enum OpenError: Error, Hashable, Sendable {
+  public enum OpenError: Error, Hashable, Sendable {
     /// The peer's SETTINGS have not arrived yet.
     case notReady
     /// A GOAWAY was sent or received, the ids ran out, or the connection failed: use another.
@@ -524,7 +524,7 @@ package struct ConnectionCore: Sendable {
   }
 
   /// (client) Opens a stream with OPEN and returns its id.
-  package mutating func openStream(_ head: RequestHead, endStream: Bool) throws(OpenError) -> UInt32 {
+  public mutating func openStream(_ head: RequestHead, endStream: Bool) throws(OpenError) -> UInt32 {
     guard phase != .awaitingPreface && phase != .awaitingSettings else { throw .notReady }
     guard phase == .active, goAwayReceived == nil, goAwaySent == nil, nextStreamID <= StreamID.max,
       role == .client
@@ -549,7 +549,7 @@ package struct ConnectionCore: Sendable {
     return id
   }
 
-  package enum SendOutcome: Hashable, Sendable {
+  public enum SendOutcome: Hashable, Sendable {
     /// All of the message is in ``outbound``.
     case written
     /// Part of it waits for flow-control credit; a ``ConnectionEvent/writable(streamID:)`` follows
@@ -564,7 +564,7 @@ package struct ConnectionCore: Sendable {
   /// Sends one message on a stream, fragmenting it to the peer's MAX_FRAME_SIZE and to the
   /// flow-control windows. `endStream` ends this side of the stream after it (client only; a
   /// server ends with ``sendTrailers(streamID:_:)``).
-  package mutating func sendMessage(
+  public mutating func sendMessage(
     streamID id: UInt32, _ message: [UInt8], endStream: Bool = false, events: inout [ConnectionEvent]
   ) -> SendOutcome {
     guard let stream = streams[id], stream.machine.canSend, pendings.isEmpty || pendings[id] == nil
@@ -590,7 +590,7 @@ package struct ConnectionCore: Sendable {
   }
 
   /// (client) Ends this side of the stream with an empty END_STREAM DATA frame.
-  package mutating func sendEnd(streamID id: UInt32) {
+  public mutating func sendEnd(streamID id: UInt32) {
     guard role == .client, var stream = streams[id], stream.machine.canSend else { return }
     if var pending = pendings[id] {
       pending.endStream = true
@@ -607,7 +607,7 @@ package struct ConnectionCore: Sendable {
   /// the client accepts (MAX_METADATA_SIZE, MAX_FRAME_SIZE) is not sent: the call ends with
   /// RESOURCE_EXHAUSTED instead, and this returns false.
   @discardableResult
-  package mutating func sendHeaders(streamID id: UInt32, _ metadata: Metadata) -> Bool {
+  public mutating func sendHeaders(streamID id: UInt32, _ metadata: Metadata) -> Bool {
     guard role == .server, var stream = streams[id], !stream.sentHeaders else { return false }
     let size = FrameEncoder.metadataLength(metadata)
     guard size <= Int(peerSettings.maxMetadataSize), size <= Int(peerSettings.maxFrameSize) else {
@@ -653,7 +653,7 @@ package struct ConnectionCore: Sendable {
   /// `discardPending` (a cut at the stop deadline), which drops it and ends at once.
   /// Returns false if the stream had already ended.
   @discardableResult
-  package mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
+  public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
     guard streams[id] != nil else { return false }
     let trailers = fitted(trailers)
     if !discardPending, var pending = pendings[id] {
@@ -670,7 +670,7 @@ package struct ConnectionCore: Sendable {
   /// Ends a stream at once with RESET (a client's CANCEL, a server's refusal or error).
   /// Returns false if the stream had already ended.
   @discardableResult
-  package mutating func resetStream(streamID id: UInt32, _ code: ErrorCode) -> Bool {
+  public mutating func resetStream(streamID id: UInt32, _ code: ErrorCode) -> Bool {
     guard removeStream(id) != nil else { return false }
     FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
     return true
@@ -678,7 +678,7 @@ package struct ConnectionCore: Sendable {
 
   /// The application took a delivered message of `bytes` bytes: return the credit, with a
   /// WINDOW_UPDATE once half a window has been consumed (PROTOCOL.md, "Flow control").
-  package mutating func consumed(streamID id: UInt32, bytes: Int) {
+  public mutating func consumed(streamID id: UInt32, bytes: Int) {
     guard phase != .closed, bytes > 0 else { return }
     guard streams[id] != nil else {
       // The stream has ended; its delivered messages may still carry early credit.
@@ -743,7 +743,7 @@ package struct ConnectionCore: Sendable {
 
   /// Sends GOAWAY. The last id never grows: a later GOAWAY with a higher id is sent with the
   /// lower one. Streams are not touched: those at or below the id run on.
-  package mutating func sendGoAway(lastStreamID: UInt32, _ code: ErrorCode = .noError, debug: String = "") {
+  public mutating func sendGoAway(lastStreamID: UInt32, _ code: ErrorCode = .noError, debug: String = "") {
     guard phase != .closed else { return }
     let last = min(lastStreamID, goAwaySent ?? lastStreamID)
     goAwaySent = last
@@ -751,7 +751,7 @@ package struct ConnectionCore: Sendable {
   }
 
   /// Sends a PING; the peer's ACK comes back as ``ConnectionEvent/pingAck(_:)``.
-  package mutating func sendPing(_ payload: UInt64) {
+  public mutating func sendPing(_ payload: UInt64) {
     guard phase != .closed else { return }
     FrameEncoder.appendPing(&outbound.frameBytes, ack: false, payload: payload)
   }
@@ -771,7 +771,7 @@ package struct ConnectionCore: Sendable {
   }
 
   /// Ends the connection because of this side's own error (a GOAWAY with the code, then close).
-  package mutating func abort(_ code: ErrorCode, reason: String, into events: inout [ConnectionEvent]) {
+  public mutating func abort(_ code: ErrorCode, reason: String, into events: inout [ConnectionEvent]) {
     fail(.connection(code, reason), &events)
   }
 

@@ -1,7 +1,7 @@
 /// What a ``ConnectionCore`` learned from the bytes it was given, for its owner to act on.
 ///
 /// Events never carry I/O: the owner resumes waiters, starts handlers and closes sockets.
-package enum ConnectionEvent: Sendable, Hashable {
+public enum ConnectionEvent: Sendable, Hashable {
   /// The peer's preface and SETTINGS arrived: a client may now open streams.
   case ready(ConnectionSettings)
   /// (server) The client opened a stream.

@@ -62,7 +62,7 @@ public struct ConnectionSettings: Hashable, Sendable {
   public static let maxWindow: UInt32 = 0x7FFF_FFFF
 
   /// The (id, value) pairs of a SETTINGS frame announcing these values.
-  package var wirePairs: [(UInt16, UInt32)] {
+  public var wirePairs: [(UInt16, UInt32)] {
     [
       (SettingID.maxFrameSize, maxFrameSize), (SettingID.maxConcurrentStreams, maxConcurrentStreams),
       (SettingID.initialWindowSize, initialWindowSize),
@@ -73,7 +73,7 @@ public struct ConnectionSettings: Hashable, Sendable {
 
   /// Applies received pairs over the defaults; unknown ids are skipped (the decoder already
   /// range-checked known ones).
-  package init(wirePairs: [(UInt16, UInt32)]) {
+  public init(wirePairs: [(UInt16, UInt32)]) {
     self = .defaults
     for (id, value) in wirePairs {
       switch id {
@@ -90,11 +90,11 @@ public struct ConnectionSettings: Hashable, Sendable {
 }
 
 /// SETTINGS identifiers (PROTOCOL.md, "Settings").
-package enum SettingID {
-  package static let maxFrameSize: UInt16 = 0x1
-  package static let maxConcurrentStreams: UInt16 = 0x2
-  package static let initialWindowSize: UInt16 = 0x3
-  package static let connectionWindowSize: UInt16 = 0x4
-  package static let maxMetadataSize: UInt16 = 0x5
-  package static let maxMessageSize: UInt16 = 0x6
+public enum SettingID {
+  public static let maxFrameSize: UInt16 = 0x1
+  public static let maxConcurrentStreams: UInt16 = 0x2
+  public static let initialWindowSize: UInt16 = 0x3
+  public static let connectionWindowSize: UInt16 = 0x4
+  public static let maxMetadataSize: UInt16 = 0x5
+  public static let maxMessageSize: UInt16 = 0x6
 }

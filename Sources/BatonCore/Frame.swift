@@ -2,7 +2,7 @@
 ///
 /// The codec turns bytes into these values and back; it knows nothing of connection state, which is
 /// ``ConnectionCore``'s job.
-package enum Frame: Hashable, Sendable {
+public enum Frame: Hashable, Sendable {
   case data(streamID: UInt32, payload: [UInt8], endMessage: Bool, endStream: Bool)
   case open(streamID: UInt32, RequestHead, endStream: Bool)
   case headers(streamID: UInt32, Metadata)
@@ -14,10 +14,10 @@ package enum Frame: Hashable, Sendable {
   case windowUpdate(streamID: UInt32, increment: UInt32)
 
   /// One SETTINGS entry, in wire order.
-  package struct Setting: Hashable, Sendable {
-    package var id: UInt16
-    package var value: UInt32
-    package init(id: UInt16, value: UInt32) {
+  public struct Setting: Hashable, Sendable {
+    public var id: UInt16
+    public var value: UInt32
+    public init(id: UInt16, value: UInt32) {
       self.id = id
       self.value = value
     }
@@ -25,33 +25,33 @@ package enum Frame: Hashable, Sendable {
 }
 
 /// The type byte of each frame (PROTOCOL.md, "Frame types").
-package enum FrameType {
-  package static let data: UInt8 = 0x0
-  package static let open: UInt8 = 0x1
-  package static let headers: UInt8 = 0x2
-  package static let trailers: UInt8 = 0x3
-  package static let reset: UInt8 = 0x4
-  package static let settings: UInt8 = 0x5
-  package static let ping: UInt8 = 0x6
-  package static let goAway: UInt8 = 0x7
-  package static let windowUpdate: UInt8 = 0x8
+public enum FrameType {
+  public static let data: UInt8 = 0x0
+  public static let open: UInt8 = 0x1
+  public static let headers: UInt8 = 0x2
+  public static let trailers: UInt8 = 0x3
+  public static let reset: UInt8 = 0x4
+  public static let settings: UInt8 = 0x5
+  public static let ping: UInt8 = 0x6
+  public static let goAway: UInt8 = 0x7
+  public static let windowUpdate: UInt8 = 0x8
 }
 
 /// Flag bits; their meaning depends on the frame type.
-package enum FrameFlags {
-  package static let endStream: UInt8 = 0x1
-  package static let endMessage: UInt8 = 0x2
-  package static let ack: UInt8 = 0x1
+public enum FrameFlags {
+  public static let endStream: UInt8 = 0x1
+  public static let endMessage: UInt8 = 0x2
+  public static let ack: UInt8 = 0x1
 }
 
 /// What an OPEN frame carries: which method, until when, and the caller's metadata.
-package struct RequestHead: Hashable, Sendable {
-  package var method: String
+public struct RequestHead: Hashable, Sendable {
+  public var method: String
   /// Relative deadline in microseconds from receipt; 0 means none.
-  package var timeoutMicroseconds: UInt64
-  package var metadata: Metadata
+  public var timeoutMicroseconds: UInt64
+  public var metadata: Metadata
 
-  package init(method: String, timeoutMicroseconds: UInt64 = 0, metadata: Metadata = [:]) {
+  public init(method: String, timeoutMicroseconds: UInt64 = 0, metadata: Metadata = [:]) {
     self.method = method
     self.timeoutMicroseconds = timeoutMicroseconds
     self.metadata = metadata
@@ -59,13 +59,13 @@ package struct RequestHead: Hashable, Sendable {
 }
 
 /// What a TRAILERS frame carries: the call's final status.
-package struct Trailers: Hashable, Sendable {
+public struct Trailers: Hashable, Sendable {
   /// gRPC's numbering: 0 is OK (``RPCError/Code``).
-  package var status: UInt8
-  package var message: String
-  package var metadata: Metadata
+  public var status: UInt8
+  public var message: String
+  public var metadata: Metadata
 
-  package init(status: UInt8, message: String = "", metadata: Metadata = [:]) {
+  public init(status: UInt8, message: String = "", metadata: Metadata = [:]) {
     self.status = status
     self.message = message
     self.metadata = metadata
@@ -73,20 +73,20 @@ package struct Trailers: Hashable, Sendable {
 }
 
 /// Stream-id rules shared by both sides.
-package enum StreamID {
+public enum StreamID {
   /// The largest id; a GOAWAY with this last id means "stop opening streams, nothing refused yet".
-  package static let max: UInt32 = 0x7FFF_FFFF
+  public static let max: UInt32 = 0x7FFF_FFFF
 }
 
 /// The 8 bytes each side sends first: "BATON\r\n" and the version.
-package enum Preface {
-  package static let magic: [UInt8] = Array("BATON\r\n".utf8)
-  package static let version: UInt8 = 1
-  package static let bytes: [UInt8] = magic + [version]
-  package static let length = 8
+public enum Preface {
+  public static let magic: [UInt8] = Array("BATON\r\n".utf8)
+  public static let version: UInt8 = 1
+  public static let bytes: [UInt8] = magic + [version]
+  public static let length = 8
 
   /// Checks a complete 8-byte preface.
-  package static func validate(_ bytes: some Collection<UInt8>) throws(WireError) {
+  public static func validate(_ bytes: some Collection<UInt8>) throws(WireError) {
     guard bytes.count == length, bytes.prefix(magic.count).elementsEqual(magic) else {
       throw .connection(.protocolError, "not a Baton peer: the connection preface is wrong")
     }

@@ -3,22 +3,22 @@
 /// Stateless between frames: the caller keeps unconsumed bytes and calls again when more arrive
 /// (and may keep the last method name, see ``decode(_:recentMethod:)``).
 /// An oversized length is rejected from the 9-byte header alone, before any payload is buffered.
-package struct FrameDecoder: Sendable {
+public struct FrameDecoder: Sendable {
   /// This side's MAX_FRAME_SIZE: larger frames are a connection FRAME_SIZE_ERROR.
-  package var maxFrameSize: UInt32
+  public var maxFrameSize: UInt32
   /// This side's MAX_METADATA_SIZE: larger blocks are a stream MESSAGE_TOO_LARGE.
-  package var maxMetadataSize: UInt32
+  public var maxMetadataSize: UInt32
 
-  package init(maxFrameSize: UInt32, maxMetadataSize: UInt32) {
+  public init(maxFrameSize: UInt32, maxMetadataSize: UInt32) {
     self.maxFrameSize = maxFrameSize
     self.maxMetadataSize = maxMetadataSize
   }
 
-  package init(settings: ConnectionSettings) {
+  public init(settings: ConnectionSettings) {
     self.init(maxFrameSize: settings.maxFrameSize, maxMetadataSize: settings.maxMetadataSize)
   }
 
-  package enum Outcome: Hashable, Sendable {
+  public enum Outcome: Hashable, Sendable {
     /// Not a whole frame yet.
     case needMore
     case frame(Frame, consumed: Int)
@@ -31,7 +31,7 @@ package struct FrameDecoder: Sendable {
   /// place of its payload in `bytes` (not copied). Nil for anything else, which
   /// ``decode(_:recentMethod:)`` then judges. For a caller that copies a payload once, straight
   /// to wherever its reader will take it, rather than into an array of its own first.
-  package func wholeData(_ bytes: UnsafeRawBufferPointer) -> WholeData? {
+  public func wholeData(_ bytes: UnsafeRawBufferPointer) -> WholeData? {
     guard bytes.count >= FrameEncoder.headerLength, bytes[3] == FrameType.data else { return nil }
     let length = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
     let streamID = bytes.loadBigEndian(UInt32.self, at: 5) & StreamID.max
@@ -44,13 +44,13 @@ package struct FrameDecoder: Sendable {
   }
 
   /// A DATA frame found by ``wholeData(_:)``; the frame ends where its payload does.
-  package struct WholeData: Hashable, Sendable {
-    package var streamID: UInt32
-    package var payload: Range<Int>
-    package var endMessage: Bool
-    package var endStream: Bool
+  public struct WholeData: Hashable, Sendable {
+    public var streamID: UInt32
+    public var payload: Range<Int>
+    public var endMessage: Bool
+    public var endStream: Bool
 
-    package init(streamID: UInt32, payload: Range<Int>, endMessage: Bool, endStream: Bool) {
+    public init(streamID: UInt32, payload: Range<Int>, endMessage: Bool, endStream: Bool) {
       self.streamID = streamID
       self.payload = payload
       self.endMessage = endMessage
@@ -59,7 +59,7 @@ package struct FrameDecoder: Sendable {
   }
 
   /// Decodes the first frame in `bytes`. Throws only connection-scoped errors.
-  package func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Outcome {
+  public func decode(_ bytes: UnsafeRawBufferPointer) throws(WireError) -> Outcome {
     var noRecentMethod = ""
     return try decode(bytes, recentMethod: &noRecentMethod)
   }
@@ -68,7 +68,7 @@ package struct FrameDecoder: Sendable {
   /// bytes of `recentMethod` shares that string instead of allocating and validating its own
   /// (a connection mostly calls a few methods over and over); any other OPEN's method becomes
   /// `recentMethod`. One string, so a peer that varies its methods costs nothing extra.
-  package func decode(
+  public func decode(
     _ bytes: UnsafeRawBufferPointer, recentMethod: inout String
   ) throws(WireError) -> Outcome {
     guard bytes.count >= FrameEncoder.headerLength else { return .needMore }

@@ -2,8 +2,8 @@
 ///
 /// The hot path (DATA, OPEN without metadata) writes straight into the caller's buffer with no
 /// intermediate value; ``encode(_:into:)`` handles any ``Frame``.
-package enum FrameEncoder {
-  package static let headerLength = 9
+public enum FrameEncoder {
+  public static let headerLength = 9
 
   @inlinable
   static func appendHeader(
@@ -20,7 +20,7 @@ package enum FrameEncoder {
 
   /// One DATA frame. The caller keeps `payload.count` within the peer's MAX_FRAME_SIZE.
   @inlinable
-  package static func appendData(
+  public static func appendData(
     _ buffer: inout [UInt8], streamID: UInt32, payload: some Collection<UInt8>,
     endMessage: Bool, endStream: Bool
   ) {
@@ -33,14 +33,14 @@ package enum FrameEncoder {
 
   /// The 9-byte header of a DATA frame whose payload the caller sends separately.
   @inlinable
-  package static func appendDataHeader(
+  public static func appendDataHeader(
     _ buffer: inout [UInt8], streamID: UInt32, length: Int, endMessage: Bool, endStream: Bool
   ) {
     let flags = (endStream ? FrameFlags.endStream : 0) | (endMessage ? FrameFlags.endMessage : 0)
     appendHeader(&buffer, length: length, type: FrameType.data, flags: flags, streamID: streamID)
   }
 
-  package static func appendOpen(
+  public static func appendOpen(
     _ buffer: inout [UInt8], streamID: UInt32, head: RequestHead, endStream: Bool
   ) {
     let method = head.method.utf8
@@ -54,13 +54,13 @@ package enum FrameEncoder {
     appendMetadata(&buffer, head.metadata)
   }
 
-  package static func appendHeaders(_ buffer: inout [UInt8], streamID: UInt32, metadata: Metadata) {
+  public static func appendHeaders(_ buffer: inout [UInt8], streamID: UInt32, metadata: Metadata) {
     appendHeader(
       &buffer, length: metadataLength(metadata), type: FrameType.headers, flags: 0, streamID: streamID)
     appendMetadata(&buffer, metadata)
   }
 
-  package static func appendTrailers(_ buffer: inout [UInt8], streamID: UInt32, trailers: Trailers) {
+  public static func appendTrailers(_ buffer: inout [UInt8], streamID: UInt32, trailers: Trailers) {
     let message = trailers.message.utf8
     let length = 1 + 2 + message.count + metadataLength(trailers.metadata)
     appendHeader(&buffer, length: length, type: FrameType.trailers, flags: 0, streamID: streamID)
@@ -70,12 +70,12 @@ package enum FrameEncoder {
     appendMetadata(&buffer, trailers.metadata)
   }
 
-  package static func appendReset(_ buffer: inout [UInt8], streamID: UInt32, code: ErrorCode) {
+  public static func appendReset(_ buffer: inout [UInt8], streamID: UInt32, code: ErrorCode) {
     appendHeader(&buffer, length: 4, type: FrameType.reset, flags: 0, streamID: streamID)
     buffer.appendInteger(code.rawValue)
   }
 
-  package static func appendSettings(_ buffer: inout [UInt8], _ settings: [Frame.Setting]) {
+  public static func appendSettings(_ buffer: inout [UInt8], _ settings: [Frame.Setting]) {
     appendHeader(&buffer, length: 6 * settings.count, type: FrameType.settings, flags: 0, streamID: 0)
     for setting in settings {
       buffer.appendInteger(setting.id)
@@ -83,12 +83,12 @@ package enum FrameEncoder {
     }
   }
 
-  package static func appendPing(_ buffer: inout [UInt8], ack: Bool, payload: UInt64) {
+  public static func appendPing(_ buffer: inout [UInt8], ack: Bool, payload: UInt64) {
     appendHeader(&buffer, length: 8, type: FrameType.ping, flags: ack ? FrameFlags.ack : 0, streamID: 0)
     buffer.appendInteger(payload)
   }
 
-  package static func appendGoAway(
+  public static func appendGoAway(
     _ buffer: inout [UInt8], lastStreamID: UInt32, code: ErrorCode, debug: String
   ) {
     let text = debug.utf8
@@ -98,13 +98,13 @@ package enum FrameEncoder {
     buffer.append(contentsOf: text)
   }
 
-  package static func appendWindowUpdate(_ buffer: inout [UInt8], streamID: UInt32, increment: UInt32) {
+  public static func appendWindowUpdate(_ buffer: inout [UInt8], streamID: UInt32, increment: UInt32) {
     appendHeader(&buffer, length: 4, type: FrameType.windowUpdate, flags: 0, streamID: streamID)
     buffer.appendInteger(increment & StreamID.max)
   }
 
   /// Encodes any frame.
-  package static func encode(_ frame: Frame, into buffer: inout [UInt8]) {
+  public static func encode(_ frame: Frame, into buffer: inout [UInt8]) {
     switch frame {
     case .data(let id, let payload, let endMessage, let endStream):
       appendData(&buffer, streamID: id, payload: payload, endMessage: endMessage, endStream: endStream)
@@ -128,7 +128,7 @@ package enum FrameEncoder {
   }
 
   /// Encoded size of a metadata block: the number the peer's MAX_METADATA_SIZE bounds.
-  package static func metadataLength(_ metadata: Metadata) -> Int {
+  public static func metadataLength(_ metadata: Metadata) -> Int {
     var length = 2
     for entry in metadata.entries { length += 4 + entry.name.utf8.count + entry.value.utf8.count }
     return length

@@ -3,20 +3,20 @@
 /// It grows only as far as one whole frame needs (the caller bounds that by MAX_FRAME_SIZE), and
 /// moves unread bytes to the front only when the tail is too small, so a steady stream of small
 /// frames never copies.
-package struct InboundBuffer: Sendable {
+public struct InboundBuffer: Sendable {
   private var storage: [UInt8]
   private var readIndex = 0
   private var writeIndex = 0
 
-  package init(capacity: Int = 64 * 1024) {
+  public init(capacity: Int = 64 * 1024) {
     storage = [UInt8](repeating: 0, count: max(capacity, 64))
   }
 
-  package var readableCount: Int { writeIndex - readIndex }
-  package var capacity: Int { storage.count }
+  public var readableCount: Int { writeIndex - readIndex }
+  public var capacity: Int { storage.count }
 
   /// Makes room for at least `minimum` bytes, then lets `body` fill the tail and report how many it wrote.
-  package mutating func write<E: Error>(
+  public mutating func write<E: Error>(
     minimumSpace minimum: Int, _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Int
   ) throws(E) -> Int {
     if readIndex == writeIndex {
@@ -49,7 +49,7 @@ package struct InboundBuffer: Sendable {
   }
 
   /// Appends raw bytes (what a read left over).
-  package mutating func append(_ bytes: UnsafeRawBufferPointer) {
+  public mutating func append(_ bytes: UnsafeRawBufferPointer) {
     _ = write(minimumSpace: bytes.count) { tail in
       tail.copyMemory(from: bytes)
       return bytes.count
@@ -57,7 +57,7 @@ package struct InboundBuffer: Sendable {
   }
 
   /// Appends bytes (for tests and for callers that already hold the bytes).
-  package mutating func append(_ bytes: some Collection<UInt8>) {
+  public mutating func append(_ bytes: some Collection<UInt8>) {
     _ = write(minimumSpace: bytes.count) { tail in
       var index = 0
       for byte in bytes {
@@ -69,7 +69,7 @@ package struct InboundBuffer: Sendable {
   }
 
   /// Lets `body` read the unread bytes and report how many it consumed.
-  package mutating func read<R, E: Error>(
+  public mutating func read<R, E: Error>(
     _ body: (UnsafeRawBufferPointer) throws(E) -> (consumed: Int, result: R)
   ) throws(E) -> R {
     let (start, end) = (readIndex, writeIndex)
@@ -82,7 +82,7 @@ package struct InboundBuffer: Sendable {
   }
 
   /// Gives memory back after a burst: shrinks to `capacity` when nothing is buffered.
-  package mutating func shrink(to capacity: Int) {
+  public mutating func shrink(to capacity: Int) {
     let capacity = max(capacity, 64)
     guard readableCount == 0, storage.count > capacity else { return }
     storage = [UInt8](repeating: 0, count: capacity)

@@ -9,9 +9,9 @@
 ///
 /// The buffer is pure: it never touches a socket. ``withSegments(from:maxSegments:_:)`` lends
 /// the pieces to whoever writes them.
-package struct OutboundBuffer: Sendable {
+public struct OutboundBuffer: Sendable {
   /// Payloads this large or larger are kept by reference.
-  package static let referenceThreshold = 1_024
+  public static let referenceThreshold = 1_024
 
   /// A payload that goes after the first `offset` frame bytes (and the references before it).
   struct Reference: Sendable {
@@ -23,28 +23,28 @@ package struct OutboundBuffer: Sendable {
   ///
   /// Frame encoders append here directly. Only appending is allowed: references point at
   /// offsets in these bytes.
-  package var frameBytes: [UInt8] = []
+  public var frameBytes: [UInt8] = []
   private var references: [Reference] = []
   private var referencedCount = 0
 
-  package init() {}
+  public init() {}
 
   /// Every byte to send, frames and referenced payloads.
-  package var count: Int { frameBytes.count + referencedCount }
-  package var isEmpty: Bool { frameBytes.isEmpty && references.isEmpty }
+  public var count: Int { frameBytes.count + referencedCount }
+  public var isEmpty: Bool { frameBytes.isEmpty && references.isEmpty }
   /// How many payloads are held by reference: each is one more segment to write.
-  package var referenceCount: Int { references.count }
+  public var referenceCount: Int { references.count }
   /// The capacity of the frame bytes, which a connection trims after a burst.
-  package var frameCapacity: Int { frameBytes.capacity }
+  public var frameCapacity: Int { frameBytes.capacity }
 
-  package mutating func reserveCapacity(_ frameCapacity: Int) {
+  public mutating func reserveCapacity(_ frameCapacity: Int) {
     frameBytes.reserveCapacity(frameCapacity)
   }
 
   /// Adds a DATA frame carrying a whole message. A small payload is copied straight from the
   /// array (making a slice of it would cost a retain and release); a large one is referenced.
   @inlinable
-  package mutating func appendData(streamID: UInt32, payload: [UInt8], endMessage: Bool, endStream: Bool) {
+  public mutating func appendData(streamID: UInt32, payload: [UInt8], endMessage: Bool, endStream: Bool) {
     if payload.count < Self.referenceThreshold {
       FrameEncoder.appendData(
         &frameBytes, streamID: streamID, payload: payload, endMessage: endMessage, endStream: endStream)
@@ -55,7 +55,7 @@ package struct OutboundBuffer: Sendable {
 
   /// Adds a DATA frame: its header is encoded, and the payload copied if it is smaller than
   /// ``referenceThreshold``, else referenced.
-  package mutating func appendData(
+  public mutating func appendData(
     streamID: UInt32, payload: ArraySlice<UInt8>, endMessage: Bool, endStream: Bool
   ) {
     guard payload.count >= Self.referenceThreshold else {
@@ -69,7 +69,7 @@ package struct OutboundBuffer: Sendable {
   }
 
   /// Appends everything `other` holds, after what this buffer holds.
-  package mutating func append(contentsOf other: OutboundBuffer) {
+  public mutating func append(contentsOf other: OutboundBuffer) {
     let shift = frameBytes.count
     frameBytes.append(contentsOf: other.frameBytes)
     for reference in other.references {
@@ -79,14 +79,14 @@ package struct OutboundBuffer: Sendable {
   }
 
   /// Drops everything, releasing the referenced payloads; keeps the frame bytes' capacity if asked.
-  package mutating func removeAll(keepingCapacity: Bool) {
+  public mutating func removeAll(keepingCapacity: Bool) {
     frameBytes.removeAll(keepingCapacity: keepingCapacity)
     references.removeAll(keepingCapacity: keepingCapacity)
     referencedCount = 0
   }
 
   /// All of it as one array, as it goes on the wire.
-  package var flattened: [UInt8] {
+  public var flattened: [UInt8] {
     var result: [UInt8] = []
     result.reserveCapacity(count)
     var copied = 0
@@ -102,7 +102,7 @@ package struct OutboundBuffer: Sendable {
   /// Lends `body` the bytes from `offset` on, in order, as at most `maxSegments` contiguous
   /// pieces (all of them if that many suffice), valid only during the call: what one gathered
   /// write takes.
-  package func withSegments<Result>(
+  public func withSegments<Result>(
     from offset: Int, maxSegments: Int,
     _ body: ([UnsafeRawBufferPointer]) throws -> Result
   ) rethrows -> Result {

@@ -81,14 +81,14 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
 
 extension Trailers {
   /// The error these trailers report, or `nil` for OK.
-  package var error: RPCError? {
+  public var error: RPCError? {
     guard let code = RPCError.Code(wireStatus: status) else { return nil }
     return RPCError(code: code, message: message, metadata: metadata)
   }
 
-  package init(_ error: RPCError) {
+  public init(_ error: RPCError) {
     self.init(status: error.code.rawValue, message: error.message, metadata: error.metadata)
   }
 
-  package static let ok = Trailers(status: 0)
+  public static let ok = Trailers(status: 0)
 }

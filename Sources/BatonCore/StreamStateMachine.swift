@@ -3,8 +3,8 @@
 /// Both roles use the same machine: "local" is this side, "remote" the peer. A stream enters as
 /// `open` (or already half-closed when its OPEN carried END_STREAM) and leaves as `closed`; the
 /// owner removes closed streams, so `closed` only ever appears as a transition's result.
-package struct StreamStateMachine: Hashable, Sendable {
-  package enum State: Hashable, Sendable {
+public struct StreamStateMachine: Hashable, Sendable {
+  public enum State: Hashable, Sendable {
     case open
     /// This side sent END_STREAM; it may still receive.
     case halfClosedLocal
@@ -13,23 +13,23 @@ package struct StreamStateMachine: Hashable, Sendable {
     case closed
   }
 
-  package private(set) var state: State
+  public private(set) var state: State
 
   /// A stream this side opened (client) with OPEN, optionally already ending its input.
-  package static func openedLocally(endStream: Bool) -> StreamStateMachine {
+  public static func openedLocally(endStream: Bool) -> StreamStateMachine {
     StreamStateMachine(state: endStream ? .halfClosedLocal : .open)
   }
 
   /// A stream the peer opened (server) with OPEN.
-  package static func openedRemotely(endStream: Bool) -> StreamStateMachine {
+  public static func openedRemotely(endStream: Bool) -> StreamStateMachine {
     StreamStateMachine(state: endStream ? .halfClosedRemote : .open)
   }
 
-  package var canSend: Bool { state == .open || state == .halfClosedRemote }
-  package var canReceive: Bool { state == .open || state == .halfClosedLocal }
+  public var canSend: Bool { state == .open || state == .halfClosedRemote }
+  public var canReceive: Bool { state == .open || state == .halfClosedLocal }
 
   /// This side sends END_STREAM. Returns false (and changes nothing) if it already had.
-  package mutating func sendEndStream() -> Bool {
+  public mutating func sendEndStream() -> Bool {
     switch state {
     case .open: state = .halfClosedLocal
     case .halfClosedRemote: state = .closed
@@ -39,7 +39,7 @@ package struct StreamStateMachine: Hashable, Sendable {
   }
 
   /// The peer sends END_STREAM. Throws STREAM_CLOSED when the peer had already ended its side.
-  package mutating func receiveEndStream() throws(StreamClosed) {
+  public mutating func receiveEndStream() throws(StreamClosed) {
     switch state {
     case .open: state = .halfClosedRemote
     case .halfClosedLocal: state = .closed
@@ -48,8 +48,8 @@ package struct StreamStateMachine: Hashable, Sendable {
   }
 
   /// TRAILERS (either direction) or RESET (either direction) end the stream at once.
-  package mutating func close() { state = .closed }
+  public mutating func close() { state = .closed }
 
   /// The peer sent on a side it had already closed.
-  package struct StreamClosed: Error, Hashable, Sendable {}
+  public struct StreamClosed: Error, Hashable, Sendable {}
 }

@@ -11,7 +11,7 @@
 /// long-lived connection's lookups never slow down. The load factor stays at or below 3/4.
 ///
 /// Ids are stream ids (31 bits on the wire); `UInt32.max` is never present and cannot be stored.
-package struct StreamTable<Value> {
+public struct StreamTable<Value> {
   /// Each id is kept plus one, so that 0 can mark an empty bucket.
   @usableFromInline var keys: [UInt32]
   @usableFromInline var values: [Value?]
@@ -19,25 +19,25 @@ package struct StreamTable<Value> {
   @usableFromInline let seed = streamTableSeed
   @usableFromInline var storedCount = 0
   /// How many ids the table holds.
-  @inlinable package var count: Int { storedCount }
+  @inlinable public var count: Int { storedCount }
 
   @usableFromInline static var minimumBuckets: Int { 8 }
 
   /// An empty table allocates nothing until its first insertion: an idle connection holds
   /// several of them.
   @inlinable
-  package init() {
+  public init() {
     keys = []
     values = []
     shift = 32
   }
 
   @inlinable
-  package var isEmpty: Bool { count == 0 }
+  public var isEmpty: Bool { count == 0 }
 
   /// Every id in the table, in no particular order.
   @inlinable
-  package var keysArray: [UInt32] {
+  public var keysArray: [UInt32] {
     var result: [UInt32] = []
     result.reserveCapacity(count)
     for key in keys where key != 0 { result.append(key &- 1) }
@@ -45,7 +45,7 @@ package struct StreamTable<Value> {
   }
 
   @inlinable
-  package subscript(id: UInt32) -> Value? {
+  public subscript(id: UInt32) -> Value? {
     get {
       let (bucket, found) = find(id)
       return found ? values[bucket] : nil
@@ -62,7 +62,7 @@ package struct StreamTable<Value> {
 
   /// Changes the value of `id` in place and returns what `body` returns; nil if `id` is absent.
   @inlinable @inline(__always)
-  package mutating func update<Result>(_ id: UInt32, _ body: (inout Value) -> Result) -> Result? {
+  public mutating func update<Result>(_ id: UInt32, _ body: (inout Value) -> Result) -> Result? {
     let (bucket, found) = find(id)
     guard found, var value = values[bucket].take() else { return nil }
     defer { values[bucket] = value }
@@ -72,7 +72,7 @@ package struct StreamTable<Value> {
   /// What `body` reads from the value of `id`, borrowed in place rather than copied out: for a
   /// class, this saves a retain and release per lookup. Nil if `id` is absent.
   @inlinable @inline(__always)
-  package func withValue<Result>(_ id: UInt32, _ body: (borrowing Value) -> Result) -> Result? {
+  public func withValue<Result>(_ id: UInt32, _ body: (borrowing Value) -> Result) -> Result? {
     let (bucket, found) = find(id)
     guard found else { return nil }
     return values.withUnsafeBufferPointer { buffer in
@@ -84,7 +84,7 @@ package struct StreamTable<Value> {
   }
 
   @inlinable @discardableResult
-  package mutating func removeValue(forKey id: UInt32) -> Value? {
+  public mutating func removeValue(forKey id: UInt32) -> Value? {
     let (bucket, found) = find(id)
     guard found else { return nil }
     let value = values[bucket].take()
@@ -94,7 +94,7 @@ package struct StreamTable<Value> {
 
   /// Empties the table and gives its memory back.
   @inlinable
-  package mutating func removeAll() {
+  public mutating func removeAll() {
     self = StreamTable()
   }
 

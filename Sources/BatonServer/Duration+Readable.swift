@@ -1,3 +1,5 @@
+import BatonCore
+
 extension Duration {
   /// The duration in the unit a person reads at a glance, three significant figures at most:
   /// `850ns`, `91µs`, `12.3ms`, `1.20s`, `95.0s`, `2m05s`. What lifecycle log lines and

@@ -1,3 +1,4 @@
+import BatonCore
 package import BatonTransport
 
 /// The request messages of a client- or bidirectional-streaming call, in order.

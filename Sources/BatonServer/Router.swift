@@ -1,3 +1,4 @@
+import BatonCore
 import Foundation
 
 /// The methods a server answers, by name. Built before the server starts and immutable after,

@@ -1,3 +1,5 @@
+import BatonCore
+
 extension Server {
   /// How a server listens, what it allows, and how it stops.
   public struct Configuration: Sendable {

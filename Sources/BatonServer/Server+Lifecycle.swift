@@ -1,3 +1,5 @@
+import BatonCore
+
 /// The server's lifecycle as a value: `idle → running → draining → cancelling → closing → stopped`.
 ///
 /// Every stop, graceful or not, walks this one path; a hard stop just skips ahead. The owner

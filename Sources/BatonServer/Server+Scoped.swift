@@ -1,3 +1,5 @@
+import BatonCore
+
 /// Runs a server for the duration of `body`: binds it, and only once it listens runs `body` with
 /// it; when `body` returns (or throws) stops the server gracefully and waits until it has fully
 /// stopped (connections closed, hooks run), then returns `body`'s value (or rethrows its error).

@@ -1,3 +1,4 @@
+import BatonCore
 import Dispatch
 
 #if canImport(Glibc)

@@ -1,3 +1,5 @@
+import BatonCore
+
 /// What a stop did: how long each phase took, what drained, what had to be cut, how each hook
 /// went. Returned by ``Server/gracefulStop(deadline:)`` and logged line by line.
 public struct StopReport: Sendable, CustomStringConvertible {
