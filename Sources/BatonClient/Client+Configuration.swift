@@ -33,8 +33,10 @@ extension Client {
     /// Where lifecycle lines go. Default: nowhere (a client is a library inside someone's service).
     public var logger: Logger
 
+    /// Every knob at the default documented on its property.
     public static var defaults: Configuration { Configuration() }
 
+    /// Every knob, each defaulting to the value documented on its property.
     public init(
       connection: ConnectionSettings = .defaults, connectTimeout: Duration = .seconds(5),
       backoff: Backoff = .defaults, maxWaitingCalls: Int = 10_000, maxWaitForConnection: Duration = .seconds(30),
@@ -56,15 +58,21 @@ extension Client {
 
   /// Jittered exponential reconnect backoff.
   public struct Backoff: Sendable, Hashable {
+    /// The wait after the first failed connect.
     public var initial: Duration
+    /// How much each further failure multiplies the wait.
     public var multiplier: Double
+    /// Random spread of each wait, as a fraction (0.2 is ±20 %).
     public var jitter: Double
+    /// The longest wait.
     public var maximum: Duration
 
+    /// 50 ms, ×1.6, ±20 %, at most 5 s (PROTOCOL.md 14).
     public static var defaults: Backoff {
       Backoff(initial: .milliseconds(50), multiplier: 1.6, jitter: 0.2, maximum: .seconds(5))
     }
 
+    /// A backoff from its four parts.
     public init(initial: Duration, multiplier: Double, jitter: Double, maximum: Duration) {
       self.initial = initial
       self.multiplier = multiplier
@@ -101,8 +109,10 @@ public struct CallOptions: Sendable {
   /// a connection is being made or every stream slot is busy.
   public var waitForReady: Bool
 
+  /// No deadline, no metadata, not idempotent, fail fast.
   public static var defaults: CallOptions { CallOptions() }
 
+  /// Options for one call; each defaults as documented on its property.
   public init(
     timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false, waitForReady: Bool = false
   ) {

@@ -20,6 +20,7 @@ import Synchronization
 /// }
 /// ```
 public final class Client: Sendable {
+  /// What the client was created with.
   public let configuration: Configuration
   let pool: EndpointPool
   let counters = Counters()
@@ -70,6 +71,7 @@ public final class Client: Sendable {
     public var retried: Int
   }
 
+  /// The counts so far (relaxed reads: for dashboards and tests, not for synchronisation).
   public var statistics: Statistics {
     Statistics(
       succeeded: counters.succeeded.load(ordering: .relaxed), failed: counters.failed.load(ordering: .relaxed),
@@ -90,8 +92,11 @@ public final class Client: Sendable {
 
   /// A unary call's reply with its metadata.
   public struct UnaryResponse: Sendable {
+    /// The one response message.
     public var message: [UInt8]
+    /// The response metadata the server sent first (empty if none).
     public var headers: Metadata
+    /// The trailing metadata the server sent with its status.
     public var trailers: Metadata
   }
 

@@ -356,9 +356,11 @@ public struct RequestWriter: Sendable {
 ///
 /// Ends when the server ends the call with OK; throws ``RPCError`` with its status otherwise.
 public struct ResponseStream: AsyncSequence, Sendable {
+  /// One response message.
   public typealias Element = [UInt8]
   let call: StreamingCall
 
+  /// Takes every message already received in one step; throws the call's failure, if any.
   public struct AsyncIterator: AsyncIteratorProtocol {
     let call: StreamingCall
     /// Replies that arrived together, taken from the connection in one step.
@@ -399,6 +401,7 @@ public struct ResponseStream: AsyncSequence, Sendable {
     }
   }
 
+  /// The response messages in order.
   public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(call: call) }
 
   /// True once the server carrying this call began to drain: a long-lived stream can end and

@@ -62,7 +62,7 @@ public struct ConnectionSettings: Hashable, Sendable {
   public static let maxWindow: UInt32 = 0x7FFF_FFFF
 
   /// The (id, value) pairs of a SETTINGS frame announcing these values.
-  public var wirePairs: [(UInt16, UInt32)] {
+  package var wirePairs: [(UInt16, UInt32)] {
     [
       (SettingID.maxFrameSize, maxFrameSize), (SettingID.maxConcurrentStreams, maxConcurrentStreams),
       (SettingID.initialWindowSize, initialWindowSize),
@@ -73,7 +73,7 @@ public struct ConnectionSettings: Hashable, Sendable {
 
   /// Applies received pairs over the defaults; unknown ids are skipped (the decoder already
   /// range-checked known ones).
-  public init(wirePairs: [(UInt16, UInt32)]) {
+  package init(wirePairs: [(UInt16, UInt32)]) {
     self = .defaults
     for (id, value) in wirePairs {
       switch id {
