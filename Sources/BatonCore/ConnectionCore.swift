@@ -495,12 +495,7 @@ public struct ConnectionCore: Sendable {
   /// Stops processing and forgets every stream: the owner ends them and closes the socket.
   private mutating func closeWithoutGoAway(_ error: WireError, _ events: inout [ConnectionEvent]) {
     guard phase != .closed else { return }
-    phase = .closed
-    streams.removeAll()
-    partials.removeAll()
-    pendings.removeAll()
-    orphanedCredit.removeAll()
-    blockedOnConnection.removeAll()
+    transportClosed()
     events.append(.connectionError(error))
   }
 
