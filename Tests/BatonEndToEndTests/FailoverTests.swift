@@ -275,23 +275,8 @@ final class PortReservation: @unchecked Sendable {
   private let fd = Locked<Int32>(-1)
 
   init() throws {
-    let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard socketFD >= 0 else { throw RawPeerError.socket(errno) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(socketFD, $0, length) == 0 && getsockname(socketFD, $0, &length) == 0
-      }
-    }
-    guard bound else {
-      let code = errno
-      close(socketFD)
-      throw RawPeerError.socket(code)
-    }
-    port = Int(UInt16(bigEndian: address.sin_port))
+    let (socketFD, port) = try bindLoopback(listening: false)
+    self.port = port
     fd.withLock { $0 = socketFD }
   }
 

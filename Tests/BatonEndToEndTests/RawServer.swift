@@ -11,24 +11,7 @@ final class RawServer: @unchecked Sendable {
   var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: port) }
 
   init() throws {
-    let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard listener >= 0 else { throw RawPeerError.socket(errno) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(listener, $0, length) == 0 && listen(listener, 64) == 0 && getsockname(listener, $0, &length) == 0
-      }
-    }
-    guard ok else {
-      let code = errno
-      close(listener)
-      throw RawPeerError.socket(code)
-    }
-    fd = listener
-    port = Int(UInt16(bigEndian: address.sin_port))
+    (fd, port) = try bindLoopback(listening: true)
   }
 
   deinit { close(fd) }
@@ -54,4 +37,26 @@ final class RawServer: @unchecked Sendable {
 extension Frame {
   /// The stream id of an OPEN.
   var openedStream: UInt32? { if case .open(let id, _, _) = self { id } else { nil } }
+}
+
+/// A TCP socket bound to 127.0.0.1 on a free port (listening, if asked): the one place tests
+/// make such a socket. Throws ``RawPeerError/socket(_:)`` with the errno if any step fails.
+func bindLoopback(listening: Bool) throws -> (fd: Int32, port: Int) {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard fd >= 0 else { throw RawPeerError.socket(errno) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  let ok = withUnsafeMutablePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+      bind(fd, $0, length) == 0 && (!listening || listen(fd, 64) == 0) && getsockname(fd, $0, &length) == 0
+    }
+  }
+  guard ok else {
+    let code = errno
+    close(fd)
+    throw RawPeerError.socket(code)
+  }
+  return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
