@@ -30,6 +30,17 @@ extension Client {
     public var maxRetriesWithoutDeadline: Int
     /// Outbound bytes buffered per connection before reading pauses. Default 4 MiB.
     public var maxBufferedBytesPerConnection: Int
+    /// How a new call picks among the ready connections. Default ``LoadBalancing/roundRobin``.
+    public var loadBalancing: LoadBalancing
+    /// Client keepalive: notices a server that went silent (frozen, partitioned) while calls
+    /// wait on it. Default 1 s / 1 s: a silent server is left in about 2 s. nil turns it off.
+    public var keepalive: Keepalive?
+    /// How often the resolver is asked again, besides at once when a connection is lost or
+    /// drains. Default 30 s; zero: only on those events.
+    public var resolveInterval: Duration
+    /// The client-wide allowance for retries of calls that may have been processed (idempotent
+    /// calls after a lost connection). Default 20 % of recent calls plus 10 per second.
+    public var retryBudget: RetryBudget
     /// Where lifecycle lines go. Default: nowhere (a client is a library inside someone's service).
     public var logger: Logger
 
@@ -42,8 +53,14 @@ extension Client {
       backoff: Backoff = .defaults, maxWaitingCalls: Int = 10_000, maxWaitForConnection: Duration = .seconds(30),
       maxReplayBytes: Int = 1 << 20,
       maxRetriesWithoutDeadline: Int = 25, maxBufferedBytesPerConnection: Int = 4 << 20,
+      loadBalancing: LoadBalancing = .roundRobin, keepalive: Keepalive? = .defaults,
+      resolveInterval: Duration = .seconds(30), retryBudget: RetryBudget = .defaults,
       logger: Logger = .disabled
     ) {
+      self.loadBalancing = loadBalancing
+      self.keepalive = keepalive
+      self.resolveInterval = resolveInterval
+      self.retryBudget = retryBudget
       self.connection = connection
       self.connectTimeout = connectTimeout
       self.backoff = backoff
@@ -53,6 +70,65 @@ extension Client {
       self.maxRetriesWithoutDeadline = maxRetriesWithoutDeadline
       self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
       self.logger = logger
+    }
+  }
+
+  /// How a new call picks among the ready connections (one per address).
+  public enum LoadBalancing: Sendable, Hashable {
+    /// Each ready connection in turn.
+    case roundRobin
+    /// Of two ready connections chosen at random, the one with fewer calls running ("power of
+    /// two choices"). Steers calls away from a server whose calls stopped completing (frozen,
+    /// overloaded) before keepalive notices, and evens out calls of unequal length.
+    case leastLoaded
+  }
+
+  /// When and how fast a client notices a silent server (PROTOCOL.md 15).
+  ///
+  /// When calls wait on a connection and nothing at all has arrived for `interval`, the client
+  /// sends a PING; if nothing arrives within `timeout` after it, the connection is closed: calls
+  /// the server provably did not process go elsewhere, the others fail `unavailable` ("may have
+  /// been processed") unless idempotent. A busy connection never pings (every frame is a sign of
+  /// life). The server's ping policing allows 10 PINGs a second, far above 1 per interval; a
+  /// server that answers "too many pings" gets half as many (the interval doubles).
+  public struct Keepalive: Sendable, Hashable {
+    /// Silence before a PING.
+    public var interval: Duration
+    /// Wait for any frame after the PING before the connection counts as dead.
+    public var timeout: Duration
+    /// Ping connections with no call too (keeps NAT and proxy state alive). Default false.
+    public var whenIdle: Bool
+
+    /// 1 s, 1 s, only while calls wait.
+    public static var defaults: Keepalive { Keepalive(interval: .seconds(1), timeout: .seconds(1)) }
+
+    /// A keepalive policy from its parts.
+    public init(interval: Duration, timeout: Duration, whenIdle: Bool = false) {
+      self.interval = interval
+      self.timeout = timeout
+      self.whenIdle = whenIdle
+    }
+  }
+
+  /// The client-wide budget for retries that are not free (Finagle's retry budget): within any
+  /// `window`, at most `ratio` of the calls started plus `minimumPerSecond` per second of it.
+  /// Retries of calls the server provably did not process are free and not counted.
+  public struct RetryBudget: Sendable, Hashable {
+    /// Retries allowed per call started (0.2: one retry per five calls).
+    public var ratio: Double
+    /// Retries allowed per second regardless of traffic (a quiet client can still retry).
+    public var minimumPerSecond: Double
+    /// How far back calls and retries count.
+    public var window: Duration
+
+    /// 20 % + 10/s over 10 s.
+    public static var defaults: RetryBudget { RetryBudget(ratio: 0.2, minimumPerSecond: 10, window: .seconds(10)) }
+
+    /// A budget from its parts.
+    public init(ratio: Double, minimumPerSecond: Double, window: Duration) {
+      self.ratio = ratio
+      self.minimumPerSecond = minimumPerSecond
+      self.window = window
     }
   }
 

@@ -22,17 +22,32 @@ import Synchronization
 public final class Client: Sendable {
   /// What the client was created with.
   public let configuration: Configuration
-  let pool: EndpointPool
+  let pool: ConnectionPool
   let counters = Counters()
 
-  /// Creates a client and starts connecting to every endpoint in the background.
+  /// Creates a client over every address of `endpoints` and starts connecting in the background.
+  ///
+  /// Each endpoint may be a numeric address or a name; every A/AAAA record of a name is its
+  /// own endpoint with its own connection (a Kubernetes headless Service gives one per pod), and
+  /// names are resolved again periodically and whenever a connection is lost or drains (see
+  /// ``DNSResolver``). For one connection per entry as given, use
+  /// `Client(resolver: StaticResolver(endpoints))`.
   public convenience init(endpoints: [Endpoint], configuration: Configuration = .defaults) {
-    self.init(endpoints: endpoints, configuration: configuration, group: .shared)
+    self.init(resolver: DNSResolver(endpoints), configuration: configuration, group: .shared)
   }
 
-  package init(endpoints: [Endpoint], configuration: Configuration, group: EventLoopGroup) {
+  /// Creates a client whose endpoints come from `resolver` (your own discovery, see ``Resolver``).
+  public convenience init(resolver: any Resolver, configuration: Configuration = .defaults) {
+    self.init(resolver: resolver, configuration: configuration, group: .shared)
+  }
+
+  package convenience init(endpoints: [Endpoint], configuration: Configuration, group: EventLoopGroup) {
+    self.init(resolver: DNSResolver(endpoints), configuration: configuration, group: group)
+  }
+
+  package init(resolver: any Resolver, configuration: Configuration, group: EventLoopGroup) {
     self.configuration = configuration
-    self.pool = EndpointPool(endpoints: endpoints, configuration: configuration, group: group)
+    self.pool = ConnectionPool(resolver: resolver, configuration: configuration, group: group)
   }
 
   /// The event loop that carries the first endpoint's connection, as a task executor.
@@ -41,14 +56,13 @@ public final class Client: Sendable {
   /// take no thread hop between the caller, the write of the request and the wake-up on the
   /// reply: the lowest latency Baton offers (its server runs handlers the same way). Code run
   /// there must not block the thread; it shares it with the connection's I/O.
-  public var preferredExecutor: any TaskExecutor { pool.loop(forEndpoint: 0) }
+  public var preferredExecutor: any TaskExecutor { pool.preferredLoop }
 
   /// Waits until `endpoints` of the endpoints (default: all) have a ready connection. Calls do
   /// not need this (they wait for a connection being made); it is for start-up checks and tests.
   /// - Throws: ``RPCError`` `deadlineExceeded` after `timeout`.
   public func waitUntilReady(endpoints: Int? = nil, timeout: Duration = .seconds(10)) async throws {
-    try await pool.waitUntilReady(
-      minimum: endpoints ?? pool.snapshot.count, deadline: MonotonicClock.now() &+ timeout.nanoseconds)
+    try await pool.waitUntilReady(minimum: endpoints, deadline: MonotonicClock.now() &+ timeout.nanoseconds)
   }
 
   /// For diagnostics (a hung test's watchdog): the pool's leases, waiters and connections.
@@ -132,34 +146,12 @@ public final class Client: Sendable {
   private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse
   {
     if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
-    let budget = RetryBudget(
-      options: options, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline, endpoints: pool.endpointCount)
+    let attempts = CallAttempts(
+      method: method, options: options, pool: pool, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline)
     var avoiding: ObjectIdentifier?
     while true {
-      let lease = try await pool.lease(
-        deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
-      if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
-        // Only the connection that just refused is ready: give it a moment before asking again.
-        do { try await budget.pauseBeforeSameConnection() } catch {
-          pool.release(lease)
-          throw error
-        }
-      }
-      let stream: StreamHandle
-      do {
-        stream = try lease.connection.openStream(
-          try budget.head(method, options), message: request, endStream: true, singleResponse: true)
-      } catch let error as ConnectionCore.OpenError {
-        pool.release(lease)
-        try await handleOpenError(error, lease, budget)
-        continue
-      } catch {
-        // The deadline passed between taking the lease and opening the stream: every path
-        // out gives the lease back, or `close()` would wait for it forever.
-        pool.release(lease)
-        throw error
-      }
-      if let deadline = budget.deadline { stream.setDeadline(at: deadline, timeout: budget.timeout) }
+      let (lease, stream) = try await attempts.open(
+        avoiding: avoiding, message: request, endStream: true, singleResponse: true)
       do {
         try await stream.awaitEnd()
       } catch {
@@ -170,7 +162,7 @@ public final class Client: Sendable {
       let response = stream.takeResponse()
       pool.release(lease, streamOpened: true)
       if let failure = response.failure {
-        try budget.mayRetry(failure, idempotent: options.idempotent)
+        try attempts.mayRetry(failure)
         counters.retried.add(1, ordering: .relaxed)
         avoiding = ObjectIdentifier(lease.connection)
         continue
@@ -182,31 +174,6 @@ public final class Client: Sendable {
       return UnaryResponse(
         message: message, headers: response.headers ?? [:], trailers: response.trailers?.metadata ?? [:])
     }
-  }
-
-  /// The connection could not take a new stream. GOAWAY crossed the call: move on.
-  func handleOpenError(_ error: ConnectionCore.OpenError, _ lease: EndpointPool.Lease, _ budget: RetryBudget)
-    async throws
-  {
-    switch error {
-    case .metadataTooLarge(let size, let limit):
-      throw RPCError(
-        code: .resourceExhausted, message: "call metadata of \(size) bytes exceeds the server's limit of \(limit)")
-    case .frameTooLarge(let size, let limit):
-      throw RPCError(
-        code: .resourceExhausted,
-        message: "the call's method and metadata take \(size) bytes, more than the server's frame limit of \(limit)")
-    case .invalidMethod(let length):
-      throw RPCError(code: .invalidArgument, message: "a method name must be 1 to 65,535 bytes, not \(length)")
-    case .messageTooLarge(let size, let limit):
-      throw RPCError(
-        code: .resourceExhausted, message: "request of \(size) bytes exceeds the server's limit of \(limit)")
-    case .goingAway, .notReady:
-      pool.markDraining(lease.connection)
-    case .tooManyStreams:
-      await Task.yield()
-    }
-    try budget.checkTime()
   }
 
   static func rpcError(_ error: any Error) -> any Error {
@@ -231,78 +198,6 @@ public func withClient<Result: Sendable>(
   } catch {
     await client.close()
     throw error
-  }
-}
-
-/// One call's deadline and retry allowance.
-final class RetryBudget: Sendable {
-  let deadline: UInt64?
-  let timeout: UInt64
-  private let retriesLeft: Atomic<Int>
-
-  init(options: CallOptions, retriesWithoutDeadline: Int, endpoints: Int) {
-    if let timeout = options.timeout {
-      self.timeout = timeout.nanoseconds
-      self.deadline = MonotonicClock.now() &+ timeout.nanoseconds
-      self.retriesLeft = Atomic(Int.max)
-    } else {
-      self.timeout = 0
-      self.deadline = nil
-      // At least two tries per endpoint, so a rolling restart (each server refusing once) fits.
-      self.retriesLeft = Atomic(max(retriesWithoutDeadline, 2 * endpoints))
-    }
-  }
-
-  /// The OPEN for an attempt, carrying the time the call has left.
-  func head(_ method: String, _ options: CallOptions) throws -> RequestHead {
-    var micros: UInt64 = 0
-    if let deadline {
-      let now = MonotonicClock.now()
-      guard now < deadline else {
-        throw RPCError(
-          code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed")
-      }
-      micros = max(1, (deadline - now + 999) / 1_000)  // rounded up: never shorter than asked
-    }
-    return RequestHead(method: method, timeoutMicroseconds: micros, metadata: options.metadata)
-  }
-
-  private let sameConnectionPauses = Atomic<Int>(0)
-
-  /// A jittered pause, doubling from 1 ms to 100 ms, before retrying on the connection that just
-  /// refused the call (PROTOCOL.md 14: not straight back to it).
-  func pauseBeforeSameConnection() async throws {
-    let round = sameConnectionPauses.add(1, ordering: .relaxed).newValue
-    let base = min(100_000_000, 1_000_000 << min(round - 1, 7))
-    var pause = UInt64(Double(base) * Double.random(in: 0.8...1.2))
-    if let deadline {
-      let now = MonotonicClock.now()
-      guard now < deadline else { try checkTime(); return }
-      pause = min(pause, deadline - now)
-    }
-    try await Task.sleep(for: .nanoseconds(Int64(pause)))
-  }
-
-  func checkTime() throws {
-    if let deadline, MonotonicClock.now() >= deadline {
-      throw RPCError(
-        code: .deadlineExceeded, message: "the deadline of \(Connection.describe(nanoseconds: timeout)) passed")
-    }
-  }
-
-  /// Throws unless `failure` may be retried: provably not processed, or lost and idempotent,
-  /// with time and retries left.
-  func mayRetry(_ failure: StreamFailure, idempotent: Bool) throws {
-    switch failure {
-    case .notProcessed:
-      break
-    case .connectionLost where idempotent:
-      break
-    default:
-      throw failure.rpcError
-    }
-    try checkTime()
-    guard retriesLeft.subtract(1, ordering: .relaxed).newValue >= 0 else { throw failure.rpcError }
   }
 }
 

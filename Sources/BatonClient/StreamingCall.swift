@@ -11,44 +11,66 @@ import Synchronization
 /// kept messages are sent again, in order, so the caller's writer and reader just carry on.
 final class StreamingCall: Sendable {
   private let client: Client
-  private let method: String
-  private let options: CallOptions
-  let budget: RetryBudget
+  let attempts: CallAttempts
   private let state: Locked<State>
-  /// Mirrors `State.committed` so that the per-message path skips the lock once replay is moot.
+  /// Mirrors `Phase.committed` so that the reader's per-message path skips the lock once the
+  /// call can no longer move.
   private let committedFlag = Atomic<Bool>(false)
 
+  struct Attempt: Sendable {
+    let lease: ConnectionPool.Lease
+    let stream: StreamHandle
+  }
+
+  /// Where the call is. Every message the caller writes goes through the lock that guards this,
+  /// so a message is either in the attempt it was written to, or kept and replayed to the next
+  /// one: never both, never out of order.
+  private enum Phase {
+    /// The first attempt is being opened.
+    case opening
+    /// An attempt runs; its messages are kept until the server answers.
+    case open(Attempt)
+    /// The attempt failed and a new one is being opened; writers wait for it.
+    case recovering(waiters: [CheckedContinuation<Void, Never>])
+    /// The server answered: the call stays on this attempt for good, nothing is kept.
+    case committed(Attempt)
+    /// Recovery gave up: the call's outcome, for every reader and writer.
+    case failed(any Error)
+    /// The caller's body returned.
+    case finished
+
+    var attempt: Attempt? {
+      switch self {
+      case .open(let attempt), .committed(let attempt): attempt
+      case .opening, .recovering, .failed, .finished: nil
+      }
+    }
+  }
+
+  /// The request messages kept for a replay, and what the caller did to its side of the call.
   private struct State {
-    var attempt: Attempt?
+    var phase = Phase.opening
+    /// Bumped at each new attempt: a failure reported for an older one is moot.
     var number = 0
     var replay: [[UInt8]] = []
     var replayBytes = 0
+    /// More was written than ``Client/Configuration/maxReplayBytes``: the call cannot move.
     var replayLost = false
+    /// The caller ended the request side (or the shape has a single request).
     var ended = false
-    var committed = false
-    var recovering = false
-    var waiters: [CheckedContinuation<Void, Never>] = []
-    var finished = false
-  }
-
-  struct Attempt: Sendable {
-    let lease: EndpointPool.Lease
-    let stream: StreamHandle
   }
 
   init(client: Client, method: String, options: CallOptions) {
     self.client = client
-    self.method = method
-    self.options = options
-    self.budget = RetryBudget(
-      options: options, retriesWithoutDeadline: client.configuration.maxRetriesWithoutDeadline,
-      endpoints: client.pool.endpointCount)
+    self.attempts = CallAttempts(
+      method: method, options: options, pool: client.pool,
+      retriesWithoutDeadline: client.configuration.maxRetriesWithoutDeadline)
     self.state = Locked(State())
   }
 
   /// Opens the first attempt; `request` is the single request of a server-streaming call.
-  func start(request: [UInt8]?) async throws {
-    if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
+  func start(request: [UInt8]?, metadata: Metadata) async throws {
+    if !metadata.isEmpty { try MetadataRules.check(metadata) }
     if let request {
       state.withLock { s in
         s.replay.append(request)
@@ -59,57 +81,59 @@ final class StreamingCall: Sendable {
     try await openAttempt(avoiding: nil)
   }
 
-  /// The current attempt's stream and number (the lease stays in the state: copying it out
-  /// would cost a retain and release per message).
-  private func current() throws -> (StreamHandle, Int) {
-    try state.withLock { s in
-      guard let stream = s.attempt?.stream, !s.finished else {
-        throw RPCError(code: .cancelled, message: "the call has ended")
-      }
-      return (stream, s.number)
-    }
-  }
-
   /// Whether the connection carrying this call received GOAWAY: the server is draining, and a
   /// long-lived stream may want to finish and start again (it will land elsewhere).
   var isConnectionDraining: Bool {
-    guard let attempt = state.withLock({ $0.attempt }) else { return false }
+    guard let attempt = state.withLock({ $0.phase.attempt }) else { return false }
     return attempt.lease.connection.goAwayReceived != nil
   }
 
   /// How far ``queue(_:)`` got with a message.
   enum Queued {
-    /// In the connection's outbound bytes: done.
+    /// In the connection's outbound bytes (or kept for the attempt being opened): done.
     case sent
     /// Queued, but the stream is out of credit: wait before the next one.
     case awaitCredit(StreamHandle, attempt: Int)
     /// The attempt failed; recovery decides (a new attempt replays the message).
     case failed(StreamFailure, attempt: Int)
+    /// Kept for the attempt being opened: wait for it, so that writes do not outrun recovery.
+    case awaitRecovery
   }
 
   /// The synchronous half of a write: the common case (credit available) finishes here, with
   /// no suspension and no async frame per message.
+  ///
+  /// Kept and queued under the call's lock, with the attempt's stream borrowed there: copying it
+  /// out would retain and release the connection, an object the event loop's thread also
+  /// counts, once per message. The connection never calls back into the call while it holds its
+  /// own lock, so taking it inside this one cannot deadlock.
   func queue(_ message: [UInt8]) throws -> Queued {
-    if !committedFlag.load(ordering: .acquiring) {
-      keepForReplay(message)
-    }
-    // Queued under the call's lock, with the attempt's stream borrowed there: copying it out
-    // would retain and release the connection, an object the event loop's thread also counts,
-    // once per message. The connection never calls back into the call while it holds its own
-    // lock, so taking it inside this one cannot deadlock.
+    let maxReplayBytes = client.configuration.maxReplayBytes
     return try state.withLock { s throws -> Queued in
-      let blocked: Bool?
-      do {
-        blocked = s.finished ? nil : try s.attempt?.stream.enqueue(message)
-      } catch let failure as StreamFailure {
-        return .failed(failure, attempt: s.number)
+      if case .committed = s.phase {
+      } else if !s.replayLost {
+        s.replayBytes += message.count
+        if s.replayBytes > maxReplayBytes {
+          s.replayLost = true
+          s.replay = []
+        } else {
+          s.replay.append(message)
+        }
       }
-      switch blocked {
-      case false?: return .sent
-      case true?: if let stream = s.attempt?.stream { return .awaitCredit(stream, attempt: s.number) }
-      case nil: break
+      switch s.phase {
+      case .open(let attempt), .committed(let attempt):
+        do {
+          return try attempt.stream.enqueue(message) ? .awaitCredit(attempt.stream, attempt: s.number) : .sent
+        } catch let failure as StreamFailure {
+          return .failed(failure, attempt: s.number)
+        }
+      case .opening, .recovering:
+        return .awaitRecovery
+      case .failed(let error):
+        throw error
+      case .finished:
+        throw RPCError(code: .cancelled, message: "the call has ended")
       }
-      throw RPCError(code: .cancelled, message: "the call has ended")
     }
   }
 
@@ -127,28 +151,16 @@ final class StreamingCall: Sendable {
     case .failed(let failure, let number):
       // A new attempt replays every kept message, this one included.
       try await recover(from: number, failure)
-    }
-  }
-
-  private func keepForReplay(_ message: [UInt8]) {
-    state.withLock { s in
-      guard !s.committed, !s.replayLost else { return }
-      s.replayBytes += message.count
-      if s.replayBytes > client.configuration.maxReplayBytes {
-        s.replayLost = true
-        s.replay = []
-      } else {
-        s.replay.append(message)
-      }
+    case .awaitRecovery:
+      await waitForRecovery()
     }
   }
 
   func end() {
-    let attempt = state.withLock { s in
+    state.withLock { s in
       s.ended = true
-      return s.attempt
+      s.phase.attempt?.stream.end()
     }
-    attempt?.stream.end()
   }
 
   /// The next message, taken alone.
@@ -159,8 +171,7 @@ final class StreamingCall: Sendable {
   /// Credits bytes the reader consumed of its batch. A batch exists only once the server has
   /// answered (the call is committed, it never moves), so the current attempt lent it.
   func credit(_ bytes: Int) {
-    guard let (stream, _) = try? current() else { return }
-    stream.credit(bytes)
+    state.withLock { $0.phase.attempt }?.stream.credit(bytes)
   }
 
   /// The next message; messages that arrived with it go into `batch` (see
@@ -172,17 +183,20 @@ final class StreamingCall: Sendable {
 
   private func nextMessage(_ receive: (StreamHandle) async throws -> [UInt8]?) async throws -> [UInt8]? {
     while true {
-      let (stream, number) = try current()
-      do {
-        let message = try await receive(stream)
-        if !committedFlag.load(ordering: .relaxed) {
-          // The server answered: it processed the call, so nothing will be replayed.
-          state.withLock { s in
-            s.committed = true
-            s.replay = []
-          }
-          committedFlag.store(true, ordering: .releasing)
+      let (attempt, number) = try state.withLock { s throws -> (Attempt?, Int) in
+        switch s.phase {
+        case .finished: throw RPCError(code: .cancelled, message: "the call has ended")
+        case .failed(let error): throw error
+        default: return (s.phase.attempt, s.number)
         }
+      }
+      guard let attempt else {
+        await waitForRecovery()
+        continue
+      }
+      do {
+        let message = try await receive(attempt.stream)
+        if !committedFlag.load(ordering: .relaxed) { commit(number) }
         return message
       } catch let failure as StreamFailure {
         try await recover(from: number, failure)
@@ -190,86 +204,126 @@ final class StreamingCall: Sendable {
     }
   }
 
-  private func recover(from number: Int, _ failure: StreamFailure) async throws {
-    let role = state.withLock { s -> Bool? in
-      if s.number != number { return nil }  // someone already moved on
-      if s.recovering { return false }
-      s.recovering = true
-      return true
+  /// The server answered: it processed the call, so nothing will be replayed.
+  private func commit(_ number: Int) {
+    state.withLock { s in
+      guard s.number == number, case .open(let attempt) = s.phase else { return }
+      s.phase = .committed(attempt)
+      s.replay = []
     }
-    switch role {
-    case nil:
-      return
-    case false?:
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let now = state.withLock { s in
-          if !s.recovering { return true }
-          s.waiters.append(continuation)
-          return false
-        }
-        if now { continuation.resume() }
-      }
-      return
-    case true?:
-      break
-    }
-    defer {
-      let waiters = state.withLock { s in
-        s.recovering = false
-        defer { s.waiters.removeAll() }
-        return s.waiters
-      }
-      for waiter in waiters { waiter.resume() }
-    }
-    let (committed, replayLost, old) = state.withLock { ($0.committed, $0.replayLost, $0.attempt) }
-    if committed { throw failure.rpcError }
-    try budget.mayRetry(failure, idempotent: options.idempotent)
-    if replayLost {
-      throw RPCError(
-        code: .unavailable,
-        message: "the server did not process the call, but its messages exceeded maxReplayBytes and cannot be replayed")
-    }
-    client.counters.retried.add(1, ordering: .relaxed)
-    if let old { retire(old) }
-    try await openAttempt(avoiding: old.map { ObjectIdentifier($0.lease.connection) })
+    committedFlag.store(true, ordering: .releasing)
   }
 
+  /// Returns once no recovery runs (at once if none does).
+  private func waitForRecovery() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let now = state.withLock { s in
+        switch s.phase {
+        case .recovering(var waiters):
+          waiters.append(continuation)
+          s.phase = .recovering(waiters: waiters)
+          return false
+        case .opening:
+          // The first attempt is opened by `start`, before the caller's body runs: unreachable
+          // in practice, and nothing to wait for that would ever resume this.
+          return true
+        case .open, .committed, .failed, .finished:
+          return true
+        }
+      }
+      if now { continuation.resume() }
+    }
+  }
+
+  /// Moves the call to a new attempt after attempt `number` failed, if the rules allow it;
+  /// otherwise throws the call's error. Concurrent failures of the same attempt recover once:
+  /// the others wait for that recovery.
+  private func recover(from number: Int, _ failure: StreamFailure) async throws {
+    enum Role { case moot, recover(Attempt?), fail(any Error) }
+    let role = state.withLock { s -> Role in
+      guard s.number == number else { return .moot }  // someone already moved on
+      switch s.phase {
+      case .recovering, .opening, .failed, .finished:
+        return .moot
+      case .committed:
+        return .fail(failure.rpcError)
+      case .open(let old):
+        s.phase = .recovering(waiters: [])
+        return .recover(old)
+      }
+    }
+    let old: Attempt?
+    switch role {
+    case .moot:
+      return await waitForRecovery()
+    case .fail(let error):
+      throw error
+    case .recover(let attempt):
+      old = attempt
+    }
+    // The failed attempt left the phase: this recovery owns it, and gives its slot back now.
+    if let old { retire(old) }
+    do {
+      let replayLost = state.withLock { $0.replayLost }
+      try attempts.mayRetry(failure)
+      if replayLost {
+        throw RPCError(
+          code: .unavailable,
+          message:
+            "the server did not process the call, but its messages exceeded maxReplayBytes and cannot be replayed")
+      }
+      client.counters.retried.add(1, ordering: .relaxed)
+      try await openAttempt(avoiding: old.map { ObjectIdentifier($0.lease.connection) })
+    } catch {
+      let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        guard case .recovering(let waiters) = s.phase else { return [] }
+        s.phase = .failed(error)
+        return waiters
+      }
+      for waiter in waiters { waiter.resume() }
+      throw error
+    }
+  }
+
+  /// Opens attempts until one takes the kept messages; the call is then `open` on it.
   private func openAttempt(avoiding: ObjectIdentifier?) async throws {
     var avoiding = avoiding
     while true {
-      let lease = try await client.pool.lease(
-        deadline: budget.deadline, avoiding: avoiding, waitForReady: options.waitForReady)
-      if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
-        do { try await budget.pauseBeforeSameConnection() } catch {
-          client.pool.release(lease)
-          throw error
+      let (lease, stream) = try await attempts.open(avoiding: avoiding)
+      let attempt = Attempt(lease: lease, stream: stream)
+      // The kept messages go into the new stream under the call's lock, before any later write
+      // can: the order the caller wrote them in is the order the server reads them in. The
+      // stream takes them all (they fit in maxReplayBytes); credit only paces later writes.
+      let outcome = state.withLock { s -> Result<[CheckedContinuation<Void, Never>], StreamFailure>? in
+        switch s.phase {
+        case .finished, .failed: return nil
+        default: break
         }
-      }
-      let stream: StreamHandle
-      do {
-        stream = try lease.connection.openStream(try budget.head(method, options))
-      } catch let error as ConnectionCore.OpenError {
-        client.pool.release(lease)
-        try await client.handleOpenError(error, lease, budget)
-        continue
-      } catch {
-        client.pool.release(lease)
-        throw error
-      }
-      if let deadline = budget.deadline { stream.setDeadline(at: deadline, timeout: budget.timeout) }
-      let (replay, ended) = state.withLock { s in
-        s.attempt = Attempt(lease: lease, stream: stream)
+        do {
+          for message in s.replay { _ = try stream.enqueue(message) }
+        } catch let failure as StreamFailure {
+          return .failure(failure)
+        } catch {
+          return .failure(.local(RPCError(code: .internal, message: "\(error)")))
+        }
+        if s.ended { stream.end() }
+        let waiters: [CheckedContinuation<Void, Never>]
+        if case .recovering(let parked) = s.phase { waiters = parked } else { waiters = [] }
+        s.phase = .open(attempt)
         s.number += 1
-        return (s.replay, s.ended)
+        return .success(waiters)
       }
-      do {
-        for message in replay { try await stream.send(message) }
-        if ended { stream.end() }
+      switch outcome {
+      case nil:
+        retire(attempt)
+        throw RPCError(code: .cancelled, message: "the call has ended")
+      case .success(let waiters)?:
+        for waiter in waiters { waiter.resume() }
         return
-      } catch let failure as StreamFailure {
+      case .failure(let failure)?:
         // Not processed again (a rolling restart): try the next endpoint.
-        retire(Attempt(lease: lease, stream: stream))
-        try budget.mayRetry(failure, idempotent: options.idempotent)
+        retire(attempt)
+        try attempts.mayRetry(failure)
         client.counters.retried.add(1, ordering: .relaxed)
         avoiding = ObjectIdentifier(lease.connection)
       }
@@ -283,13 +337,15 @@ final class StreamingCall: Sendable {
 
   /// Ends the call: a stream still open is reset (CANCEL), the connection slot is returned.
   func finish() {
-    let attempt = state.withLock { s -> Attempt? in
-      guard !s.finished else { return nil }
-      s.finished = true
-      defer { s.attempt = nil }
-      return s.attempt
+    let (attempt, waiters) = state.withLock { s -> (Attempt?, [CheckedContinuation<Void, Never>]) in
+      let attempt = s.phase.attempt
+      var waiters: [CheckedContinuation<Void, Never>] = []
+      if case .recovering(let parked) = s.phase { waiters = parked }
+      s.phase = .finished
+      return (attempt, waiters)
     }
     if let attempt { retire(attempt) }
+    for waiter in waiters { waiter.resume() }
   }
 }
 
@@ -455,7 +511,7 @@ extension Client {
     let call = StreamingCall(client: self, method: method, options: options)
     defer { call.finish() }
     do {
-      try await call.start(request: request)
+      try await call.start(request: request, metadata: options.metadata)
       let result = try await body(call)
       counters.succeeded.add(1, ordering: .relaxed)
       return result

@@ -27,6 +27,19 @@ package struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     self.isIPv6 ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
   }
 
+  /// Whether `host` is a numeric IPv4 or IPv6 address (brackets allowed), which needs no
+  /// resolver. Does not block.
+  package static func isNumeric(host: String) -> Bool {
+    var name = Substring(host)
+    if name.hasPrefix("["), name.hasSuffix("]") { name = name.dropFirst().dropLast() }
+    if let percent = name.firstIndex(of: "%") { name = name[..<percent] }  // an IPv6 zone
+    var buffer = (UInt64(0), UInt64(0))
+    return withUnsafeMutableBytes(of: &buffer) { bytes in
+      inet_pton(AF_INET, String(name), bytes.baseAddress) == 1
+        || inet_pton(AF_INET6, String(name), bytes.baseAddress) == 1
+    }
+  }
+
   /// Resolves `host` (a name or a numeric address, brackets allowed) to TCP addresses with
   /// `getaddrinfo`, in the resolver's order of preference, without duplicates.
   ///

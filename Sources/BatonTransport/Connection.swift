@@ -657,9 +657,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
     return cut
   }
 
-  /// Closes the socket now, without waiting for the peer (after a flush grace ran out).
-  package func forceClose() {
-    loop.execute { [self] in closeSocket(reason: "closed after the flush grace") }
+  /// Closes the socket now, without waiting for the peer (after a flush grace ran out, or a
+  /// client keepalive found the peer silent). Open streams fail as the connection lost.
+  package func forceClose(reason: String = "closed after the flush grace") {
+    loop.execute { [self] in closeSocket(reason: reason) }
   }
 
   package func ping(_ payload: UInt64) {
