@@ -9,10 +9,11 @@ enum LoadCommand {
     summary: "closed-loop load over one client and several endpoints",
     help: """
       usage: baton load --endpoints H:P,H:P,... --seconds S --concurrency C
-                        [--method unary|stream] [--size B] [--timeout SECONDS] [--json]
+                        [--method unary|stream] [--size B] [--timeout SECONDS]
+                        [--balance round-robin|least-loaded] [--json]
 
-      C workers call in closed loops through one client balanced over the endpoints, for S
-      seconds. unary: demo.Echo/Unary with B-byte payloads. stream: each worker runs a
+      C workers call in closed loops through one client balanced over the endpoints (every
+      address of a name is one), for S seconds. unary: demo.Echo/Unary with B-byte payloads. stream: each worker runs a
       demo.Echo/Bidi stream, sending a B-byte message and awaiting its echo, for up to 1 s (or
       until its server starts to drain), then starts a new stream; a stream counts as one call
       and each round trip as one latency sample.
@@ -30,12 +31,14 @@ enum LoadCommand {
         --method M           unary or stream (default unary)
         --size B             payload bytes (default 64)
         --timeout SECONDS    per-call deadline (default 5)
+        --balance POLICY     round-robin (the client's default) or least-loaded (of two random
+                             ready connections, the one with fewer calls running)
         --json               print the summary as JSON
         --help               this text
 
       exit status: 0 no call failed, 1 some call failed, 2 bad command line.
       """,
-    valued: ["--endpoints", "--seconds", "--concurrency", "--method", "--size", "--timeout"],
+    valued: ["--endpoints", "--seconds", "--concurrency", "--method", "--size", "--timeout", "--balance"],
     switches: ["--json"]
   )
 
@@ -52,6 +55,7 @@ enum LoadCommand {
     let size = try arguments.int("--size", default: 64, in: 0...(4 << 20) - 1_024)
     let timeout = try arguments.seconds("--timeout", default: 5, in: 0.001...86_400)
     let json = arguments.flag("--json")
+    let balance = try arguments.choice("--balance", ["round-robin", "least-loaded"], default: "round-robin")
 
     let payload = Format.payload(size)
     let options = CallOptions(timeout: .seconds(timeout))
@@ -59,7 +63,9 @@ enum LoadCommand {
     let start = MonotonicClock.now()
     let stop = StopTime(at: start &+ UInt64(seconds * 1e9))
     let hardDeadline = start &+ UInt64((seconds + timeout + 10) * 1e9)
-    let client = Client(endpoints: endpoints)
+    let client = Client(
+      endpoints: endpoints,
+      configuration: Client.Configuration(loadBalancing: balance == "least-loaded" ? .leastLoaded : .roundRobin))
 
     let progress = Task {
       var tick: UInt64 = 1

@@ -54,7 +54,8 @@ final class ConnectionPool: Sendable {
     var candidateOwners: [(entry: Int, connection: Connection)] = []
     var leases: [ObjectIdentifier: Int] = [:]
     var waiters = WaitQueue<Waiter>()
-    var readyWaiters: [UInt64: (minimum: Int, continuation: CheckedContinuation<Void, any Error>)] = [:]
+    /// `waitUntilReady` callers: how many ready addresses each wants (nil: all of them).
+    var readyWaiters: [UInt64: (minimum: Int?, continuation: CheckedContinuation<Void, any Error>)] = [:]
     var keepalives: [ObjectIdentifier: Keepalive] = [:]
     var throttle: RetryThrottle
     var closed = false
@@ -479,7 +480,7 @@ final class ConnectionPool: Sendable {
       grant()
       let ready = state.withLock { s in
         let count = s.entries.count { $0.channel.ready != nil }
-        let due = s.readyWaiters.filter { $0.value.minimum <= count }
+        let due = s.readyWaiters.filter { Self.readyCountWanted($0.value.minimum, s) <= count }
         for key in due.keys { s.readyWaiters[key] = nil }
         return due.values.map(\.continuation)
       }
@@ -564,20 +565,25 @@ final class ConnectionPool: Sendable {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
       let outcome: Result<Void, any Error>? = state.withLock { s in
         let count = s.entries.count { $0.channel.ready != nil }
-        // All: every address of a resolved set (at least one).
-        let wanted = minimum ?? (s.resolved ? max(1, s.entries.count { !$0.channel.isShutDown }) : Int.max)
-        if count >= wanted { return .success(()) }
+        if count >= Self.readyCountWanted(minimum, s) { return .success(()) }
         // The timer runs on a loop thread and may have come and gone before this parks (it
         // found no waiter): a deadline that has passed is final, or the wait would never end.
         if MonotonicClock.now() >= deadline {
           return .failure(
             RPCError(code: .deadlineExceeded, message: "fewer endpoints than asked became ready in time"))
         }
-        s.readyWaiters[id] = (wanted, continuation)
+        s.readyWaiters[id] = (minimum, continuation)
         return nil
       }
       if let outcome { continuation.resume(with: outcome) }
     }
+  }
+
+  /// Ready addresses a `waitUntilReady(minimum:)` wants: `minimum`, or (nil) every address of
+  /// the resolver's answer, which is unknown until it comes.
+  private static func readyCountWanted(_ minimum: Int?, _ s: State) -> Int {
+    if let minimum { return minimum }
+    return s.resolved ? max(1, s.entries.count { !$0.channel.isShutDown }) : Int.max
   }
 
   /// Per address: whether a connection is ready, how many calls it carries, how many old
