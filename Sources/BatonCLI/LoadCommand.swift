@@ -22,7 +22,7 @@ enum LoadCommand {
       the summary:
         ok=N failed=N retried=N p50_us=N p99_us=N failures={code:N,...}
       or with --json one object with keys ok, failed, retried, failures (code -> count), p50_us,
-      p99_us (and messages, for streams).
+      p99_us, endpoints (address -> call attempts sent there), and messages, for streams.
 
       options:
         --endpoints LIST     comma-separated HOST:PORT list (required)
@@ -93,6 +93,7 @@ enum LoadCommand {
     progress.cancel()
     await progress.value
     let retried = client.statistics.retried
+    let perEndpoint = client.endpointStates.map { ($0.endpoint.description, $0.attempts) }
     await LoadWorkers.close(client)
 
     let latency = total.allLatency
@@ -106,6 +107,8 @@ enum LoadCommand {
         "\"p50_us\":\(p50)", "\"p99_us\":\(p99)",
       ]
       if method == "stream" { fields.append("\"messages\":\(total.messages)") }
+      fields.append(
+        "\"endpoints\":{" + perEndpoint.map { "\(Format.json($0.0)):\($0.1)" }.joined(separator: ",") + "}")
       output.line("{" + fields.joined(separator: ",") + "}")
     } else {
       var line =

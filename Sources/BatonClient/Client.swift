@@ -92,9 +92,28 @@ public final class Client: Sendable {
       retried: counters.retried.load(ordering: .relaxed))
   }
 
-  /// Per endpoint: whether it has a ready connection, how many calls run on it, how many old
-  /// (draining) connections still finish calls.
-  public var endpointStates: [(endpoint: Endpoint, ready: Bool, calls: Int, draining: Int)] { pool.snapshot }
+  /// Each address the client uses now (every address of a name is one), with its counts.
+  public var endpointStates: [EndpointState] { pool.snapshot }
+
+  /// One address the client sends calls to, and what happened there since it was added.
+  public struct EndpointState: Sendable, Hashable {
+    /// The address.
+    public var endpoint: Endpoint
+    /// A connection is ready for new calls.
+    public var ready: Bool
+    /// Calls running on the ready connection.
+    public var activeCalls: Int
+    /// Older connections that received GOAWAY and still finish their calls.
+    public var drainingConnections: Int
+    /// Call attempts sent here (a retried call counts once per attempt).
+    public var attempts: Int
+    /// GOAWAYs received from this address.
+    public var goAwaysReceived: Int
+    /// Ready connections that ended without GOAWAY (lost, reset, or silent past the keepalive).
+    public var connectionsLost: Int
+    /// Why no connection is ready, when none is.
+    public var lastError: String?
+  }
 
   final class Counters: Sendable {
     let succeeded = Atomic<Int>(0)

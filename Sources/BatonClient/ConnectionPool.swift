@@ -34,6 +34,10 @@ final class ConnectionPool: Sendable {
     var channel: Subchannel<Connection>
     /// Doubled after a "too many pings" GOAWAY from this server (PROTOCOL.md 15).
     var keepaliveInterval: UInt64
+    /// Counts for ``Client/EndpointState``.
+    var attempts = 0
+    var goAways = 0
+    var connectionsLost = 0
   }
 
   private struct Waiter {
@@ -109,8 +113,15 @@ final class ConnectionPool: Sendable {
   /// Fails fast: without `waitForReady`, once every address's last connect attempt failed (each
   /// has had at least one), the call fails with `unavailable` and the reasons, at once or as
   /// soon as the last pending attempt fails. With it, the call waits through reconnects.
-  func lease(deadline: UInt64?, avoiding: ObjectIdentifier? = nil, waitForReady: Bool = false) async throws -> Lease {
+  ///
+  /// `newCall`: this is a call's first lease, which the retry budget counts (here, under the lock
+  /// the lease takes anyway).
+  func lease(
+    deadline: UInt64?, avoiding: ObjectIdentifier? = nil, waitForReady: Bool = false, newCall: Bool = false
+  ) async throws -> Lease {
+    let now = newCall ? MonotonicClock.now() : 0
     if let lease = try state.withLock({ s throws in
+      if newCall { s.throttle.recordCall(now: now) }
       let lease = try Self.pick(&s, avoiding: avoiding)
       if lease == nil && !waitForReady, let error = Self.unreachableError(s) { throw error }
       return lease
@@ -190,12 +201,6 @@ final class ConnectionPool: Sendable {
     if retire { lease.connection.closeGracefully(linger: 200_000_000) }
   }
 
-  /// The first attempt of a call: counted for the retry budget.
-  func recordCall() {
-    let now = MonotonicClock.now()
-    state.withLock { $0.throttle.recordCall(now: now) }
-  }
-
   /// Takes one retry that is not free (the call may have been processed) from the client-wide
   /// budget; false once it is spent.
   func mayRetryCostly() -> Bool {
@@ -216,6 +221,7 @@ final class ConnectionPool: Sendable {
     guard let chosen = s.picker.pick(s.candidates, avoiding: avoiding) else { return nil }
     let (index, connection) = s.candidateOwners[chosen]
     s.leases[ObjectIdentifier(connection), default: 0] += 1
+    s.entries[index].attempts += 1
     return Lease(connection: connection, address: s.entries[index].id)
   }
 
@@ -491,10 +497,10 @@ final class ConnectionPool: Sendable {
       let action = withEntry(id) { channel in
         channel.goAway(connection, refusal: refusal, debug: debug, backoff: configuration.backoff)
       }
-      if code == .enhanceYourCalm && debug == "too many pings" {
-        state.withLock { s in
-          if let index = s.entries.firstIndex(where: { $0.id == id }) { s.entries[index].keepaliveInterval *= 2 }
-        }
+      state.withLock { s in
+        guard let index = s.entries.firstIndex(where: { $0.id == id }) else { return }
+        s.entries[index].goAways += 1
+        if code == .enhanceYourCalm && debug == "too many pings" { s.entries[index].keepaliveInterval *= 2 }
       }
       perform(action, address: id)
       if !refusal { resolveNow() }  // a draining server: its replacement may have a new address
@@ -502,7 +508,12 @@ final class ConnectionPool: Sendable {
       let action = withEntry(id) { channel in
         channel.closed(connection, reason: reason, backoff: configuration.backoff)
       }
-      state.withLock { _ = $0.keepalives.removeValue(forKey: ObjectIdentifier(connection)) }
+      state.withLock { s in
+        _ = s.keepalives.removeValue(forKey: ObjectIdentifier(connection))
+        if action == .connect, let index = s.entries.firstIndex(where: { $0.id == id }) {
+          s.entries[index].connectionsLost += 1
+        }
+      }
       if action == .connect { logger.info("disconnected", ("peer", connection.peer), ("reason", reason)) }
       perform(action, address: id)
       if action == .connect { resolveNow() }
@@ -586,16 +597,17 @@ final class ConnectionPool: Sendable {
     return s.resolved ? max(1, s.entries.count { !$0.channel.isShutDown }) : Int.max
   }
 
-  /// Per address: whether a connection is ready, how many calls it carries, how many old
-  /// (draining) connections still finish calls.
-  var snapshot: [(endpoint: Endpoint, ready: Bool, calls: Int, draining: Int)] {
+  /// Per address in use (not removed by the resolver): its connections and counts.
+  var snapshot: [Client.EndpointState] {
     state.withLock { s in
       s.entries.filter { !$0.channel.isShutDown }.map { entry in
         let ready = entry.channel.ready?.connection
-        return (
-          entry.channel.endpoint, ready != nil, ready.map { s.leases[ObjectIdentifier($0), default: 0] } ?? 0,
-          entry.channel.draining.count
-        )
+        return Client.EndpointState(
+          endpoint: entry.channel.endpoint, ready: ready != nil,
+          activeCalls: ready.map { s.leases[ObjectIdentifier($0), default: 0] } ?? 0,
+          drainingConnections: entry.channel.draining.count, attempts: entry.attempts,
+          goAwaysReceived: entry.goAways, connectionsLost: entry.connectionsLost,
+          lastError: entry.channel.ready == nil ? entry.channel.lastError : nil)
       }
     }
   }

@@ -28,28 +28,25 @@ final class StreamingCall: Sendable {
   private enum Phase {
     /// The first attempt is being opened.
     case opening
-    /// An attempt runs; its messages are kept until the server answers.
-    case open(Attempt)
+    /// An attempt runs (``State/attempt``); its messages are kept until the server answers.
+    case open
     /// The attempt failed and a new one is being opened; writers wait for it.
     case recovering(waiters: [CheckedContinuation<Void, Never>])
-    /// The server answered: the call stays on this attempt for good, nothing is kept.
-    case committed(Attempt)
+    /// The server answered: the call stays on its attempt for good, nothing is kept.
+    case committed
     /// Recovery gave up: the call's outcome, for every reader and writer.
     case failed(any Error)
     /// The caller's body returned.
     case finished
-
-    var attempt: Attempt? {
-      switch self {
-      case .open(let attempt), .committed(let attempt): attempt
-      case .opening, .recovering, .failed, .finished: nil
-      }
-    }
   }
 
   /// The request messages kept for a replay, and what the caller did to its side of the call.
   private struct State {
     var phase = Phase.opening
+    /// The running attempt: set exactly while the phase is `open` or `committed`. Stored beside
+    /// the phase, not in it, so that the per-message path borrows its stream in place (binding
+    /// an enum's payload copies it: a retain and release of the connection per message).
+    var attempt: Attempt?
     /// Bumped at each new attempt: a failure reported for an older one is moot.
     var number = 0
     var replay: [[UInt8]] = []
@@ -84,7 +81,7 @@ final class StreamingCall: Sendable {
   /// Whether the connection carrying this call received GOAWAY: the server is draining, and a
   /// long-lived stream may want to finish and start again (it will land elsewhere).
   var isConnectionDraining: Bool {
-    guard let attempt = state.withLock({ $0.phase.attempt }) else { return false }
+    guard let attempt = state.withLock({ $0.attempt }) else { return false }
     return attempt.lease.connection.goAwayReceived != nil
   }
 
@@ -121,9 +118,11 @@ final class StreamingCall: Sendable {
         }
       }
       switch s.phase {
-      case .open(let attempt), .committed(let attempt):
+      case .open, .committed:
         do {
-          return try attempt.stream.enqueue(message) ? .awaitCredit(attempt.stream, attempt: s.number) : .sent
+          guard try s.attempt?.stream.enqueue(message) == true else { return .sent }
+          guard let stream = s.attempt?.stream else { return .sent }
+          return .awaitCredit(stream, attempt: s.number)
         } catch let failure as StreamFailure {
           return .failed(failure, attempt: s.number)
         }
@@ -159,7 +158,7 @@ final class StreamingCall: Sendable {
   func end() {
     state.withLock { s in
       s.ended = true
-      s.phase.attempt?.stream.end()
+      s.attempt?.stream.end()
     }
   }
 
@@ -171,7 +170,7 @@ final class StreamingCall: Sendable {
   /// Credits bytes the reader consumed of its batch. A batch exists only once the server has
   /// answered (the call is committed, it never moves), so the current attempt lent it.
   func credit(_ bytes: Int) {
-    state.withLock { $0.phase.attempt }?.stream.credit(bytes)
+    state.withLock { $0.attempt }?.stream.credit(bytes)
   }
 
   /// The next message; messages that arrived with it go into `batch` (see
@@ -187,7 +186,7 @@ final class StreamingCall: Sendable {
         switch s.phase {
         case .finished: throw RPCError(code: .cancelled, message: "the call has ended")
         case .failed(let error): throw error
-        default: return (s.phase.attempt, s.number)
+        default: return (s.attempt, s.number)
         }
       }
       guard let attempt else {
@@ -207,8 +206,8 @@ final class StreamingCall: Sendable {
   /// The server answered: it processed the call, so nothing will be replayed.
   private func commit(_ number: Int) {
     state.withLock { s in
-      guard s.number == number, case .open(let attempt) = s.phase else { return }
-      s.phase = .committed(attempt)
+      guard s.number == number, case .open = s.phase else { return }
+      s.phase = .committed
       s.replay = []
     }
     committedFlag.store(true, ordering: .releasing)
@@ -247,7 +246,9 @@ final class StreamingCall: Sendable {
         return .moot
       case .committed:
         return .fail(failure.rpcError)
-      case .open(let old):
+      case .open:
+        let old = s.attempt
+        s.attempt = nil
         s.phase = .recovering(waiters: [])
         return .recover(old)
       }
@@ -309,7 +310,8 @@ final class StreamingCall: Sendable {
         if s.ended { stream.end() }
         let waiters: [CheckedContinuation<Void, Never>]
         if case .recovering(let parked) = s.phase { waiters = parked } else { waiters = [] }
-        s.phase = .open(attempt)
+        s.phase = .open
+        s.attempt = attempt
         s.number += 1
         return .success(waiters)
       }
@@ -338,7 +340,8 @@ final class StreamingCall: Sendable {
   /// Ends the call: a stream still open is reset (CANCEL), the connection slot is returned.
   func finish() {
     let (attempt, waiters) = state.withLock { s -> (Attempt?, [CheckedContinuation<Void, Never>]) in
-      let attempt = s.phase.attempt
+      let attempt = s.attempt
+      s.attempt = nil
       var waiters: [CheckedContinuation<Void, Never>] = []
       if case .recovering(let parked) = s.phase { waiters = parked }
       s.phase = .finished

@@ -29,11 +29,18 @@ final class BatonProcess: @unchecked Sendable {
   }
 
   /// Starts `baton serve --quiet` with `arguments` and waits for its `listening` line (and,
-  /// with `--health-port`, its `health` line).
-  init(serve arguments: [String] = []) async throws {
+  /// with `--health-port`, its `health` line). In `namespace` (a network namespace), it runs
+  /// through `ip netns exec`, which becomes the same process.
+  init(serve arguments: [String] = [], namespace: String? = nil) async throws {
     let stdoutPipe = Pipe()
-    process.executableURL = try Self.executable
-    process.arguments = ["serve", "--port", "0", "--quiet"] + arguments
+    let command = ["serve"] + (arguments.contains("--port") ? [] : ["--port", "0"]) + ["--quiet"] + arguments
+    if let namespace {
+      process.executableURL = URL(fileURLWithPath: NetworkNamespace.ip)
+      process.arguments = ["netns", "exec", namespace, try Self.executable.path] + command
+    } else {
+      process.executableURL = try Self.executable
+      process.arguments = command
+    }
     process.standardOutput = stdoutPipe
     process.standardError = stderrPipe
     try process.run()

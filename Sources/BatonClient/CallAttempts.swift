@@ -17,6 +17,8 @@ final class CallAttempts: Sendable {
   private let pool: ConnectionPool
   private let retriesLeft: Atomic<Int>
   private let sameConnectionPauses = Atomic<Int>(0)
+  /// Whether the call has taken its first lease (which the retry budget counts).
+  private let started = Atomic<Bool>(false)
 
   init(method: String, options: CallOptions, pool: ConnectionPool, retriesWithoutDeadline: Int) {
     self.method = method
@@ -32,7 +34,6 @@ final class CallAttempts: Sendable {
       // At least two tries per endpoint, so a rolling restart (each server refusing once) fits.
       self.retriesLeft = Atomic(max(retriesWithoutDeadline, 2 * pool.endpointCount))
     }
-    pool.recordCall()
   }
 
   /// Opens the stream of the next attempt on some connection, preferring one other than
@@ -43,7 +44,9 @@ final class CallAttempts: Sendable {
     avoiding: ObjectIdentifier?, message: [UInt8]? = nil, endStream: Bool = false, singleResponse: Bool = false
   ) async throws -> (ConnectionPool.Lease, StreamHandle) {
     while true {
-      let lease = try await pool.lease(deadline: deadline, avoiding: avoiding, waitForReady: options.waitForReady)
+      let newCall = !started.exchange(true, ordering: .relaxed)
+      let lease = try await pool.lease(
+        deadline: deadline, avoiding: avoiding, waitForReady: options.waitForReady, newCall: newCall)
       do {
         if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
           // Only the connection that just refused is ready: give it a moment before asking again.
