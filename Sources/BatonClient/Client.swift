@@ -6,7 +6,10 @@ import Synchronization
 
 /// A Baton client over one or more endpoints.
 ///
-/// Calls are balanced round-robin over the endpoints' ready connections. When a server drains
+/// Every address of the endpoints' names (or of a ``Resolver``'s answer) gets a connection, and
+/// calls are balanced over the ready ones (round-robin, or ``LoadBalancing/leastLoaded``). A
+/// server that goes silent while calls wait is left after the ``Configuration/keepalive``
+/// timeout. When a server drains
 /// (GOAWAY), its running calls finish there while new calls go elsewhere; a call the server
 /// provably did not process is retried on another endpoint, transparently and as often as its
 /// deadline allows; a call that may have been processed fails with `unavailable` unless marked
