@@ -15,15 +15,15 @@ import sys
 MAGIC, VERSION = b"BATON\r\n", 1
 PREFACE = MAGIC + bytes([VERSION])
 HEADER_LEN = 9
-TYPES = ["DATA", "OPEN", "HEADERS", "TRAILERS", "RESET", "SETTINGS", "PING", "GOAWAY", "WINDOW_UPDATE"]
+TYPES = ["DATA", "OPEN", "HEADERS", "TRAILERS", "RESET", "SETTINGS", "PING", "GOAWAY", "WINDOW_UPDATE", "CHECKPOINT"]
 TYPE_CODE = {name: code for code, name in enumerate(TYPES)}
-STREAM_TYPES = {"DATA", "OPEN", "HEADERS", "TRAILERS", "RESET"}  # stream id must be != 0
+STREAM_TYPES = {"DATA", "OPEN", "HEADERS", "TRAILERS", "RESET", "CHECKPOINT"}  # stream id must be != 0
 CONNECTION_TYPES = {"SETTINGS", "PING", "GOAWAY"}                # stream id must be == 0
 EXACT_LENGTH = {"RESET": 4, "PING": 8, "WINDOW_UPDATE": 4}
 END_STREAM, END_MESSAGE, ACK = 0x1, 0x2, 0x1
-MAX_FRAME_SIZE, INITIAL_WINDOW_SIZE, CONNECTION_WINDOW_SIZE, MAX_METADATA_SIZE = 1, 3, 4, 5
+MAX_FRAME_SIZE, INITIAL_WINDOW_SIZE, CONNECTION_WINDOW_SIZE, MAX_METADATA_SIZE, RESUMPTION = 1, 3, 4, 5, 7
 MIN_METADATA_SIZE = 64  # room for an empty block, so a status can always be sent
-KNOWN_SETTINGS = {1, 2, 3, 4, 5, 6}
+KNOWN_SETTINGS = {1, 2, 3, 4, 5, 6, 7}
 DEFAULTS = {"max_frame_size": 65536, "max_metadata_size": 16384}
 MAX_31, RESERVED = 0x7FFFFFFF, 0x80000000
 NAME_RE = re.compile(rb"[a-z0-9\-_.]+")
@@ -77,6 +77,9 @@ def goaway(last, code, debug=""):
 def window_update(sid, increment):
     return {"type": "WINDOW_UPDATE", "stream_id": sid, "increment": increment}
 
+def checkpoint(sid, consumed, token=b""):
+    return {"type": "CHECKPOINT", "stream_id": sid, "consumed": consumed, "token": token.hex()}
+
 
 # --- Encoder ---------------------------------------------------------------------------------
 
@@ -125,6 +128,8 @@ def encode_frame(f):
         flags, payload = (ACK if f["ack"] else 0), bytes.fromhex(f["data"])
     elif t == "GOAWAY":
         payload = u32(f["last_stream_id"]) + u32(f["error_code"]) + utf8(f["debug"])
+    elif t == "CHECKPOINT":
+        payload = u64(f["consumed"]) + bytes.fromhex(f["token"])
     else:
         payload = u32(f["increment"])
     return raw(t, flags, sid, payload)
@@ -196,7 +201,7 @@ def decode_frame(buf, max_frame_size=DEFAULTS["max_frame_size"],
     if t == "OPEN" and sid % 2 == 0:
         raise conn_error("PROTOCOL_ERROR", f"OPEN on even stream {sid}")
     if (EXACT_LENGTH.get(t, length) != length or (t == "SETTINGS" and length % 6)
-            or (t == "GOAWAY" and length < 8)):
+            or (t in ("GOAWAY", "CHECKPOINT") and length < 8)):
         raise conn_error("FRAME_SIZE_ERROR", f"{t} with a {length}-byte payload")
     if len(buf) < HEADER_LEN + length:
         return None
@@ -230,6 +235,8 @@ def decode_frame(buf, max_frame_size=DEFAULTS["max_frame_size"],
                 raise conn_error("PROTOCOL_ERROR", f"window size {value} > 2^31-1")
             if ident == MAX_METADATA_SIZE and value < MIN_METADATA_SIZE:
                 raise conn_error("PROTOCOL_ERROR", f"MAX_METADATA_SIZE {value} < {MIN_METADATA_SIZE}")
+            if ident == RESUMPTION and value > 1:
+                raise conn_error("PROTOCOL_ERROR", f"RESUMPTION {value} is neither 0 nor 1")
             pairs.append([ident, value])
         f = settings(pairs)
     elif t == "PING":
@@ -237,6 +244,8 @@ def decode_frame(buf, max_frame_size=DEFAULTS["max_frame_size"],
     elif t == "GOAWAY":
         f = goaway(int.from_bytes(p[0:4], "big") & MAX_31, int.from_bytes(p[4:8], "big"),
                    p[8:].decode("utf-8", errors="replace"))
+    elif t == "CHECKPOINT":
+        f = checkpoint(sid, int.from_bytes(p[0:8], "big"), bytes(p[8:]))
     else:  # WINDOW_UPDATE
         increment = int.from_bytes(p, "big") & MAX_31
         if increment == 0 and sid == 0:
@@ -302,6 +311,10 @@ VALID = [
      settings([(1, 1024), (1, 16777215), (2, 0), (2, 2**32 - 1), (3, 0), (3, MAX_31), (4, 0), (4, MAX_31),
                (5, 64), (5, 2**32 - 1), (6, 0), (6, 2**32 - 1)])),
     ("settings_empty", "no entries: every value stays at its default", settings([])),
+    ("settings_resumption", "1.1: the sender implements resumable streams", settings([(7, 1)])),
+    ("settings_resumption_off", "RESUMPTION 0: as a 1.0 endpoint", settings([(7, 0)])),
+    ("checkpoint_empty_token", "1.1: a checkpoint with an empty token", checkpoint(1, 1)),
+    ("checkpoint_token", "1.1: a cursor token after 42 consumed requests", checkpoint(5, 42, b"cursor:1234")),
     ("ping", "PING", ping(P8)),
     ("ping_ack", "PING ACK echoing the same 8 bytes", ping(P8, ack=True)),
     ("goaway_graceful_first", "graceful stop phase 1: last id 2^31-1, empty debug", goaway(MAX_31, 0)),
@@ -323,7 +336,7 @@ VALID = [
     ("reset_undefined_flags", "RESET defines no flags", reset(1, 7), raw("RESET", 0xFF, 1, u32(7))),
     ("settings_unknown_ids", "unknown ids 7 and 0xffff are skipped whatever their value",
      settings([(1, 65536), (2, 100)]),
-     raw("SETTINGS", 0, 0, u16(1) + u32(65536) + u16(7) + u32(12345) + u16(0xFFFF) + u32(2**32 - 1)
+     raw("SETTINGS", 0, 0, u16(1) + u32(65536) + u16(0x7E) + u32(12345) + u16(0xFFFF) + u32(2**32 - 1)
          + u16(2) + u32(100))),
     ("settings_only_unknown_id", "id 0 is unknown: skipped; undefined flags", settings([]),
      raw("SETTINGS", 0xFF, 0, u16(0) + u32(5))),
@@ -379,10 +392,10 @@ def invalid_vectors():
         header(65537, "OPEN", 0, 1), fs)
     bad("frame_too_large_before_type", "the size is checked before the type", header(1025, 0x09, 0, 0), fs,
         max_frame_size=1024)
-    bad("unknown_type_0x09", "first undefined type", raw(0x09, 0, 0), pe)
+    bad("unknown_type_0x0a", "first undefined type", raw(0x0A, 0, 0), pe)
     bad("unknown_type_0xff", "undefined type with a payload", raw(0xFF, 0, 1, u32(0)), pe)
     for t, payload in [("DATA", b"hi"), ("OPEN", open_payload(M)), ("HEADERS", md_block([])),
-                       ("TRAILERS", trailers_payload(0)), ("RESET", u32(7))]:
+                       ("TRAILERS", trailers_payload(0)), ("RESET", u32(7)), ("CHECKPOINT", bytes(8))]:
         bad(f"{t.lower()}_on_stream_0", f"{t} needs a stream", raw(t, 0, 0, payload), pe)
     bad("data_on_reserved_bit_only_stream", "id 0x80000000 is stream 0", raw("DATA", 0, RESERVED, b"x"), pe)
     for t, payload in [("SETTINGS", b""), ("PING", bytes(8)), ("GOAWAY", bytes(8))]:
@@ -392,7 +405,8 @@ def invalid_vectors():
     bad("open_even_stream_id", "client stream ids are odd", raw("OPEN", 0, 2, open_payload(M)), pe)
     for t, sid, n in [("SETTINGS", 0, 5), ("SETTINGS", 0, 7), ("PING", 0, 0), ("PING", 0, 7), ("PING", 0, 9),
                       ("RESET", 1, 3), ("RESET", 1, 5), ("WINDOW_UPDATE", 0, 3), ("WINDOW_UPDATE", 0, 5),
-                      ("WINDOW_UPDATE", 1, 0), ("GOAWAY", 0, 0), ("GOAWAY", 0, 7)]:
+                      ("WINDOW_UPDATE", 1, 0), ("GOAWAY", 0, 0), ("GOAWAY", 0, 7), ("CHECKPOINT", 1, 0),
+                      ("CHECKPOINT", 1, 7)]:
         bad(f"{t.lower()}_stream_{sid}_length_{n}", f"{t} with a {n}-byte payload", raw(t, 0, sid, bytes(n)), fs)
     # Connection scope, decided from the payload.
     bad("window_update_connection_zero", "increment 0 on stream 0", raw("WINDOW_UPDATE", 0, 0, u32(0)), pe)
@@ -401,7 +415,8 @@ def invalid_vectors():
     for name, ident, value in [("max_frame_size_1023", 1, 1023), ("max_frame_size_0", 1, 0),
                                ("max_frame_size_16777216", 1, 16777216), ("initial_window_2_31", 3, 2**31),
                                ("initial_window_max_u32", 3, 2**32 - 1), ("connection_window_2_31", 4, 2**31),
-                               ("max_metadata_size_0", 5, 0), ("max_metadata_size_63", 5, 63)]:
+                               ("max_metadata_size_0", 5, 0), ("max_metadata_size_63", 5, 63),
+                               ("resumption_2", 7, 2)]:
         bad(f"settings_{name}", "value out of range (after a valid entry)",
             raw("SETTINGS", 0, 0, u16(2) + u32(10) + u16(ident) + u32(value)), pe)
     bad("settings_invalid_after_unknown", "an unknown id is skipped; the invalid one after it is not",

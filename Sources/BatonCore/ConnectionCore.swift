@@ -79,6 +79,8 @@ public struct ConnectionCore: Sendable {
     var bytes: [UInt8]
     var offset: Int
     var endStream: Bool
+    /// (server) The checkpoint that follows the bytes (it covers them), before any status.
+    var checkpoint: (consumed: UInt64, token: [UInt8])? = nil
     /// (server) The status to send once the bytes are out.
     var trailers: Trailers? = nil
   }
@@ -102,6 +104,12 @@ public struct ConnectionCore: Sendable {
   public func isOpen(_ streamID: UInt32) -> Bool { streams[streamID] != nil }
   /// (server) The stream's status is queued behind a message waiting for credit: it ends on its own.
   public func isEnding(_ streamID: UInt32) -> Bool { pendings[streamID]?.trailers != nil }
+
+  /// Whether protocol 1.1's resumable streams are on: both sides announced RESUMPTION
+  /// (PROTOCOL.md 18.1).
+  public var resumptionOn: Bool {
+    phase == .active && localSettings.resumption && peerSettings.resumption
+  }
 
   /// (client) Whether ``openStream(_:endStream:)`` would succeed now.
   public var canOpenStream: Bool {
@@ -226,7 +234,23 @@ public struct ConnectionCore: Sendable {
       receiveGoAway(last, code, debug, &events)
     case .windowUpdate(let id, let increment):
       receiveWindowUpdate(id, Int(increment), &events)
+    case .checkpoint(let id, let consumed, let token):
+      receiveCheckpoint(id, consumed, token, &events)
     }
+  }
+
+  private mutating func receiveCheckpoint(
+    _ id: UInt32, _ consumed: UInt64, _ token: [UInt8], _ events: inout [ConnectionEvent]
+  ) {
+    guard resumptionOn else {
+      return fail(.connection(.protocolError, "CHECKPOINT while resumption is off"), &events)
+    }
+    guard role == .client else {
+      if isIdle(id) { return ignoreOrFailIdle(id, "CHECKPOINT", &events) }
+      return resetFromRule(id, .protocolError, "a client must not send CHECKPOINT", &events)
+    }
+    guard streams[id] != nil else { return ignoreOrFailIdle(id, "CHECKPOINT", &events) }
+    events.append(.checkpoint(streamID: id, consumed: consumed, token: token))
   }
 
   private func isIdle(_ id: UInt32) -> Bool {
@@ -662,6 +686,22 @@ public struct ConnectionCore: Sendable {
     return true
   }
 
+  /// (server, resumption on) Marks a checkpoint of the stream: it covers every message sent on
+  /// it so far, a message still waiting for credit included (the checkpoint then follows it).
+  /// Returns false, sending nothing, when resumption is off or the stream has ended.
+  @discardableResult
+  public mutating func sendCheckpoint(streamID id: UInt32, consumed: UInt64, token: [UInt8]) -> Bool {
+    guard role == .server, resumptionOn, streams[id] != nil else { return false }
+    if var pending = pendings[id] {
+      guard pending.trailers == nil else { return false }
+      pending.checkpoint = (consumed, token)
+      pendings[id] = pending
+      return true
+    }
+    FrameEncoder.appendCheckpoint(&outbound.frameBytes, streamID: id, consumed: consumed, token: token)
+    return true
+  }
+
   /// Ends a stream at once with RESET (a client's CANCEL, a server's refusal or error).
   /// Returns false if the stream had already ended.
   @discardableResult
@@ -796,6 +836,10 @@ public struct ConnectionCore: Sendable {
       if last {
         if pending.endStream { _ = stream.machine.sendEndStream() }
         pendings[id] = nil
+        if let checkpoint = pending.checkpoint {
+          FrameEncoder.appendCheckpoint(
+            &outbound.frameBytes, streamID: id, consumed: checkpoint.consumed, token: checkpoint.token)
+        }
         if let trailers = pending.trailers {
           streams[id] = stream
           removeStream(id)

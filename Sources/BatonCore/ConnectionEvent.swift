@@ -30,6 +30,8 @@ public enum ConnectionEvent: Sendable, Hashable {
   case goAway(lastStreamID: UInt32, ErrorCode, debug: String)
   /// The peer acknowledged one of this side's PINGs.
   case pingAck(UInt64)
+  /// (client, 1.1) The server's checkpoint of a stream (PROTOCOL.md 18.2).
+  case checkpoint(streamID: UInt32, consumed: UInt64, token: [UInt8])
   /// The peer broke a connection rule. A GOAWAY is already in ``ConnectionCore/outbound``: flush it,
   /// then close. Every stream is gone.
   case connectionError(WireError)

@@ -15,6 +15,10 @@ public struct ConnectionSettings: Hashable, Sendable {
   public var maxMetadataSize: UInt32
   /// Largest reassembled message. Default 4 MiB.
   public var maxMessageSize: UInt32
+  /// Announces protocol 1.1's resumable streams (PROTOCOL.md 18); they are on for a connection
+  /// when both sides announce it. Default true. A peer that does not announce it (a 1.0 peer)
+  /// counts as false.
+  public var resumption: Bool
 
   /// 64 KiB frames, 1,024 streams, 1 MiB per-stream and 16 MiB connection windows,
   /// 16 KiB metadata, 4 MiB messages.
@@ -28,8 +32,9 @@ public struct ConnectionSettings: Hashable, Sendable {
   public init(
     maxFrameSize: UInt32 = 65_536, maxConcurrentStreams: UInt32 = 1_024,
     initialWindowSize: UInt32 = 1 << 20, connectionWindowSize: UInt32 = 1 << 24,
-    maxMetadataSize: UInt32 = 16_384, maxMessageSize: UInt32 = 4 << 20
+    maxMetadataSize: UInt32 = 16_384, maxMessageSize: UInt32 = 4 << 20, resumption: Bool = true
   ) {
+    self.resumption = resumption
     self.maxFrameSize = maxFrameSize
     self.maxConcurrentStreams = maxConcurrentStreams
     self.initialWindowSize = initialWindowSize
@@ -68,13 +73,14 @@ public struct ConnectionSettings: Hashable, Sendable {
       (SettingID.initialWindowSize, initialWindowSize),
       (SettingID.connectionWindowSize, connectionWindowSize),
       (SettingID.maxMetadataSize, maxMetadataSize), (SettingID.maxMessageSize, maxMessageSize),
-    ]
+    ] + (resumption ? [(SettingID.resumption, UInt32(1))] : [])
   }
 
   /// Applies received pairs over the defaults; unknown ids are skipped (the decoder already
   /// range-checked known ones).
   package init(wirePairs: [(UInt16, UInt32)]) {
     self = .defaults
+    resumption = false  // absent: a 1.0 peer
     for (id, value) in wirePairs {
       switch id {
       case SettingID.maxFrameSize: maxFrameSize = value
@@ -83,6 +89,7 @@ public struct ConnectionSettings: Hashable, Sendable {
       case SettingID.connectionWindowSize: connectionWindowSize = value
       case SettingID.maxMetadataSize: maxMetadataSize = value
       case SettingID.maxMessageSize: maxMessageSize = value
+      case SettingID.resumption: resumption = value == 1
       default: continue
       }
     }
@@ -97,4 +104,6 @@ public enum SettingID {
   public static let connectionWindowSize: UInt16 = 0x4
   public static let maxMetadataSize: UInt16 = 0x5
   public static let maxMessageSize: UInt16 = 0x6
+  /// 1.1: 1 announces resumable streams (PROTOCOL.md 18).
+  public static let resumption: UInt16 = 0x7
 }

@@ -12,6 +12,9 @@ public enum Frame: Hashable, Sendable {
   case ping(ack: Bool, payload: UInt64)
   case goAway(lastStreamID: UInt32, ErrorCode, debug: String)
   case windowUpdate(streamID: UInt32, increment: UInt32)
+  /// (1.1, resumption on) The server's checkpoint of a stream: `token` covers every response
+  /// message sent before it; `consumed` request messages had been read (PROTOCOL.md 18.2).
+  case checkpoint(streamID: UInt32, consumed: UInt64, token: [UInt8])
 
   /// One SETTINGS entry, in wire order.
   public struct Setting: Hashable, Sendable {
@@ -35,6 +38,8 @@ public enum FrameType {
   public static let ping: UInt8 = 0x6
   public static let goAway: UInt8 = 0x7
   public static let windowUpdate: UInt8 = 0x8
+  /// 1.1, sent only with resumption on (PROTOCOL.md 18).
+  public static let checkpoint: UInt8 = 0x9
 }
 
 /// Flag bits; their meaning depends on the frame type.

@@ -80,7 +80,7 @@ public struct FrameDecoder: Sendable {
       throw .connection(
         .frameSizeError, "frame of \(length) bytes exceeds MAX_FRAME_SIZE \(maxFrameSize)")
     }
-    guard type <= FrameType.windowUpdate else {
+    guard type <= FrameType.checkpoint else {
       throw .connection(.protocolError, "unknown frame type 0x\(String(type, radix: 16))")
     }
     let total = FrameEncoder.headerLength + length
@@ -100,7 +100,7 @@ public struct FrameDecoder: Sendable {
     recentMethod: inout String
   ) throws(WireError) -> Frame {
     let name = Self.typeNames[Int(type)]
-    let onStream = type <= FrameType.reset
+    let onStream = type <= FrameType.reset || type == FrameType.checkpoint
     if onStream && streamID == 0 {
       throw .connection(.protocolError, "\(name) frame on stream 0")
     }
@@ -167,8 +167,10 @@ public struct FrameDecoder: Sendable {
           }
         case SettingID.maxMetadataSize where value < ConnectionSettings.minMetadataSize:
           throw .connection(.protocolError, "MAX_METADATA_SIZE \(value) is below \(ConnectionSettings.minMetadataSize)")
+        case SettingID.resumption where value > 1:
+          throw .connection(.protocolError, "RESUMPTION \(value) is neither 0 nor 1")
         case SettingID.maxFrameSize, SettingID.maxConcurrentStreams, SettingID.maxMetadataSize,
-          SettingID.maxMessageSize:
+          SettingID.maxMessageSize, SettingID.resumption:
           break
         default:
           continue  // unknown ids are skipped so that settings can be added later
@@ -189,6 +191,12 @@ public struct FrameDecoder: Sendable {
       }
       let debug = String(decoding: cursor.rest(), as: UTF8.self)
       return .goAway(lastStreamID: last & StreamID.max, ErrorCode(rawValue: code), debug: debug)
+
+    case FrameType.checkpoint:
+      guard payload.count >= 8, let consumed = cursor.u64() else {
+        throw .connection(.frameSizeError, "CHECKPOINT payload is \(payload.count) bytes, fewer than 8")
+      }
+      return .checkpoint(streamID: streamID, consumed: consumed, token: Array(cursor.rest()))
 
     default:  // FrameType.windowUpdate; the type was range-checked above
       guard payload.count == 4, let raw = cursor.u32() else {
@@ -233,7 +241,7 @@ public struct FrameDecoder: Sendable {
   }
 
   static let typeNames = [
-    "DATA", "OPEN", "HEADERS", "TRAILERS", "RESET", "SETTINGS", "PING", "GOAWAY", "WINDOW_UPDATE",
+    "DATA", "OPEN", "HEADERS", "TRAILERS", "RESET", "SETTINGS", "PING", "GOAWAY", "WINDOW_UPDATE", "CHECKPOINT",
   ]
 }
 

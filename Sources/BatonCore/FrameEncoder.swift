@@ -103,6 +103,13 @@ public enum FrameEncoder {
     buffer.appendInteger(increment & StreamID.max)
   }
 
+  /// (1.1) A stream's checkpoint (PROTOCOL.md 18.2).
+  public static func appendCheckpoint(_ buffer: inout [UInt8], streamID: UInt32, consumed: UInt64, token: [UInt8]) {
+    appendHeader(&buffer, length: 8 + token.count, type: FrameType.checkpoint, flags: 0, streamID: streamID)
+    buffer.appendInteger(consumed)
+    buffer.append(contentsOf: token)
+  }
+
   /// Encodes any frame.
   public static func encode(_ frame: Frame, into buffer: inout [UInt8]) {
     switch frame {
@@ -124,6 +131,8 @@ public enum FrameEncoder {
       appendGoAway(&buffer, lastStreamID: last, code: code, debug: debug)
     case .windowUpdate(let id, let increment):
       appendWindowUpdate(&buffer, streamID: id, increment: increment)
+    case .checkpoint(let id, let consumed, let token):
+      appendCheckpoint(&buffer, streamID: id, consumed: consumed, token: token)
     }
   }
 

@@ -96,6 +96,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var finisher: UnsafeContinuation<Void, any Error>?
     /// A `.writable` arrived before the writer had parked.
     var writableEarly = false
+    /// (client) Messages received on the stream so far, and the server's latest checkpoint
+    /// (1.1), which covers the first `checkpoint.index` of them.
+    var received = 0
+    var checkpoint: StreamHandle.Checkpoint?
     var timer: TimerHandle?
     /// (client) The call's shape allows one response message (unary): a second one fails it
     /// (PROTOCOL.md 7.2).
@@ -485,6 +489,24 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
   }
 
+  /// (client) The server's latest checkpoint of the stream (1.1), if any.
+  func checkpoint(_ id: UInt32) -> StreamHandle.Checkpoint? {
+    state.withLock { $0.slots[id]?.checkpoint }
+  }
+
+  /// (server) Sends a checkpoint of the stream; false when resumption is off or the stream ended.
+  func sendCheckpoint(_ id: UInt32, consumed: UInt64, token: [UInt8]) -> Bool {
+    let (sent, flush) = state.withLock { s in
+      let sent = s.core.sendCheckpoint(streamID: id, consumed: consumed, token: token)
+      return (sent, sent && Self.claimFlush(&s))
+    }
+    if flush { requestFlush() }
+    return sent
+  }
+
+  /// Whether both sides announced protocol 1.1's resumable streams.
+  package var resumptionOn: Bool { state.withLock { $0.core.resumptionOn } }
+
   /// (client) Everything a unary call's caller needs once the stream has ended, and the stream
   /// released, in one lock hold: the headers, the trailers or the failure, and the first message.
   func takeResponse(_ id: UInt32) -> StreamHandle.Response {
@@ -753,6 +775,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     queue: (inout MessageQueue) -> Void, array: () -> [UInt8]
   ) {
     let queued = s.slots.withValue(id) { slot -> Bool? in
+      slot.received &+= 1
       guard let receiver = slot.receiver else {
         if slot.singleResponse && !slot.inbox.isEmpty { return nil }
         queue(&slot.inbox)
@@ -807,13 +830,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
         slot.receiver = nil
         wakes.append(.deliver(receiver, nil))
       }
-    case .trailers(let id, let trailers):
+    case .trailers(let id, var trailers):
       guard let slot = s.slots[id] else { return }
+      if s.core.resumptionOn, trailers.metadata[ResumableStreams.resumableKey] != nil {
+        // Ended at a checkpoint to be continued elsewhere (PROTOCOL.md 18.3): not the call's outcome.
+        trailers.metadata = Metadata(trailers.metadata.entries.filter { $0.name != ResumableStreams.resumableKey })
+        slot.failure = .resumable(trailers.message)
+      }
       slot.trailers = trailers
       slot.inputDone = true
       if let receiver = slot.receiver, slot.inbox.isEmpty {
         slot.receiver = nil
-        if let error = trailers.error {
+        if let error = Self.endError(slot, role) {
           wakes.append(.failReceive(receiver, error))
         } else {
           wakes.append(.deliver(receiver, nil))
@@ -826,7 +854,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       if let writer = slot.writer {
         slot.writer = nil
         // A write waiting for credit is done with OK (the rest is dropped), as in `enqueue`.
-        wakes.append(.resume(writer, trailers.error))
+        wakes.append(.resume(writer, slot.failure ?? trailers.error))
       }
       if let timer = slot.timer {
         slot.timer = nil
@@ -848,6 +876,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
       wakes.append(.notice(.goAway(lastStreamID: last, code, debug: debug)))
     case .pingAck(let payload):
       wakes.append(.notice(.pingAck(payload)))
+    case .checkpoint(let id, let consumed, let token):
+      guard let slot = s.slots[id] else { return }
+      slot.checkpoint = StreamHandle.Checkpoint(index: slot.received, consumed: consumed, token: token)
     case .connectionError(let error):
       s.closeAfterFlush = true
       s.flushScheduled = false  // force a flush of the GOAWAY below

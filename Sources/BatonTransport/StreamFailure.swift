@@ -11,6 +11,9 @@ package enum StreamFailure: Error, Sendable, Hashable, CustomStringConvertible {
   case reset(ErrorCode, String)
   /// This side ended the stream (cancellation, deadline, server stop).
   case local(RPCError)
+  /// (1.1) The server ended the stream at a checkpoint, to be continued elsewhere
+  /// (PROTOCOL.md 18.3); the message is the server's.
+  case resumable(String)
 
   package var description: String {
     switch self {
@@ -18,6 +21,7 @@ package enum StreamFailure: Error, Sendable, Hashable, CustomStringConvertible {
     case .connectionLost(let why): why
     case .reset(let code, let why): "\(why) (\(code))"
     case .local(let error): error.description
+    case .resumable(let why): "ended to be resumed elsewhere: \(why)"
     }
   }
 
@@ -38,6 +42,8 @@ package enum StreamFailure: Error, Sendable, Hashable, CustomStringConvertible {
       RPCError(code: .internal, message: "stream reset: \(why) (\(code))")
     case .local(let error):
       error
+    case .resumable(let why):
+      RPCError(code: .unavailable, message: "the server ended the stream to be resumed elsewhere (\(why))")
     }
   }
 }

@@ -61,6 +61,25 @@ package struct StreamHandle: Sendable {
     connection.reset(id, code, failure: failure)
   }
 
+  /// A server's checkpoint of a stream (PROTOCOL.md 18.2), as the client keeps it.
+  package struct Checkpoint: Sendable, Hashable {
+    /// How many response messages it covers: the stream's first `index`.
+    package var index: Int
+    /// How many request messages the handler had read.
+    package var consumed: UInt64
+    package var token: [UInt8]
+  }
+
+  /// (client) The latest checkpoint the server sent on this stream.
+  package var checkpoint: Checkpoint? { connection.checkpoint(id) }
+
+  /// (server) Marks a checkpoint after the messages written so far; false when resumption is
+  /// off on this connection or the stream has ended.
+  @discardableResult
+  package func sendCheckpoint(consumed: UInt64, token: [UInt8]) -> Bool {
+    connection.sendCheckpoint(id, consumed: consumed, token: token)
+  }
+
   /// (client) Waits for the server's TRAILERS or the stream's failure (whichever comes first).
   package func awaitEnd() async throws { try await connection.awaitEnd(id) }
 

@@ -15,6 +15,7 @@ enum Seen: Hashable, CustomStringConvertible {
   case writable(UInt32)
   case goAway(UInt32, ErrorCode)
   case pingAck(UInt64)
+  case checkpoint(UInt32, consumed: UInt64, token: [UInt8])
   case connectionError(ErrorCode)
 
   var description: String {
@@ -31,6 +32,7 @@ enum Seen: Hashable, CustomStringConvertible {
     case .writable(let id): "writable(\(id))"
     case .goAway(let last, let code): "goAway(\(last), \(code))"
     case .pingAck(let payload): "pingAck(\(payload))"
+    case .checkpoint(let id, let consumed, let token): "checkpoint(\(id), consumed: \(consumed), \(token))"
     case .connectionError(let code): "connectionError(\(code))"
     }
   }
@@ -50,6 +52,7 @@ extension ConnectionEvent {
     case .writable(let id): .writable(id)
     case .goAway(let last, let code, _): .goAway(last, code)
     case .pingAck(let payload): .pingAck(payload)
+    case .checkpoint(let id, let consumed, let token): .checkpoint(id, consumed: consumed, token: token)
     case .connectionError(let error): .connectionError(error.code)
     }
   }

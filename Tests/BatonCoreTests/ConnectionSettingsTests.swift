@@ -21,18 +21,28 @@ struct ConnectionSettingsTests {
       maxFrameSize: 1024, maxConcurrentStreams: 7, initialWindowSize: 0, connectionWindowSize: 2_147_483_647,
       maxMetadataSize: 99, maxMessageSize: 12)
     let pairs = settings.wirePairs
-    #expect(pairs.map(\.0) == [1, 2, 3, 4, 5, 6])
-    #expect(pairs.map(\.1) == [1024, 7, 0, 2_147_483_647, 99, 12])
+    #expect(pairs.map(\.0) == [1, 2, 3, 4, 5, 6, 7])
+    #expect(pairs.map(\.1) == [1024, 7, 0, 2_147_483_647, 99, 12, 1])
     #expect(ConnectionSettings(wirePairs: pairs) == settings)
+  }
+
+  @Test("RESUMPTION (1.1): announced as 1 by default, left out when off, and absent means off (a 1.0 peer)")
+  func resumption() {
+    #expect(ConnectionSettings.defaults.resumption)
+    let off = ConnectionSettings(resumption: false)
+    #expect(!off.wirePairs.contains { $0.0 == SettingID.resumption })
+    #expect(ConnectionSettings(wirePairs: off.wirePairs) == off)
+    #expect(!ConnectionSettings(wirePairs: []).resumption)
+    #expect(ConnectionSettings(wirePairs: [(7, 1)]).resumption)
   }
 
   @Test(
     "received pairs apply over the defaults: absent ids keep defaults, unknown ids are skipped, the last repeat wins")
   func parsing() {
     let settings = ConnectionSettings(wirePairs: [(2, 5), (0x42, 1), (2, 9), (0xFFFF, 0)])
-    var expected = ConnectionSettings.defaults
+    var expected = ConnectionSettings(resumption: false)  // absent: a 1.0 peer
     expected.maxConcurrentStreams = 9
     #expect(settings == expected)
-    #expect(ConnectionSettings(wirePairs: []) == .defaults)
+    #expect(ConnectionSettings(wirePairs: []) == ConnectionSettings(resumption: false))
   }
 }

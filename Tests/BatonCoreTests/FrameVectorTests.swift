@@ -31,7 +31,10 @@ struct FrameVectorTests {
     #expect(file.invalid.filter { $0.error.scope == "stream" }.count >= 39)
     // Every frame type appears among the valid vectors.
     let types = Set(file.valid.map(\.frame.type))
-    #expect(types == ["DATA", "OPEN", "HEADERS", "TRAILERS", "RESET", "SETTINGS", "PING", "GOAWAY", "WINDOW_UPDATE"])
+    #expect(
+      types == [
+        "DATA", "OPEN", "HEADERS", "TRAILERS", "RESET", "SETTINGS", "PING", "GOAWAY", "WINDOW_UPDATE", "CHECKPOINT",
+      ])
   }
 
   @Test("the decoder's defaults match the vectors' defaults")

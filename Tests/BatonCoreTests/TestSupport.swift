@@ -189,6 +189,8 @@ struct JSONFrame: Decodable, Sendable {
   var lastStreamId: UInt32?
   var debug: String?
   var increment: UInt32?
+  var consumed: UInt64?
+  var token: String?
 
   struct Malformed: Error, CustomStringConvertible {
     var description: String
@@ -244,6 +246,10 @@ struct JSONFrame: Decodable, Sendable {
         debug: try need(debug, "debug"))
     case "WINDOW_UPDATE":
       return .windowUpdate(streamID: try need(streamId, "stream_id"), increment: try need(increment, "increment"))
+    case "CHECKPOINT":
+      return .checkpoint(
+        streamID: try need(streamId, "stream_id"), consumed: try need(consumed, "consumed"),
+        token: [UInt8](hex: try need(token, "token")))
     default:
       throw Malformed(description: "unknown frame type \(type)")
     }
@@ -256,7 +262,7 @@ extension Frame {
   var streamID: UInt32 {
     switch self {
     case .data(let id, _, _, _), .open(let id, _, _), .headers(let id, _), .trailers(let id, _),
-      .reset(let id, _), .windowUpdate(let id, _):
+      .reset(let id, _), .windowUpdate(let id, _), .checkpoint(let id, _, _):
       id
     case .settings, .ping, .goAway:
       0

@@ -29,7 +29,7 @@ __all__ = [
     "FLAG_END_STREAM", "FLAG_END_MESSAGE", "FLAG_ACK",
     "FrameType", "ErrorCode", "Status", "SettingId", "Settings", "Metadata",
     "Data", "Open", "Headers", "Trailers", "Reset", "SettingsFrame", "Ping", "GoAway",
-    "WindowUpdate", "Frame", "WireError", "encode_frame", "encode_metadata_block",
+    "WindowUpdate", "Checkpoint", "Frame", "WireError", "encode_frame", "encode_metadata_block",
     "decode_frame", "FrameDecoder", "check_preface", "validate_metadata_name",
 ]
 
@@ -59,6 +59,7 @@ class FrameType(IntEnum):
     PING = 0x6
     GOAWAY = 0x7
     WINDOW_UPDATE = 0x8
+    CHECKPOINT = 0x9  # 1.1, only with resumption on (section 18)
 
 
 class ErrorCode(IntEnum):
@@ -124,6 +125,7 @@ class SettingId(IntEnum):
     CONNECTION_WINDOW_SIZE = 0x4
     MAX_METADATA_SIZE = 0x5
     MAX_MESSAGE_SIZE = 0x6
+    RESUMPTION = 0x7  # 1.1: 1 announces resumable streams (section 18)
 
 
 # Allowed range of every known setting (section 8); out of range is connection error PROTOCOL_ERROR.
@@ -134,6 +136,7 @@ _SETTING_RANGE: dict[int, tuple[int, int]] = {
     SettingId.CONNECTION_WINDOW_SIZE: (0, MAX_WINDOW),
     SettingId.MAX_METADATA_SIZE: (64, _U32),  # room for an empty block: a status always fits
     SettingId.MAX_MESSAGE_SIZE: (0, _U32),
+    SettingId.RESUMPTION: (0, 1),
 }
 
 _SETTING_FIELDS: dict[int, str] = {
@@ -143,12 +146,13 @@ _SETTING_FIELDS: dict[int, str] = {
     SettingId.CONNECTION_WINDOW_SIZE: "connection_window_size",
     SettingId.MAX_METADATA_SIZE: "max_metadata_size",
     SettingId.MAX_MESSAGE_SIZE: "max_message_size",
+    SettingId.RESUMPTION: "resumption",
 }
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The six settings of one endpoint, defaults per section 8. Each bounds what the *peer* sends."""
+    """The settings of one endpoint, defaults per section 8. Each bounds what the *peer* sends."""
 
     max_frame_size: int = 65536
     max_concurrent_streams: int = 1024
@@ -156,6 +160,7 @@ class Settings:
     connection_window_size: int = 16777216
     max_metadata_size: int = 16384
     max_message_size: int = 4194304
+    resumption: int = 0  # 1.1; absent means 0 (a 1.0 peer)
 
     def updated(self, pairs: Sequence[tuple[int, int]]) -> "Settings":
         """These settings with ``pairs`` applied in order (a later id wins; unknown ids ignored).
@@ -267,14 +272,26 @@ class WindowUpdate:
     increment: int
 
 
-Frame = Union[Data, Open, Headers, Trailers, Reset, SettingsFrame, Ping, GoAway, WindowUpdate]
+@dataclass(frozen=True)
+class Checkpoint:
+    """CHECKPOINT (0x9, 1.1): the server's checkpoint of a stream; ``token`` covers every response
+    message sent before it, ``consumed`` request messages had been read (section 18.2)."""
+
+    stream_id: int
+    consumed: int
+    token: bytes = b""
+
+
+Frame = Union[Data, Open, Headers, Trailers, Reset, SettingsFrame, Ping, GoAway, WindowUpdate, Checkpoint]
 
 _TYPE_OF: dict[type, FrameType] = {
     Data: FrameType.DATA, Open: FrameType.OPEN, Headers: FrameType.HEADERS,
     Trailers: FrameType.TRAILERS, Reset: FrameType.RESET, SettingsFrame: FrameType.SETTINGS,
     Ping: FrameType.PING, GoAway: FrameType.GOAWAY, WindowUpdate: FrameType.WINDOW_UPDATE,
+    Checkpoint: FrameType.CHECKPOINT,
 }
-_STREAM_TYPES = {FrameType.DATA, FrameType.OPEN, FrameType.HEADERS, FrameType.TRAILERS, FrameType.RESET}
+_STREAM_TYPES = {FrameType.DATA, FrameType.OPEN, FrameType.HEADERS, FrameType.TRAILERS, FrameType.RESET,
+                 FrameType.CHECKPOINT}
 _CONNECTION_TYPES = {FrameType.SETTINGS, FrameType.PING, FrameType.GOAWAY}
 _NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
@@ -385,6 +402,8 @@ def encode_frame(frame: Frame) -> bytes:
         payload = (_check(frame.last_stream_id, 0, MAX_STREAM_ID, "last_stream_id").to_bytes(4, "big")
                    + _check(frame.error_code, 0, _U32, "error code").to_bytes(4, "big")
                    + _utf8(frame.debug, "debug text", _U24 - 8))
+    elif isinstance(frame, Checkpoint):
+        payload = _check(frame.consumed, 0, _U64, "consumed").to_bytes(8, "big") + bytes(frame.token)
     else:
         payload = _check(frame.increment, 1, MAX_WINDOW, "increment").to_bytes(4, "big")
     _check(len(payload), 0, _U24, "payload length")
@@ -445,7 +464,7 @@ def _check_header(buf: bytes | bytearray | memoryview,
     sid = int.from_bytes(buf[5:9], "big") & MAX_STREAM_ID
     if length > max_frame_size:
         raise _conn(ErrorCode.FRAME_SIZE_ERROR, f"length {length} > MAX_FRAME_SIZE {max_frame_size}")
-    if code > FrameType.WINDOW_UPDATE:
+    if code > FrameType.CHECKPOINT:
         raise _conn(ErrorCode.PROTOCOL_ERROR, f"unknown frame type 0x{code:02x}")
     ftype = FrameType(code)
     if (ftype in _STREAM_TYPES and sid == 0) or (ftype in _CONNECTION_TYPES and sid != 0):
@@ -454,7 +473,7 @@ def _check_header(buf: bytes | bytearray | memoryview,
         raise _conn(ErrorCode.PROTOCOL_ERROR, f"OPEN on even stream {sid}")
     exact = {FrameType.RESET: 4, FrameType.PING: 8, FrameType.WINDOW_UPDATE: 4}.get(ftype)
     if ((exact is not None and length != exact) or (ftype is FrameType.SETTINGS and length % 6)
-            or (ftype is FrameType.GOAWAY and length < 8)):
+            or (ftype in (FrameType.GOAWAY, FrameType.CHECKPOINT) and length < 8)):
         raise _conn(ErrorCode.FRAME_SIZE_ERROR, f"{ftype.name} with a {length}-byte payload")
     return length, ftype, flags, sid
 
@@ -495,6 +514,8 @@ def _decode_payload(ftype: FrameType, flags: int, sid: int, p: bytes, max_metada
     if ftype is FrameType.GOAWAY:
         return GoAway(int.from_bytes(p[0:4], "big") & MAX_STREAM_ID, int.from_bytes(p[4:8], "big"),
                       p[8:].decode("utf-8", errors="replace"))
+    if ftype is FrameType.CHECKPOINT:
+        return Checkpoint(sid, int.from_bytes(p[0:8], "big"), bytes(p[8:]))
     increment = int.from_bytes(p, "big") & MAX_WINDOW
     if increment == 0:
         if sid == 0:

@@ -9,8 +9,8 @@ import unittest
 from typing import Any
 
 from baton import wire  # noqa: E402
-from baton.wire import (Data, ErrorCode, Frame, FrameDecoder, GoAway, Headers, Open, Ping,  # noqa: E402
-                        Reset, SettingsFrame, Trailers, WindowUpdate, WireError)
+from baton.wire import (Checkpoint, Data, ErrorCode, Frame, FrameDecoder, GoAway, Headers, Open,  # noqa: E402
+                        Ping, Reset, SettingsFrame, Trailers, WindowUpdate, WireError)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS = os.environ.get("BATON_VECTORS") or os.path.join(HERE, "..", "..", "..", "Protocol", "vectors")
@@ -50,6 +50,8 @@ def from_json(j: dict[str, Any]) -> Frame:
         return GoAway(j["last_stream_id"], j["error_code"], j["debug"])
     if t == "WINDOW_UPDATE":
         return WindowUpdate(j["stream_id"], j["increment"])
+    if t == "CHECKPOINT":
+        return Checkpoint(j["stream_id"], j["consumed"], bytes.fromhex(j["token"]))
     raise AssertionError(f"unknown frame type {t}")
 
 
