@@ -12,7 +12,11 @@ public import BatonServer
 /// | `demo.Echo/LedgerDump` | unary | replies with the ledger's ids, one per line |
 /// | `bench.Echo/Unary` | unary | replies with the request |
 /// | `bench.Echo/Stream` | bidirectional | replies to each message with that message |
+/// | `demo.Echo/Watch` | server-streaming, resumable | the request is `COUNT [EVERY_MS]`: sends the numbers 0, 1, ... (COUNT of them; 0: for ever), one every EVERY_MS (default 0), with a checkpoint every ``watchCheckpointEvery`` numbers whose token is the next number |
 public enum DemoService {
+  /// How many numbers `demo.Echo/Watch` sends between checkpoints.
+  public static let watchCheckpointEvery = 5
+
   /// The longest `demo.Echo/Wait` sleeps: one hour.
   public static let maxWaitMilliseconds = 3_600_000
 
@@ -33,6 +37,29 @@ public enum DemoService {
     router.bidirectional("demo.Echo/Bidi", echoEach)
     router.unary("bench.Echo/Unary", echo)
     router.bidirectional("bench.Echo/Stream", echoEach)
+    router.serverStreaming("demo.Echo/Watch", resumable: true) { request, responses, context in
+      observe?(context.method)
+      let words = String(decoding: request, as: UTF8.self).split(separator: " ")
+      guard let count = words.first.flatMap({ Int($0) }), count >= 0,
+        let every = words.count > 1 ? Int(words[1]) : 0, (0...60_000).contains(every)
+      else {
+        throw RPCError(
+          code: .invalidArgument,
+          message: "the request must be 'COUNT [EVERY_MS]', not '\(words.joined(separator: " "))'")
+      }
+      // Resumed: continue with the number the checkpoint's token names.
+      var next = context.resumeToken.flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0
+      while count == 0 || next < count {
+        if every > 0 { try await Task.sleep(for: .milliseconds(every)) }
+        let message = Array(String(next).utf8)
+        next += 1
+        if next % watchCheckpointEvery == 0 {
+          try await responses.write(message, checkpoint: Array(String(next).utf8))
+        } else {
+          try await responses.write(message)
+        }
+      }
+    }
     router.unary("demo.Echo/Wait") { request, context in
       observe?(context.method)
       let text = String(decoding: request, as: UTF8.self).trimmingWhitespace

@@ -41,7 +41,8 @@ final class CallAttempts: Sendable {
   /// crossed the call) is set aside and the next one tried; every way out without a stream
   /// gives the lease back.
   func open(
-    avoiding: ObjectIdentifier?, message: [UInt8]? = nil, endStream: Bool = false, singleResponse: Bool = false
+    avoiding: ObjectIdentifier?, message: [UInt8]? = nil, endStream: Bool = false, singleResponse: Bool = false,
+    extraMetadata: Metadata? = nil
   ) async throws -> (ConnectionPool.Lease, StreamHandle) {
     while true {
       let newCall = !started.exchange(true, ordering: .relaxed)
@@ -53,7 +54,7 @@ final class CallAttempts: Sendable {
           try await pauseBeforeSameConnection()
         }
         let stream = try lease.connection.openStream(
-          try head(), message: message, endStream: endStream, singleResponse: singleResponse)
+          try head(extraMetadata), message: message, endStream: endStream, singleResponse: singleResponse)
         if let deadline { stream.setDeadline(at: deadline, timeout: timeout) }
         return (lease, stream)
       } catch let error as ConnectionCore.OpenError {
@@ -85,6 +86,29 @@ final class CallAttempts: Sendable {
     guard retriesLeft.subtract(1, ordering: .relaxed).newValue >= 0 else { throw failure.rpcError }
   }
 
+  /// Throws the call's error unless it may be resumed after `failure` (PROTOCOL.md 18.4): the
+  /// server asked for it, or the stream was lost or refused after a checkpoint (which, like an
+  /// idempotent retry, takes from the client's retry budget). A resumption that follows no
+  /// progress counts against the call's retries, so a server that keeps ending the stream at
+  /// once cannot make it loop.
+  func mayResume(_ failure: StreamFailure, progressed: Bool) throws {
+    switch failure {
+    case .resumable, .notProcessed:
+      break
+    case .connectionLost(let why):
+      guard pool.mayRetryCostly() else {
+        throw RPCError(
+          code: .unavailable, message: "\(why); the stream could be resumed, but the client's retry budget is spent")
+      }
+    case .reset, .local:
+      throw failure.rpcError
+    }
+    try checkTime()
+    if !progressed {
+      guard retriesLeft.subtract(1, ordering: .relaxed).newValue >= 0 else { throw failure.rpcError }
+    }
+  }
+
   func checkTime() throws {
     if let deadline, MonotonicClock.now() >= deadline {
       throw RPCError(
@@ -93,7 +117,7 @@ final class CallAttempts: Sendable {
   }
 
   /// The OPEN for an attempt, carrying the time the call has left.
-  private func head() throws -> RequestHead {
+  private func head(_ extra: Metadata? = nil) throws -> RequestHead {
     var micros: UInt64 = 0
     if let deadline {
       let now = MonotonicClock.now()
@@ -103,7 +127,9 @@ final class CallAttempts: Sendable {
       }
       micros = max(1, (deadline - now + 999) / 1_000)  // rounded up: never shorter than asked
     }
-    return RequestHead(method: method, timeoutMicroseconds: micros, metadata: options.metadata)
+    var metadata = options.metadata
+    if let extra { for entry in extra.entries { metadata.add(entry.name, entry.value) } }
+    return RequestHead(method: method, timeoutMicroseconds: micros, metadata: metadata)
   }
 
   /// A jittered pause, doubling from 1 ms to 100 ms, before retrying on the connection that just

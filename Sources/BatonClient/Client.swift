@@ -86,13 +86,16 @@ public final class Client: Sendable {
     /// Attempts repeated on another connection because the first was not processed (or, for an
     /// idempotent call, was lost).
     public var retried: Int
+    /// Streams continued on a new stream from a server's checkpoint (protocol 1.1): the server
+    /// stopped or the connection was lost, and the caller saw no gap and no duplicate.
+    public var resumed: Int
   }
 
   /// The counts so far (relaxed reads: for dashboards and tests, not for synchronisation).
   public var statistics: Statistics {
     Statistics(
       succeeded: counters.succeeded.load(ordering: .relaxed), failed: counters.failed.load(ordering: .relaxed),
-      retried: counters.retried.load(ordering: .relaxed))
+      retried: counters.retried.load(ordering: .relaxed), resumed: counters.resumed.load(ordering: .relaxed))
   }
 
   /// Each address the client uses now (every address of a name is one), with its counts.
@@ -122,6 +125,7 @@ public final class Client: Sendable {
     let succeeded = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let retried = Atomic<Int>(0)
+    let resumed = Atomic<Int>(0)
   }
 
   // MARK: - Unary

@@ -16,6 +16,9 @@ final class StreamingCall: Sendable {
   /// Mirrors `Phase.committed` so that the reader's per-message path skips the lock once the
   /// call can no longer move.
   private let committedFlag = Atomic<Bool>(false)
+  /// Response messages taken from the current attempt's stream (those dropped as duplicates
+  /// after a resumption included): what a checkpoint's index is compared with.
+  private let received = Atomic<Int>(0)
 
   struct Attempt: Sendable {
     let lease: ConnectionPool.Lease
@@ -55,6 +58,26 @@ final class StreamingCall: Sendable {
     var replayLost = false
     /// The caller ended the request side (or the shape has a single request).
     var ended = false
+    /// The server answered at least once: the call can no longer be replayed as unprocessed,
+    /// only resumed (1.1) from a checkpoint.
+    var everCommitted = false
+
+    // Resumable streams (protocol 1.1, PROTOCOL.md 18).
+    /// A server-streaming call's one request: sent again on every resumption.
+    var request: [UInt8]?
+    /// (bidirectional) The stream is resumable, so the request messages after the checkpoint's
+    /// `consumed` are kept: `sentLog[0]` is the call's message number `sentLogBase`.
+    var keepsSentLog = false
+    var sentLog: [[UInt8]] = []
+    var sentLogBase: UInt64 = 0
+    var sentLogBytes = 0
+    /// The kept messages outgrew maxReplayBytes: the call can no longer be resumed.
+    var sentLogLost = false
+    /// After a resumption: the checkpoint the current attempt continues from (its stream's
+    /// message 0 follows it), until the new stream sends one of its own.
+    var carried: StreamHandle.Checkpoint?
+    /// After a resumption: how many of the new stream's first messages the caller already has.
+    var skip = 0
   }
 
   init(client: Client, method: String, options: CallOptions) {
@@ -73,6 +96,7 @@ final class StreamingCall: Sendable {
         s.replay.append(request)
         s.replayBytes = request.count
         s.ended = true
+        s.request = request
       }
     }
     try await openAttempt(avoiding: nil)
@@ -107,8 +131,9 @@ final class StreamingCall: Sendable {
   func queue(_ message: [UInt8]) throws -> Queued {
     let maxReplayBytes = client.configuration.maxReplayBytes
     return try state.withLock { s throws -> Queued in
-      if case .committed = s.phase {
-      } else if !s.replayLost {
+      if s.keepsSentLog {
+        Self.keepForResumption(message, &s, limit: maxReplayBytes)
+      } else if !s.everCommitted && !s.replayLost {
         s.replayBytes += message.count
         if s.replayBytes > maxReplayBytes {
           s.replayLost = true
@@ -155,6 +180,26 @@ final class StreamingCall: Sendable {
     }
   }
 
+  /// Keeps a request message of a resumable stream; when the kept ones outgrow `limit`, first
+  /// forgets those the server's latest checkpoint says it read.
+  private static func keepForResumption(_ message: [UInt8], _ s: inout State, limit: Int) {
+    guard !s.sentLogLost else { return }
+    s.sentLog.append(message)
+    s.sentLogBytes += message.count
+    guard s.sentLogBytes > limit else { return }
+    if let consumed = (s.attempt?.stream.checkpoint ?? s.carried)?.consumed, consumed > s.sentLogBase {
+      let drop = Int(min(consumed - s.sentLogBase, UInt64(s.sentLog.count)))
+      s.sentLogBytes -= s.sentLog.prefix(drop).reduce(0) { $0 + $1.count }
+      s.sentLog.removeFirst(drop)
+      s.sentLogBase += UInt64(drop)
+    }
+    if s.sentLogBytes > limit {
+      s.sentLogLost = true
+      s.sentLog = []
+      s.sentLogBytes = 0
+    }
+  }
+
   func end() {
     state.withLock { s in
       s.ended = true
@@ -164,7 +209,11 @@ final class StreamingCall: Sendable {
 
   /// The next message, taken alone.
   func next() async throws -> [UInt8]? {
-    try await nextMessage { stream in try await stream.receive() }
+    try await nextMessage { stream in
+      let message = try await stream.receive()
+      received.add(1, ordering: .relaxed)
+      return message
+    }
   }
 
   /// Credits bytes the reader consumed of its batch. A batch exists only once the server has
@@ -177,16 +226,20 @@ final class StreamingCall: Sendable {
   /// ``StreamHandle/receive(batch:)``), which the caller drains before calling again.
   func next(batch: inout MessageQueue) async throws -> [UInt8]? {
     if let message = batch.popFirst() { return message }
-    return try await nextMessage { stream in try await stream.receive(batch: &batch) }
+    return try await nextMessage { stream in
+      let message = try await stream.receive(batch: &batch)
+      received.add(1 + batch.count, ordering: .relaxed)
+      return message
+    }
   }
 
   private func nextMessage(_ receive: (StreamHandle) async throws -> [UInt8]?) async throws -> [UInt8]? {
     while true {
-      let (attempt, number) = try state.withLock { s throws -> (Attempt?, Int) in
+      let (attempt, number, skip) = try state.withLock { s throws -> (Attempt?, Int, Int) in
         switch s.phase {
         case .finished: throw RPCError(code: .cancelled, message: "the call has ended")
         case .failed(let error): throw error
-        default: return (s.attempt, s.number)
+        default: return (s.attempt, s.number, s.skip)
         }
       }
       guard let attempt else {
@@ -194,6 +247,12 @@ final class StreamingCall: Sendable {
         continue
       }
       do {
+        if skip > 0, received.load(ordering: .relaxed) < skip {
+          // A resumed stream repeats what followed its checkpoint: drop what the caller has.
+          guard try await attempt.stream.receive() != nil else { return nil }
+          received.add(1, ordering: .relaxed)
+          continue
+        }
         let message = try await receive(attempt.stream)
         if !committedFlag.load(ordering: .relaxed) { commit(number) }
         return message
@@ -208,6 +267,14 @@ final class StreamingCall: Sendable {
     state.withLock { s in
       guard s.number == number, case .open = s.phase else { return }
       s.phase = .committed
+      s.everCommitted = true
+      // A stream that checkpoints (the server sends one as it starts a resumable method) may be
+      // resumed: what a later resumption must replay is kept instead of dropped.
+      if s.request == nil, !s.replayLost, s.attempt?.stream.checkpoint != nil {
+        s.keepsSentLog = true
+        s.sentLog = s.replay
+        s.sentLogBytes = s.replayBytes
+      }
       s.replay = []
     }
     committedFlag.store(true, ordering: .releasing)
@@ -238,16 +305,21 @@ final class StreamingCall: Sendable {
   /// otherwise throws the call's error. Concurrent failures of the same attempt recover once:
   /// the others wait for that recovery.
   private func recover(from number: Int, _ failure: StreamFailure) async throws {
-    enum Role { case moot, recover(Attempt?), fail(any Error) }
+    enum Role { case moot, recover(Attempt?), resume(Attempt?, StreamHandle.Checkpoint, skip: Int), fail(any Error) }
     let role = state.withLock { s -> Role in
       guard s.number == number else { return .moot }  // someone already moved on
       switch s.phase {
       case .recovering, .opening, .failed, .finished:
         return .moot
-      case .committed:
-        return .fail(failure.rpcError)
-      case .open:
+      case .committed, .open:
         let old = s.attempt
+        if let checkpoint = Self.resumableFrom(failure, old, s) {
+          let position = max(received.load(ordering: .relaxed), s.skip)
+          s.attempt = nil
+          s.phase = .recovering(waiters: [])
+          return .resume(old, checkpoint, skip: max(0, position - checkpoint.index))
+        }
+        guard case .open = s.phase else { return .fail(failure.rpcError) }
         s.attempt = nil
         s.phase = .recovering(waiters: [])
         return .recover(old)
@@ -259,6 +331,9 @@ final class StreamingCall: Sendable {
       return await waitForRecovery()
     case .fail(let error):
       throw error
+    case .resume(let attempt, let checkpoint, let skip):
+      if let attempt { retire(attempt) }
+      return try await resume(from: checkpoint, skip: skip, failure, avoiding: attempt)
     case .recover(let attempt):
       old = attempt
     }
@@ -275,6 +350,110 @@ final class StreamingCall: Sendable {
       }
       client.counters.retried.add(1, ordering: .relaxed)
       try await openAttempt(avoiding: old.map { ObjectIdentifier($0.lease.connection) })
+    } catch {
+      let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        guard case .recovering(let waiters) = s.phase else { return [] }
+        s.phase = .failed(error)
+        return waiters
+      }
+      for waiter in waiters { waiter.resume() }
+      throw error
+    }
+  }
+
+  /// The checkpoint to resume from after `failure`, if the call can be resumed (PROTOCOL.md 18.4):
+  /// the server ended the stream resumably, or the connection was lost (or a resumed stream was
+  /// refused) after a checkpoint, and what must be replayed is still kept.
+  private static func resumableFrom(_ failure: StreamFailure, _ attempt: Attempt?, _ s: State)
+    -> StreamHandle.Checkpoint?
+  {
+    switch failure {
+    case .resumable, .connectionLost, .notProcessed: break
+    case .reset, .local: return nil
+    }
+    guard let checkpoint = attempt?.stream.checkpoint ?? s.carried else { return nil }
+    if s.request == nil {
+      // Bidirectional: the messages after `consumed` must still be at hand.
+      if s.keepsSentLog {
+        guard !s.sentLogLost, checkpoint.consumed >= s.sentLogBase else { return nil }
+      } else {
+        guard !s.everCommitted, !s.replayLost else { return nil }
+      }
+    }
+    // A stream refused before it opened was not processed at all: that is a plain retry.
+    if case .notProcessed = failure, !s.everCommitted { return nil }
+    return checkpoint
+  }
+
+  /// Continues the call on a new stream from `checkpoint`: opens it with the token, replays what
+  /// the server had not read, and has the reader drop the first `skip` messages, which the
+  /// caller already has.
+  private func resume(
+    from checkpoint: StreamHandle.Checkpoint, skip: Int, _ failure: StreamFailure, avoiding old: Attempt?
+  ) async throws {
+    var avoiding = old.map { ObjectIdentifier($0.lease.connection) }
+    let token = [ResumableStreams.resumeKey: ResumableStreams.encode(checkpoint.token)] as Metadata
+    var failure = failure
+    do {
+      while true {
+        try attempts.mayResume(failure, progressed: skip > 0 || checkpoint.index > 0)
+        let (lease, stream) = try await attempts.open(avoiding: avoiding, extraMetadata: token)
+        let attempt = Attempt(lease: lease, stream: stream)
+        let outcome = state.withLock { s -> Result<[CheckedContinuation<Void, Never>], StreamFailure>? in
+          switch s.phase {
+          case .finished, .failed: return nil
+          default: break
+          }
+          let replay: ArraySlice<[UInt8]>
+          if let request = s.request {
+            replay = [request]
+          } else if s.keepsSentLog {
+            replay = s.sentLog.dropFirst(Int(checkpoint.consumed - s.sentLogBase))
+          } else {
+            replay = s.replay.dropFirst(Int(min(checkpoint.consumed, UInt64(s.replay.count))))
+          }
+          do {
+            for message in replay { _ = try stream.enqueue(message) }
+          } catch let failure as StreamFailure {
+            return .failure(failure)
+          } catch {
+            return .failure(.local(RPCError(code: .internal, message: "\(error)")))
+          }
+          if s.ended { stream.end() }
+          let waiters: [CheckedContinuation<Void, Never>]
+          if case .recovering(let parked) = s.phase { waiters = parked } else { waiters = [] }
+          // The new stream continues a call the caller has seen answered: committed at once.
+          s.phase = .committed
+          s.everCommitted = true
+          if s.request == nil && !s.keepsSentLog {
+            s.keepsSentLog = true
+            s.sentLog = Array(replay)
+            s.sentLogBase = checkpoint.consumed
+            s.sentLogBytes = replay.reduce(0) { $0 + $1.count }
+            s.replay = []
+          }
+          s.attempt = attempt
+          s.number += 1
+          s.carried = StreamHandle.Checkpoint(index: 0, consumed: checkpoint.consumed, token: checkpoint.token)
+          s.skip = skip
+          received.store(0, ordering: .relaxed)
+          return .success(waiters)
+        }
+        switch outcome {
+        case nil:
+          retire(attempt)
+          throw RPCError(code: .cancelled, message: "the call has ended")
+        case .success(let waiters)?:
+          committedFlag.store(true, ordering: .releasing)
+          client.counters.resumed.add(1, ordering: .relaxed)
+          for waiter in waiters { waiter.resume() }
+          return
+        case .failure(let next)?:
+          retire(attempt)
+          failure = next
+          avoiding = ObjectIdentifier(lease.connection)
+        }
+      }
     } catch {
       let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
         guard case .recovering(let waiters) = s.phase else { return [] }

@@ -7,6 +7,8 @@ final class DrainSignal: Sendable {
   private let fired = Atomic<Bool>(false)
   private let waiters = Locked<[UInt64: CheckedContinuation<Void, Never>]>([:])
   private let nextID = Atomic<UInt64>(0)
+  /// Streams a drain ended at a checkpoint, to be resumed elsewhere (PROTOCOL.md 18.3).
+  let migrated = Atomic<Int>(0)
 
   var isFired: Bool { fired.load(ordering: .acquiring) }
 

@@ -9,12 +9,18 @@ public struct RequestStream: AsyncSequence, Sendable {
   /// One request message.
   public typealias Element = [UInt8]
   let stream: StreamHandle
+  /// Counts what the handler reads, for a resumable method's checkpoints; nil otherwise.
+  let counter: ServerContext.RequestCounter?
 
-  package init(stream: StreamHandle) { self.stream = stream }
+  init(stream: StreamHandle, counter: ServerContext.RequestCounter? = nil) {
+    self.stream = stream
+    self.counter = counter
+  }
 
   /// Takes every message already received in one step (see the threading notes in README).
   public struct AsyncIterator: AsyncIteratorProtocol {
     let stream: StreamHandle
+    let counter: ServerContext.RequestCounter?
     /// Messages that arrived together, taken from the connection in one step.
     var batch = MessageQueue()
 
@@ -40,14 +46,18 @@ public struct RequestStream: AsyncSequence, Sendable {
     /// The next message of the batch in hand, giving back credit as the batch is consumed.
     @usableFromInline
     mutating func takeBatched() -> [UInt8]? {
-      batch.popFirst { stream.credit($0) }
+      let message = batch.popFirst { stream.credit($0) }
+      if message != nil, let counter { counter.value.add(1, ordering: .relaxed) }
+      return message
     }
 
     /// Waits for the next message and takes the rest of its burst as the new batch.
     @usableFromInline
     mutating func receive() async throws -> [UInt8]? {
       do {
-        return try await stream.receive(batch: &batch)
+        let message = try await stream.receive(batch: &batch)
+        if message != nil, let counter { counter.value.add(1, ordering: .relaxed) }
+        return message
       } catch let failure as StreamFailure {
         throw failure.rpcError
       }
@@ -55,7 +65,7 @@ public struct RequestStream: AsyncSequence, Sendable {
   }
 
   /// The request messages in order; the iteration throws the call's failure, if any.
-  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream, counter: counter) }
 }
 
 /// Sends response messages of a server- or bidirectional-streaming call.
@@ -93,5 +103,32 @@ public struct ResponseWriter: Sendable {
     } catch let failure as StreamFailure {
       throw failure.rpcError
     }
+  }
+
+  /// Sends one message and marks a checkpoint right after it (see ``checkpoint(_:)``).
+  public func write(_ message: [UInt8], checkpoint token: [UInt8]) async throws {
+    try await write(message)
+    try checkpoint(token)
+  }
+
+  /// Marks a checkpoint of a resumable stream (protocol 1.1, PROTOCOL.md 18): `token` stands
+  /// for everything written so far, and, given back as ``ServerContext/resumeToken``, lets a
+  /// handler on any server continue with the next message. Keep it small (it travels in a frame
+  /// and, base64-encoded, in the resumed call's metadata).
+  ///
+  /// Does nothing for a method not registered as resumable, or for a client that does not speak
+  /// 1.1. While the server drains, the checkpoint also ends the stream, to be resumed elsewhere
+  /// by the client, and throws `unavailable`: let it end the handler.
+  public func checkpoint(_ token: [UInt8]) throws {
+    guard context.isResumable else { return }
+    let consumed = context.requestsRead?.value.load(ordering: .relaxed) ?? 0
+    guard stream.sendCheckpoint(consumed: consumed, token: token) else { return }
+    guard context.isDraining else { return }
+    let ended = stream.finish(
+      Trailers(
+        status: RPCError.Code.unavailable.rawValue, message: "the server is stopping; continue elsewhere",
+        metadata: [ResumableStreams.resumableKey: "1"]))
+    if ended { context.noteMigrated() }
+    throw RPCError(code: .unavailable, message: "the stream moved to another server at this checkpoint")
   }
 }

@@ -15,6 +15,8 @@ public struct Router: Sendable {
   }
 
   var handlers: [String: Handler] = [:]
+  /// Methods whose streams may checkpoint and move to another server (PROTOCOL.md 18).
+  var resumableMethods: Set<String> = []
 
   /// An empty router: every method is unknown (UNIMPLEMENTED) until registered.
   public init() {}
@@ -31,13 +33,20 @@ public struct Router: Sendable {
   }
 
   /// One request message in, any number of response messages out through the writer.
+  ///
+  /// `resumable`: the stream may move to another server (protocol 1.1, PROTOCOL.md 18). The
+  /// handler marks checkpoints (``ResponseWriter/write(_:checkpoint:)``), continues after
+  /// ``ServerContext/resumeToken`` when it is set, and must send the same messages after a given
+  /// token every time; a graceful stop then ends the stream at its next checkpoint instead of
+  /// letting it run to the deadline, and the client continues it elsewhere.
   public mutating func serverStreaming(
-    _ method: String,
+    _ method: String, resumable: Bool = false,
     _ handler:
       @escaping @Sendable (_ request: [UInt8], _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
     handlers[method] = .serverStreaming(handler)
+    markResumable(method, resumable)
   }
 
   /// Any number of request messages in, one response message out.
@@ -49,13 +58,21 @@ public struct Router: Sendable {
   }
 
   /// Both directions at once, independently.
+  ///
+  /// `resumable`: as for ``serverStreaming(_:resumable:_:)``; a checkpoint also records how many
+  /// request messages the handler has read, and the client replays the ones after them.
   public mutating func bidirectional(
-    _ method: String,
+    _ method: String, resumable: Bool = false,
     _ handler:
       @escaping @Sendable (_ requests: RequestStream, _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
     handlers[method] = .bidirectional(handler)
+    markResumable(method, resumable)
+  }
+
+  private mutating func markResumable(_ method: String, _ resumable: Bool) {
+    if resumable { resumableMethods.insert(method) } else { resumableMethods.remove(method) }
   }
 
   /// A unary method whose messages are JSON-encoded `Codable` values. A request that does not

@@ -611,7 +611,8 @@ public final class Server: Sendable {
       }
       report.phases.append(.init(name: "cancelling", duration: .nanoseconds(MonotonicClock.now() &- drainEnd)))
     }
-    report.drainedStreams = dispatcher.drainedCalls.load(ordering: .relaxed)
+    report.migratedStreams = dispatcher.drainSignal.migrated.load(ordering: .relaxed)
+    report.drainedStreams = dispatcher.drainedCalls.load(ordering: .relaxed) - report.migratedStreams
 
     let (services, workers) = state.withLock { s in
       _ = s.lifecycle.connectionsClosed()
@@ -640,6 +641,7 @@ public final class Server: Sendable {
     report.total = .nanoseconds(MonotonicClock.now() &- start)
     logger.info(
       "stopped", ("total", report.total.readable), ("drained", "\(report.drainedStreams)"),
+      ("migrated", "\(report.migratedStreams)"),
       ("cut", "\(report.cutStreams.count)"))
     finish(report)
   }
@@ -858,7 +860,7 @@ final class CallDispatcher: Sendable {
     served.calls.withLock { $0[stream.id] = Server.CallRecord(method: head.method, startedAt: now) }
     let context = ServerContext(
       method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
-      drain: drainSignal)
+      drain: drainSignal, resumable: !router.resumableMethods.isEmpty && router.resumableMethods.contains(head.method))
     // Run the handler on the connection's own loop: no thread hop between the frame that opened
     // the stream, the handler, and the flush of its response. It starts in place (this is the
     // loop's thread, acting on what it just read, with no lock held), so a handler that does not
@@ -889,6 +891,7 @@ final class CallDispatcher: Sendable {
           trailers: Trailers(status: 0, metadata: context.trailingMetadata))
       case .serverStreaming(let body):
         let request = try await onlyRequest(stream)
+        if context.isResumable { startResumable(stream, context, requestsRead: 1) }
         try await body(request, ResponseWriter(stream: stream, context: context), context)
         finishOK(stream, context)
       case .clientStreaming(let body):
@@ -897,7 +900,11 @@ final class CallDispatcher: Sendable {
           headers: context.takeResponseHeaders(), message: response,
           trailers: Trailers(status: 0, metadata: context.trailingMetadata))
       case .bidirectional(let body):
-        try await body(RequestStream(stream: stream), ResponseWriter(stream: stream, context: context), context)
+        if context.isResumable { startResumable(stream, context, requestsRead: 0) }
+        try await body(
+          RequestStream(stream: stream, counter: context.requestsRead),
+          ResponseWriter(stream: stream, context: context),
+          context)
         finishOK(stream, context)
       }
     } catch {
@@ -922,6 +929,13 @@ final class CallDispatcher: Sendable {
     } catch let failure as StreamFailure {
       throw failure.rpcError
     }
+  }
+
+  /// A resumable stream starts with a checkpoint (PROTOCOL.md 18.2): the client learns at once
+  /// that it may resume the stream, from the start or from the token it resumed with.
+  private func startResumable(_ stream: StreamHandle, _ context: ServerContext, requestsRead: UInt64) {
+    context.requestsRead?.value.store(requestsRead, ordering: .relaxed)
+    stream.sendCheckpoint(consumed: requestsRead, token: context.resumeToken ?? [])
   }
 
   private func finishOK(_ stream: StreamHandle, _ context: ServerContext) {

@@ -1,5 +1,6 @@
 import BatonCore
 import BatonPosix
+import BatonTransport
 import Synchronization
 
 /// What a handler knows about its call, and how it shapes the response's metadata.
@@ -13,6 +14,15 @@ public final class ServerContext: Sendable {
   /// How long the client gave the call, if it set a deadline; the server cancels the handler
   /// (Swift task cancellation) when it passes and answers `deadlineExceeded`.
   public let timeout: Duration?
+  /// For a resumable method (``Router/serverStreaming(_:resumable:_:)``): the token of the
+  /// checkpoint this call continues from, when the client resumed a stream that another server
+  /// (or this one) ended; the handler sends what follows that checkpoint. nil for a new call,
+  /// and for a call resumed from the start (before the stream's first checkpoint of its own).
+  public let resumeToken: [UInt8]?
+  /// The method was registered as resumable.
+  let isResumable: Bool
+  /// (resumable methods) Request messages the handler has read: what a checkpoint records.
+  let requestsRead: RequestCounter?
 
   private let drain: DrainSignal
   private let response = Locked<ResponseMetadata>(ResponseMetadata())
@@ -25,13 +35,34 @@ public final class ServerContext: Sendable {
     var trailers = Metadata()
   }
 
-  init(method: String, requestMetadata: Metadata, peer: String, timeout: Duration?, drain: DrainSignal) {
+  init(
+    method: String, requestMetadata: Metadata, peer: String, timeout: Duration?, drain: DrainSignal,
+    resumable: Bool = false
+  ) {
     self.method = method
-    self.requestMetadata = requestMetadata
     self.peer = peer
     self.timeout = timeout
     self.drain = drain
+    self.isResumable = resumable
+    self.requestsRead = resumable ? RequestCounter() : nil
+    // The protocol's own name is not the application's metadata (PROTOCOL.md 5).
+    if let encoded = requestMetadata[ResumableStreams.resumeKey] {
+      let token = resumable ? ResumableStreams.decode(encoded) : nil
+      self.resumeToken = token?.isEmpty == false ? token : nil
+      self.requestMetadata = Metadata(requestMetadata.entries.filter { $0.name != ResumableStreams.resumeKey })
+    } else {
+      self.resumeToken = nil
+      self.requestMetadata = requestMetadata
+    }
   }
+
+  /// Counts a resumable call's request messages as its handler reads them.
+  final class RequestCounter: Sendable {
+    let value = Atomic<UInt64>(0)
+  }
+
+  /// The drain ended this stream at a checkpoint: counted for the stop report.
+  func noteMigrated() { drain.migrated.add(1, ordering: .relaxed) }
 
   /// True once the server has begun a graceful stop. The call may still run to completion; a
   /// long-lived stream should finish (or tell its client to move) soon.

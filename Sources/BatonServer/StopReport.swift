@@ -41,6 +41,9 @@ public struct StopReport: Sendable, CustomStringConvertible {
   public var phases: [Phase] = []
   /// Calls that were running when the stop began, or arrived during the drain, and finished.
   public var drainedStreams = 0
+  /// Streams of resumable methods the drain ended at a checkpoint, for their clients to continue
+  /// on another server (PROTOCOL.md 18.3): not cut, not finished here.
+  public var migratedStreams = 0
   /// Calls still running at the deadline, ended with `unavailable`.
   public var cutStreams: [CutStream] = []
   /// Why streams were cut, when some were: the drain deadline passed, or a hard stop (a second
@@ -65,6 +68,7 @@ public struct StopReport: Sendable, CustomStringConvertible {
   /// One line for logs: `total=... drained=N cut=N` and each phase.
   public var description: String {
     var parts = ["total=\(total.readable)", "drained=\(drainedStreams)", "cut=\(cutStreams.count)"]
+    if migratedStreams > 0 { parts.insert("migrated=\(migratedStreams)", at: 2) }
     parts += phases.map { "\($0.name)=\($0.duration.readable)" }
     return parts.joined(separator: " ")
   }

@@ -41,6 +41,8 @@ package struct MessageQueue: Sendable {
   package init() {}
 
   package var isEmpty: Bool { single == nil && head == items.count }
+  /// Messages queued.
+  package var count: Int { single != nil ? 1 : items.count - head }
 
   /// For tests: the packed buffer's capacity, kept for reuse or given back.
   var packedCapacity: Int { packed.capacity }

@@ -68,6 +68,12 @@ package struct StreamHandle: Sendable {
     /// How many request messages the handler had read.
     package var consumed: UInt64
     package var token: [UInt8]
+
+    package init(index: Int, consumed: UInt64, token: [UInt8]) {
+      self.index = index
+      self.consumed = consumed
+      self.token = token
+    }
   }
 
   /// (client) The latest checkpoint the server sent on this stream.
