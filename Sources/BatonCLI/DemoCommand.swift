@@ -15,22 +15,25 @@ enum DemoCommand {
       and keeps them busy: 16 workers making short unary calls, 4 short bidirectional streams
       that move to another server as soon as theirs starts to drain, and long work that is
       still in flight whenever a server stops: \(longCallWorkers) workers making \(longCallMilliseconds) ms calls
-      (demo.Echo/Wait) and \(longStreamWorkers) keeping \(longStreamMilliseconds) ms streams open to the end.
+      (demo.Echo/Wait) and \(longStreamWorkers) keeping \(longStreamMilliseconds) ms streams open to the end, and
+      \(watchWorkers) endless watch streams (demo.Echo/Watch, resumable) that must see every number once.
       After a warm-up each server in turn is stopped gracefully (deadline 5 s) and a new one is
       started on the same port. A live line shows calls ok / failed / retried, each server's
       share of the calls over the last second, and the restart under way. Each restart ends
       with one line:
-        restart 2/3: server :PORT drained 14 streams in 212.0ms, 1234 calls moved to the others, 0 failed (...)
+        restart 2/3: server :PORT drained 14 streams in 212.0ms, 2 streams migrated, 1234 calls moved to the others, 0 failed (...)
       what the stopping server finished before it stopped (its long calls and streams
-      included), how many calls the other two servers took while it was stopping and starting
-      again, and how many calls failed meanwhile.
+      included), how many endless streams it handed over at a checkpoint to continue on
+      another server, how many calls the other two servers took while it was stopping and
+      starting again, and how many calls failed meanwhile.
 
       options:
         --seconds S   length of the run, 3 to 3600 (default 12); restarts that overrun extend it
         --verbose     the servers' lifecycle lines on standard error, prefixed '[server N]'
         --help        this text
 
-      exit status: 0 no call failed, 1 some call failed (or a server could not restart).
+      exit status: 0 no call failed and no watch stream saw a gap or a duplicate, 1 otherwise
+      (or a server could not restart).
       """,
     valued: ["--seconds"],
     switches: ["--verbose"]
@@ -40,6 +43,7 @@ enum DemoCommand {
   static let streamWorkers = 4
   static let longCallWorkers = 12
   static let longStreamWorkers = 3
+  static let watchWorkers = 4
   static let longCallMilliseconds = 400
   static let longStreamMilliseconds = 1_500
   static let drainDeadline: Duration = .seconds(5)
@@ -111,6 +115,9 @@ enum DemoCommand {
           client: client, method: "demo.Echo/Bidi", payload: payload, options: options, stop: stop,
           streamLength: UInt64(longStreamMilliseconds) * 1_000_000, leaveOnDrain: false, live: live)
     }
+    async let watches = LoadWorkers.tally(count: watchWorkers, hardDeadline: hardDeadline) { _ in
+      await LoadWorkers.watch(client: client, everyMilliseconds: 2, options: CallOptions(), stop: stop, live: live)
+    }
     let short = await LoadWorkers.tally(count: unaryWorkers + streamWorkers, hardDeadline: hardDeadline) { index in
       index < unaryWorkers
         ? await LoadWorkers.unary(
@@ -120,11 +127,14 @@ enum DemoCommand {
     }
     var total = short
     total.merge(await long)
+    let watched = await watches
+    total.merge(watched)
     let restarts = await driver.value
     progress.cancel()
     await progress.value
     let elapsed = MonotonicClock.now() &- start
     let retried = client.statistics.retried
+    let resumed = client.statistics.resumed
     await LoadWorkers.close(client)
     await cluster.stopAll()
 
@@ -132,6 +142,9 @@ enum DemoCommand {
       "summary: ok=\(total.ok) failed=\(total.failed) retried=\(retried) in \(Format.fixed(Double(elapsed) / 1e9, 1)) s"
         + " (short unary calls p50 \(Format.micros(short.latency.percentile(50))) us, p99 \(Format.micros(short.latency.percentile(99))) us;"
         + " \(total.messages) stream messages)")
+    output.line(
+      "watch streams: \(watched.messages) numbers, \(resumed) moves to another server, \(watched.gaps) gaps, "
+        + "\(watched.duplicates) duplicates")
     var restartFailed = false
     var drained = 0
     for outcome in restarts {
@@ -140,13 +153,14 @@ enum DemoCommand {
       case .failure: restartFailed = true
       }
     }
-    if total.failed == 0 && !restartFailed {
+    if total.failed == 0 && !restartFailed && watched.gaps == 0 && watched.duplicates == 0 {
       output.line(
         "PASS: every server restarted and finished its open streams (\(drained) in all); no call failed")
       return 0
     }
     output.line(
-      "FAIL: \(total.failed) calls failed (\(Format.failures(total.failures)))"
+      "FAIL: \(total.failed) calls failed (\(Format.failures(total.failures))), "
+        + "\(watched.gaps) gaps and \(watched.duplicates) duplicates in watch streams"
         + (restartFailed ? "; a server could not restart" : ""))
     return 1
   }
@@ -159,8 +173,11 @@ enum DemoCommand {
     let moved = after.calls.indices.filter { $0 != index }.reduce(0) { $0 + after.calls[$1] - before.calls[$1] }
     let failed = after.failed - before.failed
     let cut = restart.report.cutStreams.count
+    let migrated = restart.report.migratedStreams
     return "restart \(index + 1)/\(count): server :\(port) drained \(restart.report.drainedStreams) streams in "
-      + "\(Duration.nanoseconds(restart.drain).readable), \(moved) calls moved to the others, \(failed) failed"
+      + "\(Duration.nanoseconds(restart.drain).readable), "
+      + (migrated == 0 ? "" : "\(migrated) streams migrated, ")
+      + "\(moved) calls moved to the others, \(failed) failed"
       + (cut == 0 ? "" : ", \(cut) cut at its deadline")
       + " (listening again after \(Duration.nanoseconds(restart.total).readable); "
       + "\(after.retried - before.retried) calls retried on another server)"
@@ -198,7 +215,7 @@ enum DemoCommand {
       }
       let line =
         "\(Format.fixed(Double(now &- start) / 1e9, 1))s ok=\(live.ok) failed=\(live.failures) "
-        + "retried=\(client.statistics.retried) | share \(shares) | \(phase)"
+        + "retried=\(client.statistics.retried) resumed=\(client.statistics.resumed) | share \(shares) | \(phase)"
       if output.isTerminal {
         output.raw("\r" + line + "\u{1B}[K", to: .standardOutput)
       } else {

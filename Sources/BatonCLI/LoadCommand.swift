@@ -9,26 +9,29 @@ enum LoadCommand {
     summary: "closed-loop load over one client and several endpoints",
     help: """
       usage: baton load --endpoints H:P,H:P,... --seconds S --concurrency C
-                        [--method unary|stream] [--size B] [--timeout SECONDS]
+                        [--method unary|stream|watch] [--size B] [--timeout SECONDS]
                         [--balance round-robin|least-loaded] [--json]
 
       C workers call in closed loops through one client balanced over the endpoints (every
       address of a name is one), for S seconds. unary: demo.Echo/Unary with B-byte payloads. stream: each worker runs a
       demo.Echo/Bidi stream, sending a B-byte message and awaiting its echo, for up to 1 s (or
       until its server starts to drain), then starts a new stream; a stream counts as one call
-      and each round trip as one latency sample.
+      and each round trip as one latency sample. watch: each worker keeps one demo.Echo/Watch
+      stream open (a resumable numbered sequence, protocol 1.1) for the whole run and checks that
+      no number is missing or repeated, whatever the servers do meanwhile.
 
       A progress line goes to standard error every second. The last line on standard output is
       the summary:
         ok=N failed=N retried=N p50_us=N p99_us=N failures={code:N,...}
       or with --json one object with keys ok, failed, retried, failures (code -> count), p50_us,
-      p99_us, endpoints (address -> call attempts sent there), and messages, for streams.
+      p99_us, endpoints (address -> call attempts sent there), and messages, for streams; for
+      watch also gaps, duplicates and resumed (streams moved to another server).
 
       options:
         --endpoints LIST     comma-separated HOST:PORT list (required)
         --seconds S          how long to run (required)
         --concurrency C      workers (required)
-        --method M           unary or stream (default unary)
+        --method M           unary, stream or watch (default unary)
         --size B             payload bytes (default 64)
         --timeout SECONDS    per-call deadline (default 5)
         --balance POLICY     round-robin (the client's default) or least-loaded (of two random
@@ -36,7 +39,8 @@ enum LoadCommand {
         --json               print the summary as JSON
         --help               this text
 
-      exit status: 0 no call failed, 1 some call failed, 2 bad command line.
+      exit status: 0 no call failed (and, for watch, no gap and no duplicate), 1 otherwise,
+      2 bad command line.
       """,
     valued: ["--endpoints", "--seconds", "--concurrency", "--method", "--size", "--timeout", "--balance"],
     switches: ["--json"]
@@ -51,7 +55,7 @@ enum LoadCommand {
     guard !endpoints.isEmpty else { throw UsageError("option '--endpoints' needs at least one HOST:PORT") }
     let seconds = try arguments.seconds("--seconds", default: nil, in: 0...86_400)
     let concurrency = try arguments.int("--concurrency", default: nil, in: 1...100_000)
-    let method = try arguments.choice("--method", ["unary", "stream"], default: "unary")
+    let method = try arguments.choice("--method", ["unary", "stream", "watch"], default: "unary")
     let size = try arguments.int("--size", default: 64, in: 0...(4 << 20) - 1_024)
     let timeout = try arguments.seconds("--timeout", default: 5, in: 0.001...86_400)
     let json = arguments.flag("--json")
@@ -78,21 +82,31 @@ enum LoadCommand {
         let ok = live.ok
         output.error(
           "load t=\(tick)s ok=\(ok) failed=\(live.failures) retried=\(client.statistics.retried) per_s=\(ok - lastOK)"
-            + (method == "stream" ? " messages=\(live.messages)" : ""))
+            + (method == "unary" ? "" : " messages=\(live.messages)")
+            + (method == "watch" ? " resumed=\(client.statistics.resumed)" : ""))
         lastOK = ok
         tick += 1
       }
     }
     let total = await LoadWorkers.tally(count: concurrency, hardDeadline: hardDeadline) { _ in
-      method == "unary"
-        ? await LoadWorkers.unary(
+      switch method {
+      case "unary":
+        await LoadWorkers.unary(
           client: client, method: "demo.Echo/Unary", payload: payload, options: options, stop: stop, live: live)
-        : await LoadWorkers.stream(
+      case "watch":
+        // A watch lives for the whole run: its deadline is the run's, not a call's.
+        await LoadWorkers.watch(
+          client: client, everyMilliseconds: 1, options: CallOptions(timeout: .seconds(seconds + timeout)), stop: stop,
+          live: live)
+      default:
+        await LoadWorkers.stream(
           client: client, method: "demo.Echo/Bidi", payload: payload, options: options, stop: stop, live: live)
+      }
     }
     progress.cancel()
     await progress.value
     let retried = client.statistics.retried
+    let resumed = client.statistics.resumed
     let perEndpoint = client.endpointStates.map { ($0.endpoint.description, $0.attempts) }
     await LoadWorkers.close(client)
 
@@ -106,7 +120,10 @@ enum LoadCommand {
         "\"failures\":{" + failures.map { "\(Format.json($0.key)):\($0.value)" }.joined(separator: ",") + "}",
         "\"p50_us\":\(p50)", "\"p99_us\":\(p99)",
       ]
-      if method == "stream" { fields.append("\"messages\":\(total.messages)") }
+      if method != "unary" { fields.append("\"messages\":\(total.messages)") }
+      if method == "watch" {
+        fields += ["\"gaps\":\(total.gaps)", "\"duplicates\":\(total.duplicates)", "\"resumed\":\(resumed)"]
+      }
       fields.append(
         "\"endpoints\":{" + perEndpoint.map { "\(Format.json($0.0)):\($0.1)" }.joined(separator: ",") + "}")
       output.line("{" + fields.joined(separator: ",") + "}")
@@ -114,9 +131,10 @@ enum LoadCommand {
       var line =
         "ok=\(total.ok) failed=\(total.failed) retried=\(retried) p50_us=\(p50) p99_us=\(p99)"
         + " failures={" + failures.map { "\($0.key):\($0.value)" }.joined(separator: ",") + "}"
-      if method == "stream" { line += " messages=\(total.messages)" }
+      if method != "unary" { line += " messages=\(total.messages)" }
+      if method == "watch" { line += " gaps=\(total.gaps) duplicates=\(total.duplicates) resumed=\(resumed)" }
       output.line(line)
     }
-    return total.failed == 0 ? 0 : 1
+    return total.failed == 0 && total.gaps == 0 && total.duplicates == 0 ? 0 : 1
   }
 }

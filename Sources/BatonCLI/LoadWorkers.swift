@@ -102,6 +102,45 @@ enum LoadWorkers {
     return tally
   }
 
+  /// Watch streams (`demo.Echo/Watch`, resumable) until `stop`: each reads the numbers 0, 1, ...
+  /// and checks that none is missing or repeated, through any stop of the server carrying it.
+  /// One stream runs until `stop` (a stream that fails counts as a failed call, and the next
+  /// starts over); each number is a message.
+  static func watch(
+    client: Client, everyMilliseconds: Int, options: CallOptions, stop: StopTime, live: LiveCounters? = nil
+  ) async -> Tally {
+    var tally = Tally()
+    while !stop.isOver {
+      do {
+        let run = try await client.serverStreaming(
+          "demo.Echo/Watch", Array("0 \(everyMilliseconds)".utf8), options: options
+        ) { responses in
+          var run = Tally()
+          var expected = 0
+          for try await message in responses {
+            guard let number = Int(String(decoding: message, as: UTF8.self)) else {
+              throw RPCError(code: .dataLoss, message: "a watch message is not a number")
+            }
+            if number > expected { run.gaps += number - expected }
+            if number < expected { run.duplicates += 1 } else { expected = number + 1 }
+            run.messages += 1
+            live?.echoed()
+            if stop.isOver { break }
+          }
+          return run
+        }
+        tally.merge(run)
+        tally.ok += 1
+        live?.succeeded()
+      } catch {
+        tally.fail(Format.errorKey(error))
+        live?.failed()
+        await Task.yield()
+      }
+    }
+    return tally
+  }
+
   /// Bidirectional streams in a closed loop until `stop`: each stream sends a message, waits
   /// for its echo, and repeats for up to `streamLength` ns (or, if `leaveOnDrain`, until its
   /// server starts to drain), then ends and the next one starts. A stream is one call; each

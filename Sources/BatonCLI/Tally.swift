@@ -8,6 +8,10 @@ struct Tally: Sendable {
   var messages = 0
   /// Failed calls by status code name.
   var failures: [String: Int] = [:]
+  /// Watch streams (numbered sequences): numbers that never arrived, and numbers that arrived
+  /// again. Both must stay 0 through any restart.
+  var gaps = 0
+  var duplicates = 0
   /// Latency of calls (unary) or message round trips (streams) outside any restart window.
   var latency = LatencyHistogram()
   /// Latency of those that overlapped a restart window.
@@ -20,6 +24,8 @@ struct Tally: Sendable {
   mutating func merge(_ other: Tally) {
     ok += other.ok
     messages += other.messages
+    gaps += other.gaps
+    duplicates += other.duplicates
     failures.merge(other.failures, uniquingKeysWith: +)
     latency.merge(other.latency)
     restartLatency.merge(other.restartLatency)

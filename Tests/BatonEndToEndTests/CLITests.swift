@@ -223,7 +223,14 @@ struct CLITests {
     #expect(restarts.count == 3, "\(run.out)")
     var drained = 0
     var moved = 0
-    for (index, line) in restarts.enumerated() {
+    var migrated = 0
+    for (index, fullLine) in restarts.enumerated() {
+      // "K streams migrated, " appears when the stopping server handed watch streams over.
+      var line = fullLine
+      if let match = line.firstMatch(of: #/(\d+) streams migrated, /#) {
+        migrated += Int(match.1) ?? 0
+        line.removeSubrange(match.range)
+      }
       let words = line.split(separator: " ").map(String.init)
       #expect(words.count > 14, "\(line)")
       guard words.count > 14 else { continue }
@@ -239,6 +246,12 @@ struct CLITests {
     // Long calls and streams are in flight whenever a server stops, and the other two servers
     // keep taking calls while it is away.
     #expect(drained > 0, "\(run.out)")
+    // Every server stops once, so the endless watch streams move at least once, and each sees
+    // every number exactly once.
+    #expect(migrated > 0, "\(run.out)")
+    #expect(
+      run.out.contains(#/watch streams: \d+ numbers, [1-9]\d* moves to another server, 0 gaps, 0 duplicates/#),
+      "\(run.out)")
     #expect(moved > 0, "\(run.out)")
   }
 
@@ -276,6 +289,36 @@ struct CLITests {
       }
     }
     #expect(counts.allSatisfy { $0.value > 0 })
+  }
+
+  @Test("load with --method watch keeps resumable streams open through a graceful stop: no gap, no duplicate")
+  func loadWatch() async throws {
+    try await withTestServer(DemoService.router()) { firstServer, first in
+      try await withTestServer(DemoService.router()) { secondServer, second in
+        let stop = Task {
+          // Once the watches run, stop a server that carries some: its streams must move.
+          var carrier: Server?
+          try await eventually("watch streams are open") {
+            carrier = [firstServer, secondServer].first { $0.progress.openStreams > 0 }
+            return carrier != nil
+          }
+          return await carrier?.gracefulStop(deadline: .seconds(30))
+        }
+        let run = await baton(
+          "load", "--endpoints", "\(first),\(second)", "--seconds", "3", "--concurrency", "4", "--timeout", "60",
+          "--method", "watch", "--json")
+        #expect(run.status == 0, "\(run.err)")
+        let last = try #require(run.out.split(separator: "\n").last)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        #expect(object["failed"] as? Int == 0, "\(last)")
+        #expect(object["gaps"] as? Int == 0, "\(last)")
+        #expect(object["duplicates"] as? Int == 0, "\(last)")
+        #expect((object["messages"] as? Int ?? 0) > 0, "\(last)")
+        let report = try #require(try await stop.value)
+        #expect(report.migratedStreams > 0)
+        #expect(object["resumed"] as? Int == report.migratedStreams, "\(last)")
+      }
+    }
   }
 
   @Test("load with --method stream counts streams and echoed messages")
