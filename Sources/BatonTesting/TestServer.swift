@@ -99,15 +99,17 @@ public final class TestMember: Sendable {
   public let index: Int
   /// The proxy clients connect through (its plan, if any, is the member's fault plan).
   public let proxy: FaultProxy
-  private let router: Router
+  private let makeRouter: @Sendable (Int) -> Router
   private let configuration: Server.Configuration
   private let state: Locked<(server: Server, running: Task<Void, any Error>?)>
 
-  fileprivate init(index: Int, router: Router, configuration: Server.Configuration, plan: FaultPlan) async throws {
+  fileprivate init(
+    index: Int, makeRouter: @escaping @Sendable (Int) -> Router, configuration: Server.Configuration, plan: FaultPlan
+  ) async throws {
     self.index = index
-    self.router = router
+    self.makeRouter = makeRouter
     self.configuration = configuration
-    let (server, running, address) = try await Self.start(router: router, configuration: configuration)
+    let (server, running, address) = try await Self.start(router: makeRouter(index), configuration: configuration)
     do {
       proxy = try FaultProxy(upstream: address, plan: plan, logger: configuration.logger)
     } catch {
@@ -165,7 +167,7 @@ public final class TestMember: Sendable {
   /// previous one has stopped (it is stopped at once first if it still runs).
   public func restart() async throws {
     if isRunning { await stopNow() }
-    let (server, running, address) = try await Self.start(router: router, configuration: configuration)
+    let (server, running, address) = try await Self.start(router: makeRouter(index), configuration: configuration)
     state.withLock { $0 = (server, running) }
     proxy.upstream = address
     proxy.refusesConnections = false
@@ -212,12 +214,22 @@ public func withTestCluster<Value: Sendable>(
   count: Int, router: Router, configuration: Server.Configuration = .init(logger: .disabled),
   faults: [Int: FaultPlan] = [:], _ body: (TestCluster) async throws -> Value
 ) async throws -> Value {
+  try await withTestCluster(count: count, configuration: configuration, faults: faults, router: { _ in router }, body)
+}
+
+/// ``withTestCluster(count:router:configuration:faults:_:)`` with a router per member, made by
+/// `router(index)` (again at each restart): so that a handler can tell a ``CallLedger`` which
+/// member processed a call.
+public func withTestCluster<Value: Sendable>(
+  count: Int, configuration: Server.Configuration = .init(logger: .disabled), faults: [Int: FaultPlan] = [:],
+  router: @escaping @Sendable (Int) -> Router, _ body: (TestCluster) async throws -> Value
+) async throws -> Value {
   var members: [TestMember] = []
   do {
     for index in 0..<count {
       members.append(
         try await TestMember(
-          index: index, router: router, configuration: configuration, plan: faults[index] ?? .none))
+          index: index, makeRouter: router, configuration: configuration, plan: faults[index] ?? .none))
     }
   } catch {
     for member in members { await member.close() }

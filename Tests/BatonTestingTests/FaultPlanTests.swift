@@ -77,7 +77,8 @@ struct FaultPlanTests {
   @Test("any text at all parses or fails cleanly, never traps")
   func fuzz() {
     var random = SplitMix64(seed: 1)
-    let alphabet = Array("goaway reset cut stall drip delay last=3 stream=5 at-message=2 ..;\n#=ms s0123456789-")
+    let alphabet: [Character] = Array(
+      "goaway reset cut stall drip delay last=3 stream=5 at-message=2 ..;\n#=ms s0123456789-")
     for _ in 0..<2_000 {
       let length = Int(random.next() % 60)
       let text = String((0..<length).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] })
