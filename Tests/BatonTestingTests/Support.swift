@@ -58,3 +58,15 @@ enum Service {
     return router
   }
 }
+
+/// Waits (checking every few ms) until `condition` holds, for states that announce themselves
+/// with no event to await (a client noticing that a connection closed). Throws if it does not
+/// hold within `timeout`.
+func until(_ what: String, timeout: Duration = .seconds(30), _ condition: () -> Bool) async throws {
+  struct NotReached: Error, CustomStringConvertible { var description: String }
+  let limit = ContinuousClock.now + timeout
+  while !condition() {
+    guard ContinuousClock.now < limit else { throw NotReached(description: "timed out waiting until \(what)") }
+    try await Task.sleep(for: .milliseconds(5))
+  }
+}
