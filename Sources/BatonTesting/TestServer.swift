@@ -133,11 +133,18 @@ public final class TestMember: Sendable {
   /// its GOAWAYs and drains within `deadline`. Returns once it has stopped.
   @discardableResult
   public func stopGracefully(deadline: Duration? = nil) async -> StopReport {
-    proxy.refusesConnections = true
-    let server = self.server
-    let report = await server.gracefulStop(deadline: deadline)
+    beginGracefulStop(deadline: deadline)
+    let report = await server.stopReport()
     await waitForStop()
     return report
+  }
+
+  /// Starts a graceful stop and returns at once (readiness is off and new connections are
+  /// refused by then), for a test that acts while the member drains; ``stopGracefully(deadline:)``
+  /// then waits for the end and its report.
+  public func beginGracefulStop(deadline: Duration? = nil) {
+    proxy.refusesConnections = true
+    server.beginGracefulStop(deadline: deadline)
   }
 
   /// A hard stop: open streams end with `unavailable`, connections close after their frames.
