@@ -30,15 +30,21 @@ final class BatonProcess: @unchecked Sendable {
 
   /// Starts `baton serve --quiet` with `arguments` and waits for its `listening` line (and,
   /// with `--health-port`, its `health` line).
-  init(serve arguments: [String] = []) async throws {
+  convenience init(serve arguments: [String] = []) async throws {
+    try await self.init(
+      launching: ["serve", "--port", "0", "--quiet"] + arguments, wantsHealth: arguments.contains("--health-port"))
+  }
+
+  /// Starts `baton ARGUMENTS...` (a command that prints `listening HOST:PORT`, such as `serve`
+  /// or `proxy`) and waits for that line.
+  init(launching arguments: [String], wantsHealth: Bool = false) async throws {
     let stdoutPipe = Pipe()
     process.executableURL = try Self.executable
-    process.arguments = ["serve", "--port", "0", "--quiet"] + arguments
+    process.arguments = arguments
     process.standardOutput = stdoutPipe
     process.standardError = stderrPipe
     try process.run()
     let handle = stdoutPipe.fileHandleForReading
-    let wantsHealth = arguments.contains("--health-port")
     (port, healthPort) = try await withCheckedThrowingContinuation { continuation in
       Thread {
         var text = ""
@@ -73,6 +79,11 @@ final class BatonProcess: @unchecked Sendable {
   }
 
   func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+  /// Everything the process wrote to standard error, once it has exited.
+  func standardError() -> String {
+    String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  }
 
   /// Waits for the process to exit and returns its status (or nil if it is still running after
   /// `timeout`, in which case it is killed).
