@@ -316,6 +316,8 @@ private final class ProxyConnection: @unchecked Sendable {
       }
       var offset = 0
       while let header = FrameHeader(buffer[offset...]), buffer.count - offset >= header.total {
+        // A stall or a freeze holds the next frame, even one that came in the same read.
+        guard gate.pass(number) else { break reading }
         let frame = buffer[offset..<(offset + header.total)]
         let decision = engine.withLock { $0.frame(header, from: side) }
         offset += header.total
