@@ -49,13 +49,6 @@ enum ProxyCommand {
   )
 
   static func run(_ arguments: Arguments, _ output: Output) async throws -> Int32 {
-    try await run(arguments, output, until: { await StopSignal.wait() })
-  }
-
-  /// Runs the proxy until `stop` returns (a signal, or a test's choice).
-  static func run(
-    _ arguments: Arguments, _ output: Output, until stop: @Sendable () async -> Void
-  ) async throws -> Int32 {
     guard let listenText = arguments.string("--listen") else { throw UsageError("option '--listen' is required") }
     guard let upstreamText = arguments.string("--upstream") else {
       throw UsageError("option '--upstream' is required")
@@ -95,7 +88,7 @@ enum ProxyCommand {
     for (index, fault) in plan.faults.enumerated() {
       output.error("baton info fault planned fault=\(index + 1) plan=\"\(fault)\" seed=\(seed)")
     }
-    await stop()
+    await StopSignal.wait()
     proxy.close()
     output.error("baton info stopped proxied=\(proxy.connectionsAccepted) injected=\(proxy.trace.count)")
     return 0

@@ -23,7 +23,9 @@ public final class CallLedger: Sendable {
 
   /// How a call ended for its caller.
   public enum Outcome: Sendable, Hashable {
+    /// It returned this reply.
     case succeeded(reply: String)
+    /// It failed; the reason says how (a status and message).
     case failed(reason: String)
   }
 
@@ -41,6 +43,7 @@ public final class CallLedger: Sendable {
     /// Succeeded, yet no handler recorded processing it.
     case succeededUnprocessed(id: String)
 
+    /// The violation in a sentence.
     public var description: String {
       switch self {
       case .processedMoreThanOnce(let id, let by):
@@ -56,7 +59,9 @@ public final class CallLedger: Sendable {
 
   /// The violations ``verify()`` found.
   public struct Violations: Error, Sendable, CustomStringConvertible {
+    /// Every violation found, by request id.
     public var violations: [Violation]
+    /// One line per violation.
     public var description: String {
       "call ledger: \(violations.count) violation(s):\n" + violations.map { "  \($0)" }.joined(separator: "\n")
     }
@@ -64,6 +69,7 @@ public final class CallLedger: Sendable {
 
   private let entries = Locked<[String: Entry]>([:])
 
+  /// An empty ledger, shared by a test's handlers and callers.
   public init() {}
 
   /// A handler processed request `id` (call it once per time the handler runs for it).

@@ -18,6 +18,7 @@ public struct Injection: Sendable, Hashable, Comparable, CustomStringConvertible
   /// What was done, e.g. `goaway last=3 NO_ERROR` or `cut after 13 of 42 bytes`.
   public var action: String
 
+  /// An injection as a test expects it in a trace.
   public init(
     fault: Int, connection: Int, side: FaultPlan.Side, frame: Int, stream: UInt32, message: Int?, action: String
   ) {
@@ -38,6 +39,7 @@ public struct Injection: Sendable, Hashable, Comparable, CustomStringConvertible
     )
   }
 
+  /// `fault 1 connection 1 client frame 6 stream 5 message 0: goaway last=3 NO_ERROR`.
   public var description: String {
     let message = self.message.map { " message \($0)" } ?? ""
     return "fault \(fault) connection \(connection) \(side) frame \(frame) stream \(stream)\(message): \(action)"

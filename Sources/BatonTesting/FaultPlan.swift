@@ -46,15 +46,21 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
 
   /// Which side sent a frame.
   public enum Side: String, Sendable, Hashable, CustomStringConvertible {
+    /// The side that opened the connection.
     case client
+    /// The side the proxy forwards to.
     case server
+    /// `client` or `server`, as in the text form.
     public var description: String { rawValue }
   }
 
   /// A count written either as a number or as a range `A..B`, drawn from the seed.
   public enum Count: Sendable, Hashable, CustomStringConvertible {
+    /// This number.
     case exactly(Int)
+    /// A number in this closed range, drawn from the plan's seed for each connection.
     case between(Int, Int)
+    /// `N` or `A..B`, as in the text form.
     public var description: String {
       switch self {
       case .exactly(let value): "\(value)"
@@ -77,6 +83,7 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
     /// is the stream's OPEN (client side only).
     case atMessage(stream: UInt32, Int, from: Side)
 
+    /// The trigger in the text form.
     public var description: String {
       switch self {
       case .start: "after-frames=0"
@@ -119,11 +126,14 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
 
   /// One fault: an action at a trigger, on the `connection`-th connection the proxy accepts.
   public struct Fault: Sendable, Hashable, CustomStringConvertible {
+    /// What it does.
     public var action: Action
+    /// At which frame.
     public var trigger: Trigger
     /// 1 for the first connection the proxy accepts.
     public var connection: Int
 
+    /// A fault doing `action` at `trigger` on the `connection`-th connection.
     public init(_ action: Action, at trigger: Trigger = .start, connection: Int = 1) {
       self.action = action
       self.trigger = trigger
@@ -157,7 +167,9 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
     /// 1-based line and column of the offending word.
     public var line: Int
     public var column: Int
+    /// What was wrong, and what was expected.
     public var message: String
+    /// `fault plan, line L, column C: message`.
     public var description: String { "fault plan, line \(line), column \(column): \(message)" }
   }
 

@@ -36,6 +36,8 @@ public final class FaultProxy: Sendable {
     var accepted = 0
     var refusing = false
     var trace: [Injection] = []
+    /// Injections beyond ``FaultProxy/traceLimit``: logged, not kept.
+    var untraced = 0
     var waiters: [(count: Int, continuation: CheckedContinuation<[Injection], Never>)] = []
   }
 
@@ -70,6 +72,13 @@ public final class FaultProxy: Sendable {
 
   /// How many connections the proxy has accepted.
   public var connectionsAccepted: Int { state.withLock { $0.accepted } }
+
+  /// How many injections ``trace`` keeps: a plan that delays every frame of a long-running
+  /// `baton proxy` must not grow its memory without bound. Later ones are still logged.
+  public static let traceLimit = 100_000
+
+  /// Injections logged but not kept in ``trace``, past ``traceLimit``.
+  public var untracedInjections: Int { state.withLock { $0.untraced } }
 
   /// Everything injected so far, in ``Injection``'s order (fault, connection, side, frame).
   public var trace: [Injection] { state.withLock { $0.trace }.sorted() }
@@ -206,7 +215,9 @@ public final class FaultProxy: Sendable {
         ("message", injection.message.map { "\($0)" } ?? "-"), ("action", "\"\(injection.action)\""))
     }
     let ready = state.withLock { s -> [(CheckedContinuation<[Injection], Never>, [Injection])] in
-      s.trace += injections
+      let room = max(0, Self.traceLimit - s.trace.count)
+      s.trace += injections.prefix(room)
+      s.untraced += max(0, injections.count - room)
       let count = s.trace.count
       let ready = s.waiters.filter { $0.count <= count }
       s.waiters.removeAll { $0.count <= count }

@@ -159,6 +159,45 @@ struct ClusterTests {
     #expect((0..<4).allSatisfy { ledger.snapshot["g\($0)"]?.processedBy == ["m1"] })
   }
 
+  @Test("a client whose PING ACKs are withheld: the graceful stop's barrier times out, the stream still finishes")
+  func withheldPingAcks() async throws {
+    let ledger = CallLedger()
+    var configuration = Server.Configuration(logger: .disabled)
+    configuration.shutdown.goAwayBarrierCap = .milliseconds(200)
+    // Every PING ACK the client sends (the round-trip PING after SETTINGS, the stop's barrier
+    // PING) is dropped: the server learns neither, and must not wait for ever.
+    let plan = try FaultPlan(parsing: "withhold-ping-ack count=1000")
+    try await withTestCluster(
+      count: 2, configuration: configuration, faults: [0: plan], router: { Service.router(ledger, member: "m\($0)") }
+    ) { cluster in
+      try await withClient(endpoints: cluster.endpoints) { client in
+        try await client.waitUntilReady()
+        let opened = Event()
+        async let stream = ledger.call("held") {
+          try await client.bidirectional("test/Chat") { writer, replies in
+            var replies = replies.makeAsyncIterator()
+            try await writer.write([UInt8]("held"))
+            _ = try await replies.next()
+            opened.fire()
+            try await writer.write([UInt8]("after the stop began"))
+            let reply = try await replies.next()?.text ?? "-"
+            writer.finish()
+            return reply
+          }
+        }
+        await opened.wait()
+        let report = await cluster[0].stopGracefully(deadline: .seconds(60))
+        #expect(report.isClean)
+        #expect(await stream == .succeeded(reply: "after the stop began"))
+      }
+      let withheld = await cluster[0].proxy.injections(atLeast: 3)  // the plan, and two ACKs
+      #expect(withheld.allSatisfy { $0.action == "withheld PING ACK" || $0.action.hasPrefix("withhold ") })
+      #expect(withheld.filter { $0.action == "withheld PING ACK" }.count >= 2)
+    }
+    try ledger.verify()
+    #expect(ledger.snapshot["held"]?.processedBy == ["m0"])
+  }
+
   @Test("the ledger names each broken promise")
   func ledgerViolations() {
     let ledger = CallLedger()
