@@ -96,7 +96,9 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
   }
 
   /// What a fault does. GOAWAY and RESET are sent to the client as if the server sent them, and
-  /// the proxy keeps the server consistent with what they claim (see each case).
+  /// the proxy keeps the server consistent with what they claim (see each case). A stream kept
+  /// from the server gets no answer until its fault fires: a call whose stream never reaches
+  /// the trigger waits for its deadline, as it would on a server that never read it.
   public enum Action: Sendable, Hashable {
     /// GOAWAY(last stream id, code) to the client. With an explicit `last`, the server never sees
     /// any stream above it: from the connection's start the proxy discards those streams' frames

@@ -268,6 +268,9 @@ private final class ProxyConnection: @unchecked Sendable {
   /// since SETTINGS must be the client's first frame.
   private let clientStart = Locked<(settingsSent: Bool, pending: [UInt8])>((false, []))
   private let pumpsLeft = Locked(2)
+  /// False once the descriptors are closed: a late ``cut()`` (from ``FaultProxy/cutConnections()``)
+  /// must not shut down numbers another socket may have been given since.
+  private let descriptorsOpen = Locked(true)
   private let isIdle: Bool
 
   init(number: Int, client: Int32, server: Int32, engine: FaultEngine, proxy: FaultProxy) {
@@ -290,8 +293,11 @@ private final class ProxyConnection: @unchecked Sendable {
   /// Ends both sides at once; the pumps see it and finish.
   func cut() {
     gate.kill(number)
-    Glibc.shutdown(client, Int32(SHUT_RDWR))
-    Glibc.shutdown(server, Int32(SHUT_RDWR))
+    descriptorsOpen.withLock { open in
+      guard open else { return }
+      Glibc.shutdown(client, Int32(SHUT_RDWR))
+      Glibc.shutdown(server, Int32(SHUT_RDWR))
+    }
   }
 
   private func pump(from side: FaultPlan.Side) {
@@ -405,8 +411,11 @@ private final class ProxyConnection: @unchecked Sendable {
       return left == 0
     }
     guard last else { return }
-    Glibc.close(client)
-    Glibc.close(server)
+    descriptorsOpen.withLock { open in
+      open = false
+      Glibc.close(client)
+      Glibc.close(server)
+    }
     proxy?.ended(number)
   }
 }
