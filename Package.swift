@@ -17,6 +17,7 @@ let package = Package(
   products: [
     .library(name: "BatonServer", targets: ["BatonServer"]),
     .library(name: "BatonClient", targets: ["BatonClient"]),
+    .library(name: "BatonTesting", targets: ["BatonTesting"]),
     .executable(name: "baton", targets: ["baton"]),
   ],
   targets: [
@@ -30,8 +31,14 @@ let package = Package(
     .target(name: "BatonTransport", dependencies: ["BatonCore", "BatonPosix"], swiftSettings: strict),
     .target(name: "BatonServer", dependencies: ["BatonCore", "BatonTransport"], swiftSettings: strict),
     .target(name: "BatonClient", dependencies: ["BatonCore", "BatonTransport"], swiftSettings: strict),
+    // Interruption tests for users: test servers and clusters, the fault proxy, the call ledger.
+    .target(
+      name: "BatonTesting", dependencies: ["BatonCore", "BatonPosix", "BatonTransport", "BatonServer"],
+      swiftSettings: strict),
     // The `baton` command's logic, as a library so that tests can drive it.
-    .target(name: "BatonCLI", dependencies: ["BatonServer", "BatonClient", "BatonPosix"], swiftSettings: strict),
+    .target(
+      name: "BatonCLI", dependencies: ["BatonServer", "BatonClient", "BatonPosix", "BatonTesting"],
+      swiftSettings: strict),
     .executableTarget(name: "baton", dependencies: ["BatonCLI"], swiftSettings: strict),
 
     .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"], swiftSettings: strict),
@@ -40,8 +47,11 @@ let package = Package(
     // The client's pieces as values, without sockets.
     .testTarget(name: "BatonClientTests", dependencies: ["BatonClient"], swiftSettings: strict),
     .testTarget(
+      name: "BatonTestingTests", dependencies: ["BatonTesting", "BatonClient", "BatonCore", "BatonPosix"],
+      swiftSettings: strict),
+    .testTarget(
       name: "BatonEndToEndTests",
-      dependencies: ["BatonServer", "BatonClient", "BatonCLI", "BatonTransport", "BatonPosix"],
+      dependencies: ["BatonServer", "BatonClient", "BatonCLI", "BatonTransport", "BatonPosix", "BatonTesting"],
       swiftSettings: strict
     ),
   ]

@@ -3,7 +3,7 @@ import BatonPosix
 import BatonServer
 import Dispatch
 
-/// The `baton` command: `serve`, `call`, `load`, `demo` and `bench`.
+/// The `baton` command: `serve`, `call`, `load`, `demo`, `proxy` and `bench`.
 ///
 /// A library so that tests can run commands in-process with ``main(_:output:)`` and read what
 /// they print; the `baton` executable only calls ``main(_:)`` and exits with its status.
@@ -63,7 +63,7 @@ public enum CLI {
   }
 
   /// The commands that take the stop signals themselves (their server handles them).
-  static let serving: Set<String> = ["baton serve", "baton bench server"]
+  static let serving: Set<String> = ["baton serve", "baton bench server", "baton proxy"]
 
   /// One runnable command: how it parses, and what it does.
   struct Command: Sendable {
@@ -76,6 +76,7 @@ public enum CLI {
     Command(spec: CallCommand.spec, run: CallCommand.run),
     Command(spec: LoadCommand.spec, run: LoadCommand.run),
     Command(spec: DemoCommand.spec, run: DemoCommand.run),
+    Command(spec: ProxyCommand.spec, run: ProxyCommand.run),
   ]
 
   static let benchCommands: [Command] = [
@@ -90,7 +91,8 @@ public enum CLI {
     """
     usage: baton COMMAND [OPTIONS]
 
-    Baton's command-line tool: a demo server, a client, load generators and benchmarks.
+    Baton's command-line tool: a demo server, a client, load generators, a fault-injecting
+    proxy and benchmarks.
 
     commands:
     \(list(commands))

@@ -536,15 +536,20 @@ final class ConnectionPool: Sendable {
   }
 
   private func scheduleKeepalive(_ connection: Connection, at time: UInt64) {
-    _ = connection.loop.schedule(at: time) { [self] in self.keepaliveTick(connection) }
+    _ = connection.loop.schedule(at: time) { [self] in self.keepaliveTick(connection, due: time) }
   }
 
-  private func keepaliveTick(_ connection: Connection) {
+  /// Runs on the connection's loop (its timers do), which may read its socket's state.
+  private func keepaliveTick(_ connection: Connection, due: UInt64) {
     guard !connection.isClosed else { return }
     let now = MonotonicClock.now()
     let (lastInbound, activeCalls) = (connection.lastInboundAt, connection.activeCallCount)
-    let action = state.withLock { s -> Keepalive.Action? in
-      s.keepalives[ObjectIdentifier(connection)]?.tick(now: now, lastInbound: lastInbound, activeCalls: activeCalls)
+    let key = ObjectIdentifier(connection)
+    var action = state.withLock { s -> Keepalive.Action? in
+      s.keepalives[key]?.tick(now: now, lastInbound: lastInbound, activeCalls: activeCalls, late: now &- due)
+    }
+    if case .dead = action, connection.hasUnreadInput {
+      action = state.withLock { $0.keepalives[key]?.inputWaiting(now: now) }
     }
     switch action {
     case nil:

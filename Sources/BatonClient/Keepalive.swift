@@ -32,11 +32,15 @@ struct Keepalive {
   /// per PING.
   static let payloadBase: UInt64 = 0x6B65_6570_0000_0000  // "keep"
 
-  mutating func tick(now: UInt64, lastInbound: UInt64, activeCalls: Int) -> Action {
+  /// `late`: how long after its due time this tick runs. A tick far behind means this side was
+  /// starved (a loaded machine), not that the peer went silent: the verdict waits a little
+  /// longer rather than blame the peer for this side's delay.
+  mutating func tick(now: UInt64, lastInbound: UInt64, activeCalls: Int, late: UInt64 = 0) -> Action {
     if let sent = pingSentAt {
       if lastInbound >= sent {
         pingSentAt = nil  // something came back: alive
       } else if now >= sent &+ timeout {
+        if late > timeout / 2 { return .sleep(until: now &+ timeout / 2) }
         return .dead(silentFor: now &- lastInbound)
       } else {
         return .sleep(until: sent &+ timeout)
@@ -48,5 +52,11 @@ struct Keepalive {
     pingSentAt = now
     pings &+= 1
     return .ping(payload: Self.payloadBase | (pings & 0xFFFF_FFFF), checkAt: now &+ timeout)
+  }
+
+  /// Bytes from the peer wait unread: it is alive, whatever this side has not read yet.
+  mutating func inputWaiting(now: UInt64) -> Action {
+    pingSentAt = nil
+    return .sleep(until: now &+ interval)
   }
 }

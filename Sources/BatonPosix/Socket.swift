@@ -99,6 +99,11 @@ package enum Socket {
     try self.address(fd, call: "getpeername") { getpeername(fd, $0, $1) }
   }
 
+  /// Bytes received and not yet read (FIONREAD). 0 when the call fails: the answer is a hint.
+  package static func readableBytes(_ fd: Int32) -> Int {
+    max(0, Int(baton_readable_bytes(fd)))
+  }
+
   /// Disables Nagle's algorithm (TCP_NODELAY) so small frames leave at once.
   package static func setNoDelay(_ fd: Int32) throws {
     try self.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)

@@ -679,6 +679,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
     return cut
   }
 
+  /// (loop thread) Whether bytes from the peer wait in the socket, not yet read: the peer is
+  /// alive even if this side has not got to them (a keepalive must not blame the peer for
+  /// this side's own delay).
+  package var hasUnreadInput: Bool {
+    guard loop.inEventLoop else { return true }  // fd is the loop's to use: assume alive
+    return !fdClosed && Socket.readableBytes(fd) > 0
+  }
+
   /// Closes the socket now, without waiting for the peer (after a flush grace ran out, or a
   /// client keepalive found the peer silent). Open streams fail as the connection lost.
   package func forceClose(reason: String = "closed after the flush grace") {

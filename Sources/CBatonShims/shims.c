@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 int baton_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
@@ -58,3 +59,9 @@ int baton_set_thread_name(const char *name) {
 }
 
 int baton_get_thread_name(char *buffer, size_t size) { return pthread_getname_np(pthread_self(), buffer, size); }
+
+int baton_readable_bytes(int fd) {
+  int count = 0;
+  if (ioctl(fd, FIONREAD, &count) < 0) return -1;
+  return count;
+}

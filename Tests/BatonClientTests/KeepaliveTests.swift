@@ -134,3 +134,31 @@ struct WaitQueueTests {
     #expect(queue.isEmpty)
   }
 }
+
+@Suite("Client keepalive: this side's own delays are not the peer's silence")
+struct KeepaliveStarvationTests {
+  private let second: UInt64 = 1_000_000_000
+
+  @Test("a verdict tick that runs late (this side was starved) waits a little longer before declaring the peer dead")
+  func lateTick() {
+    var keepalive = Keepalive(interval: second, timeout: second, whenIdle: false)
+    _ = keepalive.tick(now: second, lastInbound: 0, activeCalls: 1)
+    let late = keepalive.tick(now: 3 * second, lastInbound: 0, activeCalls: 1, late: second)
+    #expect(late == .sleep(until: 3 * second + second / 2))
+    let onTime = keepalive.tick(now: 3 * second + second / 2, lastInbound: 0, activeCalls: 1, late: 0)
+    #expect(onTime == .dead(silentFor: 3 * second + second / 2))
+  }
+
+  @Test("input waiting unread in the socket proves the peer alive")
+  func unreadInput() {
+    var keepalive = Keepalive(interval: second, timeout: second, whenIdle: false)
+    _ = keepalive.tick(now: second, lastInbound: 0, activeCalls: 1)
+    let waiting = keepalive.inputWaiting(now: 2 * second)
+    #expect(waiting == .sleep(until: 3 * second))
+    // The PING is forgotten: a quiet connection pings again before any verdict.
+    guard case .ping = keepalive.tick(now: 3 * second, lastInbound: 0, activeCalls: 1) else {
+      Issue.record("expected a new PING")
+      return
+    }
+  }
+}

@@ -31,21 +31,27 @@ final class BatonProcess: @unchecked Sendable {
   /// Starts `baton serve --quiet` with `arguments` and waits for its `listening` line (and,
   /// with `--health-port`, its `health` line). In `namespace` (a network namespace), it runs
   /// through `ip netns exec`, which becomes the same process.
-  init(serve arguments: [String] = [], namespace: String? = nil) async throws {
-    let stdoutPipe = Pipe()
+  convenience init(serve arguments: [String] = [], namespace: String? = nil) async throws {
     let command = ["serve"] + (arguments.contains("--port") ? [] : ["--port", "0"]) + ["--quiet"] + arguments
+    try await self.init(
+      launching: command, wantsHealth: arguments.contains("--health-port"), namespace: namespace)
+  }
+
+  /// Starts `baton ARGUMENTS...` (a command that prints `listening HOST:PORT`, such as `serve`
+  /// or `proxy`) and waits for that line; in `namespace`, through `ip netns exec`.
+  init(launching arguments: [String], wantsHealth: Bool = false, namespace: String? = nil) async throws {
+    let stdoutPipe = Pipe()
     if let namespace {
       process.executableURL = URL(fileURLWithPath: NetworkNamespace.ip)
-      process.arguments = ["netns", "exec", namespace, try Self.executable.path] + command
+      process.arguments = ["netns", "exec", namespace, try Self.executable.path] + arguments
     } else {
       process.executableURL = try Self.executable
-      process.arguments = command
+      process.arguments = arguments
     }
     process.standardOutput = stdoutPipe
     process.standardError = stderrPipe
     try process.run()
     let handle = stdoutPipe.fileHandleForReading
-    let wantsHealth = arguments.contains("--health-port")
     (port, healthPort) = try await withCheckedThrowingContinuation { continuation in
       Thread {
         var text = ""
@@ -80,6 +86,25 @@ final class BatonProcess: @unchecked Sendable {
   }
 
   func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+  /// Stops the process with SIGSTOP and returns once the kernel reports it stopped: a signal is
+  /// delivered asynchronously, and a process still running could answer a call sent just after.
+  func freeze() async throws {
+    signal(SIGSTOP)
+    let stat = "/proc/\(process.processIdentifier)/stat"
+    try await eventually("process \(process.processIdentifier) is stopped") {
+      // The state is the field after the command name in parentheses: "T" once stopped.
+      guard let text = try? String(contentsOfFile: stat, encoding: .utf8), let close = text.lastIndex(of: ")") else {
+        return false
+      }
+      return text[close...].dropFirst().trimmingCharacters(in: .whitespaces).hasPrefix("T")
+    }
+  }
+
+  /// Everything the process wrote to standard error, once it has exited.
+  func standardError() -> String {
+    String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  }
 
   /// Waits for the process to exit and returns its status (or nil if it is still running after
   /// `timeout`, in which case it is killed).

@@ -2,6 +2,7 @@ import BatonClient
 import BatonCore
 import BatonPosix
 import BatonServer
+import BatonTesting
 import Glibc
 import Testing
 
@@ -73,73 +74,70 @@ struct FailoverTests {
 
   @Test("a rolling restart of three servers under continuous load fails no call and runs none twice")
   func rollingRestart() async throws {
-    let ledger = Ledger()
-    var servers: [Server] = []
-    var runs: [Task<Void, any Error>] = []
-    var endpoints: [Endpoint] = []
-    for _ in 0..<3 {
-      let server = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledger))
-      runs.append(Task { try await server.run() })
-      endpoints.append(try await server.listeningAddress)
-      servers.append(server)
-    }
-    let stop = Signal()
-    let issued = Counter()
-    try await withClient(endpoints: endpoints) { client in
-      try await withThrowingTaskGroup(of: Void.self) { group in
-        for worker in 0..<16 {
-          group.addTask {
-            var index = 0
-            while !stop.isFired {
-              let id = "w\(worker)-\(index)"
-              issued.increment()
-              let got62 = try await client.unary(
-                "test/SlowLedger", [UInt8](id), options: CallOptions(timeout: .seconds(60))
-              ).text
-              #expect(got62 == id)
-              index += 1
-            }
-          }
-        }
-        for worker in 0..<2 {
-          group.addTask {
-            var round = 0
-            while !stop.isFired {
-              try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) {
-                writer, responses in
-                var iterator = responses.makeAsyncIterator()
-                for index in 0..<10 {
-                  try await writer.write([UInt8]("s\(worker)-\(round)-\(index)"))
-                  let got75 = try await iterator.next()?.text
-                  #expect(got75 == "s\(worker)-\(round)-\(index)")
-                }
-                writer.finish()
-                let got78 = try await iterator.next()
-                #expect(got78 == nil)
-              }
-              round += 1
-            }
-          }
-        }
-        for index in 0..<3 {
-          try await Task.sleep(for: .milliseconds(300))  // load runs between restarts
-          let report = await servers[index].gracefulStop(deadline: .seconds(60))
-          #expect(report.isClean)
-          try await runs[index].value
-          let (replacement, run) = try await startServer(port: endpoints[index].port, router: ledgerRouter(ledger))
-          runs[index] = run
-          servers[index] = replacement
-        }
-        try await Task.sleep(for: .milliseconds(300))
-        stop.fire()
-        try await group.waitForAll()
+    let ledger = CallLedger()
+    let router: @Sendable (Int) -> Router = { member in
+      var router = echoRouter()
+      router.unary("test/SlowLedger") { request, _ in
+        ledger.processed(request.text, by: "m\(member)", reply: request.text)
+        try await Task.sleep(for: .milliseconds(50))
+        return request
       }
-      #expect(client.statistics.failed == 0)
-      #expect(ledger.duplicates.isEmpty, "processed twice: \(ledger.duplicates.prefix(5))")
-      #expect(ledger.total == issued.current)
+      return router
     }
-    for server in servers { server.stopNow() }
-    for run in runs { try await run.value }
+    // Each member keeps its endpoint across its restart (BatonTesting's proxy holds the port).
+    try await withTestCluster(count: 3, router: router) { cluster in
+      let stop = Signal()
+      try await withClient(endpoints: cluster.endpoints) { client in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for worker in 0..<16 {
+            group.addTask {
+              var index = 0
+              while !stop.isFired {
+                let id = "w\(worker)-\(index)"
+                await ledger.call(id) {
+                  try await client.unary("test/SlowLedger", [UInt8](id), options: CallOptions(timeout: .seconds(60)))
+                    .text
+                }
+                index += 1
+              }
+            }
+          }
+          for worker in 0..<2 {
+            group.addTask {
+              var round = 0
+              while !stop.isFired {
+                try await client.bidirectional("echo/Bidi", options: CallOptions(timeout: .seconds(60))) {
+                  writer, responses in
+                  var iterator = responses.makeAsyncIterator()
+                  for index in 0..<10 {
+                    try await writer.write([UInt8]("s\(worker)-\(round)-\(index)"))
+                    let echoed = try await iterator.next()?.text
+                    #expect(echoed == "s\(worker)-\(round)-\(index)")
+                  }
+                  writer.finish()
+                  let end = try await iterator.next()
+                  #expect(end == nil)
+                }
+                round += 1
+              }
+            }
+          }
+          for member in cluster.members {
+            try await Task.sleep(for: .milliseconds(300))  // load runs between restarts
+            let report = await member.stopGracefully(deadline: .seconds(60))
+            #expect(report.isClean)
+            try await member.restart()
+          }
+          try await Task.sleep(for: .milliseconds(300))
+          stop.fire()
+          try await group.waitForAll()
+        }
+        #expect(client.statistics.failed == 0)
+      }
+    }
+    // Every call succeeded with its own reply, and none ran twice.
+    try ledger.verify()
+    #expect(ledger.failures.isEmpty)
   }
 
   @Test("a call that waits for ready waits for an endpoint until its deadline instead of failing fast")
@@ -242,6 +240,42 @@ struct FailoverTests {
       }
     }
     #expect(gate.isFired)
+  }
+}
+
+extension FailoverTests {
+  @Test("a client-streaming call refused at its 5th message is replayed, all five messages, on another member")
+  func replayRefusedStreamingCall() async throws {
+    // Member 0 answers the call's stream with REFUSED_STREAM once all five messages are out;
+    // its proxy never let the stream reach the server, so the refusal is true and the client
+    // replays the five messages on member 1.
+    let plan = try FaultPlan(parsing: "reset stream=1 code=refused at-message=5")
+    let ledger = CallLedger()
+    let router: @Sendable (Int) -> Router = { member in
+      var router = echoRouter()
+      router.clientStreaming("echo/Collect") { requests, _ in
+        var total: [UInt8] = []
+        for try await message in requests { total += message }
+        ledger.processed(total.text, by: "m\(member)", reply: total.text)
+        return total
+      }
+      return router
+    }
+    try await withTestCluster(count: 2, faults: [0: plan], router: router) { cluster in
+      try await withClient(endpoints: cluster.endpoints) { client in
+        try await client.waitUntilReady()  // both ready: the first call goes to member 0
+        await ledger.call("01234") {
+          try await client.clientStreaming("echo/Collect") { writer in
+            for index in 0..<5 { try await writer.write([UInt8]("\(index)")) }
+          }.text
+        }
+        #expect(client.statistics.retried == 1)
+      }
+      #expect(cluster[0].proxy.trace.map(\.action) == ["reset stream=1 REFUSED_STREAM"])
+      #expect(cluster[0].proxy.trace.map(\.message) == [5])
+    }
+    try ledger.verify()
+    #expect(ledger.snapshot["01234"]?.processedBy == ["m1"])
   }
 }
 

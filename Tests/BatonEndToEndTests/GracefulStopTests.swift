@@ -2,6 +2,7 @@ import BatonClient
 import BatonCore
 import BatonPosix
 import BatonServer
+import BatonTesting
 import Testing
 
 func ledgerRouter(_ ledger: Ledger, name: String = "") -> Router {
@@ -56,30 +57,35 @@ struct GracefulStopTests {
 
   @Test("in-flight unary calls and a bidi stream finish OK on a stopping server while new calls go elsewhere")
   func inFlightFinishNewGoElsewhere() async throws {
-    let ledger = Ledger()
+    let ledger = CallLedger()
     // The 8 held calls, the bidi stream and the test: all calls are in their handlers before the
     // stop begins, and none ends before `release` (once the stop is under way), however slow
     // the machine: a handler that merely took a while could end before the stop began.
     let inFlight = Barrier(count: 10)
     let release = Signal()
-    var routerA = ledgerRouter(ledger)
-    routerA.unary("test/Held") { request, _ in
-      await inFlight.arrive()
-      await release.wait()
-      return request
+    let router: @Sendable (Int) -> Router = { member in
+      var router = echoRouter()
+      router.unary("test/Ledger") { request, _ in
+        ledger.processed(request.text, by: "m\(member)", reply: request.text)
+        return request
+      }
+      router.unary("test/Held") { request, _ in
+        ledger.processed(request.text, by: "m\(member)", reply: request.text)
+        await inFlight.arrive()
+        await release.wait()
+        return request
+      }
+      return router
     }
-    let serverB = Server(configuration: .init(logger: .disabled), router: ledgerRouter(ledger))
-    let runB = Task { try await serverB.run() }
-    defer { serverB.stopNow() }
-    let addressB = try await serverB.listeningAddress
-    try await withTestServer(routerA) { serverA, addressA in
-      try await withClient(endpoints: [addressA]) { clientA in
-        try await withClient(endpoints: [addressA, addressB]) { both in
+    try await withTestCluster(count: 2, router: router) { cluster in
+      try await withClient(endpoints: [cluster[0].endpoint]) { clientA in
+        try await withClient(endpoints: cluster.endpoints) { both in
           try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<8 {
               group.addTask {
-                let reply = try await clientA.unary("test/Held", [UInt8]("held-\(index)")).text
-                #expect(reply == "held-\(index)")
+                await ledger.call("held-\(index)") {
+                  try await clientA.unary("test/Held", [UInt8]("held-\(index)")).text
+                }
               }
             }
             // A bidi stream that keeps talking through the stop.
@@ -88,8 +94,8 @@ struct GracefulStopTests {
                 var iterator = responses.makeAsyncIterator()
                 for index in 0..<30 {
                   try await writer.write([UInt8]("b\(index)"))
-                  let got51 = try await iterator.next()?.text
-                  #expect(got51 == "b\(index)")
+                  let echoed = try await iterator.next()?.text
+                  #expect(echoed == "b\(index)")
                   if index == 5 {
                     await inFlight.arrive()
                     await release.wait()  // the rest is said while the server stops
@@ -101,12 +107,11 @@ struct GracefulStopTests {
             }
             await inFlight.arrive()
             defer { release.fire() }  // also when a call below throws: no handler is left held
-            serverA.beginGracefulStop(deadline: .seconds(60))  // readiness is off when it returns
-            let stopping = Task { await serverA.stopReport() }
-            // New calls through the two-endpoint client all land on B.
+            cluster[0].beginGracefulStop(deadline: .seconds(60))  // readiness is off when it returns
+            let stopping = Task { await cluster[0].stopGracefully(deadline: .seconds(60)) }
+            // New calls through the two-endpoint client all land on member 1.
             for index in 0..<20 {
-              let got63 = try await both.unary("test/Ledger", [UInt8]("new-\(index)")).text
-              #expect(got63 == "new-\(index)")
+              await ledger.call("new-\(index)") { try await both.unary("test/Ledger", [UInt8]("new-\(index)")).text }
             }
             release.fire()
             try await group.waitForAll()
@@ -119,8 +124,9 @@ struct GracefulStopTests {
         }
       }
     }
-    serverB.stopNow()
-    try await runB.value
+    try ledger.verify()
+    #expect(ledger.failures.isEmpty)
+    #expect((0..<8).allSatisfy { ledger.snapshot["held-\($0)"]?.processedBy == ["m0"] })
   }
 
   @Test(

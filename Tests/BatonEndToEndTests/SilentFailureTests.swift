@@ -21,7 +21,7 @@ struct SilentFailureTests {
     // The defaults: keepalive 1 s / 1 s, round-robin.
     try await withClient(endpoints: endpoints) { client in
       try await client.waitUntilReady()
-      frozen.signal(SIGSTOP)
+      try await frozen.freeze()
       let frozenAt = ContinuousClock.now
       // No deadline: only keepalive can end a call on the frozen server. Round-robin puts one of
       // each pair there.
@@ -65,7 +65,7 @@ struct SilentFailureTests {
     }
     try await withClient(endpoints: endpoints) { client in
       try await client.waitUntilReady()
-      frozen.signal(SIGSTOP)
+      try await frozen.freeze()
       let options = CallOptions(idempotent: true)
       let calls = (0..<2).map { _ in
         Task { try await client.unary("demo.Echo/Unary", [UInt8]("again"), options: options) }

@@ -92,3 +92,7 @@ int baton_set_thread_name(const char *name);
 
 /// Copies the calling thread's name into `buffer` (at least 16 bytes).
 int baton_get_thread_name(char *buffer, size_t size);
+
+/// Bytes received on a socket and not yet read (`ioctl(FIONREAD)`, which Swift cannot call:
+/// `ioctl` is variadic); -1 with errno on failure.
+int baton_readable_bytes(int fd);
