@@ -10,7 +10,7 @@ enum LoadCommand {
     help: """
       usage: baton load --endpoints H:P,H:P,... --seconds S --concurrency C
                         [--method unary|stream|watch] [--size B] [--timeout SECONDS]
-                        [--balance round-robin|least-loaded] [--json]
+                        [--balance round-robin|least-loaded] [--keepalive I,T|off] [--json]
 
       C workers call in closed loops through one client balanced over the endpoints (every
       address of a name is one), for S seconds. unary: demo.Echo/Unary with B-byte payloads. stream: each worker runs a
@@ -36,15 +36,30 @@ enum LoadCommand {
         --timeout SECONDS    per-call deadline (default 5)
         --balance POLICY     round-robin (the client's default) or least-loaded (of two random
                              ready connections, the one with fewer calls running)
+        --keepalive I,T      client keepalive: PING after I seconds of silence with calls
+                             waiting, give up T seconds later (default: the client's, 1,2);
+                             off: none
         --json               print the summary as JSON
         --help               this text
 
       exit status: 0 no call failed (and, for watch, no gap and no duplicate), 1 otherwise,
       2 bad command line.
       """,
-    valued: ["--endpoints", "--seconds", "--concurrency", "--method", "--size", "--timeout", "--balance"],
+    valued: [
+      "--endpoints", "--seconds", "--concurrency", "--method", "--size", "--timeout", "--balance", "--keepalive",
+    ],
     switches: ["--json"]
   )
+
+  /// `I,T` in seconds, or `off`.
+  private static func keepalive(_ text: String) throws -> Client.Keepalive? {
+    if text == "off" { return nil }
+    let parts = text.split(separator: ",").map { Double($0) }
+    guard parts.count == 2, let interval = parts[0], let timeout = parts[1], (0.01...3_600).contains(interval),
+      (0.01...3_600).contains(timeout)
+    else { throw UsageError("option '--keepalive' takes INTERVAL,TIMEOUT in seconds (0.01 to 3600) or 'off'") }
+    return Client.Keepalive(interval: .seconds(interval), timeout: .seconds(timeout))
+  }
 
   static func run(_ arguments: Arguments, _ output: Output) async throws -> Int32 {
     guard let list = arguments.string("--endpoints") else { throw UsageError("option '--endpoints' is required") }
@@ -67,9 +82,11 @@ enum LoadCommand {
     let start = MonotonicClock.now()
     let stop = StopTime(at: start &+ UInt64(seconds * 1e9))
     let hardDeadline = start &+ UInt64((seconds + timeout + 10) * 1e9)
-    let client = Client(
-      endpoints: endpoints,
-      configuration: Client.Configuration(loadBalancing: balance == "least-loaded" ? .leastLoaded : .roundRobin))
+    var configuration = Client.Configuration(loadBalancing: balance == "least-loaded" ? .leastLoaded : .roundRobin)
+    if let text = arguments.string("--keepalive") {
+      configuration.keepalive = try keepalive(text)
+    }
+    let client = Client(endpoints: endpoints, configuration: configuration)
 
     let progress = Task {
       var tick: UInt64 = 1

@@ -33,7 +33,7 @@ extension Client {
     /// How a new call picks among the ready connections. Default ``LoadBalancing/roundRobin``.
     public var loadBalancing: LoadBalancing
     /// Client keepalive: notices a server that went silent (frozen, partitioned) while calls
-    /// wait on it. Default 1 s / 1 s: a silent server is left in about 2 s. nil turns it off.
+    /// wait on it. Default 1 s / 2 s: a silent server is left in about 3 s. nil turns it off.
     public var keepalive: Keepalive?
     /// How often the resolver is asked again, besides at once when a connection is lost or
     /// drains. Default 30 s; zero: only on those events.
@@ -99,8 +99,10 @@ extension Client {
     /// Ping connections with no call too (keeps NAT and proxy state alive). Default false.
     public var whenIdle: Bool
 
-    /// 1 s, 1 s, only while calls wait.
-    public static var defaults: Keepalive { Keepalive(interval: .seconds(1), timeout: .seconds(1)) }
+    /// 1 s, 2 s, only while calls wait. The timeout is twice the interval so that a server
+    /// that is alive but briefly starved (a loaded machine, a handler hogging its loop for a
+    /// second) is not mistaken for a dead one: leaving it would fail its calls for nothing.
+    public static var defaults: Keepalive { Keepalive(interval: .seconds(1), timeout: .seconds(2)) }
 
     /// A keepalive policy from its parts.
     public init(interval: Duration, timeout: Duration, whenIdle: Bool = false) {

@@ -18,7 +18,7 @@ struct SilentFailureTests {
       frozen.signal(SIGKILL)
       other.signal(SIGKILL)
     }
-    // The defaults: keepalive 1 s / 1 s, round-robin.
+    // The defaults: keepalive 1 s / 2 s, round-robin.
     try await withClient(endpoints: endpoints) { client in
       try await client.waitUntilReady()
       try await frozen.freeze()

@@ -119,7 +119,7 @@ struct FaultProxyTests {
   @Test("a stalled server: a caller with a deadline fails with deadlineExceeded, keepalive frees one without")
   func stalledServer() async throws {
     let ledger = CallLedger()
-    let plan = try FaultPlan(parsing: "stall 3s after-opens=1")
+    let plan = try FaultPlan(parsing: "stall 6s after-opens=1")
     try await withTestServer(router: Service.router(ledger), faults: plan) { test in
       try await withClient(endpoints: [test.endpoint]) { client in
         try await client.waitUntilReady()
@@ -132,7 +132,7 @@ struct FaultProxyTests {
           return
         }
         #expect(reason.contains("deadline"), "\(reason)")
-        // No deadline: keepalive leaves the silent connection (about 2 s) and the call fails as
+        // No deadline: keepalive leaves the silent connection (about 3 s) and the call fails as
         // may-have-been-processed; the next one goes over a new connection, which the stall
         // does not touch.
         let patient = await ledger.call("patient") { try await client.unary("test/Echo", [UInt8]("patient")).text }
@@ -143,7 +143,7 @@ struct FaultProxyTests {
         #expect(why.contains("keepalive") && why.contains("may have been processed"), "\(why)")
         await ledger.call("later") { try await client.unary("test/Echo", [UInt8]("later")).text }
       }
-      #expect(test.proxy?.trace.map(\.action) == ["stall 3s"])
+      #expect(test.proxy?.trace.map(\.action) == ["stall 6s"])
     }
     try ledger.verify()
     #expect(ledger.failures.keys.sorted() == ["impatient", "patient"])

@@ -60,7 +60,7 @@ struct ReadmeExamples {
       ledger.processed(id, reply: id)
       return request
     }
-    try await withTestServer(router: router, faults: try FaultPlan(parsing: "stall 3s after-opens=1")) { test in
+    try await withTestServer(router: router, faults: try FaultPlan(parsing: "stall 6s after-opens=1")) { test in
       try await withClient(endpoints: [test.endpoint]) { client in
         try await client.waitUntilReady()
         let impatient = await ledger.call("impatient") {
@@ -73,7 +73,7 @@ struct ReadmeExamples {
           return
         }
         #expect(reason.contains("deadline"))
-        // No deadline: the client's keepalive gives up on the silent connection within about 2 s
+        // No deadline: the client's keepalive gives up on the silent connection within about 3 s
         // (PING unanswered). The call fails `unavailable`: it may have been processed, since the
         // proxy may still deliver it. The next call goes over a new connection.
         let patient = await ledger.call("patient") {
@@ -88,7 +88,7 @@ struct ReadmeExamples {
           String(decoding: try await client.unary("test/Echo", Array("later".utf8)), as: UTF8.self)
         }
       }
-      #expect(test.proxy?.trace.map(\.action) == ["stall 3s"])
+      #expect(test.proxy?.trace.map(\.action) == ["stall 6s"])
     }
     try ledger.verify()
     #expect(ledger.failures.keys.sorted() == ["impatient", "patient"])
