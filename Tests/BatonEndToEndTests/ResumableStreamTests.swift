@@ -1,6 +1,7 @@
 import BatonCLI
 import BatonClient
 import BatonServer
+import Glibc
 import Testing
 
 /// Servers for resumption tests: the demo service (its `demo.Echo/Watch` is a resumable numbered
@@ -173,6 +174,43 @@ struct ResumableStreamTests {
         #expect(report.migratedStreams == 0)
         #expect(report.cutStreams.count == 1, "a 1.0 client's stream is cut at the deadline, as before")
       }
+    }
+  }
+}
+
+@Suite("Resumable streams across a killed server process")
+struct ResumableKillTests {
+  @Test(
+    "a watch whose server is killed (SIGKILL, no GOAWAY) resumes on the other from its last checkpoint: no gap, no duplicate"
+  )
+  func serverKilled() async throws {
+    let servers = [
+      try await BatonProcess(serve: ["--health-port", "0"]), try await BatonProcess(serve: ["--health-port", "0"]),
+    ]
+    defer { for server in servers { server.signal(SIGKILL) } }
+    let endpoints = servers.map { Endpoint(host: "127.0.0.1", port: $0.port) }
+    try await withClient(endpoints: endpoints) { client in
+      try await client.waitUntilReady()
+      // An endless watch, one number every 2 ms; the server carrying it is killed at number 50.
+      let numbers = try await client.serverStreaming("demo.Echo/Watch", Array("0 2".utf8)) { responses in
+        var numbers: [Int] = []
+        for try await message in responses {
+          numbers.append(Int(message.text) ?? -1)
+          if numbers.count == 50 {
+            var carrier: BatonProcess?
+            try await eventually("the server carrying the stream is known") {
+              for server in servers where await server.drainz()?.openStreams == 1 { carrier = server }
+              return carrier != nil
+            }
+            carrier?.signal(SIGKILL)
+          }
+          if numbers.count == 300 { break }
+        }
+        return numbers
+      }
+      #expect(numbers == Array(0..<300), "every number once, in order")
+      #expect(client.statistics.resumed == 1)
+      #expect(client.endpointStates.reduce(0) { $0 + $1.connectionsLost } == 1)
     }
   }
 }
