@@ -1,0 +1,133 @@
+import BatonCore
+import BatonPosix
+import BatonTransport
+import Synchronization
+
+/// What runs for every call: find the handler, run it on the connection's loop, answer.
+///
+/// Kept apart from ``Server`` so that the per-call path retains no object that is also
+/// referenced weakly anywhere (a weak reference gives an object a side table, which slows every
+/// retain and release of it).
+final class CallDispatcher: Sendable {
+  let router: Router
+  let drainSignal = DrainSignal()
+  let drainedCalls = Atomic<Int>(0)
+  let exposeErrorDetails: Bool
+  let logger: Logger
+
+  init(router: Router, exposeErrorDetails: Bool, logger: Logger) {
+    self.router = router
+    self.exposeErrorDetails = exposeErrorDetails
+    self.logger = logger
+  }
+
+  /// Called on the stream's loop thread, as the connection acts on the OPEN it just read (the
+  /// handler starts in place there).
+  func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Server.Served) {
+    guard let handler = router.handlers[head.method] else {
+      stream.finish(
+        Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
+      stream.release()
+      return
+    }
+    let now = MonotonicClock.now()
+    var timeout: Duration?
+    if head.timeoutMicroseconds > 0 {
+      let nanos = head.timeoutMicroseconds.multipliedReportingOverflow(by: 1_000)
+      let timeoutNanos = nanos.overflow ? UInt64.max / 2 : nanos.partialValue
+      timeout = .nanoseconds(timeoutNanos)
+      stream.setDeadline(at: now &+ timeoutNanos, timeout: timeoutNanos)
+    }
+    served.calls.withLock { $0[stream.id] = Server.CallRecord(method: head.method, startedAt: now) }
+    let context = ServerContext(
+      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
+      drain: drainSignal)
+    // Run the handler on the connection's own loop: no thread hop between the frame that opened
+    // the stream, the handler, and the flush of its response. It starts in place (this is the
+    // loop's thread, acting on what it just read, with no lock held), so a handler that does not
+    // suspend, like most unary ones, runs to its reply without being queued on the loop first;
+    // one that suspends resumes on the loop. Counted as loop work, so that the replies of a long
+    // burst leave every `EventLoop.workBetweenTurnEnds` handlers, as queued work would.
+    let loop = stream.connection.loop
+    let task = Task.immediate(executorPreference: loop) {
+      await self.execute(handler, stream, context)
+      served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
+      if self.drainSignal.isFired && !served.cut.withLock({ $0.contains(stream.id) }) {
+        self.drainedCalls.add(1, ordering: .relaxed)
+      }
+      stream.release()
+    }
+    stream.attach(task)
+    if loop.inEventLoop { loop.noteWorkDone() }
+  }
+
+  private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async {
+    do {
+      switch handler {
+      case .unary(let body):
+        let request = try await onlyRequest(stream)
+        let response = try await body(request, context)
+        stream.respond(
+          headers: context.takeResponseHeaders(), message: response,
+          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
+      case .serverStreaming(let body):
+        let request = try await onlyRequest(stream)
+        try await body(request, ResponseWriter(stream: stream, context: context), context)
+        finishOK(stream, context)
+      case .clientStreaming(let body):
+        let response = try await body(RequestStream(stream: stream), context)
+        stream.respond(
+          headers: context.takeResponseHeaders(), message: response,
+          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
+      case .bidirectional(let body):
+        try await body(RequestStream(stream: stream), ResponseWriter(stream: stream, context: context), context)
+        finishOK(stream, context)
+      }
+    } catch {
+      stream.finish(trailers(for: error, context))
+    }
+  }
+
+  /// The request of a unary or server-streaming call: exactly one message, then the client's
+  /// half-close. The handler runs only once both have arrived (PROTOCOL.md 7.2), so a second
+  /// message is refused with INTERNAL instead of being dropped after the reply. A conforming
+  /// client sends the message with END_STREAM in one frame: then the second `receive()` returns
+  /// at once, from the same frame.
+  private func onlyRequest(_ stream: StreamHandle) async throws -> [UInt8] {
+    do {
+      guard let request = try await stream.receive() else {
+        throw RPCError(code: .internal, message: "the call carried no request message (PROTOCOL.md 7.2)")
+      }
+      guard try await stream.receive() == nil else {
+        throw RPCError(code: .internal, message: "the call carried more than one request message (PROTOCOL.md 7.2)")
+      }
+      return request
+    } catch let failure as StreamFailure {
+      throw failure.rpcError
+    }
+  }
+
+  private func finishOK(_ stream: StreamHandle, _ context: ServerContext) {
+    if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
+    stream.finish(Trailers(status: 0, metadata: context.trailingMetadata))
+  }
+
+  private func trailers(for error: any Error, _ context: ServerContext) -> Trailers {
+    var rpcError: RPCError
+    switch error {
+    case let error as RPCError: rpcError = error
+    case let failure as StreamFailure: rpcError = failure.rpcError
+    case is CancellationError: rpcError = RPCError(code: .cancelled, message: "the handler was cancelled")
+    default:
+      rpcError = RPCError(
+        code: .internal,
+        message: exposeErrorDetails
+          ? "handler failed: \(error)"
+          : "the handler failed (details are in the server's log when exposeErrorDetails is off)")
+      logger.log(.debug, "handler failed", ("method", context.method), ("error", "\(error)"))
+    }
+    if rpcError.metadata.isEmpty { rpcError.metadata = context.trailingMetadata }
+    return Trailers(rpcError)
+  }
+
+}
