@@ -32,15 +32,17 @@ final class CallDispatcher: Sendable {
     }
     let now = MonotonicClock.now()
     var timeout: Duration?
+    var deadline: UInt64 = 0
     if head.timeoutMicroseconds > 0 {
       let nanos = head.timeoutMicroseconds.multipliedReportingOverflow(by: 1_000)
       let timeoutNanos = nanos.overflow ? UInt64.max / 2 : nanos.partialValue
       timeout = .nanoseconds(timeoutNanos)
-      stream.setDeadline(at: now &+ timeoutNanos, timeout: timeoutNanos)
+      deadline = now &+ timeoutNanos
+      stream.setDeadline(at: deadline, timeout: timeoutNanos)
     }
     served.calls.withLock { $0[stream.id] = Server.CallRecord(method: head.method, startedAt: now) }
     let context = ServerContext(
-      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
+      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout, deadline: deadline,
       drain: drainSignal)
     // Run the handler on the connection's own loop: no thread hop between the frame that opened
     // the stream, the handler, and the flush of its response. It starts in place (this is the
@@ -49,8 +51,13 @@ final class CallDispatcher: Sendable {
     // one that suspends resumes on the loop. Counted as loop work, so that the replies of a long
     // burst leave every `EventLoop.workBetweenTurnEnds` handlers, as queued work would.
     let loop = stream.connection.loop
+    let interceptors = router.interceptors
     let task = Task.immediate(executorPreference: loop) {
-      await self.execute(handler, stream, context)
+      if interceptors.isEmpty {
+        await self.execute(handler, stream, context)
+      } else {
+        await self.execute(handler, stream, context, through: interceptors)
+      }
       served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
       if self.drainSignal.isFired && !served.cut.withLock({ $0.contains(stream.id) }) {
         self.drainedCalls.add(1, ordering: .relaxed)
@@ -85,6 +92,59 @@ final class CallDispatcher: Sendable {
       }
     } catch {
       stream.finish(trailers(for: error, context))
+    }
+  }
+
+  /// A call with interceptors: the chain runs around the handler, and the status (with a unary
+  /// reply) is sent once the whole chain has returned, so that every interceptor sees, and may
+  /// still change, the outcome.
+  private func execute(
+    _ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext,
+    through interceptors: [any ServerInterceptor]
+  ) async {
+    let call = ServerCall(
+      method: context.method, shape: handler.shape, metadata: context.requestMetadata, context: context)
+    var reply: [UInt8]?
+    var handlerContext = context
+    do {
+      try await runServerChain(interceptors, from: 0, call) { call in
+        let context = context.with(requestMetadata: call.metadata)
+        handlerContext = context
+        let inbound = call.inbound
+        let outbound = call.outbound
+        switch handler {
+        case .unary(let body):
+          var request = try await onlyRequest(stream)
+          if let inbound { request = try await inbound(request) }
+          var response = try await body(request, context)
+          if let outbound { response = try await outbound(response) }
+          reply = response
+        case .serverStreaming(let body):
+          var request = try await onlyRequest(stream)
+          if let inbound { request = try await inbound(request) }
+          try await body(request, ResponseWriter(stream: stream, context: context, transform: outbound), context)
+        case .clientStreaming(let body):
+          var response = try await body(RequestStream(stream: stream, transform: inbound), context)
+          if let outbound { response = try await outbound(response) }
+          reply = response
+        case .bidirectional(let body):
+          try await body(
+            RequestStream(stream: stream, transform: inbound),
+            ResponseWriter(stream: stream, context: context, transform: outbound), context)
+        }
+      }
+      if handler.shape == .unary || handler.shape == .clientStreaming, reply == nil {
+        throw RPCError(code: .internal, message: "an interceptor ended the call without running its handler")
+      }
+      if let reply {
+        stream.respond(
+          headers: handlerContext.takeResponseHeaders(), message: reply,
+          trailers: Trailers(status: 0, metadata: handlerContext.trailingMetadata))
+      } else {
+        finishOK(stream, handlerContext)
+      }
+    } catch {
+      stream.finish(trailers(for: error, handlerContext))
     }
   }
 

@@ -9,12 +9,23 @@ public struct RequestStream: AsyncSequence, Sendable {
   /// One request message.
   public typealias Element = [UInt8]
   let stream: StreamHandle
+  /// The interceptors' request wrappers as one; nil (the usual case) costs one branch a message.
+  @usableFromInline let transform: ServerCall.MessageTransform?
 
-  package init(stream: StreamHandle) { self.stream = stream }
+  package init(stream: StreamHandle) {
+    self.stream = stream
+    self.transform = nil
+  }
+
+  init(stream: StreamHandle, transform: ServerCall.MessageTransform?) {
+    self.stream = stream
+    self.transform = transform
+  }
 
   /// Takes every message already received in one step (see the threading notes in README).
   public struct AsyncIterator: AsyncIteratorProtocol {
     let stream: StreamHandle
+    @usableFromInline let transform: ServerCall.MessageTransform?
     /// Messages that arrived together, taken from the connection in one step.
     var batch = MessageQueue()
 
@@ -33,8 +44,18 @@ public struct RequestStream: AsyncSequence, Sendable {
     /// async function (each one allocates a frame on the task): only waiting for more does.
     @inlinable
     public nonisolated(nonsending) mutating func next() async throws -> [UInt8]? {
+      if let transform { return try await nextTransformed(transform) }
       if let message = takeBatched() { return message }
       return try await receive()
+    }
+
+    /// The next message through the interceptors' request wrappers.
+    @usableFromInline
+    mutating func nextTransformed(_ transform: ServerCall.MessageTransform) async throws -> [UInt8]? {
+      let message: [UInt8]?
+      if let batched = takeBatched() { message = batched } else { message = try await receive() }
+      guard let message else { return nil }
+      return try await transform(message)
     }
 
     /// The next message of the batch in hand, giving back credit as the batch is consumed.
@@ -55,7 +76,7 @@ public struct RequestStream: AsyncSequence, Sendable {
   }
 
   /// The request messages in order; the iteration throws the call's failure, if any.
-  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream, transform: transform) }
 }
 
 /// Sends response messages of a server- or bidirectional-streaming call.
@@ -65,6 +86,8 @@ public struct RequestStream: AsyncSequence, Sendable {
 public struct ResponseWriter: Sendable {
   let stream: StreamHandle
   let context: ServerContext
+  /// The interceptors' response wrappers as one; nil (the usual case) costs one branch a message.
+  @usableFromInline var transform: ServerCall.MessageTransform? = nil
 
   /// Sends one message (response metadata, if set, goes out first).
   ///
@@ -72,7 +95,14 @@ public struct ResponseWriter: Sendable {
   /// async function: only waiting for credit does.
   @inlinable
   public func write(_ message: [UInt8]) async throws {
+    if let transform { return try await writeTransformed(message, transform) }
     if try enqueue(message) { try await awaitCredit() }
+  }
+
+  /// A write through the interceptors' response wrappers.
+  @usableFromInline
+  func writeTransformed(_ message: [UInt8], _ transform: ServerCall.MessageTransform) async throws {
+    if try enqueue(try await transform(message)) { try await awaitCredit() }
   }
 
   /// Queues the message; true if it waits for flow-control credit.

@@ -12,9 +12,20 @@ public struct Router: Sendable {
     case serverStreaming(@Sendable ([UInt8], ResponseWriter, ServerContext) async throws -> Void)
     case clientStreaming(@Sendable (RequestStream, ServerContext) async throws -> [UInt8])
     case bidirectional(@Sendable (RequestStream, ResponseWriter, ServerContext) async throws -> Void)
+
+    var shape: CallShape {
+      switch self {
+      case .unary: .unary
+      case .serverStreaming: .serverStreaming
+      case .clientStreaming: .clientStreaming
+      case .bidirectional: .bidirectional
+      }
+    }
   }
 
   var handlers: [String: Handler] = [:]
+  /// Run around every call, first outermost (``addInterceptor(_:)``).
+  var interceptors: [any ServerInterceptor] = []
 
   /// An empty router: every method is unknown (UNIMPLEMENTED) until registered.
   public init() {}

@@ -13,9 +13,12 @@ public final class ServerContext: Sendable {
   /// How long the client gave the call, if it set a deadline; the server cancels the handler
   /// (Swift task cancellation) when it passes and answers `deadlineExceeded`.
   public let timeout: Duration?
+  /// When the client's deadline passes (MonotonicClock ns), 0 without one.
+  let deadline: UInt64
 
   private let drain: DrainSignal
-  private let response = Locked<ResponseMetadata>(ResponseMetadata())
+  /// Shared with the context an interceptor chain made for the handler (``with(requestMetadata:)``).
+  private let response: Locked<ResponseMetadata>
   /// Set once the response metadata went out: later writes skip the lock.
   private let headersSent = Atomic<Bool>(false)
 
@@ -25,12 +28,42 @@ public final class ServerContext: Sendable {
     var trailers = Metadata()
   }
 
-  init(method: String, requestMetadata: Metadata, peer: String, timeout: Duration?, drain: DrainSignal) {
+  init(
+    method: String, requestMetadata: Metadata, peer: String, timeout: Duration?, deadline: UInt64 = 0,
+    drain: DrainSignal
+  ) {
     self.method = method
     self.requestMetadata = requestMetadata
     self.peer = peer
     self.timeout = timeout
+    self.deadline = deadline
     self.drain = drain
+    self.response = Locked(ResponseMetadata())
+  }
+
+  private init(_ other: ServerContext, requestMetadata: Metadata) {
+    self.method = other.method
+    self.requestMetadata = requestMetadata
+    self.peer = other.peer
+    self.timeout = other.timeout
+    self.deadline = other.deadline
+    self.drain = other.drain
+    self.response = other.response
+  }
+
+  /// The handler's context after an interceptor changed the request metadata: the same call,
+  /// sharing its response and trailing metadata.
+  func with(requestMetadata: Metadata) -> ServerContext {
+    requestMetadata == self.requestMetadata ? self : ServerContext(self, requestMetadata: requestMetadata)
+  }
+
+  /// How long the client's deadline has left (zero once it passed), nil if it set none. Pass it
+  /// on as the timeout of a call this handler makes, so that work for a caller who has given up
+  /// stops everywhere at once (see "deadline propagation" in README).
+  public var remainingTime: Duration? {
+    guard timeout != nil else { return nil }
+    let now = MonotonicClock.now()
+    return .nanoseconds(deadline > now ? deadline - now : 0)
   }
 
   /// True once the server has begun a graceful stop. The call may still run to completion; a
