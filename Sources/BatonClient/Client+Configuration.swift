@@ -32,6 +32,9 @@ extension Client {
     public var maxBufferedBytesPerConnection: Int
     /// Where lifecycle lines go. Default: nowhere (a client is a library inside someone's service).
     public var logger: Logger
+    /// Run around every call, first outermost, before the call's own
+    /// (``CallOptions/interceptors``). See ``ClientInterceptor``. Default none.
+    public var interceptors: [any ClientInterceptor]
 
     /// Every knob at the default documented on its property.
     public static var defaults: Configuration { Configuration() }
@@ -42,7 +45,7 @@ extension Client {
       backoff: Backoff = .defaults, maxWaitingCalls: Int = 10_000, maxWaitForConnection: Duration = .seconds(30),
       maxReplayBytes: Int = 1 << 20,
       maxRetriesWithoutDeadline: Int = 25, maxBufferedBytesPerConnection: Int = 4 << 20,
-      logger: Logger = .disabled
+      logger: Logger = .disabled, interceptors: [any ClientInterceptor] = []
     ) {
       self.connection = connection
       self.connectTimeout = connectTimeout
@@ -53,6 +56,7 @@ extension Client {
       self.maxRetriesWithoutDeadline = maxRetriesWithoutDeadline
       self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
       self.logger = logger
+      self.interceptors = interceptors
     }
   }
 
@@ -108,17 +112,22 @@ public struct CallOptions: Sendable {
   /// without one, ``Client/Configuration/maxWaitForConnection``). Either way a call waits while
   /// a connection is being made or every stream slot is busy.
   public var waitForReady: Bool
+  /// Run around this call, inside the client's own (``Client/Configuration/interceptors``), first
+  /// outermost. See ``ClientInterceptor``. Default none.
+  public var interceptors: [any ClientInterceptor]
 
   /// No deadline, no metadata, not idempotent, fail fast.
   public static var defaults: CallOptions { CallOptions() }
 
   /// Options for one call; each defaults as documented on its property.
   public init(
-    timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false, waitForReady: Bool = false
+    timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false, waitForReady: Bool = false,
+    interceptors: [any ClientInterceptor] = []
   ) {
     self.timeout = timeout
     self.metadata = metadata
     self.idempotent = idempotent
     self.waitForReady = waitForReady
+    self.interceptors = interceptors
   }
 }

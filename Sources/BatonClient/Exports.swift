@@ -5,6 +5,7 @@
 // frames, codec, buffers and the connection core stay public to the package's modules only,
 // where their inlinable code is specialized across modules on the per-message path (`package`
 // access lost that, and half the 64 B streaming rate with it).
+@_exported public import enum BatonCore.CallShape
 @_exported public import struct BatonCore.ConnectionSettings
 @_exported public import struct BatonCore.Endpoint
 @_exported public import struct BatonCore.ErrorCode
