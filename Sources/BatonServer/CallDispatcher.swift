@@ -14,22 +14,57 @@ final class CallDispatcher: Sendable {
   let drainedCalls = Atomic<Int>(0)
   let exposeErrorDetails: Bool
   let logger: Logger
+  /// nil when the configuration turned metrics off.
+  let metrics: ServerMetrics?
+  let observer: (any ServerObserver)?
+  /// Whether a call's end is timed and counted at all (metrics or an observer).
+  private let measures: Bool
 
-  init(router: Router, exposeErrorDetails: Bool, logger: Logger) {
+  init(
+    router: Router, exposeErrorDetails: Bool, logger: Logger, collectsMetrics: Bool = true,
+    observer: (any ServerObserver)? = nil
+  ) {
     self.router = router
     self.exposeErrorDetails = exposeErrorDetails
     self.logger = logger
+    self.metrics = collectsMetrics ? ServerMetrics(methods: router.registrationOrder) : nil
+    self.observer = observer
+    self.measures = collectsMetrics || observer != nil
+  }
+
+  /// A call starts: counted, and told to the observer. `index` is nil for an unknown method.
+  private func started(_ index: Int?, _ method: String) {
+    metrics?.slot(index).started.add()
+    observer?.observe(.callStarted(method: index == nil ? ServerMetrics.unknownMethod : method))
+  }
+
+  /// A call ended with wire status `status` after `nanoseconds`.
+  private func finished(_ index: Int?, _ method: String, status: UInt8, nanoseconds: UInt64) {
+    if let metrics {
+      let slot = metrics.slot(index)
+      slot.handled[Int(min(status, 16))].add()
+      slot.handling.observe(nanoseconds: nanoseconds)
+    }
+    if let observer {
+      observer.observe(
+        .callFinished(
+          method: index == nil ? ServerMetrics.unknownMethod : method, status: RPCError.Code(wireStatus: status),
+          duration: .nanoseconds(nanoseconds)))
+    }
   }
 
   /// Called on the stream's loop thread, as the connection acts on the OPEN it just read (the
   /// handler starts in place there).
   func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Server.Served) {
-    guard let handler = router.handlers[head.method] else {
+    guard let registered = router.handlers[head.method] else {
+      if measures { started(nil, head.method) }
       stream.finish(
         Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
       stream.release()
+      if measures { finished(nil, head.method, status: RPCError.Code.unimplemented.rawValue, nanoseconds: 0) }
       return
     }
+    let handler = registered.handler
     let now = MonotonicClock.now()
     var timeout: Duration?
     var deadline: UInt64 = 0
@@ -52,11 +87,18 @@ final class CallDispatcher: Sendable {
     // burst leave every `EventLoop.workBetweenTurnEnds` handlers, as queued work would.
     let loop = stream.connection.loop
     let interceptors = router.interceptors
+    if measures { started(registered.index, head.method) }
     let task = Task.immediate(executorPreference: loop) {
+      let status: UInt8?
       if interceptors.isEmpty {
-        await self.execute(handler, stream, context)
+        status = await self.execute(handler, stream, context)
       } else {
-        await self.execute(handler, stream, context, through: interceptors)
+        status = await self.execute(handler, stream, context, through: interceptors)
+      }
+      if self.measures {
+        self.finished(
+          registered.index, head.method, status: self.status(status, stream, served, deadline: deadline),
+          nanoseconds: MonotonicClock.now() &- now)
       }
       served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
       if self.drainSignal.isFired && !served.cut.withLock({ $0.contains(stream.id) }) {
@@ -68,7 +110,9 @@ final class CallDispatcher: Sendable {
     if loop.inEventLoop { loop.noteWorkDone() }
   }
 
-  private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async {
+  /// The call's status as the dispatcher sent it; nil if the stream had already ended (see
+  /// ``status(_:_:_:deadline:)``).
+  private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async -> UInt8? {
     do {
       switch handler {
       case .unary(let body):
@@ -90,9 +134,25 @@ final class CallDispatcher: Sendable {
         try await body(RequestStream(stream: stream), ResponseWriter(stream: stream, context: context), context)
         finishOK(stream, context)
       }
+      return 0
     } catch {
-      stream.finish(trailers(for: error, context))
+      let trailers = trailers(for: error, context)
+      return stream.finish(trailers) ? trailers.status : nil
     }
+  }
+
+  /// What a call ended with, for metrics: the status sent, or for a stream that had already
+  /// ended, why: its deadline passed (the connection sent `deadlineExceeded`), a stop cut it
+  /// (`unavailable`), or the client reset it (`cancelled`).
+  private func status(_ sent: UInt8?, _ stream: StreamHandle, _ served: Server.Served, deadline: UInt64) -> UInt8 {
+    if let sent { return sent }
+    if deadline != 0 && MonotonicClock.now() >= deadline {
+      metrics?.streamsCutAtCallDeadline.add()
+      observer?.observe(.streamsCut(count: 1, reason: "call_deadline"))
+      return RPCError.Code.deadlineExceeded.rawValue
+    }
+    if served.cut.withLock({ $0.contains(stream.id) }) { return RPCError.Code.unavailable.rawValue }
+    return RPCError.Code.cancelled.rawValue
   }
 
   /// A call with interceptors: the chain runs around the handler, and the status (with a unary
@@ -101,7 +161,7 @@ final class CallDispatcher: Sendable {
   private func execute(
     _ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext,
     through interceptors: [any ServerInterceptor]
-  ) async {
+  ) async -> UInt8? {
     let call = ServerCall(
       method: context.method, shape: handler.shape, metadata: context.requestMetadata, context: context)
     var reply: [UInt8]?
@@ -143,8 +203,10 @@ final class CallDispatcher: Sendable {
       } else {
         finishOK(stream, handlerContext)
       }
+      return 0
     } catch {
-      stream.finish(trailers(for: error, handlerContext))
+      let trailers = trailers(for: error, handlerContext)
+      return stream.finish(trailers) ? trailers.status : nil
     }
   }
 

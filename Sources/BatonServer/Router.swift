@@ -23,7 +23,24 @@ public struct Router: Sendable {
     }
   }
 
-  var handlers: [String: Handler] = [:]
+  /// A handler and its method's place in the registration order (its metrics slot).
+  struct Registered: Sendable {
+    var handler: Handler
+    var index: Int
+  }
+
+  var handlers: [String: Registered] = [:]
+  /// Method names in registration order: `handlers[name].index` indexes this.
+  var registrationOrder: [String] = []
+
+  private mutating func register(_ method: String, _ handler: Handler) {
+    if let index = handlers[method]?.index {
+      handlers[method] = Registered(handler: handler, index: index)
+    } else {
+      handlers[method] = Registered(handler: handler, index: registrationOrder.count)
+      registrationOrder.append(method)
+    }
+  }
   /// Run around every call, first outermost (``addInterceptor(_:)``).
   var interceptors: [any ServerInterceptor] = []
 
@@ -38,7 +55,7 @@ public struct Router: Sendable {
     _ method: String,
     _ handler: @escaping @Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8]
   ) {
-    handlers[method] = .unary(handler)
+    register(method, .unary(handler))
   }
 
   /// One request message in, any number of response messages out through the writer.
@@ -48,7 +65,7 @@ public struct Router: Sendable {
       @escaping @Sendable (_ request: [UInt8], _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
-    handlers[method] = .serverStreaming(handler)
+    register(method, .serverStreaming(handler))
   }
 
   /// Any number of request messages in, one response message out.
@@ -56,7 +73,7 @@ public struct Router: Sendable {
     _ method: String,
     _ handler: @escaping @Sendable (_ requests: RequestStream, _ context: ServerContext) async throws -> [UInt8]
   ) {
-    handlers[method] = .clientStreaming(handler)
+    register(method, .clientStreaming(handler))
   }
 
   /// Both directions at once, independently.
@@ -66,7 +83,7 @@ public struct Router: Sendable {
       @escaping @Sendable (_ requests: RequestStream, _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
-    handlers[method] = .bidirectional(handler)
+    register(method, .bidirectional(handler))
   }
 
   /// A unary method whose messages are JSON-encoded `Codable` values. A request that does not

@@ -50,6 +50,8 @@ public final class Server: Sendable {
     var drain = ConnectionDrain()
     var probeSentAt: UInt64 = 0
     var rtt: UInt64?
+    /// When its drain began (MonotonicClock ns): the drain's duration ends at its close.
+    var drainStartedAt: UInt64?
     /// The connection's hygiene and drain timers, one per purpose, cancelled when it closes: a
     /// closed connection leaves nothing on its loop's timer queue (a 2-hour keepalive timer per
     /// closed connection was memory that churn never got back).
@@ -114,7 +116,8 @@ public final class Server: Sendable {
     self.configuration = configuration
     self.group = group
     self.dispatcher = CallDispatcher(
-      router: router, exposeErrorDetails: configuration.exposeErrorDetails, logger: configuration.logger)
+      router: router, exposeErrorDetails: configuration.exposeErrorDetails, logger: configuration.logger,
+      collectsMetrics: configuration.collectsMetrics, observer: configuration.observer)
     self.state = Locked(State())
   }
 
@@ -268,8 +271,11 @@ public final class Server: Sendable {
       ]
       let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
       return (200, "application/json", String(decoding: data, as: UTF8.self) + "\n")
+    case "/metrics":
+      guard let page = metricsPage else { return (404, "text/plain", "metrics are off (collectsMetrics)\n") }
+      return (200, "text/plain; version=0.0.4; charset=utf-8", page)
     default:
-      return (404, "text/plain", "unknown path; try /livez, /readyz or /drainz\n")
+      return (404, "text/plain", "unknown path; try /livez, /readyz, /drainz or /metrics\n")
     }
   }
 
@@ -339,7 +345,8 @@ public final class Server: Sendable {
         maxBufferedBytes: configuration.maxBufferedBytesPerConnection,
         maxPingsPerSecond: configuration.connectionManagement.maxPingsPerSecond,
         handshakeTimeout: configuration.handshakeTimeout.nanoseconds,
-        frameTimeout: configuration.frameTimeout.nanoseconds)
+        frameTimeout: configuration.frameTimeout.nanoseconds),
+      traffic: dispatcher.metrics?.traffic
     ) { [weak self, served, dispatcher] connection, notice in
       // New calls go straight to the dispatcher; only lifecycle notices need the server.
       if case .opened(let stream, let head, _) = notice {
@@ -365,12 +372,21 @@ public final class Server: Sendable {
     switch admission {
     case .reject:
       Socket.close(fd)  // never started: the socket is still ours alone
+      return
+    case .refuse, .serve:
+      dispatcher.metrics?.connectionsAccepted.add()
+      configuration.observer?.observe(.connectionOpened(peer: peer))
+    }
+    switch admission {
+    case .reject:
+      break
     case .refuse:
       logger.warning(
         "connection refused", ("peer", peer), ("reason", "connection limit \(configuration.maxConnections) reached"))
       connection.abort(
         .enhanceYourCalm, reason: "connection limit (\(configuration.maxConnections)) reached; nothing was processed")
       connection.start()  // sends SETTINGS and the GOAWAY, processes nothing it reads, closes
+      noteGoAwaySent(peer)
     case .serve(let draining):
       connection.start()
       connection.ping(Self.rttProbe)
@@ -451,6 +467,7 @@ public final class Server: Sendable {
       } else {
         server.logger.info("connection keepalive timeout", ("peer", entry.served.peer))
         entry.connection.abort(.noError, reason: "keepalive timeout: no answer to a PING")
+        server.noteGoAwaySent(entry.served.peer)
       }
     }
   }
@@ -475,15 +492,26 @@ public final class Server: Sendable {
     case .idle:
       closeIfDrained(served.id)
     case .closed:
-      let (waiter, timers) = state.withLock { s -> (CheckedContinuation<Bool, Never>?, [TimerHandle]) in
-        let timers = s.connections.removeValue(forKey: served.id).map { Array($0.timers.values) } ?? []
-        guard s.connections.isEmpty else { return (nil, timers) }
+      let (waiter, timers, drainStartedAt) = state.withLock {
+        s -> (CheckedContinuation<Bool, Never>?, [TimerHandle], UInt64?) in
+        let removed = s.connections.removeValue(forKey: served.id)
+        let timers = removed.map { Array($0.timers.values) } ?? []
+        guard s.connections.isEmpty else { return (nil, timers, removed?.drainStartedAt) }
         defer { s.connectionsWaiter = nil }
-        return (s.connectionsWaiter, timers)
+        return (s.connectionsWaiter, timers, removed?.drainStartedAt)
       }
       for timer in timers { connection.loop.cancel(timer) }
+      if let drainStartedAt {
+        let took = MonotonicClock.now() &- drainStartedAt
+        dispatcher.metrics?.connectionDrains.observe(nanoseconds: took)
+        configuration.observer?.observe(.connectionDrained(peer: served.peer, duration: .nanoseconds(took)))
+      }
+      configuration.observer?.observe(.connectionClosed(peer: served.peer))
       waiter?.resume(returning: true)
-    case .ready, .goAway:
+    case .goAway:
+      dispatcher.metrics?.goAwaysReceived.add()
+      configuration.observer?.observe(.goAwayReceived(peer: served.peer))
+    case .ready:
       break
     }
   }
@@ -694,12 +722,14 @@ public final class Server: Sendable {
       let ping = s.nextBarrierPing
       guard entry.drain.begin(ping: ping) else { return nil }
       s.nextBarrierPing += 1
+      entry.drainStartedAt = MonotonicClock.now()
       s.connections[id] = entry
       return (entry.connection, ping, entry.rtt)
     }
     guard let (connection, ping, rtt) = started else { return }
     connection.notifyWhenIdle()
     connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
+    noteGoAwaySent(connection.peer)
     connection.ping(ping)
     let cap = configuration.shutdown.goAwayBarrierCap.nanoseconds
     let wait = min(cap, max(10_000_000, (rtt ?? cap) &* 4))  // a cap of 0 skips the barrier
@@ -716,6 +746,7 @@ public final class Server: Sendable {
     }
     guard let connection else { return }
     let last = connection.finalGoAway(debug: "server stopping")
+    noteGoAwaySent(connection.peer)
     state.withLock { s in
       guard var entry = s.connections[id] else { return }
       entry.drain.finalGoAwaySent(lastStreamID: last)
@@ -748,12 +779,17 @@ public final class Server: Sendable {
   private func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
     let now = MonotonicClock.now()
     entry.connection.finalGoAway(debug: "server stopping")
+    noteGoAwaySent(entry.served.peer)
     // Read before the handlers are cancelled: a cancelled handler removes its record at once.
     let calls = entry.served.calls.withLock { $0 }
     let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason))) { ids in
       entry.served.cut.withLock { $0.formUnion(ids) }
     }
     entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
+    if !ids.isEmpty {
+      dispatcher.metrics?.streamsCutByStop.add(ids.count)
+      configuration.observer?.observe(.streamsCut(count: ids.count, reason: "stop"))
+    }
     return ids.sorted().map { id in
       let record = calls[id]
       return StopReport.CutStream(
@@ -779,6 +815,25 @@ public final class Server: Sendable {
         loop.cancel(timer)
       }
     }
+  }
+
+  private func noteGoAwaySent(_ peer: String) {
+    dispatcher.metrics?.goAwaysSent.add()
+    configuration.observer?.observe(.goAwaySent(peer: peer))
+  }
+
+  // MARK: - Metrics
+
+  /// The `GET /metrics` page: Prometheus text exposition format 0.0.4. Calls started and
+  /// handled by method and status, handling time by method, open connections and streams,
+  /// GOAWAYs, connection drains, cut streams, bytes in and out. nil when
+  /// ``Configuration/collectsMetrics`` is off.
+  public var metricsPage: String? {
+    guard let metrics = dispatcher.metrics else { return nil }
+    let (connections, streams) = state.withLock { s in
+      (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
+    }
+    return metrics.render(.init(openConnections: connections, openStreams: streams))
   }
 
   // MARK: - Drain progress
