@@ -111,9 +111,13 @@ extension Client {
     _ method: String, _ shape: CallShape, _ options: CallOptions,
     _ terminal: (ClientCall) async throws -> Void
   ) async throws {
-    let interceptors = configuration.interceptors + options.interceptors
+    // No array is built for the usual case of one list.
+    let interceptors =
+      options.interceptors.isEmpty
+      ? configuration.interceptors
+      : configuration.interceptors.isEmpty ? options.interceptors : configuration.interceptors + options.interceptors
     var options = options
-    options.interceptors = []
+    if !options.interceptors.isEmpty { options.interceptors = [] }
     try await Self.run(interceptors, from: 0, ClientCall(method: method, shape: shape, options: options), terminal)
   }
 

@@ -127,18 +127,18 @@ private struct SwiftLogLogger: Sendable {
 
 // MARK: README: a swift-log bridge
 
-extension Logger {
+extension BatonServer.Logger {
   /// Baton's lifecycle lines through swift-log: the level maps across, the event is the message,
   /// and each field becomes a metadata value.
-  fileprivate static func swiftLog(_ logger: SwiftLogLogger) -> Logger {
-    let minimum: Logger.Level =
+  fileprivate static func swiftLog(_ logger: SwiftLogLogger) -> BatonServer.Logger {
+    let minimum: BatonServer.Logger.Level =
       switch logger.logLevel {
       case .trace, .debug: .debug
       case .info, .notice: .info
       case .warning: .warning
       case .error, .critical: .error
       }
-    return Logger(minimumLevel: minimum) { record in
+    return BatonServer.Logger(minimumLevel: minimum) { record in
       let level: SwiftLogLogger.Level =
         switch record.level {
         case .debug: .debug
@@ -148,7 +148,7 @@ extension Logger {
         }
       var metadata = SwiftLogLogger.Metadata()
       for (key, value) in record.fields { metadata[key] = .string(value) }
-      logger.log(level: level, record.event, metadata: metadata)
+      logger.log(level: level, "\(record.event)", metadata: metadata)
     }
   }
 }
