@@ -19,14 +19,14 @@ public final class Server: Sendable {
   public let configuration: Configuration
   let group: EventLoopGroup
   let dispatcher: CallDispatcher
-  private var drainSignal: DrainSignal { dispatcher.drainSignal }
-  private let state: Locked<State>
+  var drainSignal: DrainSignal { dispatcher.drainSignal }
+  let state: Locked<State>
   private let nextConnectionID = Atomic<UInt64>(0)
 
   /// The first PING on every connection measures its round trip; the drain barrier uses it.
   static let rttProbe: UInt64 = 0x6261_746f_6e72_7474
 
-  private struct State {
+  struct State {
     var lifecycle = ServerLifecycle()
     var listener: Listener?
     var health: HealthEndpoint?
@@ -44,7 +44,7 @@ public final class Server: Sendable {
     var nextBarrierPing: UInt64 = 1
   }
 
-  private struct Entry {
+  struct Entry {
     let served: Served
     let connection: Connection
     var drain = ConnectionDrain()
@@ -79,7 +79,7 @@ public final class Server: Sendable {
   }
 
   /// A hook or a background worker, stopped in reverse order of registration.
-  private struct Service {
+  struct Service {
     var name: String
     var timeout: Duration
     var kind: Kind
@@ -121,7 +121,7 @@ public final class Server: Sendable {
     self.state = Locked(State())
   }
 
-  private var logger: Logger { configuration.logger }
+  var logger: Logger { configuration.logger }
 
   // MARK: - Running
 
@@ -249,35 +249,6 @@ public final class Server: Sendable {
   /// Where the health endpoint listens, if ``Configuration/healthPort`` is set (nil otherwise,
   /// or before ``run()`` has bound it).
   public var healthAddress: Endpoint? { state.withLock { $0.health?.address } }
-
-  func healthAnswer(_ path: String) -> (Int, String, String) {
-    switch path {
-    case "/livez":
-      return (200, "text/plain", "ok\n")
-    case "/readyz":
-      return isReady ? (200, "text/plain", "ready\n") : (503, "text/plain", "draining\n")
-    case "/drainz":
-      let progress = self.progress
-      let connections = progress.connections.map { connection -> [String: Any] in
-        var entry: [String: Any] = [
-          "peer": connection.peer, "open_streams": connection.openStreams, "drain_phase": connection.drainPhase,
-        ]
-        if let oldest = connection.oldestStream { entry["oldest_stream_ms"] = Int(oldest.nanoseconds / 1_000_000) }
-        return entry
-      }
-      let document: [String: Any] = [
-        "phase": progress.phase, "ready": isReady, "open_streams": progress.openStreams,
-        "connections": connections,
-      ]
-      let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
-      return (200, "application/json", String(decoding: data, as: UTF8.self) + "\n")
-    case "/metrics":
-      guard let page = metricsPage else { return (404, "text/plain", "metrics are off (collectsMetrics)\n") }
-      return (200, "text/plain; version=0.0.4; charset=utf-8", page)
-    default:
-      return (404, "text/plain", "unknown path; try /livez, /readyz, /drainz or /metrics\n")
-    }
-  }
 
   /// Connections accepted since the server started (including refused ones).
   public var connectionsAccepted: Int { Int(nextConnectionID.load(ordering: .relaxed)) }
@@ -516,54 +487,6 @@ public final class Server: Sendable {
     }
   }
 
-  // MARK: - Stopping
-
-  /// Starts a graceful stop and returns at once; idempotent. See ``gracefulStop(deadline:)``.
-  public func beginGracefulStop(deadline: Duration? = nil) {
-    let action = state.withLock { $0.lifecycle.beginGracefulStop() }
-    switch action {
-    case .drain:
-      let deadline = deadline ?? configuration.shutdown.deadline
-      Task { await self.stopSequence(deadline: deadline, hard: false) }
-    case .stoppedBeforeStart:
-      finish(StopReport())
-    case .none:
-      break
-    }
-  }
-
-  /// Stops without failing a call, within one deadline:
-  /// 1. readiness turns false at once (``isReady``), then the propagation delay passes;
-  /// 2. the listener closes; a connection that still arrives is told GOAWAY at once;
-  /// 3. each connection gets GOAWAY(2^31-1) and a PING, then on the PING's ACK (or after a wait
-  ///    of four measured round trips, capped) the final GOAWAY with the real last stream id, so
-  ///    the client knows exactly which calls to retry elsewhere;
-  /// 4. handlers are told (``ServerContext/isDraining``) and open streams run on;
-  /// 5. at the deadline the remaining handlers are cancelled and their streams end with
-  ///    `unavailable`; every connection closes with FIN after its last frame;
-  /// 6. shutdown hooks and workers stop in reverse order, each within its timeout.
-  /// Returns the report once all of that is done (``run()`` returns at the same moment).
-  @discardableResult
-  public func gracefulStop(deadline: Duration? = nil) async -> StopReport {
-    beginGracefulStop(deadline: deadline)
-    return await stopReport()
-  }
-
-  /// Stops at once: open streams are cut with `unavailable`, frames are flushed, hooks still run.
-  public func stopNow() {
-    let action = state.withLock { $0.lifecycle.hardStop() }
-    switch action {
-    case .drainAndCut:
-      Task { await self.stopSequence(deadline: .zero, hard: true) }
-    case .cut:
-      wakeConnectionsWaiter()
-    case .stoppedBeforeStart:
-      finish(StopReport())
-    case .none:
-      break
-    }
-  }
-
   /// For diagnostics (a hung test's watchdog): the lifecycle, whether a stop waits for the
   /// connections, and per connection its drain phase, its calls and its stream slots.
   package var debugState: String {
@@ -584,139 +507,8 @@ public final class Server: Sendable {
     return ([header] + lines).joined(separator: "\n")
   }
 
-  /// Waits until the server has stopped and returns what the stop did.
-  public func stopReport() async -> StopReport {
-    await withCheckedContinuation { continuation in
-      let report = state.withLock { s -> StopReport? in
-        if let report = s.report { return report }
-        s.stopWaiters.append(continuation)
-        return nil
-      }
-      if let report { continuation.resume(returning: report) }
-    }
-  }
-
-  private func stopSequence(deadline: Duration, hard: Bool) async {
-    let start = MonotonicClock.now()
-    let deadlineAt = start &+ deadline.nanoseconds
-    var report = StopReport()
-    drainSignal.fire()
-    let (connections, streams) = state.withLock { s in
-      (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
-    }
-    logger.info(
-      "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", deadline.readable))
-
-    let delay = configuration.shutdown.readinessPropagationDelay
-    if !hard && delay > .zero {
-      logger.info("readiness off", ("propagation_delay", "\(delay)"))
-      try? await Task.sleep(for: delay)
-    }
-    state.withLock { $0.listener }?.close()
-    for id in state.withLock({ Array($0.connections.keys) }) { beginDrain(id) }
-
-    let drained = await waitForConnections(until: deadlineAt, endOnHardStop: true)
-    let drainEnd = MonotonicClock.now()
-    report.phases.append(.init(name: "draining", duration: .nanoseconds(drainEnd &- start)))
-    if drained {
-      logger.info("drained", ("duration", Duration.nanoseconds(drainEnd &- start).readable))
-    } else {
-      // Either the deadline passed, or a hard stop (a second signal, `stopNow()`, cancellation)
-      // ended the drain first: whichever moved the lifecycle to cancelling says why.
-      let byDeadline = !hard && state.withLock { $0.lifecycle.deadlinePassed() }
-      let cause: StopReport.CutCause = byDeadline ? .deadline : .stoppedAtOnce
-      report.cutCause = cause
-      report.cutStreams = cutEverything(
-        reason: byDeadline
-          ? "the server stopped: its drain deadline of \(deadline.readable) passed"
-          : "the server stopped at once: a second stop request came during the drain")
-      logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", "\(cause)"))
-      let flushed = await waitForConnections(
-        until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
-      if !flushed {
-        for entry in state.withLock({ Array($0.connections.values) }) { entry.connection.forceClose() }
-        _ = await waitForConnections(until: MonotonicClock.now() &+ 1_000_000_000)
-      }
-      report.phases.append(.init(name: "cancelling", duration: .nanoseconds(MonotonicClock.now() &- drainEnd)))
-    }
-    report.drainedStreams = dispatcher.drainedCalls.load(ordering: .relaxed)
-
-    let (services, workers) = state.withLock { s in
-      _ = s.lifecycle.connectionsClosed()
-      s.signals?.disarmFirst()
-      return (s.services, s.workers)
-    }
-    let hooksStart = MonotonicClock.now()
-    for (index, service) in services.enumerated().reversed() {
-      let began = MonotonicClock.now()
-      let outcome: StopReport.Hook.Outcome
-      switch service.kind {
-      case .hook(let body):
-        outcome = await runBounded(service.timeout, body)
-      case .worker:
-        guard let task = workers[index] else { continue }
-        task.cancel()
-        outcome = await runBounded(service.timeout) { await task.value }
-      }
-      let took = Duration.nanoseconds(MonotonicClock.now() &- began)
-      report.hooks.append(.init(name: service.name, duration: took, outcome: outcome))
-      logger.info("hook", ("name", service.name), ("duration", took.readable), ("outcome", "\(outcome)"))
-    }
-    if !services.isEmpty {
-      report.phases.append(.init(name: "closing", duration: .nanoseconds(MonotonicClock.now() &- hooksStart)))
-    }
-    report.total = .nanoseconds(MonotonicClock.now() &- start)
-    logger.info(
-      "stopped", ("total", report.total.readable), ("drained", "\(report.drainedStreams)"),
-      ("cut", "\(report.cutStreams.count)"))
-    finish(report)
-  }
-
-  private func finish(_ report: StopReport) {
-    state.withLock { $0.health }?.close()
-    let (runWaiter, stopWaiters) = state.withLock { s in
-      _ = s.lifecycle.hooksFinished()
-      s.report = report
-      s.signals = nil
-      defer {
-        s.runWaiter = nil
-        s.stopWaiters.removeAll()
-      }
-      return (s.runWaiter, s.stopWaiters)
-    }
-    runWaiter?.resume()
-    for waiter in stopWaiters { waiter.resume(returning: report) }
-  }
-
-  /// Waits until every connection has closed (true) or `deadline` passes (false). With
-  /// `endOnHardStop`, a hard stop (now or already requested) also ends the wait.
-  private func waitForConnections(until deadline: UInt64, endOnHardStop: Bool = false) async -> Bool {
-    let loop = group.next()  // cancel on the loop that scheduled: `next()` moves on each call
-    let timer = loop.schedule(at: deadline) { [weak self] in self?.wakeConnectionsWaiter() }
-    defer { loop.cancel(timer) }
-    return await withCheckedContinuation { continuation in
-      let done = state.withLock { s -> Bool? in
-        if s.connections.isEmpty { return true }
-        if endOnHardStop && s.lifecycle.state == .cancelling { return false }
-        // The timer may already have run and found no waiter: past the deadline, do not park.
-        if MonotonicClock.now() >= deadline { return false }
-        s.connectionsWaiter = continuation
-        return nil
-      }
-      if let done { continuation.resume(returning: done) }
-    }
-  }
-
-  private func wakeConnectionsWaiter() {
-    let waiter = state.withLock { s in
-      defer { s.connectionsWaiter = nil }
-      return s.connectionsWaiter
-    }
-    waiter?.resume(returning: state.withLock { $0.connections.isEmpty })
-  }
-
   /// Phase one of a connection's drain: GOAWAY(2^31-1) and the barrier PING, with a timer.
-  private func beginDrain(_ id: UInt64) {
+  func beginDrain(_ id: UInt64) {
     let started = state.withLock { s -> (Connection, UInt64, UInt64?)? in
       guard var entry = s.connections[id] else { return nil }
       let ping = s.nextBarrierPing
@@ -765,18 +557,9 @@ public final class Server: Sendable {
     connection?.closeGracefully()
   }
 
-  /// The deadline passed: cancel every handler, end its stream with `unavailable`, close.
-  private func cutEverything(reason: String) -> [StopReport.CutStream] {
-    let entries = state.withLock { s in
-      for id in Array(s.connections.keys) { s.connections[id]?.drain.forceClosing() }
-      return Array(s.connections.values)
-    }
-    return entries.flatMap { cut($0, reason: reason) }
-  }
-
   /// Ends every call still open on one connection with `unavailable` and `reason`, then closes it
   /// (final GOAWAY first, FIN after the last frame).
-  private func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
+  func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
     let now = MonotonicClock.now()
     entry.connection.finalGoAway(debug: "server stopping")
     noteGoAwaySent(entry.served.peer)
@@ -797,107 +580,9 @@ public final class Server: Sendable {
     }
   }
 
-  private func runBounded(
-    _ timeout: Duration, _ body: @escaping @Sendable () async throws -> Void
-  ) async -> StopReport.Hook.Outcome {
-    let once = ResumeOnce<StopReport.Hook.Outcome>()
-    let loop = group.next()
-    return await withCheckedContinuation { continuation in
-      once.set(continuation)
-      let timer = loop.schedule(at: MonotonicClock.now() &+ timeout.nanoseconds) { once.resume(.timedOut) }
-      Task {
-        do {
-          try await body()
-          once.resume(.finished)
-        } catch {
-          once.resume(.failed("\(error)"))
-        }
-        loop.cancel(timer)
-      }
-    }
-  }
-
-  private func noteGoAwaySent(_ peer: String) {
+  func noteGoAwaySent(_ peer: String) {
     dispatcher.metrics?.goAwaysSent.add()
     configuration.observer?.observe(.goAwaySent(peer: peer))
   }
 
-  // MARK: - Metrics
-
-  /// The `GET /metrics` page: Prometheus text exposition format 0.0.4. Calls started and
-  /// handled by method and status, handling time by method, open connections and streams,
-  /// GOAWAYs, connection drains, cut streams, bytes in and out. nil when
-  /// ``Configuration/collectsMetrics`` is off.
-  public var metricsPage: String? {
-    guard let metrics = dispatcher.metrics else { return nil }
-    let (connections, streams) = state.withLock { s in
-      (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
-    }
-    return metrics.render(.init(openConnections: connections, openStreams: streams))
-  }
-
-  // MARK: - Drain progress
-
-  /// What the server is still waiting for, per connection: for logs, metrics and `/drainz`.
-  public struct Progress: Sendable {
-    /// One connection's part of a drain.
-    public struct ConnectionProgress: Sendable {
-      /// The client's address.
-      public var peer: String
-      /// Calls still open on it.
-      public var openStreams: Int
-      /// Age of the oldest open stream, if any.
-      public var oldestStream: Duration?
-      /// `serving`, `awaitingBarrier`, `finalGoAwaySent` or `closing`.
-      public var drainPhase: String
-    }
-    /// The server's lifecycle phase (``Server/Phase``).
-    public var phase: String
-    /// Every open connection, oldest first.
-    public var connections: [ConnectionProgress]
-    /// Calls still open on every connection.
-    public var openStreams: Int { connections.reduce(0) { $0 + $1.openStreams } }
-  }
-
-  /// A snapshot of what a stop still waits for (also served as `/drainz`).
-  public var progress: Progress {
-    let now = MonotonicClock.now()
-    return state.withLock { s in
-      Progress(
-        phase: "\(s.lifecycle.state)",
-        connections: s.connections.values.sorted { $0.served.id < $1.served.id }.map { entry in
-          let starts = entry.served.calls.withLock { table in table.keysArray.compactMap { table[$0]?.startedAt } }
-          return .init(
-            peer: entry.served.peer, openStreams: starts.count,
-            oldestStream: starts.min().map { .nanoseconds(now &- $0) }, drainPhase: "\(entry.drain.state)")
-        })
-    }
-  }
-}
-
-/// Resumes a continuation exactly once, whichever of several racers comes first.
-final class ResumeOnce<Value: Sendable>: Sendable {
-  private let state = Locked<(continuation: CheckedContinuation<Value, Never>?, early: Value?)>((nil, nil))
-
-  func set(_ continuation: CheckedContinuation<Value, Never>) {
-    let early = state.withLock { s -> Value? in
-      if let early = s.early { return early }
-      s.continuation = continuation
-      return nil
-    }
-    if let early { continuation.resume(returning: early) }
-  }
-
-  func resume(_ value: Value) {
-    let continuation = state.withLock { s -> CheckedContinuation<Value, Never>? in
-      if let continuation = s.continuation {
-        s.continuation = nil
-        s.early = value
-        return continuation
-      }
-      if s.early == nil { s.early = value }
-      return nil
-    }
-    continuation?.resume(returning: value)
-  }
 }
