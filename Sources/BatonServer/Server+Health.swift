@@ -81,7 +81,7 @@ extension Server {
           let starts = entry.served.calls.withLock { table in table.keysArray.compactMap { table[$0]?.startedAt } }
           return .init(
             peer: entry.served.peer, openStreams: starts.count,
-            oldestStream: starts.min().map { .nanoseconds(now &- $0) }, drainPhase: "\(entry.drain.state)")
+            oldestStream: starts.min().map { .nanoseconds(now &- $0) }, drainPhase: entry.manager.phase.description)
         })
     }
   }

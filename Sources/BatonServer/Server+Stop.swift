@@ -187,7 +187,7 @@ extension Server {
   /// The deadline passed: cancel every handler, end its stream with `unavailable`, close.
   func cutEverything(reason: String) -> [StopReport.CutStream] {
     let entries = state.withLock { s in
-      for id in Array(s.connections.keys) { s.connections[id]?.drain.forceClosing() }
+      for id in Array(s.connections.keys) { s.connections[id]?.manager.forceClosing() }
       return Array(s.connections.values)
     }
     return entries.flatMap { cut($0, reason: reason) }

@@ -23,9 +23,6 @@ public final class Server: Sendable {
   let state: Locked<State>
   private let nextConnectionID = Atomic<UInt64>(0)
 
-  /// The first PING on every connection measures its round trip; the drain barrier uses it.
-  static let rttProbe: UInt64 = 0x6261_746f_6e72_7474
-
   struct State {
     var lifecycle = ServerLifecycle()
     var listener: Listener?
@@ -41,35 +38,23 @@ public final class Server: Sendable {
     var services: [Service] = []
     var workers: [Int: Task<Void, Never>] = [:]
     var signals: SignalTrap?
-    var nextBarrierPing: UInt64 = 1
   }
 
   struct Entry {
     let served: Served
     let connection: Connection
-    var drain = ConnectionDrain()
-    var probeSentAt: UInt64 = 0
-    var rtt: UInt64?
-    /// When its drain began (MonotonicClock ns): the drain's duration ends at its close.
-    var drainStartedAt: UInt64?
+    /// Every decision about the connection's drain, age, idleness and keepalive.
+    var manager: ConnectionManager
     /// The connection's hygiene and drain timers, one per purpose, cancelled when it closes: a
     /// closed connection leaves nothing on its loop's timer queue (a 2-hour keepalive timer per
     /// closed connection was memory that churn never got back).
-    var timers: [TimerPurpose: TimerHandle] = [:]
+    var timers: [ConnectionManager.Timer: TimerHandle] = [:]
   }
 
-  enum TimerPurpose: Hashable {
-    case maxAge, maxAgeGrace, idle, keepalive, keepaliveTimeout, barrier
-  }
-
-  /// Schedules `work` for connection `id` on its loop, replacing its timer of the same purpose.
-  private func schedule(
-    _ id: UInt64, _ purpose: TimerPurpose, on loop: EventLoop, at deadline: UInt64,
-    _ work: @escaping @Sendable (Server) -> Void
-  ) {
+  /// Arms connection `id`'s timer `purpose` on its loop, replacing the one it had.
+  private func schedule(_ id: UInt64, _ purpose: ConnectionManager.Timer, on loop: EventLoop, at deadline: UInt64) {
     let timer = loop.schedule(at: deadline) { [weak self] in
-      guard let self else { return }
-      work(self)
+      self?.timerFired(id, purpose)
     }
     let replaced = state.withLock { s -> TimerHandle?? in
       guard s.connections[id] != nil else { return .some(timer) }  // closed meanwhile
@@ -337,7 +322,9 @@ public final class Server: Sendable {
       let decision = s.lifecycle.acceptDecision
       if decision == .reject { return .reject }
       if s.connections.count >= configuration.maxConnections { return .refuse }
-      s.connections[served.id] = Entry(served: served, connection: connection, probeSentAt: now)
+      s.connections[served.id] = Entry(
+        served: served, connection: connection,
+        manager: ConnectionManager(policy: managementPolicy(), acceptedAt: now))
       return .serve(draining: decision == .serveDraining)
     }
     switch admission {
@@ -360,9 +347,7 @@ public final class Server: Sendable {
       noteGoAwaySent(peer)
     case .serve(let draining):
       connection.start()
-      connection.ping(Self.rttProbe)
-      if draining { beginDrain(served.id) }
-      armHygiene(served.id, connection, acceptedAt: now)
+      manage(served.id) { manager, _ in manager.start(draining: draining) }
     }
   }
 
@@ -375,101 +360,99 @@ public final class Server: Sendable {
     case serve(draining: Bool)
   }
 
-  // MARK: - Connection hygiene
+  // MARK: - Connection management
 
-  private func armHygiene(_ id: UInt64, _ connection: Connection, acceptedAt: UInt64) {
+  /// What the configuration asks of one connection; its max age jittered.
+  private func managementPolicy() -> ConnectionManager.Policy {
     let management = configuration.connectionManagement
-    let loop = connection.loop
-    if let maxAge = management.maxAge {
+    var maxAge: UInt64?
+    if let age = management.maxAge {
       let jitter = 1 + Double.random(in: -1...1) * max(0, min(1, management.maxAgeJitter))
-      let age = UInt64(Double(maxAge.nanoseconds) * jitter)
-      schedule(id, .maxAge, on: loop, at: acceptedAt &+ age) { $0.ageOut(id) }
+      maxAge = UInt64(Double(age.nanoseconds) * jitter)
     }
-    if let idle = management.idleTimeout {
-      schedule(id, .idle, on: loop, at: acceptedAt &+ idle.nanoseconds) { $0.checkIdle(id, since: acceptedAt) }
-    }
-    if let interval = management.keepaliveInterval {
-      schedule(id, .keepalive, on: loop, at: acceptedAt &+ interval.nanoseconds) { $0.checkKeepalive(id) }
-    }
+    return ConnectionManager.Policy(
+      maxAge: maxAge, maxAgeGrace: management.maxAgeGrace.nanoseconds,
+      idleTimeout: management.idleTimeout?.nanoseconds, keepaliveInterval: management.keepaliveInterval?.nanoseconds,
+      keepaliveTimeout: management.keepaliveTimeout.nanoseconds,
+      barrierCap: configuration.shutdown.goAwayBarrierCap.nanoseconds)
   }
 
-  private func entry(_ id: UInt64) -> Entry? { state.withLock { $0.connections[id] } }
-
-  /// Max connection age reached: drain this connection, and cut what is left after the grace.
-  private func ageOut(_ id: UInt64) {
-    guard let entry = entry(id) else { return }
-    logger.info("connection max age", ("peer", entry.served.peer))
-    beginDrain(id)
-    let grace = configuration.connectionManagement.maxAgeGrace.nanoseconds
-    schedule(id, .maxAgeGrace, on: entry.connection.loop, at: MonotonicClock.now() &+ grace) { server in
-      guard let entry = server.entry(id) else { return }
-      _ = server.cut(entry, reason: "the connection reached its maximum age and its grace period passed")
+  /// Runs one step of connection `id`'s manager under the lock, then performs the actions it
+  /// returned with no lock held: the one place where "decide under the lock, act after" is
+  /// written for connection management. Nothing happens for a connection already closed.
+  func manage(_ id: UInt64, _ step: (inout ConnectionManager, Connection) -> [ConnectionManager.Action]) {
+    let decided = state.withLock { s -> (Entry, [ConnectionManager.Action])? in
+      guard var entry = s.connections[id] else { return nil }
+      let actions = step(&entry.manager, entry.connection)
+      s.connections[id] = entry
+      return (entry, actions)
     }
+    guard let (entry, actions) = decided else { return }
+    for action in actions { perform(action, entry) }
   }
 
-  private func checkIdle(_ id: UInt64, since acceptedAt: UInt64) {
-    guard let idle = configuration.connectionManagement.idleTimeout?.nanoseconds, let entry = entry(id) else { return }
-    let now = MonotonicClock.now()
-    let lastUse = max(acceptedAt, entry.connection.lastCallEndedAt)
-    if entry.connection.activeCallCount == 0 && now &- lastUse >= idle {
-      logger.info("connection idle", ("peer", entry.served.peer))
-      return beginDrain(id)
-    }
-    let next = entry.connection.activeCallCount == 0 ? lastUse &+ idle : now &+ idle
-    schedule(id, .idle, on: entry.connection.loop, at: next) { $0.checkIdle(id, since: acceptedAt) }
-  }
-
-  /// Nothing heard for `keepaliveInterval`: PING, and close if nothing comes back in time.
-  private func checkKeepalive(_ id: UInt64) {
-    let management = configuration.connectionManagement
-    guard let interval = management.keepaliveInterval?.nanoseconds, let entry = entry(id) else { return }
-    let now = MonotonicClock.now()
-    let quietSince = entry.connection.lastInboundAt
-    guard now &- quietSince >= interval else {
-      schedule(id, .keepalive, on: entry.connection.loop, at: quietSince &+ interval) { $0.checkKeepalive(id) }
-      return
-    }
-    entry.connection.ping(Self.keepaliveProbe)
-    schedule(id, .keepaliveTimeout, on: entry.connection.loop, at: now &+ management.keepaliveTimeout.nanoseconds) {
-      server in
-      guard let entry = server.entry(id) else { return }
-      if entry.connection.lastInboundAt > now {
-        server.checkKeepalive(id)
-      } else {
-        server.logger.info("connection keepalive timeout", ("peer", entry.served.peer))
-        entry.connection.abort(.noError, reason: "keepalive timeout: no answer to a PING")
-        server.noteGoAwaySent(entry.served.peer)
+  private func perform(_ action: ConnectionManager.Action, _ entry: Entry) {
+    let connection = entry.connection
+    let id = entry.served.id
+    switch action {
+    case .ping(let payload):
+      connection.ping(payload)
+    case .goAway:
+      connection.notifyWhenIdle()
+      connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
+      noteGoAwaySent(entry.served.peer)
+    case .finalGoAway:
+      let last = connection.finalGoAway(debug: "server stopping")
+      noteGoAwaySent(entry.served.peer)
+      manage(id) { manager, connection in
+        manager.finalGoAwaySent(lastStreamID: last, activeCalls: connection.activeCallCount)
       }
+    case .close:
+      connection.closeGracefully()
+    case .abort(let reason):
+      connection.abort(.noError, reason: reason)
+      noteGoAwaySent(entry.served.peer)
+    case .cut(let reason):
+      _ = cut(entry, reason: reason)
+    case .arm(let timer, let deadline):
+      schedule(id, timer, on: connection.loop, at: deadline)
+    case .log(let event):
+      logger.info(event, ("peer", entry.served.peer))
     }
   }
 
-  static let keepaliveProbe: UInt64 = 0x6261_746f_6e6b_616c
+  private func timerFired(_ id: UInt64, _ timer: ConnectionManager.Timer) {
+    guard let connection = state.withLock({ $0.connections[id]?.connection }) else { return }
+    // Observed before the step, outside the server's lock.
+    let seen = ConnectionManager.Observation(
+      now: MonotonicClock.now(), lastInboundAt: connection.lastInboundAt, activeCalls: connection.activeCallCount,
+      lastCallEndedAt: connection.lastCallEndedAt)
+    manage(id) { manager, _ in manager.timerFired(timer, seen) }
+  }
+
+  /// Begins connection `id`'s drain (two GOAWAYs around a PING); nothing if it already began.
+  func beginDrain(_ id: UInt64) {
+    let now = MonotonicClock.now()
+    manage(id) { manager, _ in manager.beginDrain(now: now) }
+  }
 
   private func handle(_ notice: Connection.Notice, on connection: Connection, served: Served) {
     switch notice {
     case .opened(let stream, let head, _):
       dispatcher.serve(stream, head, served)
     case .pingAck(let payload):
-      if payload == Self.rttProbe {
-        let now = MonotonicClock.now()
-        state.withLock { s in
-          guard var entry = s.connections[served.id] else { return }
-          entry.rtt = now &- entry.probeSentAt
-          s.connections[served.id] = entry
-        }
-      } else if payload != Self.keepaliveProbe {
-        barrierPassed(served.id, ack: payload)
-      }
+      let now = MonotonicClock.now()
+      manage(served.id) { manager, _ in manager.pingAck(payload, now: now) }
     case .idle:
-      closeIfDrained(served.id)
+      manage(served.id) { manager, connection in manager.idle(activeCalls: connection.activeCallCount) }
     case .closed:
       let (waiter, timers, drainStartedAt) = state.withLock {
         s -> (CheckedContinuation<Bool, Never>?, [TimerHandle], UInt64?) in
         let removed = s.connections.removeValue(forKey: served.id)
         let timers = removed.map { Array($0.timers.values) } ?? []
-        guard s.connections.isEmpty else { return (nil, timers, removed?.drainStartedAt) }
+        guard s.connections.isEmpty else { return (nil, timers, removed?.manager.drainStartedAt) }
         defer { s.connectionsWaiter = nil }
-        return (s.connectionsWaiter, timers, removed?.drainStartedAt)
+        return (s.connectionsWaiter, timers, removed?.manager.drainStartedAt)
       }
       for timer in timers { connection.loop.cancel(timer) }
       if let drainStartedAt {
@@ -502,59 +485,9 @@ public final class Server: Sendable {
         table.keysArray.sorted().map { "\($0) \(table[$0]?.method ?? "?")" }
       }
       return
-        "  #\(entry.served.id) drain \(entry.drain.state), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
+        "  #\(entry.served.id) drain \(entry.manager.phase), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
     }
     return ([header] + lines).joined(separator: "\n")
-  }
-
-  /// Phase one of a connection's drain: GOAWAY(2^31-1) and the barrier PING, with a timer.
-  func beginDrain(_ id: UInt64) {
-    let started = state.withLock { s -> (Connection, UInt64, UInt64?)? in
-      guard var entry = s.connections[id] else { return nil }
-      let ping = s.nextBarrierPing
-      guard entry.drain.begin(ping: ping) else { return nil }
-      s.nextBarrierPing += 1
-      entry.drainStartedAt = MonotonicClock.now()
-      s.connections[id] = entry
-      return (entry.connection, ping, entry.rtt)
-    }
-    guard let (connection, ping, rtt) = started else { return }
-    connection.notifyWhenIdle()
-    connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
-    noteGoAwaySent(connection.peer)
-    connection.ping(ping)
-    let cap = configuration.shutdown.goAwayBarrierCap.nanoseconds
-    let wait = min(cap, max(10_000_000, (rtt ?? cap) &* 4))  // a cap of 0 skips the barrier
-    schedule(id, .barrier, on: connection.loop, at: MonotonicClock.now() &+ wait) { $0.barrierPassed(id, ack: nil) }
-  }
-
-  /// Phase two: the final GOAWAY names the last stream this server will process.
-  private func barrierPassed(_ id: UInt64, ack: UInt64?) {
-    let connection = state.withLock { s -> Connection? in
-      guard var entry = s.connections[id], entry.drain.barrierPassed(ack: ack) else { return nil }
-      entry.drain.finalGoAwaySent(lastStreamID: 0)
-      s.connections[id] = entry
-      return entry.connection
-    }
-    guard let connection else { return }
-    let last = connection.finalGoAway(debug: "server stopping")
-    noteGoAwaySent(connection.peer)
-    state.withLock { s in
-      guard var entry = s.connections[id] else { return }
-      entry.drain.finalGoAwaySent(lastStreamID: last)
-      s.connections[id] = entry
-    }
-    closeIfDrained(id)
-  }
-
-  private func closeIfDrained(_ id: UInt64) {
-    let connection = state.withLock { s -> Connection? in
-      guard var entry = s.connections[id], entry.drain.mayClose(activeCalls: entry.connection.activeCallCount)
-      else { return nil }
-      s.connections[id] = entry
-      return entry.connection
-    }
-    connection?.closeGracefully()
   }
 
   /// Ends every call still open on one connection with `unavailable` and `reason`, then closes it
