@@ -106,7 +106,7 @@ public enum JSONMessageCoding {
     do {
       return Array(try JSONEncoder().encode(value))
     } catch {
-      throw RPCError(code: .internal, message: "could not encode \(T.self) as JSON: \(error)")
+      throw RPCError(code: .internal, message: "could not encode \(T.self) as JSON: \(error)", cause: error)
     }
   }
 
@@ -115,7 +115,8 @@ public enum JSONMessageCoding {
     do {
       return try JSONDecoder().decode(T.self, from: Data(bytes))
     } catch {
-      throw RPCError(code: .invalidArgument, message: "the message is not a valid JSON \(T.self): \(error)")
+      throw RPCError(
+        code: .invalidArgument, message: "the message is not a valid JSON \(T.self): \(error)", cause: error)
     }
   }
 }

@@ -144,7 +144,8 @@ public final class Server: Sendable {
     } catch {
       throw failedToListen(
         RPCError(
-          code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)"))
+          code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)",
+          cause: error))
     }
     var health: HealthEndpoint?
     if let healthPort = configuration.healthPort {
@@ -156,7 +157,9 @@ public final class Server: Sendable {
       } catch {
         listener.close()
         throw failedToListen(
-          RPCError(code: .unavailable, message: "could not listen for health probes on port \(healthPort): \(error)"))
+          RPCError(
+            code: .unavailable, message: "could not listen for health probes on port \(healthPort): \(error)",
+            cause: error))
       }
     }
     let endpoint = Endpoint(host: listener.address.host, port: listener.address.port)
