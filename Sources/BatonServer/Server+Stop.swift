@@ -12,8 +12,7 @@ extension Server {
     let action = state.withLock { $0.lifecycle.beginGracefulStop() }
     switch action {
     case .drain:
-      let deadline = deadline ?? configuration.shutdown.deadline
-      Task { await self.stopSequence(deadline: deadline, hard: false) }
+      requestStop(StopRequest(deadline: deadline ?? configuration.shutdown.deadline, hard: false))
     case .stoppedBeforeStart:
       finish(StopReport())
     case .none:
@@ -31,7 +30,8 @@ extension Server {
   /// 5. at the deadline the remaining handlers are cancelled and their streams end with
   ///    `unavailable`; every connection closes with FIN after its last frame;
   /// 6. shutdown hooks and workers stop in reverse order, each within its timeout.
-  /// Returns the report once all of that is done (``run()`` returns at the same moment).
+  /// The sequence runs in ``run()``'s task. Returns the report once all of that is done
+  /// (``run()`` returns at the same moment).
   @discardableResult
   public func gracefulStop(deadline: Duration? = nil) async -> StopReport {
     beginGracefulStop(deadline: deadline)
@@ -43,7 +43,7 @@ extension Server {
     let action = state.withLock { $0.lifecycle.hardStop() }
     switch action {
     case .drainAndCut:
-      Task { await self.stopSequence(deadline: .zero, hard: true) }
+      requestStop(StopRequest(deadline: .zero, hard: true))
     case .cut:
       wakeConnectionsWaiter()
     case .stoppedBeforeStart:
@@ -143,17 +143,13 @@ extension Server {
 
   func finish(_ report: StopReport) {
     state.withLock { $0.health }?.close()
-    let (runWaiter, stopWaiters) = state.withLock { s in
+    let stopWaiters = state.withLock { s in
       _ = s.lifecycle.hooksFinished()
       s.report = report
       s.signals = nil
-      defer {
-        s.runWaiter = nil
-        s.stopWaiters.removeAll()
-      }
-      return (s.runWaiter, s.stopWaiters)
+      defer { s.stopWaiters.removeAll() }
+      return s.stopWaiters
     }
-    runWaiter?.resume()
     for waiter in stopWaiters { waiter.resume(returning: report) }
   }
 

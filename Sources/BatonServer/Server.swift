@@ -32,7 +32,10 @@ public final class Server: Sendable {
     var addressWaiters: [CheckedContinuation<Endpoint, any Error>] = []
     var connections: [UInt64: Entry] = [:]
     var connectionsWaiter: CheckedContinuation<Bool, Never>?
-    var runWaiter: CheckedContinuation<Void, Never>?
+    /// A stop asked for before ``run()`` was ready to take it.
+    var stopRequest: StopRequest?
+    /// ``run()``, parked until a stop is asked for.
+    var stopRequestWaiter: CheckedContinuation<StopRequest, Never>?
     var stopWaiters: [CheckedContinuation<StopReport, Never>] = []
     var report: StopReport?
     var services: [Service] = []
@@ -174,8 +177,7 @@ public final class Server: Sendable {
     // must find every worker it has to stop.
     startWorkers(services)
     if stopping {
-      // A stop (a signal) arrived while binding; its sequence may have looked for the listener
-      // before it was stored, so close it here: it never accepts.
+      // A stop (a signal) arrived while binding: the listener never accepts.
       listener.close()
     } else {
       listener.start()
@@ -186,18 +188,42 @@ public final class Server: Sendable {
       logger.info("health listening", ("address", health.address.description))
     }
     for waiter in waiters { waiter.resume(returning: endpoint) }
+    // Serve until a stop is asked for, then run the stop sequence here, in run()'s own task:
+    // run() returns when it is done. Cancelling this task is a hard stop, during the wait or
+    // during a graceful stop's drain alike.
     await withTaskCancellationHandler {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let done = state.withLock { s in
-          if s.lifecycle.state == .stopped { return true }
-          s.runWaiter = continuation
-          return false
+      let request = await withCheckedContinuation { (continuation: CheckedContinuation<StopRequest, Never>) in
+        let early = state.withLock { s -> StopRequest? in
+          if let request = s.stopRequest { return request }
+          s.stopRequestWaiter = continuation
+          return nil
         }
-        if done { continuation.resume() }
+        if let early { continuation.resume(returning: early) }
       }
+      await stopSequence(deadline: request.deadline, hard: request.hard)
     } onCancel: {
       self.stopNow()
     }
+  }
+
+  /// A stop for ``run()`` to carry out: a graceful one with its deadline, or a hard one.
+  struct StopRequest: Sendable {
+    var deadline: Duration
+    var hard: Bool
+  }
+
+  /// Hands a stop to ``run()``, now if it waits, or for when it does. The lifecycle lets at most
+  /// one through (a second stop during a drain only cuts it short: ``stopNow()``).
+  func requestStop(_ request: StopRequest) {
+    let waiter = state.withLock { s -> CheckedContinuation<StopRequest, Never>? in
+      if let waiter = s.stopRequestWaiter {
+        s.stopRequestWaiter = nil
+        return waiter
+      }
+      if s.stopRequest == nil { s.stopRequest = request }
+      return nil
+    }
+    waiter?.resume(returning: request)
   }
 
   /// Binding failed: the server is stopped before it ran, and whoever waits for its address
@@ -479,7 +505,7 @@ public final class Server: Sendable {
     let (header, entries) = state.withLock { s in
       (
         "server: \(s.lifecycle.state), \(s.connections.count) connections, "
-          + "stop \(s.connectionsWaiter != nil ? "waiting for connections" : "not waiting"), run \(s.runWaiter != nil ? "parked" : "not parked")",
+          + "stop \(s.connectionsWaiter != nil ? "waiting for connections" : "not waiting"), run \(s.stopRequestWaiter != nil ? "serving" : "stopping or not started")",
         s.connections.values.sorted { $0.served.id < $1.served.id }
       )
     }
