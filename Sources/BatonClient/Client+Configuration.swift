@@ -43,6 +43,9 @@ extension Client {
     public var retryBudget: RetryBudget
     /// Where lifecycle lines go. Default: nowhere (a client is a library inside someone's service).
     public var logger: Logger
+    /// Run around every call, first outermost, before the call's own
+    /// (``CallOptions/interceptors``). See ``ClientInterceptor``. Default none.
+    public var interceptors: [any ClientInterceptor]
 
     /// Every knob at the default documented on its property.
     public static var defaults: Configuration { Configuration() }
@@ -55,7 +58,7 @@ extension Client {
       maxRetriesWithoutDeadline: Int = 25, maxBufferedBytesPerConnection: Int = 4 << 20,
       loadBalancing: LoadBalancing = .roundRobin, keepalive: Keepalive? = .defaults,
       resolveInterval: Duration = .seconds(30), retryBudget: RetryBudget = .defaults,
-      logger: Logger = .disabled
+      logger: Logger = .disabled, interceptors: [any ClientInterceptor] = []
     ) {
       self.loadBalancing = loadBalancing
       self.keepalive = keepalive
@@ -70,6 +73,7 @@ extension Client {
       self.maxRetriesWithoutDeadline = maxRetriesWithoutDeadline
       self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
       self.logger = logger
+      self.interceptors = interceptors
     }
   }
 
@@ -186,17 +190,22 @@ public struct CallOptions: Sendable {
   /// without one, ``Client/Configuration/maxWaitForConnection``). Either way a call waits while
   /// a connection is being made or every stream slot is busy.
   public var waitForReady: Bool
+  /// Run around this call, inside the client's own (``Client/Configuration/interceptors``), first
+  /// outermost. See ``ClientInterceptor``. Default none.
+  public var interceptors: [any ClientInterceptor]
 
   /// No deadline, no metadata, not idempotent, fail fast.
   public static var defaults: CallOptions { CallOptions() }
 
   /// Options for one call; each defaults as documented on its property.
   public init(
-    timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false, waitForReady: Bool = false
+    timeout: Duration? = nil, metadata: Metadata = [:], idempotent: Bool = false, waitForReady: Bool = false,
+    interceptors: [any ClientInterceptor] = []
   ) {
     self.timeout = timeout
     self.metadata = metadata
     self.idempotent = idempotent
     self.waitForReady = waitForReady
+    self.interceptors = interceptors
   }
 }

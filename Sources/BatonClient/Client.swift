@@ -160,7 +160,10 @@ public final class Client: Sendable {
     _ method: String, _ request: [UInt8], options: CallOptions = .defaults
   ) async throws -> UnaryResponse {
     do {
-      let response = try await performUnary(method, request, options)
+      let response =
+        hasInterceptors(options)
+        ? try await interceptedUnary(method, request, options, performUnary)
+        : try await performUnary(method, request, options)
       counters.succeeded.add(1, ordering: .relaxed)
       return response
     } catch {

@@ -534,6 +534,9 @@ final class StreamingCall: Sendable {
 /// The request side of a client- or bidirectional-streaming call.
 public struct RequestWriter: Sendable {
   let call: StreamingCall
+  /// The interceptors' request wrappers as one (Client+Interceptors.swift); nil, the usual case,
+  /// costs one branch a message.
+  @usableFromInline var transform: ClientCall.MessageTransform? = nil
 
   /// Sends one message, waiting while the server has not granted flow-control credit.
   ///
@@ -552,6 +555,7 @@ public struct RequestWriter: Sendable {
   /// async function (each one allocates a frame on the task): only waiting does.
   @inlinable
   public func write(_ message: [UInt8]) async throws {
+    if let transform { return try await writeTransformed(message, transform) }
     guard let unfinished = try send(message) else { return }
     try await complete(unfinished)
   }
@@ -597,10 +601,13 @@ public struct ResponseStream: AsyncSequence, Sendable {
   /// One response message.
   public typealias Element = [UInt8]
   let call: StreamingCall
+  /// The interceptors' response wrappers as one (Client+Interceptors.swift).
+  var transform: ClientCall.MessageTransform? = nil
 
   /// Takes every message already received in one step; throws the call's failure, if any.
   public struct AsyncIterator: AsyncIteratorProtocol {
     let call: StreamingCall
+    @usableFromInline var transform: ClientCall.MessageTransform? = nil
     /// Replies that arrived together, taken from the connection in one step.
     var batch = MessageQueue()
 
@@ -618,6 +625,7 @@ public struct ResponseStream: AsyncSequence, Sendable {
     /// function (each one allocates a frame on the task): only waiting for more does.
     @inlinable
     public nonisolated(nonsending) mutating func next() async throws -> [UInt8]? {
+      if let transform { return try await nextTransformed(transform) }
       if let message = takeBatched() { return message }
       return try await receive()
     }
@@ -640,7 +648,7 @@ public struct ResponseStream: AsyncSequence, Sendable {
   }
 
   /// The response messages in order.
-  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(call: call) }
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(call: call, transform: transform) }
 
   /// True once the server carrying this call began to drain: a long-lived stream can end and
   /// start again, and the new one lands on another endpoint.
@@ -653,17 +661,19 @@ extension Client {
     _ method: String, _ request: [UInt8], options: CallOptions = .defaults,
     _ body: (ResponseStream) async throws -> Result
   ) async throws -> Result {
-    try await streaming(method, options, request: request) { call in try await body(ResponseStream(call: call)) }
+    try await streaming(method, .serverStreaming, options, request: request) { call, transforms in
+      try await body(ResponseStream(call: call, transform: transforms.inbound))
+    }
   }
 
   /// A stream of requests written by `body`, one reply.
   public func clientStreaming(
     _ method: String, options: CallOptions = .defaults, _ body: (RequestWriter) async throws -> Void
   ) async throws -> [UInt8] {
-    try await streaming(method, options, request: nil) { call in
-      try await body(RequestWriter(call: call))
+    try await streaming(method, .clientStreaming, options, request: nil) { call, transforms in
+      try await body(RequestWriter(call: call, transform: transforms.outbound))
       call.end()
-      guard let reply = try await call.next() else {
+      guard var reply = try await call.next() else {
         throw RPCError(code: .internal, message: "the server ended a client-streaming call without a reply")
       }
       // The status: OK, or the error it throws. A second message breaks the call's shape
@@ -672,6 +682,7 @@ extension Client {
         throw RPCError(
           code: .internal, message: "the server sent more than one response message for a client-streaming call")
       }
+      if let inbound = transforms.inbound { reply = try await inbound(reply) }
       return reply
     }
   }
@@ -681,24 +692,41 @@ extension Client {
     _ method: String, options: CallOptions = .defaults,
     _ body: (RequestWriter, ResponseStream) async throws -> Result
   ) async throws -> Result {
-    try await streaming(method, options, request: nil) { call in
-      try await body(RequestWriter(call: call), ResponseStream(call: call))
+    try await streaming(method, .bidirectional, options, request: nil) { call, transforms in
+      try await body(
+        RequestWriter(call: call, transform: transforms.outbound),
+        ResponseStream(call: call, transform: transforms.inbound))
     }
   }
 
   private func streaming<Result: Sendable>(
-    _ method: String, _ options: CallOptions, request: [UInt8]?,
-    _ body: (StreamingCall) async throws -> Result
+    _ method: String, _ shape: CallShape, _ options: CallOptions, request: [UInt8]?,
+    _ body: (StreamingCall, MessageTransforms) async throws -> Result
+  ) async throws -> Result {
+    do {
+      let result =
+        hasInterceptors(options)
+        ? try await interceptedStreaming(method, shape, options, request: request) { options, request, transforms in
+          try await streaming(method, options, request: request, transforms, body)
+        } : try await streaming(method, options, request: request, .none, body)
+      counters.succeeded.add(1, ordering: .relaxed)
+      return result
+    } catch {
+      counters.failed.add(1, ordering: .relaxed)
+      throw Self.rpcError(error)
+    }
+  }
+
+  private func streaming<Result: Sendable>(
+    _ method: String, _ options: CallOptions, request: [UInt8]?, _ transforms: MessageTransforms,
+    _ body: (StreamingCall, MessageTransforms) async throws -> Result
   ) async throws -> Result {
     let call = StreamingCall(client: self, method: method, options: options)
     defer { call.finish() }
     do {
       try await call.start(request: request, metadata: options.metadata)
-      let result = try await body(call)
-      counters.succeeded.add(1, ordering: .relaxed)
-      return result
+      return try await body(call, transforms)
     } catch {
-      counters.failed.add(1, ordering: .relaxed)
       throw Self.rpcError(error)
     }
   }

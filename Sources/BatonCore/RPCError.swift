@@ -10,12 +10,38 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
   public var message: String
   /// Trailing metadata the server sent with the error, if any.
   public var metadata: Metadata
+  /// The error underneath, when this one stands for another (a socket error behind
+  /// `unavailable`, a decoding error behind `invalidArgument`): for logs, and for a caller that
+  /// wants to look inside instead of parsing ``message``. Local only: never sent on the wire,
+  /// and not part of equality or hashing.
+  public var cause: (any Error)?
 
   /// An error to throw from a handler (it becomes the call's status) or to report to a caller.
   public init(code: Code, message: String, metadata: Metadata = [:]) {
     self.code = code
     self.message = message
     self.metadata = metadata
+    self.cause = nil
+  }
+
+  /// An error that stands for `cause` (kept in ``cause``).
+  public init(code: Code, message: String, metadata: Metadata = [:], cause: any Error) {
+    self.code = code
+    self.message = message
+    self.metadata = metadata
+    self.cause = cause
+  }
+
+  /// Code, message and metadata are equal (``cause`` is not compared).
+  public static func == (a: RPCError, b: RPCError) -> Bool {
+    a.code == b.code && a.message == b.message && a.metadata == b.metadata
+  }
+
+  /// Hashes code, message and metadata (not ``cause``).
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(code)
+    hasher.combine(message)
+    hasher.combine(metadata)
   }
 
   /// `code: message`, for logs.

@@ -9,17 +9,29 @@ public struct RequestStream: AsyncSequence, Sendable {
   /// One request message.
   public typealias Element = [UInt8]
   let stream: StreamHandle
+  /// The interceptors' request wrappers as one; nil (the usual case) costs one branch a message.
+  @usableFromInline let transform: ServerCall.MessageTransform?
   /// Counts what the handler reads, for a resumable method's checkpoints; nil otherwise.
   let counter: ServerContext.RequestCounter?
 
-  init(stream: StreamHandle, counter: ServerContext.RequestCounter? = nil) {
+  package init(stream: StreamHandle) {
     self.stream = stream
+    self.transform = nil
+    self.counter = nil
+  }
+
+  init(
+    stream: StreamHandle, transform: ServerCall.MessageTransform?, counter: ServerContext.RequestCounter? = nil
+  ) {
+    self.stream = stream
+    self.transform = transform
     self.counter = counter
   }
 
   /// Takes every message already received in one step (see the threading notes in README).
   public struct AsyncIterator: AsyncIteratorProtocol {
     let stream: StreamHandle
+    @usableFromInline let transform: ServerCall.MessageTransform?
     let counter: ServerContext.RequestCounter?
     /// Messages that arrived together, taken from the connection in one step.
     var batch = MessageQueue()
@@ -39,8 +51,18 @@ public struct RequestStream: AsyncSequence, Sendable {
     /// async function (each one allocates a frame on the task): only waiting for more does.
     @inlinable
     public nonisolated(nonsending) mutating func next() async throws -> [UInt8]? {
+      if let transform { return try await nextTransformed(transform) }
       if let message = takeBatched() { return message }
       return try await receive()
+    }
+
+    /// The next message through the interceptors' request wrappers.
+    @usableFromInline
+    mutating func nextTransformed(_ transform: ServerCall.MessageTransform) async throws -> [UInt8]? {
+      let message: [UInt8]?
+      if let batched = takeBatched() { message = batched } else { message = try await receive() }
+      guard let message else { return nil }
+      return try await transform(message)
     }
 
     /// The next message of the batch in hand, giving back credit as the batch is consumed.
@@ -65,7 +87,9 @@ public struct RequestStream: AsyncSequence, Sendable {
   }
 
   /// The request messages in order; the iteration throws the call's failure, if any.
-  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream, counter: counter) }
+  public func makeAsyncIterator() -> AsyncIterator {
+    AsyncIterator(stream: stream, transform: transform, counter: counter)
+  }
 }
 
 /// Sends response messages of a server- or bidirectional-streaming call.
@@ -75,6 +99,8 @@ public struct RequestStream: AsyncSequence, Sendable {
 public struct ResponseWriter: Sendable {
   let stream: StreamHandle
   let context: ServerContext
+  /// The interceptors' response wrappers as one; nil (the usual case) costs one branch a message.
+  @usableFromInline var transform: ServerCall.MessageTransform? = nil
 
   /// Sends one message (response metadata, if set, goes out first).
   ///
@@ -82,7 +108,14 @@ public struct ResponseWriter: Sendable {
   /// async function: only waiting for credit does.
   @inlinable
   public func write(_ message: [UInt8]) async throws {
+    if let transform { return try await writeTransformed(message, transform) }
     if try enqueue(message) { try await awaitCredit() }
+  }
+
+  /// A write through the interceptors' response wrappers.
+  @usableFromInline
+  func writeTransformed(_ message: [UInt8], _ transform: ServerCall.MessageTransform) async throws {
+    if try enqueue(try await transform(message)) { try await awaitCredit() }
   }
 
   /// Queues the message; true if it waits for flow-control credit.

@@ -12,9 +12,37 @@ public struct Router: Sendable {
     case serverStreaming(@Sendable ([UInt8], ResponseWriter, ServerContext) async throws -> Void)
     case clientStreaming(@Sendable (RequestStream, ServerContext) async throws -> [UInt8])
     case bidirectional(@Sendable (RequestStream, ResponseWriter, ServerContext) async throws -> Void)
+
+    var shape: CallShape {
+      switch self {
+      case .unary: .unary
+      case .serverStreaming: .serverStreaming
+      case .clientStreaming: .clientStreaming
+      case .bidirectional: .bidirectional
+      }
+    }
   }
 
-  var handlers: [String: Handler] = [:]
+  /// A handler and its method's place in the registration order (its metrics slot).
+  struct Registered: Sendable {
+    var handler: Handler
+    var index: Int
+  }
+
+  var handlers: [String: Registered] = [:]
+  /// Method names in registration order: `handlers[name].index` indexes this.
+  var registrationOrder: [String] = []
+
+  private mutating func register(_ method: String, _ handler: Handler) {
+    if let index = handlers[method]?.index {
+      handlers[method] = Registered(handler: handler, index: index)
+    } else {
+      handlers[method] = Registered(handler: handler, index: registrationOrder.count)
+      registrationOrder.append(method)
+    }
+  }
+  /// Run around every call, first outermost (``addInterceptor(_:)``).
+  var interceptors: [any ServerInterceptor] = []
   /// Methods whose streams may checkpoint and move to another server (PROTOCOL.md 18).
   var resumableMethods: Set<String> = []
 
@@ -29,7 +57,7 @@ public struct Router: Sendable {
     _ method: String,
     _ handler: @escaping @Sendable (_ request: [UInt8], _ context: ServerContext) async throws -> [UInt8]
   ) {
-    handlers[method] = .unary(handler)
+    register(method, .unary(handler))
   }
 
   /// One request message in, any number of response messages out through the writer.
@@ -45,7 +73,7 @@ public struct Router: Sendable {
       @escaping @Sendable (_ request: [UInt8], _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
-    handlers[method] = .serverStreaming(handler)
+    register(method, .serverStreaming(handler))
     markResumable(method, resumable)
   }
 
@@ -54,7 +82,7 @@ public struct Router: Sendable {
     _ method: String,
     _ handler: @escaping @Sendable (_ requests: RequestStream, _ context: ServerContext) async throws -> [UInt8]
   ) {
-    handlers[method] = .clientStreaming(handler)
+    register(method, .clientStreaming(handler))
   }
 
   /// Both directions at once, independently.
@@ -67,7 +95,7 @@ public struct Router: Sendable {
       @escaping @Sendable (_ requests: RequestStream, _ responses: ResponseWriter, _ context: ServerContext)
       async throws -> Void
   ) {
-    handlers[method] = .bidirectional(handler)
+    register(method, .bidirectional(handler))
     markResumable(method, resumable)
   }
 
@@ -95,7 +123,7 @@ public enum JSONMessageCoding {
     do {
       return Array(try JSONEncoder().encode(value))
     } catch {
-      throw RPCError(code: .internal, message: "could not encode \(T.self) as JSON: \(error)")
+      throw RPCError(code: .internal, message: "could not encode \(T.self) as JSON: \(error)", cause: error)
     }
   }
 
@@ -104,7 +132,8 @@ public enum JSONMessageCoding {
     do {
       return try JSONDecoder().decode(T.self, from: Data(bytes))
     } catch {
-      throw RPCError(code: .invalidArgument, message: "the message is not a valid JSON \(T.self): \(error)")
+      throw RPCError(
+        code: .invalidArgument, message: "the message is not a valid JSON \(T.self): \(error)", cause: error)
     }
   }
 }

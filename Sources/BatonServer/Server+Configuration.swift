@@ -40,9 +40,16 @@ extension Server {
     public var logger: Logger
     /// A plain-HTTP port for orchestrators' probes, on ``host``: `GET /livez` (200 until the
     /// process stops), `GET /readyz` (200 while serving, 503 from the first instant of a stop),
-    /// `GET /drainz` (JSON: phase, open streams per connection, oldest stream's age). nil (the
+    /// `GET /drainz` (JSON: phase, open streams per connection, oldest stream's age),
+    /// `GET /metrics` (Prometheus text format 0.0.4, see ``collectsMetrics``). nil (the
     /// default) serves none; 0 picks a free port (read it back with ``Server/healthAddress``).
     public var healthPort: Int?
+    /// Whether the server counts calls, connections, drains and bytes for `GET /metrics` on the
+    /// health port (and ``Server/metricsPage``). A few relaxed atomic adds per call. Default true.
+    public var collectsMetrics: Bool
+    /// Told of calls, connections, GOAWAYs and drains as they happen, to feed a metrics or
+    /// tracing library (see ``ServerObserver``). Default none.
+    public var observer: (any ServerObserver)?
 
     /// Binds 127.0.0.1 on a free port with the defaults above.
     public static var defaults: Configuration { Configuration() }
@@ -54,8 +61,11 @@ extension Server {
       maxBufferedBytesPerConnection: Int = 4 << 20, exposeErrorDetails: Bool = false,
       shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError,
       healthPort: Int? = nil, connectionManagement: ConnectionManagement = .defaults,
-      handshakeTimeout: Duration = .seconds(10), frameTimeout: Duration = .seconds(10)
+      handshakeTimeout: Duration = .seconds(10), frameTimeout: Duration = .seconds(10),
+      collectsMetrics: Bool = true, observer: (any ServerObserver)? = nil
     ) {
+      self.collectsMetrics = collectsMetrics
+      self.observer = observer
       self.handshakeTimeout = handshakeTimeout
       self.frameTimeout = frameTimeout
       self.connectionManagement = connectionManagement

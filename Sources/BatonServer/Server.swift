@@ -19,14 +19,11 @@ public final class Server: Sendable {
   public let configuration: Configuration
   let group: EventLoopGroup
   let dispatcher: CallDispatcher
-  private var drainSignal: DrainSignal { dispatcher.drainSignal }
-  private let state: Locked<State>
+  var drainSignal: DrainSignal { dispatcher.drainSignal }
+  let state: Locked<State>
   private let nextConnectionID = Atomic<UInt64>(0)
 
-  /// The first PING on every connection measures its round trip; the drain barrier uses it.
-  static let rttProbe: UInt64 = 0x6261_746f_6e72_7474
-
-  private struct State {
+  struct State {
     var lifecycle = ServerLifecycle()
     var listener: Listener?
     var health: HealthEndpoint?
@@ -35,39 +32,32 @@ public final class Server: Sendable {
     var addressWaiters: [CheckedContinuation<Endpoint, any Error>] = []
     var connections: [UInt64: Entry] = [:]
     var connectionsWaiter: CheckedContinuation<Bool, Never>?
-    var runWaiter: CheckedContinuation<Void, Never>?
+    /// A stop asked for before ``run()`` was ready to take it.
+    var stopRequest: StopRequest?
+    /// ``run()``, parked until a stop is asked for.
+    var stopRequestWaiter: CheckedContinuation<StopRequest, Never>?
     var stopWaiters: [CheckedContinuation<StopReport, Never>] = []
     var report: StopReport?
     var services: [Service] = []
     var workers: [Int: Task<Void, Never>] = [:]
     var signals: SignalTrap?
-    var nextBarrierPing: UInt64 = 1
   }
 
-  private struct Entry {
+  struct Entry {
     let served: Served
     let connection: Connection
-    var drain = ConnectionDrain()
-    var probeSentAt: UInt64 = 0
-    var rtt: UInt64?
+    /// Every decision about the connection's drain, age, idleness and keepalive.
+    var manager: ConnectionManager
     /// The connection's hygiene and drain timers, one per purpose, cancelled when it closes: a
     /// closed connection leaves nothing on its loop's timer queue (a 2-hour keepalive timer per
     /// closed connection was memory that churn never got back).
-    var timers: [TimerPurpose: TimerHandle] = [:]
+    var timers: [ConnectionManager.Timer: TimerHandle] = [:]
   }
 
-  enum TimerPurpose: Hashable {
-    case maxAge, maxAgeGrace, idle, keepalive, keepaliveTimeout, barrier
-  }
-
-  /// Schedules `work` for connection `id` on its loop, replacing its timer of the same purpose.
-  private func schedule(
-    _ id: UInt64, _ purpose: TimerPurpose, on loop: EventLoop, at deadline: UInt64,
-    _ work: @escaping @Sendable (Server) -> Void
-  ) {
+  /// Arms connection `id`'s timer `purpose` on its loop, replacing the one it had.
+  private func schedule(_ id: UInt64, _ purpose: ConnectionManager.Timer, on loop: EventLoop, at deadline: UInt64) {
     let timer = loop.schedule(at: deadline) { [weak self] in
-      guard let self else { return }
-      work(self)
+      self?.timerFired(id, purpose)
     }
     let replaced = state.withLock { s -> TimerHandle?? in
       guard s.connections[id] != nil else { return .some(timer) }  // closed meanwhile
@@ -77,7 +67,7 @@ public final class Server: Sendable {
   }
 
   /// A hook or a background worker, stopped in reverse order of registration.
-  private struct Service {
+  struct Service {
     var name: String
     var timeout: Duration
     var kind: Kind
@@ -114,11 +104,12 @@ public final class Server: Sendable {
     self.configuration = configuration
     self.group = group
     self.dispatcher = CallDispatcher(
-      router: router, exposeErrorDetails: configuration.exposeErrorDetails, logger: configuration.logger)
+      router: router, exposeErrorDetails: configuration.exposeErrorDetails, logger: configuration.logger,
+      collectsMetrics: configuration.collectsMetrics, observer: configuration.observer)
     self.state = Locked(State())
   }
 
-  private var logger: Logger { configuration.logger }
+  var logger: Logger { configuration.logger }
 
   // MARK: - Running
 
@@ -156,7 +147,8 @@ public final class Server: Sendable {
     } catch {
       throw failedToListen(
         RPCError(
-          code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)"))
+          code: .unavailable, message: "could not listen on \(configuration.host):\(configuration.port): \(error)",
+          cause: error))
     }
     var health: HealthEndpoint?
     if let healthPort = configuration.healthPort {
@@ -168,7 +160,9 @@ public final class Server: Sendable {
       } catch {
         listener.close()
         throw failedToListen(
-          RPCError(code: .unavailable, message: "could not listen for health probes on port \(healthPort): \(error)"))
+          RPCError(
+            code: .unavailable, message: "could not listen for health probes on port \(healthPort): \(error)",
+            cause: error))
       }
     }
     let endpoint = Endpoint(host: listener.address.host, port: listener.address.port)
@@ -183,8 +177,7 @@ public final class Server: Sendable {
     // must find every worker it has to stop.
     startWorkers(services)
     if stopping {
-      // A stop (a signal) arrived while binding; its sequence may have looked for the listener
-      // before it was stored, so close it here: it never accepts.
+      // A stop (a signal) arrived while binding: the listener never accepts.
       listener.close()
     } else {
       listener.start()
@@ -195,18 +188,42 @@ public final class Server: Sendable {
       logger.info("health listening", ("address", health.address.description))
     }
     for waiter in waiters { waiter.resume(returning: endpoint) }
+    // Serve until a stop is asked for, then run the stop sequence here, in run()'s own task:
+    // run() returns when it is done. Cancelling this task is a hard stop, during the wait or
+    // during a graceful stop's drain alike.
     await withTaskCancellationHandler {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let done = state.withLock { s in
-          if s.lifecycle.state == .stopped { return true }
-          s.runWaiter = continuation
-          return false
+      let request = await withCheckedContinuation { (continuation: CheckedContinuation<StopRequest, Never>) in
+        let early = state.withLock { s -> StopRequest? in
+          if let request = s.stopRequest { return request }
+          s.stopRequestWaiter = continuation
+          return nil
         }
-        if done { continuation.resume() }
+        if let early { continuation.resume(returning: early) }
       }
+      await stopSequence(deadline: request.deadline, hard: request.hard)
     } onCancel: {
       self.stopNow()
     }
+  }
+
+  /// A stop for ``run()`` to carry out: a graceful one with its deadline, or a hard one.
+  struct StopRequest: Sendable {
+    var deadline: Duration
+    var hard: Bool
+  }
+
+  /// Hands a stop to ``run()``, now if it waits, or for when it does. The lifecycle lets at most
+  /// one through (a second stop during a drain only cuts it short: ``stopNow()``).
+  func requestStop(_ request: StopRequest) {
+    let waiter = state.withLock { s -> CheckedContinuation<StopRequest, Never>? in
+      if let waiter = s.stopRequestWaiter {
+        s.stopRequestWaiter = nil
+        return waiter
+      }
+      if s.stopRequest == nil { s.stopRequest = request }
+      return nil
+    }
+    waiter?.resume(returning: request)
   }
 
   /// Binding failed: the server is stopped before it ran, and whoever waits for its address
@@ -246,32 +263,6 @@ public final class Server: Sendable {
   /// Where the health endpoint listens, if ``Configuration/healthPort`` is set (nil otherwise,
   /// or before ``run()`` has bound it).
   public var healthAddress: Endpoint? { state.withLock { $0.health?.address } }
-
-  func healthAnswer(_ path: String) -> (Int, String, String) {
-    switch path {
-    case "/livez":
-      return (200, "text/plain", "ok\n")
-    case "/readyz":
-      return isReady ? (200, "text/plain", "ready\n") : (503, "text/plain", "draining\n")
-    case "/drainz":
-      let progress = self.progress
-      let connections = progress.connections.map { connection -> [String: Any] in
-        var entry: [String: Any] = [
-          "peer": connection.peer, "open_streams": connection.openStreams, "drain_phase": connection.drainPhase,
-        ]
-        if let oldest = connection.oldestStream { entry["oldest_stream_ms"] = Int(oldest.nanoseconds / 1_000_000) }
-        return entry
-      }
-      let document: [String: Any] = [
-        "phase": progress.phase, "ready": isReady, "open_streams": progress.openStreams,
-        "connections": connections,
-      ]
-      let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
-      return (200, "application/json", String(decoding: data, as: UTF8.self) + "\n")
-    default:
-      return (404, "text/plain", "unknown path; try /livez, /readyz or /drainz\n")
-    }
-  }
 
   /// Connections accepted since the server started (including refused ones).
   public var connectionsAccepted: Int { Int(nextConnectionID.load(ordering: .relaxed)) }
@@ -339,7 +330,8 @@ public final class Server: Sendable {
         maxBufferedBytes: configuration.maxBufferedBytesPerConnection,
         maxPingsPerSecond: configuration.connectionManagement.maxPingsPerSecond,
         handshakeTimeout: configuration.handshakeTimeout.nanoseconds,
-        frameTimeout: configuration.frameTimeout.nanoseconds)
+        frameTimeout: configuration.frameTimeout.nanoseconds),
+      traffic: dispatcher.metrics?.traffic
     ) { [weak self, served, dispatcher] connection, notice in
       // New calls go straight to the dispatcher; only lifecycle notices need the server.
       if case .opened(let stream, let head, _) = notice {
@@ -359,23 +351,32 @@ public final class Server: Sendable {
       let decision = s.lifecycle.acceptDecision
       if decision == .reject { return .reject }
       if s.connections.count >= configuration.maxConnections { return .refuse }
-      s.connections[served.id] = Entry(served: served, connection: connection, probeSentAt: now)
+      s.connections[served.id] = Entry(
+        served: served, connection: connection,
+        manager: ConnectionManager(policy: managementPolicy(), acceptedAt: now))
       return .serve(draining: decision == .serveDraining)
     }
     switch admission {
     case .reject:
       Socket.close(fd)  // never started: the socket is still ours alone
+      return
+    case .refuse, .serve:
+      dispatcher.metrics?.connectionsAccepted.add()
+      configuration.observer?.observe(.connectionOpened(peer: peer))
+    }
+    switch admission {
+    case .reject:
+      break
     case .refuse:
       logger.warning(
         "connection refused", ("peer", peer), ("reason", "connection limit \(configuration.maxConnections) reached"))
       connection.abort(
         .enhanceYourCalm, reason: "connection limit (\(configuration.maxConnections)) reached; nothing was processed")
       connection.start()  // sends SETTINGS and the GOAWAY, processes nothing it reads, closes
+      noteGoAwaySent(peer)
     case .serve(let draining):
       connection.start()
-      connection.ping(Self.rttProbe)
-      if draining { beginDrain(served.id) }
-      armHygiene(served.id, connection, acceptedAt: now)
+      manage(served.id) { manager, _ in manager.start(draining: draining) }
     }
   }
 
@@ -388,150 +389,112 @@ public final class Server: Sendable {
     case serve(draining: Bool)
   }
 
-  // MARK: - Connection hygiene
+  // MARK: - Connection management
 
-  private func armHygiene(_ id: UInt64, _ connection: Connection, acceptedAt: UInt64) {
+  /// What the configuration asks of one connection; its max age jittered.
+  private func managementPolicy() -> ConnectionManager.Policy {
     let management = configuration.connectionManagement
-    let loop = connection.loop
-    if let maxAge = management.maxAge {
+    var maxAge: UInt64?
+    if let age = management.maxAge {
       let jitter = 1 + Double.random(in: -1...1) * max(0, min(1, management.maxAgeJitter))
-      let age = UInt64(Double(maxAge.nanoseconds) * jitter)
-      schedule(id, .maxAge, on: loop, at: acceptedAt &+ age) { $0.ageOut(id) }
+      maxAge = UInt64(Double(age.nanoseconds) * jitter)
     }
-    if let idle = management.idleTimeout {
-      schedule(id, .idle, on: loop, at: acceptedAt &+ idle.nanoseconds) { $0.checkIdle(id, since: acceptedAt) }
-    }
-    if let interval = management.keepaliveInterval {
-      schedule(id, .keepalive, on: loop, at: acceptedAt &+ interval.nanoseconds) { $0.checkKeepalive(id) }
-    }
+    return ConnectionManager.Policy(
+      maxAge: maxAge, maxAgeGrace: management.maxAgeGrace.nanoseconds,
+      idleTimeout: management.idleTimeout?.nanoseconds, keepaliveInterval: management.keepaliveInterval?.nanoseconds,
+      keepaliveTimeout: management.keepaliveTimeout.nanoseconds,
+      barrierCap: configuration.shutdown.goAwayBarrierCap.nanoseconds)
   }
 
-  private func entry(_ id: UInt64) -> Entry? { state.withLock { $0.connections[id] } }
-
-  /// Max connection age reached: drain this connection, and cut what is left after the grace.
-  private func ageOut(_ id: UInt64) {
-    guard let entry = entry(id) else { return }
-    logger.info("connection max age", ("peer", entry.served.peer))
-    beginDrain(id)
-    let grace = configuration.connectionManagement.maxAgeGrace.nanoseconds
-    schedule(id, .maxAgeGrace, on: entry.connection.loop, at: MonotonicClock.now() &+ grace) { server in
-      guard let entry = server.entry(id) else { return }
-      _ = server.cut(entry, reason: "the connection reached its maximum age and its grace period passed")
+  /// Runs one step of connection `id`'s manager under the lock, then performs the actions it
+  /// returned with no lock held: the one place where "decide under the lock, act after" is
+  /// written for connection management. Nothing happens for a connection already closed.
+  func manage(_ id: UInt64, _ step: (inout ConnectionManager, Connection) -> [ConnectionManager.Action]) {
+    let decided = state.withLock { s -> (Entry, [ConnectionManager.Action])? in
+      guard var entry = s.connections[id] else { return nil }
+      let actions = step(&entry.manager, entry.connection)
+      s.connections[id] = entry
+      return (entry, actions)
     }
+    guard let (entry, actions) = decided else { return }
+    for action in actions { perform(action, entry) }
   }
 
-  private func checkIdle(_ id: UInt64, since acceptedAt: UInt64) {
-    guard let idle = configuration.connectionManagement.idleTimeout?.nanoseconds, let entry = entry(id) else { return }
-    let now = MonotonicClock.now()
-    let lastUse = max(acceptedAt, entry.connection.lastCallEndedAt)
-    if entry.connection.activeCallCount == 0 && now &- lastUse >= idle {
-      logger.info("connection idle", ("peer", entry.served.peer))
-      return beginDrain(id)
-    }
-    let next = entry.connection.activeCallCount == 0 ? lastUse &+ idle : now &+ idle
-    schedule(id, .idle, on: entry.connection.loop, at: next) { $0.checkIdle(id, since: acceptedAt) }
-  }
-
-  /// Nothing heard for `keepaliveInterval`: PING, and close if nothing comes back in time.
-  private func checkKeepalive(_ id: UInt64) {
-    let management = configuration.connectionManagement
-    guard let interval = management.keepaliveInterval?.nanoseconds, let entry = entry(id) else { return }
-    let now = MonotonicClock.now()
-    let quietSince = entry.connection.lastInboundAt
-    guard now &- quietSince >= interval else {
-      schedule(id, .keepalive, on: entry.connection.loop, at: quietSince &+ interval) { $0.checkKeepalive(id) }
-      return
-    }
-    entry.connection.ping(Self.keepaliveProbe)
-    schedule(id, .keepaliveTimeout, on: entry.connection.loop, at: now &+ management.keepaliveTimeout.nanoseconds) {
-      server in
-      guard let entry = server.entry(id) else { return }
-      if entry.connection.lastInboundAt > now {
-        server.checkKeepalive(id)
-      } else {
-        server.logger.info("connection keepalive timeout", ("peer", entry.served.peer))
-        entry.connection.abort(.noError, reason: "keepalive timeout: no answer to a PING")
+  private func perform(_ action: ConnectionManager.Action, _ entry: Entry) {
+    let connection = entry.connection
+    let id = entry.served.id
+    switch action {
+    case .ping(let payload):
+      connection.ping(payload)
+    case .goAway:
+      connection.notifyWhenIdle()
+      connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
+      noteGoAwaySent(entry.served.peer)
+    case .finalGoAway:
+      let last = connection.finalGoAway(debug: "server stopping")
+      noteGoAwaySent(entry.served.peer)
+      manage(id) { manager, connection in
+        manager.finalGoAwaySent(lastStreamID: last, activeCalls: connection.activeCallCount)
       }
+    case .close:
+      connection.closeGracefully()
+    case .abort(let reason):
+      connection.abort(.noError, reason: reason)
+      noteGoAwaySent(entry.served.peer)
+    case .cut(let reason):
+      _ = cut(entry, reason: reason)
+    case .arm(let timer, let deadline):
+      schedule(id, timer, on: connection.loop, at: deadline)
+    case .log(let event):
+      logger.info(event, ("peer", entry.served.peer))
     }
   }
 
-  static let keepaliveProbe: UInt64 = 0x6261_746f_6e6b_616c
+  private func timerFired(_ id: UInt64, _ timer: ConnectionManager.Timer) {
+    guard let connection = state.withLock({ $0.connections[id]?.connection }) else { return }
+    // Observed before the step, outside the server's lock.
+    let seen = ConnectionManager.Observation(
+      now: MonotonicClock.now(), lastInboundAt: connection.lastInboundAt, activeCalls: connection.activeCallCount,
+      lastCallEndedAt: connection.lastCallEndedAt)
+    manage(id) { manager, _ in manager.timerFired(timer, seen) }
+  }
+
+  /// Begins connection `id`'s drain (two GOAWAYs around a PING); nothing if it already began.
+  func beginDrain(_ id: UInt64) {
+    let now = MonotonicClock.now()
+    manage(id) { manager, _ in manager.beginDrain(now: now) }
+  }
 
   private func handle(_ notice: Connection.Notice, on connection: Connection, served: Served) {
     switch notice {
     case .opened(let stream, let head, _):
       dispatcher.serve(stream, head, served)
     case .pingAck(let payload):
-      if payload == Self.rttProbe {
-        let now = MonotonicClock.now()
-        state.withLock { s in
-          guard var entry = s.connections[served.id] else { return }
-          entry.rtt = now &- entry.probeSentAt
-          s.connections[served.id] = entry
-        }
-      } else if payload != Self.keepaliveProbe {
-        barrierPassed(served.id, ack: payload)
-      }
+      let now = MonotonicClock.now()
+      manage(served.id) { manager, _ in manager.pingAck(payload, now: now) }
     case .idle:
-      closeIfDrained(served.id)
+      manage(served.id) { manager, connection in manager.idle(activeCalls: connection.activeCallCount) }
     case .closed:
-      let (waiter, timers) = state.withLock { s -> (CheckedContinuation<Bool, Never>?, [TimerHandle]) in
-        let timers = s.connections.removeValue(forKey: served.id).map { Array($0.timers.values) } ?? []
-        guard s.connections.isEmpty else { return (nil, timers) }
+      let (waiter, timers, drainStartedAt) = state.withLock {
+        s -> (CheckedContinuation<Bool, Never>?, [TimerHandle], UInt64?) in
+        let removed = s.connections.removeValue(forKey: served.id)
+        let timers = removed.map { Array($0.timers.values) } ?? []
+        guard s.connections.isEmpty else { return (nil, timers, removed?.manager.drainStartedAt) }
         defer { s.connectionsWaiter = nil }
-        return (s.connectionsWaiter, timers)
+        return (s.connectionsWaiter, timers, removed?.manager.drainStartedAt)
       }
       for timer in timers { connection.loop.cancel(timer) }
+      if let drainStartedAt {
+        let took = MonotonicClock.now() &- drainStartedAt
+        dispatcher.metrics?.connectionDrains.observe(nanoseconds: took)
+        configuration.observer?.observe(.connectionDrained(peer: served.peer, duration: .nanoseconds(took)))
+      }
+      configuration.observer?.observe(.connectionClosed(peer: served.peer))
       waiter?.resume(returning: true)
-    case .ready, .goAway:
-      break
-    }
-  }
-
-  // MARK: - Stopping
-
-  /// Starts a graceful stop and returns at once; idempotent. See ``gracefulStop(deadline:)``.
-  public func beginGracefulStop(deadline: Duration? = nil) {
-    let action = state.withLock { $0.lifecycle.beginGracefulStop() }
-    switch action {
-    case .drain:
-      let deadline = deadline ?? configuration.shutdown.deadline
-      Task { await self.stopSequence(deadline: deadline, hard: false) }
-    case .stoppedBeforeStart:
-      finish(StopReport())
-    case .none:
-      break
-    }
-  }
-
-  /// Stops without failing a call, within one deadline:
-  /// 1. readiness turns false at once (``isReady``), then the propagation delay passes;
-  /// 2. the listener closes; a connection that still arrives is told GOAWAY at once;
-  /// 3. each connection gets GOAWAY(2^31-1) and a PING, then on the PING's ACK (or after a wait
-  ///    of four measured round trips, capped) the final GOAWAY with the real last stream id, so
-  ///    the client knows exactly which calls to retry elsewhere;
-  /// 4. handlers are told (``ServerContext/isDraining``) and open streams run on;
-  /// 5. at the deadline the remaining handlers are cancelled and their streams end with
-  ///    `unavailable`; every connection closes with FIN after its last frame;
-  /// 6. shutdown hooks and workers stop in reverse order, each within its timeout.
-  /// Returns the report once all of that is done (``run()`` returns at the same moment).
-  @discardableResult
-  public func gracefulStop(deadline: Duration? = nil) async -> StopReport {
-    beginGracefulStop(deadline: deadline)
-    return await stopReport()
-  }
-
-  /// Stops at once: open streams are cut with `unavailable`, frames are flushed, hooks still run.
-  public func stopNow() {
-    let action = state.withLock { $0.lifecycle.hardStop() }
-    switch action {
-    case .drainAndCut:
-      Task { await self.stopSequence(deadline: .zero, hard: true) }
-    case .cut:
-      wakeConnectionsWaiter()
-    case .stoppedBeforeStart:
-      finish(StopReport())
-    case .none:
+    case .goAway:
+      dispatcher.metrics?.goAwaysReceived.add()
+      configuration.observer?.observe(.goAwayReceived(peer: served.peer))
+    case .ready:
       break
     }
   }
@@ -542,7 +505,7 @@ public final class Server: Sendable {
     let (header, entries) = state.withLock { s in
       (
         "server: \(s.lifecycle.state), \(s.connections.count) connections, "
-          + "stop \(s.connectionsWaiter != nil ? "waiting for connections" : "not waiting"), run \(s.runWaiter != nil ? "parked" : "not parked")",
+          + "stop \(s.connectionsWaiter != nil ? "waiting for connections" : "not waiting"), run \(s.stopRequestWaiter != nil ? "serving" : "stopping or not started")",
         s.connections.values.sorted { $0.served.id < $1.served.id }
       )
     }
@@ -551,211 +514,27 @@ public final class Server: Sendable {
         table.keysArray.sorted().map { "\($0) \(table[$0]?.method ?? "?")" }
       }
       return
-        "  #\(entry.served.id) drain \(entry.drain.state), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
+        "  #\(entry.served.id) drain \(entry.manager.phase), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
     }
     return ([header] + lines).joined(separator: "\n")
   }
 
-  /// Waits until the server has stopped and returns what the stop did.
-  public func stopReport() async -> StopReport {
-    await withCheckedContinuation { continuation in
-      let report = state.withLock { s -> StopReport? in
-        if let report = s.report { return report }
-        s.stopWaiters.append(continuation)
-        return nil
-      }
-      if let report { continuation.resume(returning: report) }
-    }
-  }
-
-  private func stopSequence(deadline: Duration, hard: Bool) async {
-    let start = MonotonicClock.now()
-    let deadlineAt = start &+ deadline.nanoseconds
-    var report = StopReport()
-    drainSignal.fire()
-    let (connections, streams) = state.withLock { s in
-      (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
-    }
-    logger.info(
-      "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", deadline.readable))
-
-    let delay = configuration.shutdown.readinessPropagationDelay
-    if !hard && delay > .zero {
-      logger.info("readiness off", ("propagation_delay", "\(delay)"))
-      try? await Task.sleep(for: delay)
-    }
-    state.withLock { $0.listener }?.close()
-    for id in state.withLock({ Array($0.connections.keys) }) { beginDrain(id) }
-
-    let drained = await waitForConnections(until: deadlineAt, endOnHardStop: true)
-    let drainEnd = MonotonicClock.now()
-    report.phases.append(.init(name: "draining", duration: .nanoseconds(drainEnd &- start)))
-    if drained {
-      logger.info("drained", ("duration", Duration.nanoseconds(drainEnd &- start).readable))
-    } else {
-      // Either the deadline passed, or a hard stop (a second signal, `stopNow()`, cancellation)
-      // ended the drain first: whichever moved the lifecycle to cancelling says why.
-      let byDeadline = !hard && state.withLock { $0.lifecycle.deadlinePassed() }
-      let cause: StopReport.CutCause = byDeadline ? .deadline : .stoppedAtOnce
-      report.cutCause = cause
-      report.cutStreams = cutEverything(
-        reason: byDeadline
-          ? "the server stopped: its drain deadline of \(deadline.readable) passed"
-          : "the server stopped at once: a second stop request came during the drain")
-      logger.warning("cut", ("streams", "\(report.cutStreams.count)"), ("reason", "\(cause)"))
-      let flushed = await waitForConnections(
-        until: MonotonicClock.now() &+ configuration.shutdown.flushGrace.nanoseconds)
-      if !flushed {
-        for entry in state.withLock({ Array($0.connections.values) }) { entry.connection.forceClose() }
-        _ = await waitForConnections(until: MonotonicClock.now() &+ 1_000_000_000)
-      }
-      report.phases.append(.init(name: "cancelling", duration: .nanoseconds(MonotonicClock.now() &- drainEnd)))
-    }
-    report.migratedStreams = dispatcher.drainSignal.migrated.load(ordering: .relaxed)
-    report.drainedStreams = dispatcher.drainedCalls.load(ordering: .relaxed) - report.migratedStreams
-
-    let (services, workers) = state.withLock { s in
-      _ = s.lifecycle.connectionsClosed()
-      s.signals?.disarmFirst()
-      return (s.services, s.workers)
-    }
-    let hooksStart = MonotonicClock.now()
-    for (index, service) in services.enumerated().reversed() {
-      let began = MonotonicClock.now()
-      let outcome: StopReport.Hook.Outcome
-      switch service.kind {
-      case .hook(let body):
-        outcome = await runBounded(service.timeout, body)
-      case .worker:
-        guard let task = workers[index] else { continue }
-        task.cancel()
-        outcome = await runBounded(service.timeout) { await task.value }
-      }
-      let took = Duration.nanoseconds(MonotonicClock.now() &- began)
-      report.hooks.append(.init(name: service.name, duration: took, outcome: outcome))
-      logger.info("hook", ("name", service.name), ("duration", took.readable), ("outcome", "\(outcome)"))
-    }
-    if !services.isEmpty {
-      report.phases.append(.init(name: "closing", duration: .nanoseconds(MonotonicClock.now() &- hooksStart)))
-    }
-    report.total = .nanoseconds(MonotonicClock.now() &- start)
-    logger.info(
-      "stopped", ("total", report.total.readable), ("drained", "\(report.drainedStreams)"),
-      ("migrated", "\(report.migratedStreams)"),
-      ("cut", "\(report.cutStreams.count)"))
-    finish(report)
-  }
-
-  private func finish(_ report: StopReport) {
-    state.withLock { $0.health }?.close()
-    let (runWaiter, stopWaiters) = state.withLock { s in
-      _ = s.lifecycle.hooksFinished()
-      s.report = report
-      s.signals = nil
-      defer {
-        s.runWaiter = nil
-        s.stopWaiters.removeAll()
-      }
-      return (s.runWaiter, s.stopWaiters)
-    }
-    runWaiter?.resume()
-    for waiter in stopWaiters { waiter.resume(returning: report) }
-  }
-
-  /// Waits until every connection has closed (true) or `deadline` passes (false). With
-  /// `endOnHardStop`, a hard stop (now or already requested) also ends the wait.
-  private func waitForConnections(until deadline: UInt64, endOnHardStop: Bool = false) async -> Bool {
-    let loop = group.next()  // cancel on the loop that scheduled: `next()` moves on each call
-    let timer = loop.schedule(at: deadline) { [weak self] in self?.wakeConnectionsWaiter() }
-    defer { loop.cancel(timer) }
-    return await withCheckedContinuation { continuation in
-      let done = state.withLock { s -> Bool? in
-        if s.connections.isEmpty { return true }
-        if endOnHardStop && s.lifecycle.state == .cancelling { return false }
-        // The timer may already have run and found no waiter: past the deadline, do not park.
-        if MonotonicClock.now() >= deadline { return false }
-        s.connectionsWaiter = continuation
-        return nil
-      }
-      if let done { continuation.resume(returning: done) }
-    }
-  }
-
-  private func wakeConnectionsWaiter() {
-    let waiter = state.withLock { s in
-      defer { s.connectionsWaiter = nil }
-      return s.connectionsWaiter
-    }
-    waiter?.resume(returning: state.withLock { $0.connections.isEmpty })
-  }
-
-  /// Phase one of a connection's drain: GOAWAY(2^31-1) and the barrier PING, with a timer.
-  private func beginDrain(_ id: UInt64) {
-    let started = state.withLock { s -> (Connection, UInt64, UInt64?)? in
-      guard var entry = s.connections[id] else { return nil }
-      let ping = s.nextBarrierPing
-      guard entry.drain.begin(ping: ping) else { return nil }
-      s.nextBarrierPing += 1
-      s.connections[id] = entry
-      return (entry.connection, ping, entry.rtt)
-    }
-    guard let (connection, ping, rtt) = started else { return }
-    connection.notifyWhenIdle()
-    connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
-    connection.ping(ping)
-    let cap = configuration.shutdown.goAwayBarrierCap.nanoseconds
-    let wait = min(cap, max(10_000_000, (rtt ?? cap) &* 4))  // a cap of 0 skips the barrier
-    schedule(id, .barrier, on: connection.loop, at: MonotonicClock.now() &+ wait) { $0.barrierPassed(id, ack: nil) }
-  }
-
-  /// Phase two: the final GOAWAY names the last stream this server will process.
-  private func barrierPassed(_ id: UInt64, ack: UInt64?) {
-    let connection = state.withLock { s -> Connection? in
-      guard var entry = s.connections[id], entry.drain.barrierPassed(ack: ack) else { return nil }
-      entry.drain.finalGoAwaySent(lastStreamID: 0)
-      s.connections[id] = entry
-      return entry.connection
-    }
-    guard let connection else { return }
-    let last = connection.finalGoAway(debug: "server stopping")
-    state.withLock { s in
-      guard var entry = s.connections[id] else { return }
-      entry.drain.finalGoAwaySent(lastStreamID: last)
-      s.connections[id] = entry
-    }
-    closeIfDrained(id)
-  }
-
-  private func closeIfDrained(_ id: UInt64) {
-    let connection = state.withLock { s -> Connection? in
-      guard var entry = s.connections[id], entry.drain.mayClose(activeCalls: entry.connection.activeCallCount)
-      else { return nil }
-      s.connections[id] = entry
-      return entry.connection
-    }
-    connection?.closeGracefully()
-  }
-
-  /// The deadline passed: cancel every handler, end its stream with `unavailable`, close.
-  private func cutEverything(reason: String) -> [StopReport.CutStream] {
-    let entries = state.withLock { s in
-      for id in Array(s.connections.keys) { s.connections[id]?.drain.forceClosing() }
-      return Array(s.connections.values)
-    }
-    return entries.flatMap { cut($0, reason: reason) }
-  }
-
   /// Ends every call still open on one connection with `unavailable` and `reason`, then closes it
   /// (final GOAWAY first, FIN after the last frame).
-  private func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
+  func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
     let now = MonotonicClock.now()
     entry.connection.finalGoAway(debug: "server stopping")
+    noteGoAwaySent(entry.served.peer)
     // Read before the handlers are cancelled: a cancelled handler removes its record at once.
     let calls = entry.served.calls.withLock { $0 }
     let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason))) { ids in
       entry.served.cut.withLock { $0.formUnion(ids) }
     }
     entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
+    if !ids.isEmpty {
+      dispatcher.metrics?.streamsCutByStop.add(ids.count)
+      configuration.observer?.observe(.streamsCut(count: ids.count, reason: "stop"))
+    }
     return ids.sorted().map { id in
       let record = calls[id]
       return StopReport.CutStream(
@@ -763,229 +542,9 @@ public final class Server: Sendable {
     }
   }
 
-  private func runBounded(
-    _ timeout: Duration, _ body: @escaping @Sendable () async throws -> Void
-  ) async -> StopReport.Hook.Outcome {
-    let once = ResumeOnce<StopReport.Hook.Outcome>()
-    let loop = group.next()
-    return await withCheckedContinuation { continuation in
-      once.set(continuation)
-      let timer = loop.schedule(at: MonotonicClock.now() &+ timeout.nanoseconds) { once.resume(.timedOut) }
-      Task {
-        do {
-          try await body()
-          once.resume(.finished)
-        } catch {
-          once.resume(.failed("\(error)"))
-        }
-        loop.cancel(timer)
-      }
-    }
+  func noteGoAwaySent(_ peer: String) {
+    dispatcher.metrics?.goAwaysSent.add()
+    configuration.observer?.observe(.goAwaySent(peer: peer))
   }
 
-  // MARK: - Drain progress
-
-  /// What the server is still waiting for, per connection: for logs, metrics and `/drainz`.
-  public struct Progress: Sendable {
-    /// One connection's part of a drain.
-    public struct ConnectionProgress: Sendable {
-      /// The client's address.
-      public var peer: String
-      /// Calls still open on it.
-      public var openStreams: Int
-      /// Age of the oldest open stream, if any.
-      public var oldestStream: Duration?
-      /// `serving`, `awaitingBarrier`, `finalGoAwaySent` or `closing`.
-      public var drainPhase: String
-    }
-    /// The server's lifecycle phase (``Server/Phase``).
-    public var phase: String
-    /// Every open connection, oldest first.
-    public var connections: [ConnectionProgress]
-    /// Calls still open on every connection.
-    public var openStreams: Int { connections.reduce(0) { $0 + $1.openStreams } }
-  }
-
-  /// A snapshot of what a stop still waits for (also served as `/drainz`).
-  public var progress: Progress {
-    let now = MonotonicClock.now()
-    return state.withLock { s in
-      Progress(
-        phase: "\(s.lifecycle.state)",
-        connections: s.connections.values.sorted { $0.served.id < $1.served.id }.map { entry in
-          let starts = entry.served.calls.withLock { table in table.keysArray.compactMap { table[$0]?.startedAt } }
-          return .init(
-            peer: entry.served.peer, openStreams: starts.count,
-            oldestStream: starts.min().map { .nanoseconds(now &- $0) }, drainPhase: "\(entry.drain.state)")
-        })
-    }
-  }
-}
-
-/// What runs for every call: find the handler, run it on the connection's loop, answer.
-///
-/// Kept apart from ``Server`` so that the per-call path retains no object that is also
-/// referenced weakly anywhere (a weak reference gives an object a side table, which slows every
-/// retain and release of it).
-final class CallDispatcher: Sendable {
-  let router: Router
-  let drainSignal = DrainSignal()
-  let drainedCalls = Atomic<Int>(0)
-  let exposeErrorDetails: Bool
-  let logger: Logger
-
-  init(router: Router, exposeErrorDetails: Bool, logger: Logger) {
-    self.router = router
-    self.exposeErrorDetails = exposeErrorDetails
-    self.logger = logger
-  }
-
-  /// Called on the stream's loop thread, as the connection acts on the OPEN it just read (the
-  /// handler starts in place there).
-  func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Server.Served) {
-    guard let handler = router.handlers[head.method] else {
-      stream.finish(
-        Trailers(RPCError(code: .unimplemented, message: "this server has no method named '\(head.method)'")))
-      stream.release()
-      return
-    }
-    let now = MonotonicClock.now()
-    var timeout: Duration?
-    if head.timeoutMicroseconds > 0 {
-      let nanos = head.timeoutMicroseconds.multipliedReportingOverflow(by: 1_000)
-      let timeoutNanos = nanos.overflow ? UInt64.max / 2 : nanos.partialValue
-      timeout = .nanoseconds(timeoutNanos)
-      stream.setDeadline(at: now &+ timeoutNanos, timeout: timeoutNanos)
-    }
-    served.calls.withLock { $0[stream.id] = Server.CallRecord(method: head.method, startedAt: now) }
-    let context = ServerContext(
-      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout,
-      drain: drainSignal, resumable: !router.resumableMethods.isEmpty && router.resumableMethods.contains(head.method))
-    // Run the handler on the connection's own loop: no thread hop between the frame that opened
-    // the stream, the handler, and the flush of its response. It starts in place (this is the
-    // loop's thread, acting on what it just read, with no lock held), so a handler that does not
-    // suspend, like most unary ones, runs to its reply without being queued on the loop first;
-    // one that suspends resumes on the loop. Counted as loop work, so that the replies of a long
-    // burst leave every `EventLoop.workBetweenTurnEnds` handlers, as queued work would.
-    let loop = stream.connection.loop
-    let task = Task.immediate(executorPreference: loop) {
-      await self.execute(handler, stream, context)
-      served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
-      if self.drainSignal.isFired && !served.cut.withLock({ $0.contains(stream.id) }) {
-        self.drainedCalls.add(1, ordering: .relaxed)
-      }
-      stream.release()
-    }
-    stream.attach(task)
-    if loop.inEventLoop { loop.noteWorkDone() }
-  }
-
-  private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async {
-    do {
-      switch handler {
-      case .unary(let body):
-        let request = try await onlyRequest(stream)
-        let response = try await body(request, context)
-        stream.respond(
-          headers: context.takeResponseHeaders(), message: response,
-          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
-      case .serverStreaming(let body):
-        let request = try await onlyRequest(stream)
-        if context.isResumable { startResumable(stream, context, requestsRead: 1) }
-        try await body(request, ResponseWriter(stream: stream, context: context), context)
-        finishOK(stream, context)
-      case .clientStreaming(let body):
-        let response = try await body(RequestStream(stream: stream), context)
-        stream.respond(
-          headers: context.takeResponseHeaders(), message: response,
-          trailers: Trailers(status: 0, metadata: context.trailingMetadata))
-      case .bidirectional(let body):
-        if context.isResumable { startResumable(stream, context, requestsRead: 0) }
-        try await body(
-          RequestStream(stream: stream, counter: context.requestsRead),
-          ResponseWriter(stream: stream, context: context),
-          context)
-        finishOK(stream, context)
-      }
-    } catch {
-      stream.finish(trailers(for: error, context))
-    }
-  }
-
-  /// The request of a unary or server-streaming call: exactly one message, then the client's
-  /// half-close. The handler runs only once both have arrived (PROTOCOL.md 7.2), so a second
-  /// message is refused with INTERNAL instead of being dropped after the reply. A conforming
-  /// client sends the message with END_STREAM in one frame: then the second `receive()` returns
-  /// at once, from the same frame.
-  private func onlyRequest(_ stream: StreamHandle) async throws -> [UInt8] {
-    do {
-      guard let request = try await stream.receive() else {
-        throw RPCError(code: .internal, message: "the call carried no request message (PROTOCOL.md 7.2)")
-      }
-      guard try await stream.receive() == nil else {
-        throw RPCError(code: .internal, message: "the call carried more than one request message (PROTOCOL.md 7.2)")
-      }
-      return request
-    } catch let failure as StreamFailure {
-      throw failure.rpcError
-    }
-  }
-
-  /// A resumable stream starts with a checkpoint (PROTOCOL.md 18.2): the client learns at once
-  /// that it may resume the stream, from the start or from the token it resumed with.
-  private func startResumable(_ stream: StreamHandle, _ context: ServerContext, requestsRead: UInt64) {
-    context.requestsRead?.value.store(requestsRead, ordering: .relaxed)
-    stream.sendCheckpoint(consumed: requestsRead, token: context.resumeToken ?? [])
-  }
-
-  private func finishOK(_ stream: StreamHandle, _ context: ServerContext) {
-    if let headers = context.takeResponseHeaders() { stream.sendHeaders(headers) }
-    stream.finish(Trailers(status: 0, metadata: context.trailingMetadata))
-  }
-
-  private func trailers(for error: any Error, _ context: ServerContext) -> Trailers {
-    var rpcError: RPCError
-    switch error {
-    case let error as RPCError: rpcError = error
-    case let failure as StreamFailure: rpcError = failure.rpcError
-    case is CancellationError: rpcError = RPCError(code: .cancelled, message: "the handler was cancelled")
-    default:
-      rpcError = RPCError(
-        code: .internal,
-        message: exposeErrorDetails
-          ? "handler failed: \(error)"
-          : "the handler failed (details are in the server's log when exposeErrorDetails is off)")
-      logger.log(.debug, "handler failed", ("method", context.method), ("error", "\(error)"))
-    }
-    if rpcError.metadata.isEmpty { rpcError.metadata = context.trailingMetadata }
-    return Trailers(rpcError)
-  }
-
-}
-
-/// Resumes a continuation exactly once, whichever of several racers comes first.
-final class ResumeOnce<Value: Sendable>: Sendable {
-  private let state = Locked<(continuation: CheckedContinuation<Value, Never>?, early: Value?)>((nil, nil))
-
-  func set(_ continuation: CheckedContinuation<Value, Never>) {
-    let early = state.withLock { s -> Value? in
-      if let early = s.early { return early }
-      s.continuation = continuation
-      return nil
-    }
-    if let early { continuation.resume(returning: early) }
-  }
-
-  func resume(_ value: Value) {
-    let continuation = state.withLock { s -> CheckedContinuation<Value, Never>? in
-      if let continuation = s.continuation {
-        s.continuation = nil
-        s.early = value
-        return continuation
-      }
-      if s.early == nil { s.early = value }
-      return nil
-    }
-    continuation?.resume(returning: value)
-  }
 }

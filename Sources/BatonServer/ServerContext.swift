@@ -23,9 +23,12 @@ public final class ServerContext: Sendable {
   let isResumable: Bool
   /// (resumable methods) Request messages the handler has read: what a checkpoint records.
   let requestsRead: RequestCounter?
+  /// When the client's deadline passes (MonotonicClock ns), 0 without one.
+  let deadline: UInt64
 
   private let drain: DrainSignal
-  private let response = Locked<ResponseMetadata>(ResponseMetadata())
+  /// Shared with the context an interceptor chain made for the handler (``with(requestMetadata:)``).
+  private let response: Locked<ResponseMetadata>
   /// Set once the response metadata went out: later writes skip the lock.
   private let headersSent = Atomic<Bool>(false)
 
@@ -36,12 +39,13 @@ public final class ServerContext: Sendable {
   }
 
   init(
-    method: String, requestMetadata: Metadata, peer: String, timeout: Duration?, drain: DrainSignal,
-    resumable: Bool = false
+    method: String, requestMetadata: Metadata, peer: String, timeout: Duration?, deadline: UInt64 = 0,
+    drain: DrainSignal, resumable: Bool = false
   ) {
     self.method = method
     self.peer = peer
     self.timeout = timeout
+    self.deadline = deadline
     self.drain = drain
     self.isResumable = resumable
     self.requestsRead = resumable ? RequestCounter() : nil
@@ -54,6 +58,35 @@ public final class ServerContext: Sendable {
       self.resumeToken = nil
       self.requestMetadata = requestMetadata
     }
+    self.response = Locked(ResponseMetadata())
+  }
+
+  private init(_ other: ServerContext, requestMetadata: Metadata) {
+    self.method = other.method
+    self.requestMetadata = requestMetadata
+    self.peer = other.peer
+    self.timeout = other.timeout
+    self.deadline = other.deadline
+    self.drain = other.drain
+    self.response = other.response
+    self.resumeToken = other.resumeToken
+    self.isResumable = other.isResumable
+    self.requestsRead = other.requestsRead
+  }
+
+  /// The handler's context after an interceptor changed the request metadata: the same call,
+  /// sharing its response and trailing metadata.
+  func with(requestMetadata: Metadata) -> ServerContext {
+    requestMetadata == self.requestMetadata ? self : ServerContext(self, requestMetadata: requestMetadata)
+  }
+
+  /// How long the client's deadline has left (zero once it passed), nil if it set none. Pass it
+  /// on as the timeout of a call this handler makes, so that work for a caller who has given up
+  /// stops everywhere at once (see "deadline propagation" in README).
+  public var remainingTime: Duration? {
+    guard timeout != nil else { return nil }
+    let now = MonotonicClock.now()
+    return .nanoseconds(deadline > now ? deadline - now : 0)
   }
 
   /// Counts a resumable call's request messages as its handler reads them.

@@ -28,6 +28,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
   package let peer: String
   private let fd: Int32
   private let limits: TransportLimits
+  /// Where this connection's bytes are counted, if anywhere (a server's `/metrics`).
+  private let traffic: TrafficCounters?
   private let onNotice: @Sendable (Connection, Notice) -> Void
   private let state: Locked<State>
 
@@ -123,9 +125,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Wraps an accepted or connected socket. Call ``start()`` to begin; until then nothing is read.
   package init(
     fd: Int32, loop: EventLoop, role: ConnectionCore.Role, peer: String,
-    settings: ConnectionSettings, limits: TransportLimits,
+    settings: ConnectionSettings, limits: TransportLimits, traffic: TrafficCounters? = nil,
     onNotice: @escaping @Sendable (Connection, Notice) -> Void
   ) {
+    self.traffic = traffic
     self.fd = fd
     self.loop = loop
     self.role = role
@@ -996,6 +999,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       // A burst of large frames is over: give the memory back.
       if inbound.readableCount == 0 { inbound.shrink(to: 64) }
     }
+    if count > 0 { traffic?.received.add(count, ordering: .relaxed) }
     if let failure { return connectionLost("read failed: \(failure)") }
     if eof { return connectionLost(halfClosed ? nil : "the peer closed the connection") }
     if count > 0 { watchPartialFrame(completedFrame: completedFrame) }
@@ -1098,6 +1102,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       }
       guard let written else { break }
       writeOffset += written
+      traffic?.sent.add(written, ordering: .relaxed)
     }
     let pendingBytes = writing.count - writeOffset
     if pendingBytes == 0 {

@@ -48,4 +48,15 @@ struct RPCErrorTests {
   func unknownTrailers() {
     #expect(Trailers(status: 200, message: "teapot").error?.code == .unknown)
   }
+
+  @Test("cause is kept for the caller but is not part of equality, hashing or the wire")
+  func cause() throws {
+    struct Underneath: Error, Equatable { var errno: Int32 }
+    let error = RPCError(code: .unavailable, message: "could not listen", cause: Underneath(errno: 98))
+    #expect((error.cause as? Underneath) == Underneath(errno: 98))
+    let plain = RPCError(code: .unavailable, message: "could not listen")
+    #expect(error == plain)
+    #expect(Set([error, plain]).count == 1)
+    #expect(Trailers(error).error?.cause == nil)
+  }
 }

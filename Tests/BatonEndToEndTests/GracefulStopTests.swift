@@ -375,6 +375,34 @@ struct GracefulStopTests {
     try await run.value
     #expect(server.phase == .stopped)
   }
+
+  @Test("cancelling run() during a graceful drain (which runs in run()'s task) cuts it short, and run() returns")
+  func cancelRunDuringDrain() async throws {
+    let (started, handlerStarted) = AsyncStream.makeStream(of: Void.self)
+    var router = Router()
+    router.unary("slow/Hold") { _, _ in
+      handlerStarted.yield()
+      try await Task.sleep(for: .seconds(600))
+      return []
+    }
+    let server = Server(configuration: .init(logger: .disabled), router: router)
+    let run = Task { try await server.run() }
+    let address = try await server.listeningAddress
+    try await withClient(endpoints: [address]) { client in
+      let call = Task { try await client.unary("slow/Hold", []) }
+      var iterator = started.makeAsyncIterator()
+      _ = await iterator.next()
+      server.beginGracefulStop(deadline: .seconds(600))
+      run.cancel()
+      try await run.value
+      let report = await server.stopReport()
+      #expect(report.cutCause == .stoppedAtOnce)
+      #expect(report.cutStreams.map(\.method) == ["slow/Hold"])
+      let error = await #expect(throws: RPCError.self) { try await call.value }
+      #expect(error?.code == .unavailable)
+    }
+    #expect(server.phase == .stopped)
+  }
 }
 
 /// A value behind a lock, for tests that collect from several tasks.

@@ -27,6 +27,7 @@ struct ScopedServerTests {
       #expect(
         error?.message.contains("could not listen on 127.0.0.1:\(taken.port)") == true, "\(String(describing: error))")
       #expect(error?.message.contains("Address already in use") == true, "\(String(describing: error))")
+      #expect(error?.cause != nil, "the socket error is kept underneath")
       #expect(!bodyRan)
       #expect(!clientCalled)
     }
