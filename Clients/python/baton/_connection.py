@@ -1,10 +1,19 @@
 """One TCP connection to one endpoint: handshake, streams, flow control, GOAWAY, keepalive.
 
-Written from ``Protocol/PROTOCOL.md``. Each connection has one reader thread, which applies the
-server's frames to the connection state under the connection's lock (a ``Signal``) and notifies
-it. Callers write their own frames (under a separate write lock, so
-a frame is never split), and wait for what the reader delivers by yielding ``Wait`` operations
-(see ``_drive``): the same methods serve the blocking and the asyncio client.
+Written from ``Protocol/PROTOCOL.md``. Whoever holds a connection's *read role* reads its
+socket and applies the server's frames to the connection state under the connection's lock (a
+``_ConnSignal``), notifying it. Callers write their own frames (under a separate write lock, so
+a frame is never split), and wait for what is delivered by yielding ``Wait`` operations (see
+``_drive``): the same methods serve the blocking and the asyncio client.
+
+The read role (leader/followers): a blocking caller that waits on a connection whose role is
+free takes it and reads the socket itself until what it waits for has happened, then hands the
+role on (to another waiting caller, if any). So a call's reply wakes the very thread that waits
+for it, with no hand-over from another thread. Each connection also has a reader thread that
+takes the role whenever no blocking caller has used it for ``IDLE_HANDOVER`` (an idle
+connection still sees GOAWAY, PING and the server's FIN at once), while asyncio tasks wait on
+it, and to linger after the connection ended. A leader blocked in ``select`` is woken through a
+socket pair when another thread changes the connection's state (cancellation, teardown).
 
 Failures of a call's attempt are ``_Failure``: *provably not processed* (retry anywhere) or *may
 have been processed* (retry only if idempotent), as PROTOCOL.md section 14 classifies them.
@@ -17,11 +26,12 @@ import select
 import socket
 import threading
 import time
+from threading import get_ident
 from collections import deque
 from typing import Any, Callable, Sequence
 
 from . import wire
-from ._drive import Gen, Signal, Wait
+from ._drive import MAX_SLICE, Gen, Signal, Wait, slice_until
 from .errors import RPCError
 from .wire import (MAX_STREAM_ID, MAX_WINDOW, PREFACE, Data, ErrorCode, Frame, FrameDecoder, GoAway,
                    Headers, Open, Ping, Reset, Settings, SettingsFrame, Status, Trailers, WindowUpdate,
@@ -33,6 +43,7 @@ LINGER = 2.0  # section 16.2: longest wait for the peer's FIN after sending ours
 WRITE_TIMEOUT = 10.0  # a socket write blocked this long means the connection is dead
 _POLL = 0.5  # longest single wait on select, so flags are rechecked
 SLOT_WAIT_LIMIT = 30.0  # longest wait for a stream slot of a call without deadline (as Swift's)
+IDLE_HANDOVER = 0.05  # the reader thread leaves the socket to blocking callers that used it this recently
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -89,6 +100,34 @@ class _Stream:
         self.half_closed = False  # END_STREAM sent (or being sent)
 
 
+class _ConnSignal(Signal):
+    """A connection's lock and signal. ``block`` lets a blocking caller read the socket while it
+    waits (see the module's doc); ``notify_all`` from a thread other than the one reading also
+    wakes that reader out of ``select``, so that it looks at the new state."""
+
+    def __init__(self, conn: "_Connection") -> None:
+        super().__init__()
+        self.conn = conn
+
+    def notify_all(self) -> None:
+        super().notify_all()
+        conn = self.conn
+        if conn._selecting and not conn._wake_due and conn._reader_ident != get_ident():
+            conn._wake_due = True
+            try:
+                conn._wake_w.send(b"w")  # type: ignore[union-attr]
+            except (OSError, AttributeError):
+                pass
+
+    def block(self, epoch: int, until: float | None) -> None:
+        self.conn._wait_blocking(epoch, until)
+
+    def async_waiter_added(self) -> None:
+        conn = self.conn
+        if not conn._reading:
+            conn._park.notify()  # the reader thread reads for asyncio waiters
+
+
 class _Connection:
     """One TCP connection to one endpoint: handshake, stream bookkeeping, flow control, GOAWAY."""
 
@@ -101,9 +140,19 @@ class _Connection:
         self._on_closed = on_closed
         self._keepalive = keepalive  # (interval, timeout) in seconds, or None: off
         self._sock: socket.socket | None = None
-        self._cv = Signal()
+        self._cv = _ConnSignal(self)
         self._wlock = threading.Lock()
         self._reader: threading.Thread | None = None
+        # the read role (see the module's doc); all under the connection's lock
+        self._reading = False  # someone holds the role
+        self._reader_ident: int | None = None  # the thread holding it
+        self._selecting = False  # the holder is (about to be) blocked in select
+        self._wake_due = False  # a byte is on its way through the wake socket pair
+        self._followers = 0  # blocking callers waiting while someone else holds the role
+        self._blocking_seen = 0.0  # when a blocking caller last waited here
+        self._park = threading.Condition(self._cv.lock)  # where the reader thread waits its turn
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self.handshaken = False
         self.dead = False  # no stream can use this connection any more
         self.dead_reason = ""
@@ -142,11 +191,20 @@ class _Connection:
             raise _not_processed(f"connect to {self.address[0]}:{self.address[1]} failed: {e}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(WRITE_TIMEOUT)
+        try:
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+        except OSError as e:
+            sock.close()
+            self._on_closed(self)
+            raise _not_processed(f"connect to {self.address[0]}:{self.address[1]} failed: {e}") from None
         self._sock = sock
         try:
             sock.sendall(PREFACE + wire.encode_frame(SettingsFrame(self.local.pairs())))
         except OSError as e:
             sock.close()
+            self._close_wake()
             self._on_closed(self)
             raise _not_processed(f"handshake with {self.address[0]}:{self.address[1]} failed: {e}") from None
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
@@ -223,6 +281,7 @@ class _Connection:
                 self._close_stream(s, ("fail", failure))
             self._closing_since = time.monotonic()
             self._cv.notify_all()
+            self._park.notify()  # the reader thread lingers (section 13.4)
         self._on_closed(self)  # the pool stops using it now; the reader still lingers (13.4)
         sock = self._sock
         if sock is None:
@@ -285,14 +344,13 @@ class _Connection:
                         raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
                     timeout_us = 0 if rem is None else max(1, math.ceil(rem * 1_000_000))
                     sid = self._next_id
-                    frame = wire.encode_frame(Open(sid, method, timeout_us, metadata,
-                                                   end_stream and first is None))
-                    # the OPEN payload is method_len, method, timeout_us, then the metadata block
-                    block = len(frame) - wire.HEADER_LEN - 10 - len(method.encode("utf-8"))
-                    if block > self.peer.max_metadata_size:
+                    block = wire.encode_metadata_block(metadata)
+                    if len(block) > self.peer.max_metadata_size:
                         raise RPCError(Status.RESOURCE_EXHAUSTED,
-                                       f"metadata block of {block} bytes > server's MAX_METADATA_SIZE "
+                                       f"metadata block of {len(block)} bytes > server's MAX_METADATA_SIZE "
                                        f"{self.peer.max_metadata_size}")
+                    frame = wire.open_frame(sid, method.encode("utf-8"), timeout_us, block,
+                                            end_stream and first is None)
                     if len(frame) - wire.HEADER_LEN > self.peer.max_frame_size:
                         raise RPCError(Status.RESOURCE_EXHAUSTED,
                                        f"OPEN of {len(frame) - wire.HEADER_LEN} bytes > server's "
@@ -306,7 +364,7 @@ class _Connection:
                     if 0 <= n <= min(self.peer.max_frame_size, stream.send_window, self._conn_send_window):
                         stream.send_window -= n
                         self._conn_send_window -= n
-                        frame += wire.encode_frame(Data(sid, first, end_stream, True))  # type: ignore[arg-type]
+                        frame += wire.data_frame(sid, first, end_stream, True)  # type: ignore[arg-type]
                         stream.first_sent = True
                         stream.half_closed = end_stream
                     self._streams[sid] = stream
@@ -370,8 +428,7 @@ class _Connection:
             if wait is not None:
                 yield wait
                 continue
-            frame = Data(stream.id, bytes(view[offset:offset + n]), end_stream and last, last)
-            if not self._write(wire.encode_frame(frame)):
+            if not self._write(wire.data_frame(stream.id, view[offset:offset + n], end_stream and last, last)):
                 return False
             offset += n
             if last:
@@ -383,7 +440,7 @@ class _Connection:
             if stream.closed or self.dead or stream.half_closed:
                 return
             stream.half_closed = True
-        self._write(wire.encode_frame(Data(stream.id, b"", end_stream=True, end_message=False)))
+        self._write(wire.data_frame(stream.id, b"", end_stream=True))
 
     def next_event(self, stream: _Stream, deadline: float | None,
                    abandoned: Callable[[], bool] | None = None) -> Gen[tuple[str, Any] | None]:
@@ -420,6 +477,8 @@ class _Connection:
         credit of response bytes never taken (they count as discarded, section 9.3)."""
         self.cancel(stream)
         with self._cv.lock:
+            if not stream.events:
+                return
             credit = sum(v[1] for k, v in stream.events if k == "msg")
             stream.events.clear()
             updates = self._consume(stream, credit) if credit else b""
@@ -467,29 +526,110 @@ class _Connection:
     # --- reading (reader thread) ---------------------------------------------------------
 
     def _read_loop(self) -> None:
-        """Reader thread: reads and applies frames; after the connection ends it keeps reading
-        and discarding until the server's FIN or the linger timeout, then closes the socket (13.4)."""
+        """Reader thread: holds the read role while no blocking caller uses it (see the module's
+        doc); after the connection ends it keeps reading and discarding until the server's FIN
+        or the linger timeout, then closes the socket (13.4)."""
         sock = self._sock
         assert sock is not None
+        me = get_ident()
         self._last_recv = time.monotonic()
         try:
             while True:
                 with self._cv.lock:
-                    closing_since = self._closing_since
-                if closing_since is not None and time.monotonic() - closing_since > LINGER:
-                    break
-                try:
-                    if not select.select([sock], [], [], self._keepalive_step())[0]:
+                    now = time.monotonic()
+                    if self._closing_since is not None and now - self._closing_since > LINGER:
+                        break
+                    if self._reading:
+                        self._park.wait(_POLL)
                         continue
-                except (OSError, ValueError) as e:
-                    self._teardown(None, f"read failed: {e}")
-                    break
-                if not self._read_available(sock):
-                    break
+                    quiet = now - self._blocking_seen
+                    if not (self.dead or not self.handshaken or self._cv._async or quiet >= IDLE_HANDOVER):
+                        self._park.wait(IDLE_HANDOVER - quiet)
+                        continue
+                    self._reading, self._reader_ident = True, me
+                try:
+                    if not self._read_once(sock, self._keepalive_step()):
+                        break
+                finally:
+                    self._release_role()
         finally:
             self._teardown(None, "connection closed")
+            with self._cv.lock:  # a caller still reading must be done with the socket
+                while self._reading:
+                    self._park.wait(_POLL)
+                self._reading, self._reader_ident = True, me
             sock.close()
+            self._close_wake()
             self._on_closed(self)
+
+    def _close_wake(self) -> None:
+        for s in (self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+
+    def _read_once(self, sock: socket.socket, timeout: float, epoch: int | None = None) -> bool:
+        """With the read role: waits up to ``timeout`` for input (or a wake-up), and applies what
+        arrived. Returns immediately if ``epoch`` is given and the signal has moved past it.
+        False once the connection is over (EOF or a failed read: it is torn down)."""
+        with self._cv.lock:
+            if epoch is not None and self._cv.epoch != epoch:
+                return True
+            self._selecting = True
+        try:
+            ready = select.select([sock, self._wake_r], [], [], timeout)[0]
+        except (OSError, ValueError) as e:
+            self._teardown(None, f"read failed: {e}")
+            return False
+        finally:
+            with self._cv.lock:
+                self._selecting = False
+                woken, self._wake_due = self._wake_due, False
+            if woken:
+                try:
+                    self._wake_r.recv(64)  # type: ignore[union-attr]
+                except OSError:
+                    pass
+        if sock in ready:
+            return self._read_available(sock)
+        return True
+
+    def _release_role(self) -> None:
+        with self._cv.lock:
+            self._reading, self._reader_ident = False, None
+            if self._followers:
+                Signal.notify(self._cv)  # one of them reads next (no epoch change)
+            if self.dead or self._cv._async:
+                self._park.notify()
+
+    def _wait_blocking(self, epoch: int, until: float | None) -> None:
+        """A blocking caller's wait (``Wait.block``) until the signal moves past ``epoch``, or
+        ``until``, or one slice: with the read role when it is free, else as a follower."""
+        sock = self._sock
+        with self._cv.lock:
+            if self._cv.epoch != epoch:
+                return
+            self._blocking_seen = time.monotonic()
+            if self._reading or self.dead or sock is None:
+                self._followers += 1
+                try:
+                    self._cv.wait(slice_until(until))
+                finally:
+                    self._followers -= 1
+                return
+            self._reading, self._reader_ident = True, get_ident()
+        try:
+            end = time.monotonic() + MAX_SLICE
+            if until is not None:
+                end = min(end, until)
+            while True:
+                timeout = min(self._keepalive_step(), end - time.monotonic())
+                if timeout <= 0 or not self._read_once(sock, timeout, epoch):
+                    return
+                with self._cv.lock:
+                    if self._cv.epoch != epoch or self.dead:
+                        return
+        finally:
+            self._release_role()
 
     def _read_available(self, sock: socket.socket) -> bool:
         """Reads what the socket holds and applies it (the socket is readable).

@@ -59,10 +59,27 @@ class Signal(threading.Condition):
         with self.lock:
             self.notify_all()
 
+    def block(self, epoch: int, until: float | None) -> None:
+        """Blocks this thread until the epoch moves past ``epoch``, or ``until``, or one slice
+        (a signal may do useful work meanwhile: a connection's reads its socket)."""
+        with self.lock:
+            if self.epoch == epoch:
+                self.wait(slice_until(until))
+
+    def async_waiter_added(self) -> None:
+        """Called (lock held) when an asyncio task starts waiting on this signal."""
+
 
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def slice_until(until: float | None) -> float:
+    """How long one wait until ``until`` (monotonic, or None) may last: at most ``MAX_SLICE``."""
+    if until is None:
+        return MAX_SLICE
+    return max(0.0, min(until - time.monotonic(), MAX_SLICE))
 
 
 class Wait:
@@ -73,15 +90,8 @@ class Wait:
     def __init__(self, signal: Signal, epoch: int, until: float | None) -> None:
         self.signal, self.epoch, self.until = signal, epoch, until
 
-    def _timeout(self) -> float:
-        if self.until is None:
-            return MAX_SLICE
-        return max(0.0, min(self.until - time.monotonic(), MAX_SLICE))
-
     def block(self) -> None:
-        with self.signal.lock:
-            if self.signal.epoch == self.epoch:
-                self.signal.wait(self._timeout())
+        self.signal.block(self.epoch, self.until)
 
     async def wait_async(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,7 +101,8 @@ class Wait:
             if self.signal.epoch != self.epoch:
                 return
             self.signal._async.append(entry)
-        timer = loop.call_later(self._timeout(), _wake, fut)
+            self.signal.async_waiter_added()
+        timer = loop.call_later(slice_until(self.until), _wake, fut)
         try:
             await fut
         finally:
