@@ -211,7 +211,9 @@ class CallCore(Interrupt):
                     if self.code is None:
                         self.code, self.details = Status.OK, value.message
                     self.signal.notify_all()
-                continue
+                    if self.outcome is not None:  # cancelled meanwhile
+                        raise self.outcome
+                return None
             assert kind == "fail"
             if not self._replace(att, value):
                 self._fail(value.error)

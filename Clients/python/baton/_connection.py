@@ -22,6 +22,7 @@ have been processed* (retry only if idempotent), as PROTOCOL.md section 14 class
 from __future__ import annotations
 
 import math
+import os
 import select
 import socket
 import threading
@@ -105,6 +106,8 @@ class _ConnSignal(Signal):
     waits (see the module's doc); ``notify_all`` from a thread other than the one reading also
     wakes that reader out of ``select``, so that it looks at the new state."""
 
+    __slots__ = ("conn",)
+
     def __init__(self, conn: "_Connection") -> None:
         super().__init__()
         self.conn = conn
@@ -153,6 +156,10 @@ class _Connection:
         self._park = threading.Condition(self._cv.lock)  # where the reader thread waits its turn
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        self._fd = -1
+        self._rbuf = bytearray(262144)  # what the read role reads into
+        self._rview = memoryview(self._rbuf)
+        self._poller: Any = None  # select.poll over the socket and the wake socket (read role)
         self.handshaken = False
         self.dead = False  # no stream can use this connection any more
         self.dead_reason = ""
@@ -200,6 +207,10 @@ class _Connection:
             self._on_closed(self)
             raise _not_processed(f"connect to {self.address[0]}:{self.address[1]} failed: {e}") from None
         self._sock = sock
+        self._fd = sock.fileno()
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
         try:
             sock.sendall(PREFACE + wire.encode_frame(SettingsFrame(self.local.pairs())))
         except OSError as e:
@@ -302,7 +313,7 @@ class _Connection:
             return sock is not None
         try:
             with self._wlock:
-                sock.sendall(data)
+                _send_all(sock, self._fd, data)
             return True
         except OSError as e:
             if teardown:
@@ -371,7 +382,7 @@ class _Connection:
                     registered = True
                 assert self._sock is not None
                 try:
-                    self._sock.sendall(frame)
+                    _send_all(self._sock, self._fd, frame)
                 except OSError as e:
                     # sendall did not hand the whole frame to the kernel: the server cannot have
                     # read a complete OPEN, so the call is provably not processed.
@@ -576,7 +587,7 @@ class _Connection:
                 return True
             self._selecting = True
         try:
-            ready = select.select([sock, self._wake_r], [], [], timeout)[0]
+            ready = self._poller.poll(max(timeout, 0.0) * 1000.0)
         except (OSError, ValueError) as e:
             self._teardown(None, f"read failed: {e}")
             return False
@@ -589,15 +600,16 @@ class _Connection:
                     self._wake_r.recv(64)  # type: ignore[union-attr]
                 except OSError:
                     pass
-        if sock in ready:
-            return self._read_available(sock)
+        for fd, _ in ready:
+            if fd == self._fd:
+                return self._read_available(sock)
         return True
 
     def _release_role(self) -> None:
         with self._cv.lock:
             self._reading, self._reader_ident = False, None
             if self._followers:
-                Signal.notify(self._cv)  # one of them reads next (no epoch change)
+                self._cv.notify()  # one of them reads next (no epoch change)
             if self.dead or self._cv._async:
                 self._park.notify()
 
@@ -635,15 +647,18 @@ class _Connection:
         """Reads what the socket holds and applies it (the socket is readable).
         False once the connection is over (EOF or a failed read: it is torn down)."""
         try:
-            data = sock.recv(262144)
+            # into the connection's buffer (a fresh 256 KiB bytes per read costs an mmap);
+            # the socket is non-blocking (it has a timeout), so no poll before the read
+            n = os.readv(self._fd, (self._rbuf,))
         except (socket.timeout, InterruptedError, BlockingIOError):
             return True
         except (OSError, ValueError) as e:
             self._teardown(None, f"read failed: {e}")
             return False
-        if not data:
+        if not n:
             self._teardown(None, "connection closed by the server")
             return False
+        data: bytes | memoryview = self._rview[:n]
         self._last_recv = time.monotonic()
         if self.dead:
             return True  # no longer processing: read and discard
@@ -690,31 +705,34 @@ class _Connection:
         return min(_POLL, timeout)
 
     def _drain(self, decoder: FrameDecoder) -> None:
-        """Handles every complete frame the decoder holds."""
-        while not self.dead:
-            try:
-                frame = decoder.next_frame()
-            except WireError as e:
-                if e.scope == "connection":
-                    raise
-                self._locked(self._stream_wire_error, e)
-                continue
-            if frame is None:
+        """Handles every complete frame the decoder holds, under one hold of the lock, then
+        writes the frames that are owed the server (PING ACK, WINDOW_UPDATE, RESET)."""
+        while True:
+            goaway: GoAway | None = None
+            with self._cv.lock:
+                self._pending = b""
+                while not self.dead:
+                    try:
+                        frame = decoder.next_frame()
+                    except WireError as e:
+                        if e.scope == "connection":
+                            raise
+                        self._stream_wire_error(e)
+                        continue
+                    if frame is None:
+                        break
+                    self._dispatch(frame)
+                    if type(frame) is GoAway and frame.error_code != ErrorCode.NO_ERROR:
+                        goaway = frame
+                        break
+                out, self._pending = self._pending, b""
+            self._write(out)
+            if goaway is None:
                 return
-            self._locked(self._dispatch, frame)
-            if isinstance(frame, GoAway) and frame.error_code != ErrorCode.NO_ERROR:
-                if frame.error_code == ErrorCode.ENHANCE_YOUR_CALM and "ping" in frame.debug:
-                    self.pings_refused = True
-                # Section 11.2: the server reported a connection error; we close too (no GOAWAY back).
-                self._teardown(None, f"GOAWAY {ErrorCode.of(frame.error_code).name}: {frame.debug}")
-
-    def _locked(self, step: Callable[[Any], None], arg: Any) -> None:
-        """Runs ``step(arg)`` under the lock, then writes the frames it queued in ``_pending``."""
-        with self._cv.lock:
-            self._pending = b""
-            step(arg)
-            out, self._pending = self._pending, b""
-        self._write(out)
+            if goaway.error_code == ErrorCode.ENHANCE_YOUR_CALM and "ping" in goaway.debug:
+                self.pings_refused = True
+            # Section 11.2: the server reported a connection error; we close too (no GOAWAY back).
+            self._teardown(None, f"GOAWAY {ErrorCode.of(goaway.error_code).name}: {goaway.debug}")
 
     def _stream_wire_error(self, e: WireError) -> None:
         """A malformed frame on a stream (section 11.3); a connection error if the stream is idle
@@ -742,6 +760,26 @@ class _Connection:
             self._conn_send_window = self.peer.connection_window_size
             self.handshaken = True
             self._cv.notify_all()
+            return
+        t = type(f)
+        if t is Data or t is Trailers or t is Headers:  # the frames of every call first
+            if f.stream_id > self._highest:
+                raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"frame on idle stream {f.stream_id}")
+            stream = self._streams.get(f.stream_id)
+            if t is Data:
+                self._on_data(stream, f)  # type: ignore[arg-type]
+            elif stream is None:
+                return  # closed stream: HEADERS, TRAILERS are ignored
+            elif t is Trailers:
+                if stream.fragment is not None:  # section 7.3: no RESET, the stream is closed
+                    self._stream_error(stream, ErrorCode.PROTOCOL_ERROR, "TRAILERS inside a message", False)
+                else:
+                    self._close_stream(stream, ("trailers", f))
+            elif stream.seen_first:
+                self._stream_error(stream, ErrorCode.PROTOCOL_ERROR, "HEADERS not first", True)
+            else:
+                stream.seen_first = True
+                stream.headers = _public(f.metadata)  # type: ignore[union-attr]
             return
         if isinstance(f, SettingsFrame):
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "second SETTINGS")
@@ -856,6 +894,17 @@ class _ConnectionError(Exception):
     def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(reason)
         self.code, self.reason = code, reason
+
+
+def _send_all(sock: socket.socket, fd: int, data: bytes) -> None:
+    """``sock.sendall(data)`` that first tries one plain write: a socket with a timeout polls
+    before every send, a system call that a free socket buffer makes useless."""
+    try:
+        n = os.write(fd, data)
+    except BlockingIOError:
+        n = 0
+    if n < len(data):
+        sock.sendall(memoryview(data)[n:])
 
 
 def _public(metadata: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:

@@ -147,8 +147,9 @@ class Client(ClientBase):
               metadata: MetadataArg = None, idempotent: bool = False,
               wait_for_ready: bool = False) -> bytes:
         """Calls a unary method and returns its response. Raises ``RPCError``."""
-        return self.unary_call(method, request, timeout=timeout, metadata=metadata,
-                               idempotent=idempotent, wait_for_ready=wait_for_ready).result()
+        core = self._core(method, Shape.UNARY, timeout, metadata, idempotent, wait_for_ready)
+        core.preload(bytes(request))
+        return run_blocking(core.result(), core)
 
     def unary_call(self, method: str, request: bytes, *, timeout: float | None = None,
                    metadata: MetadataArg = None, idempotent: bool = False,
