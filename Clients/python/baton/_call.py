@@ -68,6 +68,7 @@ class CallCore(Interrupt):
                  max_retries: int) -> None:
         super().__init__()
         self.pool, self.method, self.metadata, self.shape = pool, method, metadata, shape
+        self.single_response = shape.single_response
         self.deadline, self.idempotent, self.max_retries = deadline, idempotent, max_retries
         self.pick = PickState(deadline, wait_for_ready)
         self.signal = Signal()
@@ -190,33 +191,45 @@ class CallCore(Interrupt):
                     n = self.received
                     self.replay = None  # the server has processed the call: no more retries
                     self.headers = att.stream.headers
-                if self.shape.single_response and n > 1:
-                    self._fail(RPCError(Status.INTERNAL, f"a second response message on a {self.shape.value} call"))
+                if self.single_response:
+                    if n > 1:
+                        self._fail(RPCError(Status.INTERNAL,
+                                            f"a second response message on a {self.shape.value} call"))
+                    trailers = att.conn.take_trailers(att.stream)
+                    if trailers is not None:  # already here (the usual case): the call ends now
+                        try:
+                            self._end(att, trailers)
+                        except RPCError:
+                            pass  # recorded: the next receive() raises it
                 return value  # type: ignore[no-any-return]
             if kind == "trailers":
-                status = Status.of(value.status)
-                with self.signal.lock:
-                    self.server_ended = True
-                    self.headers = att.stream.headers
-                    self.trailers = _public(value.metadata)
-                    if self.attempt is att:
-                        self.attempt = None
-                att.conn.finish(att.stream)  # closed by the TRAILERS: this only tidies up
-                if status is not Status.OK:
-                    self._fail(RPCError(status, value.message, self.trailers))
-                if self.shape.single_response and self.received == 0:
-                    self._fail(RPCError(Status.INTERNAL, f"status OK without a response message on a "
-                                        f"{self.shape.value} call"))
-                with self.signal.lock:
-                    if self.code is None:
-                        self.code, self.details = Status.OK, value.message
-                    self.signal.notify_all()
-                    if self.outcome is not None:  # cancelled meanwhile
-                        raise self.outcome
+                self._end(att, value)
                 return None
             assert kind == "fail"
             if not self._replace(att, value):
                 self._fail(value.error)
+
+    def _end(self, att: _Attempt, trailers: Any) -> None:
+        """The call's TRAILERS: records its outcome; raises it if it is not OK."""
+        status = Status.of(trailers.status)
+        with self.signal.lock:
+            self.server_ended = True
+            self.headers = att.stream.headers
+            self.trailers = _public(trailers.metadata)
+            if self.attempt is att:
+                self.attempt = None
+        att.conn.finish(att.stream)  # closed by the TRAILERS: this only tidies up
+        if status is not Status.OK:
+            self._fail(RPCError(status, trailers.message, self.trailers))
+        if self.single_response and self.received == 0:
+            self._fail(RPCError(Status.INTERNAL, f"status OK without a response message on a "
+                                f"{self.shape.value} call"))
+        with self.signal.lock:
+            if self.code is None:
+                self.code, self.details = Status.OK, trailers.message
+            self.signal.notify_all()
+            if self.outcome is not None:  # cancelled meanwhile
+                raise self.outcome
 
     def result(self) -> Gen[bytes]:
         """The single response of a unary or client-streaming call, once the call ended OK

@@ -85,6 +85,9 @@ _RESET_STATUS = {  # section 12.2: RESET received from the server
 class _Stream:
     """One call's stream on one connection. Mutable fields are guarded by the connection's lock."""
 
+    __slots__ = ("id", "send_window", "recv_window", "recv_unreturned", "events", "fragment",
+                 "seen_first", "headers", "closed", "open_written", "first_sent", "half_closed")
+
     def __init__(self, sid: int, send_window: int, recv_window: int) -> None:
         self.id = sid
         self.send_window = send_window
@@ -113,7 +116,7 @@ class _ConnSignal(Signal):
         self.conn = conn
 
     def notify_all(self) -> None:
-        super().notify_all()
+        Signal.notify_all(self)
         conn = self.conn
         if conn._selecting and not conn._wake_due and conn._reader_ident != get_ident():
             conn._wake_due = True
@@ -475,6 +478,13 @@ class _Connection:
         self._write(updates)
         return kind, value
 
+    def take_trailers(self, stream: _Stream) -> Trailers | None:
+        """The stream's TRAILERS if they are its next event (taken), else None."""
+        with self._cv.lock:
+            if stream.events and stream.events[0][0] == "trailers":
+                return stream.events.popleft()[1]  # type: ignore[no-any-return]
+            return None
+
     def cancel(self, stream: _Stream) -> None:
         """Sends RESET CANCEL if the stream is still open and closes it (deadline, abandon)."""
         with self._cv.lock:
@@ -637,9 +647,8 @@ class _Connection:
                 timeout = min(self._keepalive_step(), end - time.monotonic())
                 if timeout <= 0 or not self._read_once(sock, timeout, epoch):
                     return
-                with self._cv.lock:
-                    if self._cv.epoch != epoch or self.dead:
-                        return
+                if self._cv.epoch != epoch or self.dead:  # single reads: no lock needed
+                    return
         finally:
             self._release_role()
 
@@ -685,9 +694,7 @@ class _Connection:
             return _POLL
         interval, timeout = self._keepalive
         now = time.monotonic()
-        with self._cv.lock:
-            busy = bool(self._streams)
-            sent = self._ping_sent
+        busy, sent = bool(self._streams), self._ping_sent  # single reads: no lock needed
         if sent is not None:
             if now - sent >= timeout:
                 self.keepalive_failed = True
@@ -721,6 +728,12 @@ class _Connection:
                         continue
                     if frame is None:
                         break
+                    if type(frame) is Data and self.handshaken:  # the common frame, directly
+                        if frame.stream_id > self._highest:
+                            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR,
+                                                   f"frame on idle stream {frame.stream_id}")
+                        self._on_data(self._streams.get(frame.stream_id), frame)
+                        continue
                     self._dispatch(frame)
                     if type(frame) is GoAway and frame.error_code != ErrorCode.NO_ERROR:
                         goaway = frame

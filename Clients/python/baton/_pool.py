@@ -68,8 +68,10 @@ class RetryBudget:
 
     def deposit(self) -> None:
         now = time.monotonic()
-        self._trim(now)
-        self._calls.append(now)
+        calls = self._calls
+        if calls and calls[0] <= now - self.ttl:
+            self._trim(now)
+        calls.append(now)
 
     def withdraw(self) -> bool:
         now = time.monotonic()

@@ -591,10 +591,27 @@ class FrameDecoder:
         """The next complete frame, or ``None`` while more bytes are needed. Raises ``WireError``."""
         if self._failed is not None:
             raise self._failed
-        avail = len(self._buf) - self._pos
+        buf, start = self._buf, self._pos
+        avail = len(buf) - start
         if avail < HEADER_LEN:
             return None
-        start = self._pos
+        lt, flags, sid = _HEADER.unpack_from(buf, start)
+        code, sid = lt & 0xFF, sid & MAX_STREAM_ID
+        if code <= FrameType.TRAILERS and code != FrameType.OPEN and sid and lt >> 8 <= self.max_frame_size:
+            # DATA, HEADERS, TRAILERS: the header rules are met, the payload is read here
+            end = start + HEADER_LEN + (lt >> 8)
+            if len(buf) < end:
+                return None
+            self._pos = end
+            payload = bytes(buf[start + HEADER_LEN:end])
+            if code == FrameType.DATA:
+                return Data(sid, payload, bool(flags & FLAG_END_STREAM), bool(flags & FLAG_END_MESSAGE))
+            try:
+                return _decode_payload(_TYPE_RULES[code][0], flags, sid, payload, self.max_metadata_size)
+            except WireError as e:
+                if e.scope == "connection":
+                    self._failed = e
+                raise
         try:
             length, ftype, flags, sid = _check_header(self._buf, self.max_frame_size, start)
         except WireError as e:
