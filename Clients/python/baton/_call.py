@@ -316,9 +316,13 @@ class CallCore(Interrupt):
             ended = self.code is not None
             if not ended:
                 self.attempt = att  # published at once, so that cancel() can reset it
+                # the usual unary call: its one message went with the OPEN, and the END_STREAM
+                done = self.half_close and stream.half_closed and att.sent >= len(self.replay or ())
         if ended:  # cancelled while the OPEN was being written
             conn.finish(stream)
             raise self.outcome or RPCError(Status.CANCELLED, "the call has ended")
+        if done:
+            return att
         try:
             while True:  # replay; writers wait until ``opening`` is over, so order is kept
                 with self.signal.lock:
