@@ -640,6 +640,10 @@ class _Connection:
                 return
             self._reading, self._reader_ident = True, get_ident()
         try:
+            # The reply is often in already (the server answered while this thread wrote and
+            # got here): read before polling, a system call saved.
+            if not self._read_available(sock) or self._cv.epoch != epoch or self.dead:
+                return
             end = time.monotonic() + MAX_SLICE
             if until is not None:
                 end = min(end, until)
