@@ -63,31 +63,33 @@ class CallCore(Interrupt):
     """State of one call. ``signal`` is its lock; the generators are safe to run from one
     writer and one reader thread (or task) at a time."""
 
+    # Initial values of the call's state, as class attributes: a call sets only what changes.
+    replay_bytes = 0
+    sent_total = 0  # request messages the application wrote
+    half_close = False  # the application finished writing
+    attempt: _Attempt | None = None
+    opening = False
+    started = False
+    received = 0  # response messages delivered to the application
+    headers: Metadata | None = None
+    trailers: Metadata | None = None
+    code: Status | None = None  # set once the call has ended
+    details = ""
+    outcome: RPCError | None = None  # the error the call ended with
+    cancelled: RPCError | None = None
+    server_ended = False  # TRAILERS received: the server's status is the outcome
+    response: bytes | None = None  # what result() returned
+
     def __init__(self, pool: Pool, method: str, metadata: Metadata, shape: Shape,
                  deadline: float | None, idempotent: bool, wait_for_ready: bool,
                  max_retries: int) -> None:
-        super().__init__()
+        self.waiting_on = None
         self.pool, self.method, self.metadata, self.shape = pool, method, metadata, shape
         self.single_response = shape.single_response
         self.deadline, self.idempotent, self.max_retries = deadline, idempotent, max_retries
         self.pick = PickState(deadline, wait_for_ready)
         self.signal = Signal()
         self.replay: list[bytes] | None = []
-        self.replay_bytes = 0
-        self.sent_total = 0  # request messages the application wrote
-        self.half_close = False  # the application finished writing
-        self.attempt: _Attempt | None = None
-        self.opening = False
-        self.started = False
-        self.received = 0  # response messages delivered to the application
-        self.headers: Metadata | None = None
-        self.trailers: Metadata | None = None
-        self.code: Status | None = None  # set once the call has ended
-        self.details = ""
-        self.outcome: RPCError | None = None  # the error the call ended with
-        self.cancelled: RPCError | None = None
-        self.server_ended = False  # TRAILERS received: the server's status is the outcome
-        self.response: bytes | None = None  # what result() returned
         with pool.signal.lock:
             pool.budget.deposit()
 

@@ -336,70 +336,73 @@ class _Connection:
         RESOURCE_EXHAUSTED (nothing sent)."""
         limit = time.monotonic() + SLOT_WAIT_LIMIT if deadline is None else deadline
         while True:
-            with self._cv.lock:
-                self._check_open_allowed()
-                if self._slots < self.peer.max_concurrent_streams:
-                    self._slots += 1
-                    break
-                if _expired(deadline):
-                    raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed waiting for a stream slot")
-                if _expired(limit):  # section 6.4: a queued call without deadline waits this long
-                    raise RPCError(Status.UNAVAILABLE, f"no stream slot on {self.address[0]}:"
-                                   f"{self.address[1]} within {SLOT_WAIT_LIMIT:g} s (not processed)")
-                epoch = self._cv.epoch
-            yield Wait(self._cv, epoch, limit)
-        registered = False
-        try:
-            with self._wlock:
+            with self._wlock:  # the OPEN is written in turn with other frames, never split
                 with self._cv.lock:
                     self._check_open_allowed()
-                    rem = _remaining(deadline)
-                    if rem is not None and rem <= 0:
-                        raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
-                    timeout_us = 0 if rem is None else max(1, math.ceil(rem * 1_000_000))
-                    sid = self._next_id
-                    block = wire.encode_metadata_block(metadata)
-                    if len(block) > self.peer.max_metadata_size:
-                        raise RPCError(Status.RESOURCE_EXHAUSTED,
-                                       f"metadata block of {len(block)} bytes > server's MAX_METADATA_SIZE "
-                                       f"{self.peer.max_metadata_size}")
-                    frame = wire.open_frame(sid, method.encode("utf-8"), timeout_us, block,
-                                            end_stream and first is None)
-                    if len(frame) - wire.HEADER_LEN > self.peer.max_frame_size:
-                        raise RPCError(Status.RESOURCE_EXHAUSTED,
-                                       f"OPEN of {len(frame) - wire.HEADER_LEN} bytes > server's "
-                                       f"MAX_FRAME_SIZE {self.peer.max_frame_size}")
-                    self._next_id += 2
-                    self._highest = sid
-                    stream = _Stream(sid, self.peer.initial_window_size, self.local.initial_window_size)
-                    stream.open_written = True  # from here on the server may see it
-                    stream.half_closed = end_stream and first is None
-                    n = len(first) if first is not None else -1
-                    if 0 <= n <= min(self.peer.max_frame_size, stream.send_window, self._conn_send_window):
-                        stream.send_window -= n
-                        self._conn_send_window -= n
-                        frame += wire.data_frame(sid, first, end_stream, True)  # type: ignore[arg-type]
-                        stream.first_sent = True
-                        stream.half_closed = end_stream
-                    self._streams[sid] = stream
-                    registered = True
-                assert self._sock is not None
-                try:
-                    _send_all(self._sock, self._fd, frame)
-                except OSError as e:
-                    # sendall did not hand the whole frame to the kernel: the server cannot have
-                    # read a complete OPEN, so the call is provably not processed.
-                    with self._cv.lock:
-                        if not stream.closed:
-                            self._close_stream(stream, ("fail", _not_processed(str(e))))
-                    self._teardown(None, f"write failed: {e}")
-                    raise _not_processed(f"OPEN not written: {e}") from None
-            return stream
-        finally:
-            if not registered:
-                with self._cv.lock:
-                    self._slots -= 1
-                    self._cv.notify_all()
+                    if self._slots < self.peer.max_concurrent_streams:
+                        self._slots += 1
+                        try:
+                            stream, frame = self._new_stream(method, metadata, deadline, first, end_stream)
+                        except BaseException:
+                            self._slots -= 1
+                            self._cv.notify_all()
+                            raise
+                    else:
+                        if _expired(deadline):
+                            raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed waiting for a stream slot")
+                        if _expired(limit):  # section 6.4: a queued call without deadline waits this long
+                            raise RPCError(Status.UNAVAILABLE, f"no stream slot on {self.address[0]}:"
+                                           f"{self.address[1]} within {SLOT_WAIT_LIMIT:g} s (not processed)")
+                        stream, epoch = None, self._cv.epoch
+                if stream is not None:
+                    assert self._sock is not None
+                    try:
+                        _send_all(self._sock, self._fd, frame)
+                    except OSError as e:
+                        # sendall did not hand the whole frame to the kernel: the server cannot have
+                        # read a complete OPEN, so the call is provably not processed.
+                        with self._cv.lock:
+                            if not stream.closed:
+                                self._close_stream(stream, ("fail", _not_processed(str(e))))
+                        self._teardown(None, f"write failed: {e}")
+                        raise _not_processed(f"OPEN not written: {e}") from None
+                    return stream
+            yield Wait(self._cv, epoch, limit)
+
+    def _new_stream(self, method: str, metadata: tuple[tuple[str, str], ...], deadline: float | None,
+                    first: bytes | None, end_stream: bool) -> tuple[_Stream, bytes]:
+        """Registers a new stream (its slot taken) and its OPEN (with ``first`` when it fits);
+        both locks held. Raises, registering nothing, when the call cannot be sent."""
+        rem = None if deadline is None else deadline - time.monotonic()
+        if rem is not None and rem <= 0:
+            raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
+        timeout_us = 0 if rem is None else max(1, math.ceil(rem * 1_000_000))
+        sid = self._next_id
+        block = wire.encode_metadata_block(metadata)
+        peer = self.peer
+        if len(block) > peer.max_metadata_size:
+            raise RPCError(Status.RESOURCE_EXHAUSTED,
+                           f"metadata block of {len(block)} bytes > server's MAX_METADATA_SIZE "
+                           f"{peer.max_metadata_size}")
+        frame = wire.open_frame(sid, method.encode("utf-8"), timeout_us, block, end_stream and first is None)
+        if len(frame) - wire.HEADER_LEN > peer.max_frame_size:
+            raise RPCError(Status.RESOURCE_EXHAUSTED,
+                           f"OPEN of {len(frame) - wire.HEADER_LEN} bytes > server's "
+                           f"MAX_FRAME_SIZE {peer.max_frame_size}")
+        self._next_id += 2
+        self._highest = sid
+        stream = _Stream(sid, peer.initial_window_size, self.local.initial_window_size)
+        stream.open_written = True  # from here on the server may see it
+        stream.half_closed = end_stream and first is None
+        n = len(first) if first is not None else -1
+        if 0 <= n <= min(peer.max_frame_size, stream.send_window, self._conn_send_window):
+            stream.send_window -= n
+            self._conn_send_window -= n
+            frame += wire.data_frame(sid, first, end_stream, True)  # type: ignore[arg-type]
+            stream.first_sent = True
+            stream.half_closed = end_stream
+        self._streams[sid] = stream
+        return stream, frame
 
     def _check_open_allowed(self) -> None:
         if self.dead or self.draining:
