@@ -139,7 +139,7 @@ class _Connection:
 
     def __init__(self, address: Endpoint, local: Settings,
                  on_closed: Callable[["_Connection"], None],
-                 keepalive: tuple[float, float] | None = None) -> None:
+                 keepalive: tuple[float, float] | None = None, callers_read: bool = False) -> None:
         self.address = address
         self.local = local
         self.peer = Settings()
@@ -155,7 +155,8 @@ class _Connection:
         self._selecting = False  # the holder is (about to be) blocked in select
         self._wake_due = False  # a byte is on its way through the wake socket pair
         self._followers = 0  # blocking callers waiting while someone else holds the role
-        self._blocking_seen = 0.0  # when a blocking caller last waited here
+        self._callers_read = callers_read  # the blocking client's: its callers read while they wait
+        self._blocking_seen = 0.0  # when a blocking caller last opened a stream or waited here
         self._park = threading.Condition(self._cv.lock)  # where the reader thread waits its turn
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -391,6 +392,8 @@ class _Connection:
                            f"MAX_FRAME_SIZE {peer.max_frame_size}")
         self._next_id += 2
         self._highest = sid
+        if self._callers_read:  # the reader thread leaves the socket to this caller
+            self._blocking_seen = time.monotonic()
         stream = _Stream(sid, peer.initial_window_size, self.local.initial_window_size)
         stream.open_written = True  # from here on the server may see it
         stream.half_closed = end_stream and first is None

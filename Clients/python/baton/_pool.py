@@ -127,13 +127,14 @@ class Pool:
 
     def __init__(self, targets: Sequence[tuple[str, int]], local: Settings, connect_timeout: float,
                  keepalive: tuple[float, float] | None, resolver: Resolver,
-                 budget: RetryBudget) -> None:
+                 budget: RetryBudget, callers_read: bool = False) -> None:
         if not targets:
             raise ValueError("at least one endpoint is required")
         self.targets = [_Target(h, int(p)) for h, p in targets]
         self.local = local
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
+        self.callers_read = callers_read
         self.resolver = resolver
         self.budget = budget
         self.signal = Signal()  # lock for everything here; notified on every endpoint change
@@ -258,7 +259,7 @@ class Pool:
         interval = None
         if self.keepalive is not None:
             interval = (self.keepalive[0] * ep.keepalive_scale, self.keepalive[1])
-        conn = _Connection(ep.address, self.local, self._forget, interval)
+        conn = _Connection(ep.address, self.local, self._forget, interval, self.callers_read)
         with self.signal.lock:
             self.conns.add(conn)
 

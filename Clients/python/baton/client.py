@@ -127,6 +127,8 @@ class Client(ClientBase):
     ``wait_for_ready`` (wait for an endpoint until the deadline instead of failing fast).
     """
 
+    _CALLERS_READ = True
+
     def __enter__(self) -> "Client":
         return self
 
