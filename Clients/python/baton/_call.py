@@ -33,6 +33,7 @@ from ._pool import PickState, Pool
 from .errors import RPCError
 from .wire import Status
 
+_STATUS = {s.value: s for s in Status}
 MAX_REPLAY_BYTES = 1 << 20  # request bytes kept per call for replay (as the Swift client)
 
 Metadata = tuple[tuple[str, str], ...]
@@ -213,7 +214,9 @@ class CallCore(Interrupt):
 
     def _end(self, att: _Attempt, trailers: Any) -> None:
         """The call's TRAILERS: records its outcome; raises it if it is not OK."""
-        status = Status.of(trailers.status)
+        status = _STATUS.get(trailers.status)
+        if status is None:
+            status = Status.of(trailers.status)
         with self.signal.lock:
             self.server_ended = True
             self.headers = att.stream.headers

@@ -502,6 +502,8 @@ class _Connection:
     def finish(self, stream: _Stream) -> None:
         """Ends the caller's use of a stream: resets it if still open and returns the connection
         credit of response bytes never taken (they count as discarded, section 9.3)."""
+        if stream.closed and not stream.events:  # the usual end (single reads: no lock needed;
+            return                               # a closed stream gets no new events)
         self.cancel(stream)
         with self._cv.lock:
             if not stream.events:
@@ -932,6 +934,8 @@ def _send_all(sock: socket.socket, fd: int, data: bytes) -> None:
 
 def _public(metadata: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """Metadata for the application: reserved ``baton-`` names are not passed on (section 5)."""
+    if not metadata:
+        return ()
     return tuple((n, v) for n, v in metadata if not n.startswith("baton-"))
 
 
