@@ -176,6 +176,15 @@ class Pool:
         """A connection for the next attempt of a call, connecting if needed. Raises RPCError:
         CANCELLED (client closed), DEADLINE_EXCEEDED, or UNAVAILABLE when no endpoint can take the
         call (fail fast) and the call does not wait for ready."""
+        if state.last is None and len(self.targets) == 1:
+            # One endpoint with a usable connection, a first attempt: what the loop below
+            # chooses then, without building the round-robin order.
+            t = self.targets[0]
+            with self.signal.lock:
+                conn = t.endpoints[0].conn if len(t.endpoints) == 1 else None
+                if (conn is not None and not t.stale and not self.closed and conn.usable()
+                        and (state.deadline is None or time.monotonic() < state.deadline)):
+                    return conn
         while True:
             if any(t.stale and t.resolve_at <= time.monotonic() for t in self.targets):
                 yield from self._refresh()
