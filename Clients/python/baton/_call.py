@@ -83,7 +83,7 @@ class CallCore(Interrupt):
 
     def __init__(self, pool: Pool, method: str, metadata: Metadata, shape: Shape,
                  deadline: float | None, idempotent: bool, wait_for_ready: bool,
-                 max_retries: int) -> None:
+                 max_retries: int, counted: bool = False) -> None:
         self.waiting_on = None
         self.pool, self.method, self.metadata, self.shape = pool, method, metadata, shape
         self.single_response = shape.single_response
@@ -91,8 +91,9 @@ class CallCore(Interrupt):
         self.pick = PickState(deadline, wait_for_ready)
         self.signal = Signal()
         self.replay: list[bytes] | None = []
-        with pool.signal.lock:
-            pool.budget.deposit()
+        if not counted:  # else the caller has counted it for the retry budget
+            with pool.signal.lock:
+                pool.budget.deposit()
 
     # --- Interrupt ----------------------------------------------------------------------------
 
@@ -392,6 +393,11 @@ class CallCore(Interrupt):
         if att is not None:
             att.conn.finish(att.stream)
         return True
+
+    def retry_after(self, failure: _Failure) -> bool:
+        """A first attempt made outside this object (``Connection.unary``) failed: True if the
+        call may go on with another (``result()`` makes it), as ``_replace`` decides."""
+        return self._replace(None, failure)
 
     def _fail(self, error: RPCError) -> NoReturn:
         """Ends the call with ``error`` (or the outcome recorded first) and raises it."""

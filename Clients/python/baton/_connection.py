@@ -370,6 +370,76 @@ class _Connection:
                     return stream
             yield Wait(self._cv, epoch, limit)
 
+    def unary(self, method: str, metadata: tuple[tuple[str, str], ...], deadline: float | None,
+              request: bytes) -> bytes | _Failure | None:
+        """A blocking client's unary call in one piece, its usual case: a free slot, the request
+        in the OPEN's write, the caller reading the reply itself (``_wait_blocking``). Returns
+        the response; None if nothing was sent (no slot, the request does not fit one frame and
+        the windows, the connection takes no streams, the deadline has passed: the call goes the
+        general way); or the ``_Failure`` of this attempt when it may be retried (the caller
+        decides). Raises ``RPCError`` for the call's end otherwise, as ``CallCore`` would."""
+        n = len(request)
+        with self._wlock:
+            with self._cv.lock:
+                peer = self.peer
+                if (self.dead or self.draining or self._next_id > MAX_STREAM_ID
+                        or self._slots >= peer.max_concurrent_streams or n > peer.max_message_size
+                        or n > min(peer.max_frame_size, peer.initial_window_size, self._conn_send_window)
+                        or (deadline is not None and time.monotonic() >= deadline)):
+                    return None
+                self._slots += 1
+                try:
+                    stream, frame = self._new_stream(method, metadata, deadline, request, True)
+                except BaseException:
+                    self._slots -= 1
+                    self._cv.notify_all()
+                    raise
+            assert self._sock is not None and stream.first_sent
+            try:
+                _send_all(self._sock, self._fd, frame)
+            except OSError as e:  # as in open_stream: provably not processed
+                with self._cv.lock:
+                    if not stream.closed:
+                        self._close_stream(stream, ("fail", _not_processed(str(e))))
+                self._teardown(None, f"write failed: {e}")
+                return _not_processed(f"OPEN not written: {e}")
+        message: bytes | None = None
+        try:
+            while True:
+                with self._cv.lock:
+                    if stream.events:
+                        kind, value = stream.events.popleft()
+                        updates = b""
+                        if kind == "msg":
+                            updates = self._consume(stream, value[1])
+                            value = value[0]
+                        epoch = -1
+                    elif deadline is not None and time.monotonic() >= deadline:
+                        raise RPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded")
+                    else:
+                        epoch = self._cv.epoch
+                if epoch >= 0:
+                    self._wait_blocking(epoch, deadline)
+                    continue
+                if kind == "msg":
+                    self._write(updates)
+                    if message is not None:
+                        raise RPCError(Status.INTERNAL, "a second response message on a unary call")
+                    message = value
+                elif kind == "trailers":
+                    status = Status.of(value.status)
+                    if status is not Status.OK:
+                        raise RPCError(status, value.message, _public(value.metadata))
+                    if message is None:
+                        raise RPCError(Status.INTERNAL, "status OK without a response message on a unary call")
+                    return message
+                else:  # "fail": retried only if no response message was delivered (section 14)
+                    if message is not None:
+                        raise value.error
+                    return value  # type: ignore[no-any-return]
+        finally:
+            self.finish(stream)  # RESET CANCEL if still open (deadline, interrupted, INTERNAL)
+
     def _new_stream(self, method: str, metadata: tuple[tuple[str, str], ...], deadline: float | None,
                     first: bytes | None, end_stream: bool) -> tuple[_Stream, bytes]:
         """Registers a new stream (its slot taken) and its OPEN (with ``first`` when it fits);

@@ -172,6 +172,18 @@ class Pool:
 
     # --- choosing ------------------------------------------------------------------------
 
+    def ready(self) -> _Connection | None:
+        """The connection a first attempt would take at once when the client has one endpoint
+        with a usable connection (see ``pick``), else None."""
+        if len(self.targets) != 1:
+            return None
+        t = self.targets[0]
+        with self.signal.lock:
+            conn = t.endpoints[0].conn if len(t.endpoints) == 1 else None
+            if conn is not None and not t.stale and not self.closed and conn.usable():
+                return conn
+        return None
+
     def pick(self, state: PickState) -> Gen[_Connection]:
         """A connection for the next attempt of a call, connecting if needed. Raises RPCError:
         CANCELLED (client closed), DEADLINE_EXCEEDED, or UNAVAILABLE when no endpoint can take the

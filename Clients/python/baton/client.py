@@ -11,7 +11,7 @@ import time
 from typing import Iterable, Iterator
 
 from ._base import ClientBase, MetadataArg
-from ._call import CallCore, Metadata, Shape
+from ._call import CallCore, Metadata, Shape, check_method, prepare_metadata
 from ._connection import LINGER, Endpoint
 from ._drive import run_blocking
 from .wire import Status
@@ -149,8 +149,28 @@ class Client(ClientBase):
               metadata: MetadataArg = None, idempotent: bool = False,
               wait_for_ready: bool = False) -> bytes:
         """Calls a unary method and returns its response. Raises ``RPCError``."""
-        core = self._core(method, Shape.UNARY, timeout, metadata, idempotent, wait_for_ready)
-        core.preload(bytes(request))
+        request = bytes(request)
+        conn = self._pool.ready()
+        if conn is None:
+            core = self._core(method, Shape.UNARY, timeout, metadata, idempotent, wait_for_ready)
+            core.preload(request)
+            return run_blocking(core.result(), core)
+        # The usual case in one piece (Connection.unary); anything else as any call.
+        check_method(method)
+        md = prepare_metadata(metadata)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._pool.signal.lock:
+            self._pool.budget.deposit()
+        outcome = conn.unary(method, md, deadline, request)
+        if isinstance(outcome, bytes):
+            return outcome
+        core = CallCore(self._pool, method, md, Shape.UNARY, deadline, idempotent, wait_for_ready,
+                        self._max_retries, counted=True)
+        core.preload(request)
+        if outcome is not None:  # that attempt failed in a way that may allow another
+            core.started = True
+            if not core.retry_after(outcome):
+                raise outcome.error
         return run_blocking(core.result(), core)
 
     def unary_call(self, method: str, request: bytes, *, timeout: float | None = None,
