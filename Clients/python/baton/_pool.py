@@ -173,30 +173,42 @@ class Pool:
     # --- choosing ------------------------------------------------------------------------
 
     def ready(self) -> _Connection | None:
-        """The connection a first attempt would take at once when the client has one endpoint
-        with a usable connection (see ``pick``), else None."""
-        if len(self.targets) != 1:
-            return None
-        t = self.targets[0]
+        """The connection that ``pick`` would choose at once for a first attempt when the
+        endpoint next in round-robin order has a usable connection (and nothing needs resolving
+        again), the round-robin moved on as ``pick`` does; else None (``pick`` decides)."""
         with self.signal.lock:
-            conn = t.endpoints[0].conn if len(t.endpoints) == 1 else None
-            if conn is not None and not t.stale and not self.closed and conn.usable():
-                return conn
-        return None
+            if self.closed:
+                return None
+            targets = self.targets
+            if len(targets) == 1:
+                order = targets[0].endpoints
+                if targets[0].stale:
+                    return None
+            else:
+                if any(t.stale for t in targets):
+                    return None
+                order = [ep for t in targets for ep in t.endpoints]
+            n = len(order)
+            if not n:
+                return None
+            conn = order[self._rr % n].conn
+            if conn is None or not conn.usable():
+                return None
+            for ep in order:  # a GOAWAY to note first (pick resolves that name again)
+                c = ep.conn
+                if c is not None and c.draining and not c.reresolved:
+                    return None
+            self._rr = (self._rr + 1) % n
+            return conn
 
     def pick(self, state: PickState) -> Gen[_Connection]:
         """A connection for the next attempt of a call, connecting if needed. Raises RPCError:
         CANCELLED (client closed), DEADLINE_EXCEEDED, or UNAVAILABLE when no endpoint can take the
         call (fail fast) and the call does not wait for ready."""
-        if state.last is None and len(self.targets) == 1:
-            # One endpoint with a usable connection, a first attempt: what the loop below
-            # chooses then, without building the round-robin order.
-            t = self.targets[0]
-            with self.signal.lock:
-                conn = t.endpoints[0].conn if len(t.endpoints) == 1 else None
-                if (conn is not None and not t.stale and not self.closed and conn.usable()
-                        and (state.deadline is None or time.monotonic() < state.deadline)):
-                    return conn
+        if state.last is None and (state.deadline is None or time.monotonic() < state.deadline):
+            ready = self.ready()  # what the loop below chooses then, in short
+            if ready is not None:
+                return ready
         while True:
             if any(t.stale and t.resolve_at <= time.monotonic() for t in self.targets):
                 yield from self._refresh()
