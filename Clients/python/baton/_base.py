@@ -16,15 +16,17 @@ MetadataArg = Mapping[str, str] | Sequence[tuple[str, str]] | None
 class ClientBase:
     """Client configuration; see ``baton.Client`` for the meaning of each option."""
 
+    _CALLERS_READ = False  # whether callers read their connections while they wait (blocking)
+
     def __init__(self, endpoints: Sequence[Endpoint], *, connect_timeout: float = 5.0,
                  max_retries: int = 25, max_message_size: int = 4194304,
-                 keepalive_interval: float | None = 1.0, keepalive_timeout: float = 1.0,
+                 keepalive_interval: float | None = 1.0, keepalive_timeout: float = 2.0,
                  retry_budget: RetryBudget | None = None, resolver: Resolver = resolve) -> None:
         if isinstance(endpoints, tuple) and len(endpoints) == 2 and isinstance(endpoints[1], int):
             endpoints = [endpoints]  # one (host, port)
         keepalive = None if keepalive_interval is None else (keepalive_interval, keepalive_timeout)
         self._pool = Pool(list(endpoints), Settings(max_message_size=max_message_size), connect_timeout,
-                          keepalive, resolver, retry_budget or RetryBudget())
+                          keepalive, resolver, retry_budget or RetryBudget(), self._CALLERS_READ)
         self._max_retries = max(max_retries, len(endpoints))
 
     def _core(self, method: str, shape: Shape, timeout: float | None, metadata: MetadataArg,

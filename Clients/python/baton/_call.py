@@ -33,6 +33,7 @@ from ._pool import PickState, Pool
 from .errors import RPCError
 from .wire import Status
 
+_STATUS = {s.value: s for s in Status}
 MAX_REPLAY_BYTES = 1 << 20  # request bytes kept per call for replay (as the Swift client)
 
 Metadata = tuple[tuple[str, str], ...]
@@ -63,32 +64,36 @@ class CallCore(Interrupt):
     """State of one call. ``signal`` is its lock; the generators are safe to run from one
     writer and one reader thread (or task) at a time."""
 
+    # Initial values of the call's state, as class attributes: a call sets only what changes.
+    replay_bytes = 0
+    sent_total = 0  # request messages the application wrote
+    half_close = False  # the application finished writing
+    attempt: _Attempt | None = None
+    opening = False
+    started = False
+    received = 0  # response messages delivered to the application
+    headers: Metadata | None = None
+    trailers: Metadata | None = None
+    code: Status | None = None  # set once the call has ended
+    details = ""
+    outcome: RPCError | None = None  # the error the call ended with
+    cancelled: RPCError | None = None
+    server_ended = False  # TRAILERS received: the server's status is the outcome
+    response: bytes | None = None  # what result() returned
+
     def __init__(self, pool: Pool, method: str, metadata: Metadata, shape: Shape,
                  deadline: float | None, idempotent: bool, wait_for_ready: bool,
-                 max_retries: int) -> None:
-        super().__init__()
+                 max_retries: int, counted: bool = False) -> None:
+        self.waiting_on = None
         self.pool, self.method, self.metadata, self.shape = pool, method, metadata, shape
+        self.single_response = shape.single_response
         self.deadline, self.idempotent, self.max_retries = deadline, idempotent, max_retries
         self.pick = PickState(deadline, wait_for_ready)
         self.signal = Signal()
         self.replay: list[bytes] | None = []
-        self.replay_bytes = 0
-        self.sent_total = 0  # request messages the application wrote
-        self.half_close = False  # the application finished writing
-        self.attempt: _Attempt | None = None
-        self.opening = False
-        self.started = False
-        self.received = 0  # response messages delivered to the application
-        self.headers: Metadata | None = None
-        self.trailers: Metadata | None = None
-        self.code: Status | None = None  # set once the call has ended
-        self.details = ""
-        self.outcome: RPCError | None = None  # the error the call ended with
-        self.cancelled: RPCError | None = None
-        self.server_ended = False  # TRAILERS received: the server's status is the outcome
-        self.response: bytes | None = None  # what result() returned
-        with pool.signal.lock:
-            pool.budget.deposit()
+        if not counted:  # else the caller has counted it for the retry budget
+            with pool.signal.lock:
+                pool.budget.deposit()
 
     # --- Interrupt ----------------------------------------------------------------------------
 
@@ -190,31 +195,47 @@ class CallCore(Interrupt):
                     n = self.received
                     self.replay = None  # the server has processed the call: no more retries
                     self.headers = att.stream.headers
-                if self.shape.single_response and n > 1:
-                    self._fail(RPCError(Status.INTERNAL, f"a second response message on a {self.shape.value} call"))
+                if self.single_response:
+                    if n > 1:
+                        self._fail(RPCError(Status.INTERNAL,
+                                            f"a second response message on a {self.shape.value} call"))
+                    trailers = att.conn.take_trailers(att.stream)
+                    if trailers is not None:  # already here (the usual case): the call ends now
+                        try:
+                            self._end(att, trailers)
+                        except RPCError:
+                            pass  # recorded: the next receive() raises it
                 return value  # type: ignore[no-any-return]
             if kind == "trailers":
-                status = Status.of(value.status)
-                with self.signal.lock:
-                    self.server_ended = True
-                    self.headers = att.stream.headers
-                    self.trailers = _public(value.metadata)
-                    if self.attempt is att:
-                        self.attempt = None
-                att.conn.finish(att.stream)  # closed by the TRAILERS: this only tidies up
-                if status is not Status.OK:
-                    self._fail(RPCError(status, value.message, self.trailers))
-                if self.shape.single_response and self.received == 0:
-                    self._fail(RPCError(Status.INTERNAL, f"status OK without a response message on a "
-                                        f"{self.shape.value} call"))
-                with self.signal.lock:
-                    if self.code is None:
-                        self.code, self.details = Status.OK, value.message
-                    self.signal.notify_all()
-                continue
+                self._end(att, value)
+                return None
             assert kind == "fail"
             if not self._replace(att, value):
                 self._fail(value.error)
+
+    def _end(self, att: _Attempt, trailers: Any) -> None:
+        """The call's TRAILERS: records its outcome; raises it if it is not OK."""
+        status = _STATUS.get(trailers.status)
+        if status is None:
+            status = Status.of(trailers.status)
+        with self.signal.lock:
+            self.server_ended = True
+            self.headers = att.stream.headers
+            self.trailers = _public(trailers.metadata)
+            if self.attempt is att:
+                self.attempt = None
+        att.conn.finish(att.stream)  # closed by the TRAILERS: this only tidies up
+        if status is not Status.OK:
+            self._fail(RPCError(status, trailers.message, self.trailers))
+        if self.single_response and self.received == 0:
+            self._fail(RPCError(Status.INTERNAL, f"status OK without a response message on a "
+                                f"{self.shape.value} call"))
+        with self.signal.lock:
+            if self.code is None:
+                self.code, self.details = Status.OK, trailers.message
+            self.signal.notify_all()
+            if self.outcome is not None:  # cancelled meanwhile
+                raise self.outcome
 
     def result(self) -> Gen[bytes]:
         """The single response of a unary or client-streaming call, once the call ended OK
@@ -301,9 +322,13 @@ class CallCore(Interrupt):
             ended = self.code is not None
             if not ended:
                 self.attempt = att  # published at once, so that cancel() can reset it
+                # the usual unary call: its one message went with the OPEN, and the END_STREAM
+                done = self.half_close and stream.half_closed and att.sent >= len(self.replay or ())
         if ended:  # cancelled while the OPEN was being written
             conn.finish(stream)
             raise self.outcome or RPCError(Status.CANCELLED, "the call has ended")
+        if done:
+            return att
         try:
             while True:  # replay; writers wait until ``opening`` is over, so order is kept
                 with self.signal.lock:
@@ -368,6 +393,11 @@ class CallCore(Interrupt):
         if att is not None:
             att.conn.finish(att.stream)
         return True
+
+    def retry_after(self, failure: _Failure) -> bool:
+        """A first attempt made outside this object (``Connection.unary``) failed: True if the
+        call may go on with another (``result()`` makes it), as ``_replace`` decides."""
+        return self._replace(None, failure)
 
     def _fail(self, error: RPCError) -> NoReturn:
         """Ends the call with ``error`` (or the outcome recorded first) and raises it."""

@@ -1,10 +1,19 @@
 """One TCP connection to one endpoint: handshake, streams, flow control, GOAWAY, keepalive.
 
-Written from ``Protocol/PROTOCOL.md``. Each connection has one reader thread, which applies the
-server's frames to the connection state under the connection's lock (a ``Signal``) and notifies
-it. Callers write their own frames (under a separate write lock, so
-a frame is never split), and wait for what the reader delivers by yielding ``Wait`` operations
-(see ``_drive``): the same methods serve the blocking and the asyncio client.
+Written from ``Protocol/PROTOCOL.md``. Whoever holds a connection's *read role* reads its
+socket and applies the server's frames to the connection state under the connection's lock (a
+``_ConnSignal``), notifying it. Callers write their own frames (under a separate write lock, so
+a frame is never split), and wait for what is delivered by yielding ``Wait`` operations (see
+``_drive``): the same methods serve the blocking and the asyncio client.
+
+The read role (leader/followers): a blocking caller that waits on a connection whose role is
+free takes it and reads the socket itself until what it waits for has happened, then hands the
+role on (to another waiting caller, if any). So a call's reply wakes the very thread that waits
+for it, with no hand-over from another thread. Each connection also has a reader thread that
+takes the role whenever no blocking caller has used it for ``IDLE_HANDOVER`` (an idle
+connection still sees GOAWAY, PING and the server's FIN at once), while asyncio tasks wait on
+it, and to linger after the connection ended. A leader blocked in ``select`` is woken through a
+socket pair when another thread changes the connection's state (cancellation, teardown).
 
 Failures of a call's attempt are ``_Failure``: *provably not processed* (retry anywhere) or *may
 have been processed* (retry only if idempotent), as PROTOCOL.md section 14 classifies them.
@@ -13,15 +22,17 @@ have been processed* (retry only if idempotent), as PROTOCOL.md section 14 class
 from __future__ import annotations
 
 import math
+import os
 import select
 import socket
 import threading
 import time
+from threading import get_ident
 from collections import deque
 from typing import Any, Callable, Sequence
 
 from . import wire
-from ._drive import Gen, Signal, Wait
+from ._drive import MAX_SLICE, Gen, Signal, Wait, slice_until
 from .errors import RPCError
 from .wire import (MAX_STREAM_ID, MAX_WINDOW, PREFACE, Data, ErrorCode, Frame, FrameDecoder, GoAway,
                    Headers, Open, Ping, Reset, Settings, SettingsFrame, Status, Trailers, WindowUpdate,
@@ -33,6 +44,7 @@ LINGER = 2.0  # section 16.2: longest wait for the peer's FIN after sending ours
 WRITE_TIMEOUT = 10.0  # a socket write blocked this long means the connection is dead
 _POLL = 0.5  # longest single wait on select, so flags are rechecked
 SLOT_WAIT_LIMIT = 30.0  # longest wait for a stream slot of a call without deadline (as Swift's)
+IDLE_HANDOVER = 0.05  # the reader thread leaves the socket to blocking callers that used it this recently
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -73,6 +85,9 @@ _RESET_STATUS = {  # section 12.2: RESET received from the server
 class _Stream:
     """One call's stream on one connection. Mutable fields are guarded by the connection's lock."""
 
+    __slots__ = ("id", "send_window", "recv_window", "recv_unreturned", "events", "fragment",
+                 "seen_first", "headers", "closed", "open_written", "first_sent", "half_closed")
+
     def __init__(self, sid: int, send_window: int, recv_window: int) -> None:
         self.id = sid
         self.send_window = send_window
@@ -89,21 +104,66 @@ class _Stream:
         self.half_closed = False  # END_STREAM sent (or being sent)
 
 
+class _ConnSignal(Signal):
+    """A connection's lock and signal. ``block`` lets a blocking caller read the socket while it
+    waits (see the module's doc); ``notify_all`` from a thread other than the one reading also
+    wakes that reader out of ``select``, so that it looks at the new state."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: "_Connection") -> None:
+        super().__init__()
+        self.conn = conn
+
+    def notify_all(self) -> None:
+        Signal.notify_all(self)
+        conn = self.conn
+        if conn._selecting and not conn._wake_due and conn._reader_ident != get_ident():
+            conn._wake_due = True
+            try:
+                conn._wake_w.send(b"w")  # type: ignore[union-attr]
+            except (OSError, AttributeError):
+                pass
+
+    def block(self, epoch: int, until: float | None) -> None:
+        self.conn._wait_blocking(epoch, until)
+
+    def async_waiter_added(self) -> None:
+        conn = self.conn
+        if not conn._reading:
+            conn._park.notify()  # the reader thread reads for asyncio waiters
+
+
 class _Connection:
     """One TCP connection to one endpoint: handshake, stream bookkeeping, flow control, GOAWAY."""
 
     def __init__(self, address: Endpoint, local: Settings,
                  on_closed: Callable[["_Connection"], None],
-                 keepalive: tuple[float, float] | None = None) -> None:
+                 keepalive: tuple[float, float] | None = None, callers_read: bool = False) -> None:
         self.address = address
         self.local = local
         self.peer = Settings()
         self._on_closed = on_closed
         self._keepalive = keepalive  # (interval, timeout) in seconds, or None: off
         self._sock: socket.socket | None = None
-        self._cv = Signal()
+        self._cv = _ConnSignal(self)
         self._wlock = threading.Lock()
         self._reader: threading.Thread | None = None
+        # the read role (see the module's doc); all under the connection's lock
+        self._reading = False  # someone holds the role
+        self._reader_ident: int | None = None  # the thread holding it
+        self._selecting = False  # the holder is (about to be) blocked in select
+        self._wake_due = False  # a byte is on its way through the wake socket pair
+        self._followers = 0  # blocking callers waiting while someone else holds the role
+        self._callers_read = callers_read  # the blocking client's: its callers read while they wait
+        self._blocking_seen = 0.0  # when a blocking caller last opened a stream or waited here
+        self._park = threading.Condition(self._cv.lock)  # where the reader thread waits its turn
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._fd = -1
+        self._rbuf = bytearray(262144)  # what the read role reads into
+        self._rview = memoryview(self._rbuf)
+        self._poller: Any = None  # select.poll over the socket and the wake socket (read role)
         self.handshaken = False
         self.dead = False  # no stream can use this connection any more
         self.dead_reason = ""
@@ -142,11 +202,24 @@ class _Connection:
             raise _not_processed(f"connect to {self.address[0]}:{self.address[1]} failed: {e}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(WRITE_TIMEOUT)
+        try:
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+        except OSError as e:
+            sock.close()
+            self._on_closed(self)
+            raise _not_processed(f"connect to {self.address[0]}:{self.address[1]} failed: {e}") from None
         self._sock = sock
+        self._fd = sock.fileno()
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
         try:
             sock.sendall(PREFACE + wire.encode_frame(SettingsFrame(self.local.pairs())))
         except OSError as e:
             sock.close()
+            self._close_wake()
             self._on_closed(self)
             raise _not_processed(f"handshake with {self.address[0]}:{self.address[1]} failed: {e}") from None
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
@@ -223,6 +296,7 @@ class _Connection:
                 self._close_stream(s, ("fail", failure))
             self._closing_since = time.monotonic()
             self._cv.notify_all()
+            self._park.notify()  # the reader thread lingers (section 13.4)
         self._on_closed(self)  # the pool stops using it now; the reader still lingers (13.4)
         sock = self._sock
         if sock is None:
@@ -243,7 +317,7 @@ class _Connection:
             return sock is not None
         try:
             with self._wlock:
-                sock.sendall(data)
+                _send_all(sock, self._fd, data)
             return True
         except OSError as e:
             if teardown:
@@ -263,71 +337,145 @@ class _Connection:
         RESOURCE_EXHAUSTED (nothing sent)."""
         limit = time.monotonic() + SLOT_WAIT_LIMIT if deadline is None else deadline
         while True:
-            with self._cv.lock:
-                self._check_open_allowed()
-                if self._slots < self.peer.max_concurrent_streams:
-                    self._slots += 1
-                    break
-                if _expired(deadline):
-                    raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed waiting for a stream slot")
-                if _expired(limit):  # section 6.4: a queued call without deadline waits this long
-                    raise RPCError(Status.UNAVAILABLE, f"no stream slot on {self.address[0]}:"
-                                   f"{self.address[1]} within {SLOT_WAIT_LIMIT:g} s (not processed)")
-                epoch = self._cv.epoch
-            yield Wait(self._cv, epoch, limit)
-        registered = False
-        try:
-            with self._wlock:
+            with self._wlock:  # the OPEN is written in turn with other frames, never split
                 with self._cv.lock:
                     self._check_open_allowed()
-                    rem = _remaining(deadline)
-                    if rem is not None and rem <= 0:
-                        raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
-                    timeout_us = 0 if rem is None else max(1, math.ceil(rem * 1_000_000))
-                    sid = self._next_id
-                    frame = wire.encode_frame(Open(sid, method, timeout_us, metadata,
-                                                   end_stream and first is None))
-                    # the OPEN payload is method_len, method, timeout_us, then the metadata block
-                    block = len(frame) - wire.HEADER_LEN - 10 - len(method.encode("utf-8"))
-                    if block > self.peer.max_metadata_size:
-                        raise RPCError(Status.RESOURCE_EXHAUSTED,
-                                       f"metadata block of {block} bytes > server's MAX_METADATA_SIZE "
-                                       f"{self.peer.max_metadata_size}")
-                    if len(frame) - wire.HEADER_LEN > self.peer.max_frame_size:
-                        raise RPCError(Status.RESOURCE_EXHAUSTED,
-                                       f"OPEN of {len(frame) - wire.HEADER_LEN} bytes > server's "
-                                       f"MAX_FRAME_SIZE {self.peer.max_frame_size}")
-                    self._next_id += 2
-                    self._highest = sid
-                    stream = _Stream(sid, self.peer.initial_window_size, self.local.initial_window_size)
-                    stream.open_written = True  # from here on the server may see it
-                    stream.half_closed = end_stream and first is None
-                    n = len(first) if first is not None else -1
-                    if 0 <= n <= min(self.peer.max_frame_size, stream.send_window, self._conn_send_window):
-                        stream.send_window -= n
-                        self._conn_send_window -= n
-                        frame += wire.encode_frame(Data(sid, first, end_stream, True))  # type: ignore[arg-type]
-                        stream.first_sent = True
-                        stream.half_closed = end_stream
-                    self._streams[sid] = stream
-                    registered = True
-                assert self._sock is not None
+                    if self._slots < self.peer.max_concurrent_streams:
+                        self._slots += 1
+                        try:
+                            stream, frame = self._new_stream(method, metadata, deadline, first, end_stream)
+                        except BaseException:
+                            self._slots -= 1
+                            self._cv.notify_all()
+                            raise
+                    else:
+                        if _expired(deadline):
+                            raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed waiting for a stream slot")
+                        if _expired(limit):  # section 6.4: a queued call without deadline waits this long
+                            raise RPCError(Status.UNAVAILABLE, f"no stream slot on {self.address[0]}:"
+                                           f"{self.address[1]} within {SLOT_WAIT_LIMIT:g} s (not processed)")
+                        stream, epoch = None, self._cv.epoch
+                if stream is not None:
+                    assert self._sock is not None
+                    try:
+                        _send_all(self._sock, self._fd, frame)
+                    except OSError as e:
+                        # sendall did not hand the whole frame to the kernel: the server cannot have
+                        # read a complete OPEN, so the call is provably not processed.
+                        with self._cv.lock:
+                            if not stream.closed:
+                                self._close_stream(stream, ("fail", _not_processed(str(e))))
+                        self._teardown(None, f"write failed: {e}")
+                        raise _not_processed(f"OPEN not written: {e}") from None
+                    return stream
+            yield Wait(self._cv, epoch, limit)
+
+    def unary(self, method: str, metadata: tuple[tuple[str, str], ...], deadline: float | None,
+              request: bytes) -> bytes | _Failure | None:
+        """A blocking client's unary call in one piece, its usual case: a free slot, the request
+        in the OPEN's write, the caller reading the reply itself (``_wait_blocking``). Returns
+        the response; None if nothing was sent (no slot, the request does not fit one frame and
+        the windows, the connection takes no streams, the deadline has passed: the call goes the
+        general way); or the ``_Failure`` of this attempt when it may be retried (the caller
+        decides). Raises ``RPCError`` for the call's end otherwise, as ``CallCore`` would."""
+        n = len(request)
+        with self._wlock:
+            with self._cv.lock:
+                peer = self.peer
+                if (self.dead or self.draining or self._next_id > MAX_STREAM_ID
+                        or self._slots >= peer.max_concurrent_streams or n > peer.max_message_size
+                        or n > min(peer.max_frame_size, peer.initial_window_size, self._conn_send_window)
+                        or (deadline is not None and time.monotonic() >= deadline)):
+                    return None
+                self._slots += 1
                 try:
-                    self._sock.sendall(frame)
-                except OSError as e:
-                    # sendall did not hand the whole frame to the kernel: the server cannot have
-                    # read a complete OPEN, so the call is provably not processed.
-                    with self._cv.lock:
-                        if not stream.closed:
-                            self._close_stream(stream, ("fail", _not_processed(str(e))))
-                    self._teardown(None, f"write failed: {e}")
-                    raise _not_processed(f"OPEN not written: {e}") from None
-            return stream
-        finally:
-            if not registered:
-                with self._cv.lock:
+                    stream, frame = self._new_stream(method, metadata, deadline, request, True)
+                except BaseException:
                     self._slots -= 1
                     self._cv.notify_all()
+                    raise
+            assert self._sock is not None and stream.first_sent
+            try:
+                _send_all(self._sock, self._fd, frame)
+            except OSError as e:  # as in open_stream: provably not processed
+                with self._cv.lock:
+                    if not stream.closed:
+                        self._close_stream(stream, ("fail", _not_processed(str(e))))
+                self._teardown(None, f"write failed: {e}")
+                return _not_processed(f"OPEN not written: {e}")
+        message: bytes | None = None
+        try:
+            while True:
+                with self._cv.lock:
+                    if stream.events:
+                        kind, value = stream.events.popleft()
+                        updates = b""
+                        if kind == "msg":
+                            updates = self._consume(stream, value[1])
+                            value = value[0]
+                        epoch = -1
+                    elif deadline is not None and time.monotonic() >= deadline:
+                        raise RPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded")
+                    else:
+                        epoch = self._cv.epoch
+                if epoch >= 0:
+                    self._wait_blocking(epoch, deadline)
+                    continue
+                if kind == "msg":
+                    self._write(updates)
+                    if message is not None:
+                        raise RPCError(Status.INTERNAL, "a second response message on a unary call")
+                    message = value
+                elif kind == "trailers":
+                    status = Status.of(value.status)
+                    if status is not Status.OK:
+                        raise RPCError(status, value.message, _public(value.metadata))
+                    if message is None:
+                        raise RPCError(Status.INTERNAL, "status OK without a response message on a unary call")
+                    return message
+                else:  # "fail": retried only if no response message was delivered (section 14)
+                    if message is not None:
+                        raise value.error
+                    return value  # type: ignore[no-any-return]
+        finally:
+            self.finish(stream)  # RESET CANCEL if still open (deadline, interrupted, INTERNAL)
+
+    def _new_stream(self, method: str, metadata: tuple[tuple[str, str], ...], deadline: float | None,
+                    first: bytes | None, end_stream: bool) -> tuple[_Stream, bytes]:
+        """Registers a new stream (its slot taken) and its OPEN (with ``first`` when it fits);
+        both locks held. Raises, registering nothing, when the call cannot be sent."""
+        rem = None if deadline is None else deadline - time.monotonic()
+        if rem is not None and rem <= 0:
+            raise RPCError(Status.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
+        timeout_us = 0 if rem is None else max(1, math.ceil(rem * 1_000_000))
+        sid = self._next_id
+        block = wire.encode_metadata_block(metadata)
+        peer = self.peer
+        if len(block) > peer.max_metadata_size:
+            raise RPCError(Status.RESOURCE_EXHAUSTED,
+                           f"metadata block of {len(block)} bytes > server's MAX_METADATA_SIZE "
+                           f"{peer.max_metadata_size}")
+        frame = wire.open_frame(sid, method.encode("utf-8"), timeout_us, block, end_stream and first is None)
+        if len(frame) - wire.HEADER_LEN > peer.max_frame_size:
+            raise RPCError(Status.RESOURCE_EXHAUSTED,
+                           f"OPEN of {len(frame) - wire.HEADER_LEN} bytes > server's "
+                           f"MAX_FRAME_SIZE {peer.max_frame_size}")
+        self._next_id += 2
+        self._highest = sid
+        if self._callers_read:  # the reader thread leaves the socket to this caller
+            self._blocking_seen = time.monotonic()
+        stream = _Stream(sid, peer.initial_window_size, self.local.initial_window_size)
+        stream.open_written = True  # from here on the server may see it
+        stream.half_closed = end_stream and first is None
+        n = len(first) if first is not None else -1
+        if 0 <= n <= min(peer.max_frame_size, stream.send_window, self._conn_send_window):
+            stream.send_window -= n
+            self._conn_send_window -= n
+            frame += wire.data_frame(sid, first, end_stream, True)  # type: ignore[arg-type]
+            stream.first_sent = True
+            stream.half_closed = end_stream
+        self._streams[sid] = stream
+        return stream, frame
 
     def _check_open_allowed(self) -> None:
         if self.dead or self.draining:
@@ -370,8 +518,7 @@ class _Connection:
             if wait is not None:
                 yield wait
                 continue
-            frame = Data(stream.id, bytes(view[offset:offset + n]), end_stream and last, last)
-            if not self._write(wire.encode_frame(frame)):
+            if not self._write(wire.data_frame(stream.id, view[offset:offset + n], end_stream and last, last)):
                 return False
             offset += n
             if last:
@@ -383,7 +530,7 @@ class _Connection:
             if stream.closed or self.dead or stream.half_closed:
                 return
             stream.half_closed = True
-        self._write(wire.encode_frame(Data(stream.id, b"", end_stream=True, end_message=False)))
+        self._write(wire.data_frame(stream.id, b"", end_stream=True))
 
     def next_event(self, stream: _Stream, deadline: float | None,
                    abandoned: Callable[[], bool] | None = None) -> Gen[tuple[str, Any] | None]:
@@ -407,6 +554,13 @@ class _Connection:
         self._write(updates)
         return kind, value
 
+    def take_trailers(self, stream: _Stream) -> Trailers | None:
+        """The stream's TRAILERS if they are its next event (taken), else None."""
+        with self._cv.lock:
+            if stream.events and stream.events[0][0] == "trailers":
+                return stream.events.popleft()[1]  # type: ignore[no-any-return]
+            return None
+
     def cancel(self, stream: _Stream) -> None:
         """Sends RESET CANCEL if the stream is still open and closes it (deadline, abandon)."""
         with self._cv.lock:
@@ -418,8 +572,12 @@ class _Connection:
     def finish(self, stream: _Stream) -> None:
         """Ends the caller's use of a stream: resets it if still open and returns the connection
         credit of response bytes never taken (they count as discarded, section 9.3)."""
+        if stream.closed and not stream.events:  # the usual end (single reads: no lock needed;
+            return                               # a closed stream gets no new events)
         self.cancel(stream)
         with self._cv.lock:
+            if not stream.events:
+                return
             credit = sum(v[1] for k, v in stream.events if k == "msg")
             stream.events.clear()
             updates = self._consume(stream, credit) if credit else b""
@@ -467,43 +625,131 @@ class _Connection:
     # --- reading (reader thread) ---------------------------------------------------------
 
     def _read_loop(self) -> None:
-        """Reader thread: reads and applies frames; after the connection ends it keeps reading
-        and discarding until the server's FIN or the linger timeout, then closes the socket (13.4)."""
+        """Reader thread: holds the read role while no blocking caller uses it (see the module's
+        doc); after the connection ends it keeps reading and discarding until the server's FIN
+        or the linger timeout, then closes the socket (13.4)."""
         sock = self._sock
         assert sock is not None
+        me = get_ident()
         self._last_recv = time.monotonic()
         try:
             while True:
                 with self._cv.lock:
-                    closing_since = self._closing_since
-                if closing_since is not None and time.monotonic() - closing_since > LINGER:
-                    break
-                try:
-                    if not select.select([sock], [], [], self._keepalive_step())[0]:
+                    now = time.monotonic()
+                    if self._closing_since is not None and now - self._closing_since > LINGER:
+                        break
+                    if self._reading:
+                        self._park.wait(_POLL)
                         continue
-                except (OSError, ValueError) as e:
-                    self._teardown(None, f"read failed: {e}")
-                    break
-                if not self._read_available(sock):
-                    break
+                    quiet = now - self._blocking_seen
+                    if not (self.dead or not self.handshaken or self._cv._async or quiet >= IDLE_HANDOVER):
+                        self._park.wait(IDLE_HANDOVER - quiet)
+                        continue
+                    self._reading, self._reader_ident = True, me
+                try:
+                    if not self._read_once(sock, self._keepalive_step()):
+                        break
+                finally:
+                    self._release_role()
         finally:
             self._teardown(None, "connection closed")
+            with self._cv.lock:  # a caller still reading must be done with the socket
+                while self._reading:
+                    self._park.wait(_POLL)
+                self._reading, self._reader_ident = True, me
             sock.close()
+            self._close_wake()
             self._on_closed(self)
+
+    def _close_wake(self) -> None:
+        for s in (self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+
+    def _read_once(self, sock: socket.socket, timeout: float, epoch: int | None = None) -> bool:
+        """With the read role: waits up to ``timeout`` for input (or a wake-up), and applies what
+        arrived. Returns immediately if ``epoch`` is given and the signal has moved past it.
+        False once the connection is over (EOF or a failed read: it is torn down)."""
+        with self._cv.lock:
+            if epoch is not None and self._cv.epoch != epoch:
+                return True
+            self._selecting = True
+        try:
+            ready = self._poller.poll(max(timeout, 0.0) * 1000.0)
+        except (OSError, ValueError) as e:
+            self._teardown(None, f"read failed: {e}")
+            return False
+        finally:
+            with self._cv.lock:
+                self._selecting = False
+                woken, self._wake_due = self._wake_due, False
+            if woken:
+                try:
+                    self._wake_r.recv(64)  # type: ignore[union-attr]
+                except OSError:
+                    pass
+        for fd, _ in ready:
+            if fd == self._fd:
+                return self._read_available(sock)
+        return True
+
+    def _release_role(self) -> None:
+        with self._cv.lock:
+            self._reading, self._reader_ident = False, None
+            if self._followers:
+                self._cv.notify()  # one of them reads next (no epoch change)
+            if self.dead or self._cv._async:
+                self._park.notify()
+
+    def _wait_blocking(self, epoch: int, until: float | None) -> None:
+        """A blocking caller's wait (``Wait.block``) until the signal moves past ``epoch``, or
+        ``until``, or one slice: with the read role when it is free, else as a follower."""
+        sock = self._sock
+        with self._cv.lock:
+            if self._cv.epoch != epoch:
+                return
+            self._blocking_seen = time.monotonic()
+            if self._reading or self.dead or sock is None:
+                self._followers += 1
+                try:
+                    self._cv.wait(slice_until(until))
+                finally:
+                    self._followers -= 1
+                return
+            self._reading, self._reader_ident = True, get_ident()
+        try:
+            # The reply is often in already (the server answered while this thread wrote and
+            # got here): read before polling, a system call saved.
+            if not self._read_available(sock) or self._cv.epoch != epoch or self.dead:
+                return
+            end = time.monotonic() + MAX_SLICE
+            if until is not None:
+                end = min(end, until)
+            while True:
+                timeout = min(self._keepalive_step(), end - time.monotonic())
+                if timeout <= 0 or not self._read_once(sock, timeout, epoch):
+                    return
+                if self._cv.epoch != epoch or self.dead:  # single reads: no lock needed
+                    return
+        finally:
+            self._release_role()
 
     def _read_available(self, sock: socket.socket) -> bool:
         """Reads what the socket holds and applies it (the socket is readable).
         False once the connection is over (EOF or a failed read: it is torn down)."""
         try:
-            data = sock.recv(262144)
+            # into the connection's buffer (a fresh 256 KiB bytes per read costs an mmap);
+            # the socket is non-blocking (it has a timeout), so no poll before the read
+            n = os.readv(self._fd, (self._rbuf,))
         except (socket.timeout, InterruptedError, BlockingIOError):
             return True
         except (OSError, ValueError) as e:
             self._teardown(None, f"read failed: {e}")
             return False
-        if not data:
+        if not n:
             self._teardown(None, "connection closed by the server")
             return False
+        data: bytes | memoryview = self._rview[:n]
         self._last_recv = time.monotonic()
         if self.dead:
             return True  # no longer processing: read and discard
@@ -530,9 +776,7 @@ class _Connection:
             return _POLL
         interval, timeout = self._keepalive
         now = time.monotonic()
-        with self._cv.lock:
-            busy = bool(self._streams)
-            sent = self._ping_sent
+        busy, sent = bool(self._streams), self._ping_sent  # single reads: no lock needed
         if sent is not None:
             if now - sent >= timeout:
                 self.keepalive_failed = True
@@ -550,31 +794,40 @@ class _Connection:
         return min(_POLL, timeout)
 
     def _drain(self, decoder: FrameDecoder) -> None:
-        """Handles every complete frame the decoder holds."""
-        while not self.dead:
-            try:
-                frame = decoder.next_frame()
-            except WireError as e:
-                if e.scope == "connection":
-                    raise
-                self._locked(self._stream_wire_error, e)
-                continue
-            if frame is None:
+        """Handles every complete frame the decoder holds, under one hold of the lock, then
+        writes the frames that are owed the server (PING ACK, WINDOW_UPDATE, RESET)."""
+        while True:
+            goaway: GoAway | None = None
+            with self._cv.lock:
+                self._pending = b""
+                while not self.dead:
+                    try:
+                        frame = decoder.next_frame()
+                    except WireError as e:
+                        if e.scope == "connection":
+                            raise
+                        self._stream_wire_error(e)
+                        continue
+                    if frame is None:
+                        break
+                    if type(frame) is Data and self.handshaken:  # the common frame, directly
+                        if frame.stream_id > self._highest:
+                            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR,
+                                                   f"frame on idle stream {frame.stream_id}")
+                        self._on_data(self._streams.get(frame.stream_id), frame)
+                        continue
+                    self._dispatch(frame)
+                    if type(frame) is GoAway and frame.error_code != ErrorCode.NO_ERROR:
+                        goaway = frame
+                        break
+                out, self._pending = self._pending, b""
+            self._write(out)
+            if goaway is None:
                 return
-            self._locked(self._dispatch, frame)
-            if isinstance(frame, GoAway) and frame.error_code != ErrorCode.NO_ERROR:
-                if frame.error_code == ErrorCode.ENHANCE_YOUR_CALM and "ping" in frame.debug:
-                    self.pings_refused = True
-                # Section 11.2: the server reported a connection error; we close too (no GOAWAY back).
-                self._teardown(None, f"GOAWAY {ErrorCode.of(frame.error_code).name}: {frame.debug}")
-
-    def _locked(self, step: Callable[[Any], None], arg: Any) -> None:
-        """Runs ``step(arg)`` under the lock, then writes the frames it queued in ``_pending``."""
-        with self._cv.lock:
-            self._pending = b""
-            step(arg)
-            out, self._pending = self._pending, b""
-        self._write(out)
+            if goaway.error_code == ErrorCode.ENHANCE_YOUR_CALM and "ping" in goaway.debug:
+                self.pings_refused = True
+            # Section 11.2: the server reported a connection error; we close too (no GOAWAY back).
+            self._teardown(None, f"GOAWAY {ErrorCode.of(goaway.error_code).name}: {goaway.debug}")
 
     def _stream_wire_error(self, e: WireError) -> None:
         """A malformed frame on a stream (section 11.3); a connection error if the stream is idle
@@ -602,6 +855,26 @@ class _Connection:
             self._conn_send_window = self.peer.connection_window_size
             self.handshaken = True
             self._cv.notify_all()
+            return
+        t = type(f)
+        if t is Data or t is Trailers or t is Headers:  # the frames of every call first
+            if f.stream_id > self._highest:
+                raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"frame on idle stream {f.stream_id}")
+            stream = self._streams.get(f.stream_id)
+            if t is Data:
+                self._on_data(stream, f)  # type: ignore[arg-type]
+            elif stream is None:
+                return  # closed stream: HEADERS, TRAILERS are ignored
+            elif t is Trailers:
+                if stream.fragment is not None:  # section 7.3: no RESET, the stream is closed
+                    self._stream_error(stream, ErrorCode.PROTOCOL_ERROR, "TRAILERS inside a message", False)
+                else:
+                    self._close_stream(stream, ("trailers", f))
+            elif stream.seen_first:
+                self._stream_error(stream, ErrorCode.PROTOCOL_ERROR, "HEADERS not first", True)
+            else:
+                stream.seen_first = True
+                stream.headers = _public(f.metadata)  # type: ignore[union-attr]
             return
         if isinstance(f, SettingsFrame):
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "second SETTINGS")
@@ -718,8 +991,21 @@ class _ConnectionError(Exception):
         self.code, self.reason = code, reason
 
 
+def _send_all(sock: socket.socket, fd: int, data: bytes) -> None:
+    """``sock.sendall(data)`` that first tries one plain write: a socket with a timeout polls
+    before every send, a system call that a free socket buffer makes useless."""
+    try:
+        n = os.write(fd, data)
+    except BlockingIOError:
+        n = 0
+    if n < len(data):
+        sock.sendall(memoryview(data)[n:])
+
+
 def _public(metadata: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """Metadata for the application: reserved ``baton-`` names are not passed on (section 5)."""
+    if not metadata:
+        return ()
     return tuple((n, v) for n, v in metadata if not n.startswith("baton-"))
 
 

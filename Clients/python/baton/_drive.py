@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from _thread import allocate_lock as _allocate_lock
 from typing import Any, Callable, Generator, TypeVar
 
 T = TypeVar("T")
@@ -28,27 +29,55 @@ T = TypeVar("T")
 MAX_SLICE = 0.5  # longest single wait: a safety net, every state change also notifies
 
 
-class Signal(threading.Condition):
-    """A condition variable that also wakes asyncio waiters, and counts its notifications.
+class Signal:
+    """A condition variable over a plain lock that also wakes asyncio waiters, and counts its
+    notifications: ``notify_all`` (lock held) bumps ``epoch``; a waiter that saw an older epoch
+    returns at once. Lighter than ``threading.Condition`` (one is made per call): a blocked
+    thread's waiter lock is made only when it waits."""
 
-    ``notify_all`` (lock held) bumps ``epoch``; a waiter that saw an older epoch returns at once.
-    """
+    __slots__ = ("lock", "epoch", "_waiters", "_async", "__weakref__")
 
     def __init__(self) -> None:
-        # ``with signal.lock`` rather than ``with signal``: the lock's own C-level context
-        # manager, not the Condition's Python-level one (a unary call takes it about 25 times)
         self.lock = threading.Lock()
-        super().__init__(self.lock)
         self.epoch = 0
+        self._waiters: list[Any] = []  # the locks blocked threads wait on
         self._async: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def wait(self, timeout: float) -> bool:
+        """Releases the lock (held) until notified or ``timeout`` seconds, then takes it again.
+        False on timeout."""
+        waiter = _allocate_lock()
+        waiter.acquire()
+        self._waiters.append(waiter)
+        self.lock.release()
+        got = False
+        try:
+            got = waiter.acquire(True, timeout) if timeout > 0 else waiter.acquire(False)
+            return got
+        finally:
+            self.lock.acquire()
+            if not got:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    def notify(self, n: int = 1) -> None:
+        """Wakes up to ``n`` blocked threads (lock held), without moving the epoch."""
+        waiters = self._waiters
+        for w in waiters[:n]:
+            w.release()
+        del waiters[:n]
 
     def notify_all(self) -> None:
         self.epoch += 1
-        if self._waiters:  # type: ignore[attr-defined]  # CPython's Condition; skips a no-op call
-            super().notify_all()
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                w.release()
         if self._async:
-            waiters, self._async = self._async, []
-            for loop, fut in waiters:
+            waiters_async, self._async = self._async, []
+            for loop, fut in waiters_async:
                 try:
                     loop.call_soon_threadsafe(_wake, fut)
                 except RuntimeError:  # that loop is closed
@@ -59,10 +88,27 @@ class Signal(threading.Condition):
         with self.lock:
             self.notify_all()
 
+    def block(self, epoch: int, until: float | None) -> None:
+        """Blocks this thread until the epoch moves past ``epoch``, or ``until``, or one slice
+        (a signal may do useful work meanwhile: a connection's reads its socket)."""
+        with self.lock:
+            if self.epoch == epoch:
+                self.wait(slice_until(until))
+
+    def async_waiter_added(self) -> None:
+        """Called (lock held) when an asyncio task starts waiting on this signal."""
+
 
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def slice_until(until: float | None) -> float:
+    """How long one wait until ``until`` (monotonic, or None) may last: at most ``MAX_SLICE``."""
+    if until is None:
+        return MAX_SLICE
+    return max(0.0, min(until - time.monotonic(), MAX_SLICE))
 
 
 class Wait:
@@ -73,15 +119,8 @@ class Wait:
     def __init__(self, signal: Signal, epoch: int, until: float | None) -> None:
         self.signal, self.epoch, self.until = signal, epoch, until
 
-    def _timeout(self) -> float:
-        if self.until is None:
-            return MAX_SLICE
-        return max(0.0, min(self.until - time.monotonic(), MAX_SLICE))
-
     def block(self) -> None:
-        with self.signal.lock:
-            if self.signal.epoch == self.epoch:
-                self.signal.wait(self._timeout())
+        self.signal.block(self.epoch, self.until)
 
     async def wait_async(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,7 +130,8 @@ class Wait:
             if self.signal.epoch != self.epoch:
                 return
             self.signal._async.append(entry)
-        timer = loop.call_later(self._timeout(), _wake, fut)
+            self.signal.async_waiter_added()
+        timer = loop.call_later(slice_until(self.until), _wake, fut)
         try:
             await fut
         finally:

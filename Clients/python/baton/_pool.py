@@ -68,8 +68,10 @@ class RetryBudget:
 
     def deposit(self) -> None:
         now = time.monotonic()
-        self._trim(now)
-        self._calls.append(now)
+        calls = self._calls
+        if calls and calls[0] <= now - self.ttl:
+            self._trim(now)
+        calls.append(now)
 
     def withdraw(self) -> bool:
         now = time.monotonic()
@@ -125,13 +127,14 @@ class Pool:
 
     def __init__(self, targets: Sequence[tuple[str, int]], local: Settings, connect_timeout: float,
                  keepalive: tuple[float, float] | None, resolver: Resolver,
-                 budget: RetryBudget) -> None:
+                 budget: RetryBudget, callers_read: bool = False) -> None:
         if not targets:
             raise ValueError("at least one endpoint is required")
         self.targets = [_Target(h, int(p)) for h, p in targets]
         self.local = local
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
+        self.callers_read = callers_read
         self.resolver = resolver
         self.budget = budget
         self.signal = Signal()  # lock for everything here; notified on every endpoint change
@@ -169,10 +172,43 @@ class Pool:
 
     # --- choosing ------------------------------------------------------------------------
 
+    def ready(self) -> _Connection | None:
+        """The connection that ``pick`` would choose at once for a first attempt when the
+        endpoint next in round-robin order has a usable connection (and nothing needs resolving
+        again), the round-robin moved on as ``pick`` does; else None (``pick`` decides)."""
+        with self.signal.lock:
+            if self.closed:
+                return None
+            targets = self.targets
+            if len(targets) == 1:
+                order = targets[0].endpoints
+                if targets[0].stale:
+                    return None
+            else:
+                if any(t.stale for t in targets):
+                    return None
+                order = [ep for t in targets for ep in t.endpoints]
+            n = len(order)
+            if not n:
+                return None
+            conn = order[self._rr % n].conn
+            if conn is None or not conn.usable():
+                return None
+            for ep in order:  # a GOAWAY to note first (pick resolves that name again)
+                c = ep.conn
+                if c is not None and c.draining and not c.reresolved:
+                    return None
+            self._rr = (self._rr + 1) % n
+            return conn
+
     def pick(self, state: PickState) -> Gen[_Connection]:
         """A connection for the next attempt of a call, connecting if needed. Raises RPCError:
         CANCELLED (client closed), DEADLINE_EXCEEDED, or UNAVAILABLE when no endpoint can take the
         call (fail fast) and the call does not wait for ready."""
+        if state.last is None and (state.deadline is None or time.monotonic() < state.deadline):
+            ready = self.ready()  # what the loop below chooses then, in short
+            if ready is not None:
+                return ready
         while True:
             if any(t.stale and t.resolve_at <= time.monotonic() for t in self.targets):
                 yield from self._refresh()
@@ -256,7 +292,7 @@ class Pool:
         interval = None
         if self.keepalive is not None:
             interval = (self.keepalive[0] * ep.keepalive_scale, self.keepalive[1])
-        conn = _Connection(ep.address, self.local, self._forget, interval)
+        conn = _Connection(ep.address, self.local, self._forget, interval, self.callers_read)
         with self.signal.lock:
             self.conns.add(conn)
 

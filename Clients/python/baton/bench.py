@@ -11,7 +11,10 @@ Scenarios (the Swift client's ``baton bench unary`` and ``baton bench stream`` m
   fast as flow control allows, one reader counts the echoes.
 
 Each prints one ``RESULT ...`` line in the format of ``baton bench``. With ``--swift BIN`` the
-Swift client's runs follow, against the same server, in the same run.
+Swift client's runs follow, against the same server, in the same run. ``--rounds N`` runs the
+unary scenarios N times in turn (Python blocking, Python asyncio, Swift, again...), so that a
+change in the machine's load falls on all of them alike, and ends with one ``MEDIAN ...`` line
+per client: the median over the rounds of each figure.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import select
 import subprocess
 import sys
@@ -154,6 +158,22 @@ def _start_server(binary: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, int(line.decode().strip().rsplit(":", 1)[1])
 
 
+def _fields(line: str) -> dict[str, str]:
+    return dict(f.split("=", 1) for f in line.split() if "=" in f)
+
+
+def _medians(lines: list[str]) -> str:
+    """One ``MEDIAN`` line: per figure, the median over the rounds' ``RESULT`` lines."""
+    rows = [_fields(ln) for ln in lines]
+    first = rows[0]
+    out = [f"MEDIAN unary impl={first.get('impl', '?')} conc={first.get('conc', '?')} rounds={len(rows)}"]
+    for key in ("rps", "p50_us", "p90_us", "p99_us"):
+        values = [float(r[key]) for r in rows if key in r]
+        if values:
+            out.append(f"{key}={statistics.median(values):g}")
+    return " ".join(out)
+
+
 def _swift(binary: str, args: list[str]) -> str:
     out = subprocess.run([binary, "bench", *args], capture_output=True, text=True, timeout=120)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
@@ -171,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--only", choices=["unary", "stream"], help="run one scenario")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the unary scenarios this many times in turn, then print their medians")
     a = p.parse_args(argv)
     proc = None
     port = a.port
@@ -182,10 +204,20 @@ def main(argv: list[str] | None = None) -> int:
                   "--size", str(a.size)]
         if a.only in (None, "unary"):
             for conc in a.concurrency:
-                print(unary_blocking(port, conc, a.seconds, a.warmup, a.size), flush=True)
-                print(unary_asyncio(port, conc, a.seconds, a.warmup, a.size), flush=True)
-                if a.swift:
-                    print(_swift(a.swift, ["unary", "--concurrency", str(conc), *common]), flush=True)
+                runs: dict[str, list[str]] = {"python": [], "python-asyncio": [], "swift": []}
+                for _ in range(max(1, a.rounds)):
+                    lines = [("python", unary_blocking(port, conc, a.seconds, a.warmup, a.size)),
+                             ("python-asyncio", unary_asyncio(port, conc, a.seconds, a.warmup, a.size))]
+                    if a.swift:
+                        lines.append(("swift", _swift(a.swift, ["unary", "--concurrency", str(conc), *common])))
+                    for impl, line in lines:
+                        print(line, flush=True)
+                        if "errors=" in line:
+                            runs[impl].append(line)
+                if a.rounds > 1:
+                    for impl_lines in runs.values():
+                        if impl_lines:
+                            print(_medians(impl_lines), flush=True)
         if a.only in (None, "stream"):
             print(stream(port, a.seconds, a.warmup, a.size), flush=True)
             if a.swift:

@@ -11,7 +11,7 @@ import time
 from typing import Iterable, Iterator
 
 from ._base import ClientBase, MetadataArg
-from ._call import CallCore, Metadata, Shape
+from ._call import CallCore, Metadata, Shape, check_method, prepare_metadata
 from ._connection import LINGER, Endpoint
 from ._drive import run_blocking
 from .wire import Status
@@ -113,7 +113,7 @@ class Client(ClientBase):
     * ``max_retries`` (25, never below the number of endpoints): transparent retries of a call
       without a deadline; calls with a deadline retry as long as it allows.
     * ``max_message_size`` (4 MiB): the largest response message accepted (announced to servers).
-    * ``keepalive_interval`` (1 s; None turns keepalive off) and ``keepalive_timeout`` (1 s):
+    * ``keepalive_interval`` (1 s; None turns keepalive off) and ``keepalive_timeout`` (2 s):
       while calls wait on a connection that has received nothing for the interval, a PING is
       sent; no ACK within the timeout and the connection is dead.
     * ``retry_budget``: a ``RetryBudget`` bounding retries that may repeat work (default: 20 %
@@ -126,6 +126,8 @@ class Client(ClientBase):
     INVALID_ARGUMENT), ``idempotent`` (allows retrying a call that may have been processed),
     ``wait_for_ready`` (wait for an endpoint until the deadline instead of failing fast).
     """
+
+    _CALLERS_READ = True
 
     def __enter__(self) -> "Client":
         return self
@@ -147,8 +149,29 @@ class Client(ClientBase):
               metadata: MetadataArg = None, idempotent: bool = False,
               wait_for_ready: bool = False) -> bytes:
         """Calls a unary method and returns its response. Raises ``RPCError``."""
-        return self.unary_call(method, request, timeout=timeout, metadata=metadata,
-                               idempotent=idempotent, wait_for_ready=wait_for_ready).result()
+        request = bytes(request)
+        conn = self._pool.ready()
+        if conn is None:
+            core = self._core(method, Shape.UNARY, timeout, metadata, idempotent, wait_for_ready)
+            core.preload(request)
+            return run_blocking(core.result(), core)
+        # The usual case in one piece (Connection.unary); anything else as any call.
+        check_method(method)
+        md = prepare_metadata(metadata)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._pool.signal.lock:
+            self._pool.budget.deposit()
+        outcome = conn.unary(method, md, deadline, request)
+        if isinstance(outcome, bytes):
+            return outcome
+        core = CallCore(self._pool, method, md, Shape.UNARY, deadline, idempotent, wait_for_ready,
+                        self._max_retries, counted=True)
+        core.preload(request)
+        if outcome is not None:  # that attempt failed in a way that may allow another
+            core.started = True
+            if not core.retry_after(outcome):
+                raise outcome.error
+        return run_blocking(core.result(), core)
 
     def unary_call(self, method: str, request: bytes, *, timeout: float | None = None,
                    metadata: MetadataArg = None, idempotent: bool = False,

@@ -20,6 +20,7 @@ What a caller may rely on:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal, Sequence, Union
@@ -346,12 +347,34 @@ def _check(value: int, low: int, high: int, what: str) -> int:
 def encode_metadata_block(pairs: Sequence[tuple[str, str]]) -> bytes:
     """A metadata block (section 5). ``ValueError`` for a bad name, an oversized value or count."""
     _check(len(pairs), 0, _U16, "metadata count")
+    if not pairs:
+        return b"\0\0"
     out = bytearray(len(pairs).to_bytes(2, "big"))
     for name, value in pairs:
         raw_name, raw_value = validate_metadata_name(name), _utf8(value, "metadata value")
         out += len(raw_name).to_bytes(2, "big") + raw_name
         out += len(raw_value).to_bytes(2, "big") + raw_value
     return bytes(out)
+
+
+def data_frame(stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False,
+               end_message: bool = False) -> bytes:
+    """``encode_frame(Data(...))`` for a caller that has checked the stream id (1 to 2^31-1)
+    and the size (at most 2^24-1 bytes, the peer's MAX_FRAME_SIZE in practice)."""
+    flags = (FLAG_END_STREAM if end_stream else 0) | (FLAG_END_MESSAGE if end_message else 0)
+    return _HEADER.pack(len(data) << 8, flags, stream_id) + data
+
+
+def open_frame(stream_id: int, method: bytes, timeout_us: int, metadata_block: bytes,
+               end_stream: bool = False) -> bytes:
+    """``encode_frame(Open(...))`` from the method's UTF-8 (1 to 65535 bytes) and an encoded
+    metadata block, for a caller that has checked the stream id (odd, at most 2^31-1) and
+    ``timeout_us`` (0 to 2^64-1). Raises ``ValueError`` for a payload over 2^24-1 bytes."""
+    n = 10 + len(method) + len(metadata_block)
+    _check(n, 0, _U24, "payload length")
+    return b"".join((_HEADER.pack(n << 8 | FrameType.OPEN, FLAG_END_STREAM if end_stream else 0, stream_id),
+                     len(method).to_bytes(2, "big"), method, timeout_us.to_bytes(8, "big"),
+                     metadata_block))
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -456,23 +479,31 @@ class _Reader:
         return tuple(pairs)
 
 
-def _check_header(buf: bytes | bytearray | memoryview,
-                  max_frame_size: int) -> tuple[int, FrameType, int, int]:
-    """Checks 1 to 5 of section 4.2 on a complete 9-byte header: (length, type, flags, stream id)."""
-    length = int.from_bytes(buf[0:3], "big")
-    code, flags = buf[3], buf[4]
-    sid = int.from_bytes(buf[5:9], "big") & MAX_STREAM_ID
+_HEADER = struct.Struct(">IBI")  # length (24 bits) and type in one u32, flags, stream id
+# per type code: (type, needs a stream id, needs stream 0, exact payload length or -1)
+_TYPE_RULES = tuple(
+    (t, t in _STREAM_TYPES, t in _CONNECTION_TYPES,
+     {FrameType.RESET: 4, FrameType.PING: 8, FrameType.WINDOW_UPDATE: 4}.get(t, -1))
+    for t in sorted(FrameType))
+
+
+def _check_header(buf: bytes | bytearray | memoryview, max_frame_size: int,
+                  offset: int = 0) -> tuple[int, FrameType, int, int]:
+    """Checks 1 to 5 of section 4.2 on a complete 9-byte header at ``offset``:
+    (length, type, flags, stream id)."""
+    lt, flags, sid = _HEADER.unpack_from(buf, offset)
+    length, code = lt >> 8, lt & 0xFF
+    sid &= MAX_STREAM_ID
     if length > max_frame_size:
         raise _conn(ErrorCode.FRAME_SIZE_ERROR, f"length {length} > MAX_FRAME_SIZE {max_frame_size}")
     if code > FrameType.CHECKPOINT:
         raise _conn(ErrorCode.PROTOCOL_ERROR, f"unknown frame type 0x{code:02x}")
-    ftype = FrameType(code)
-    if (ftype in _STREAM_TYPES and sid == 0) or (ftype in _CONNECTION_TYPES and sid != 0):
+    ftype, stream_frame, connection_frame, exact = _TYPE_RULES[code]
+    if (stream_frame and sid == 0) or (connection_frame and sid != 0):
         raise _conn(ErrorCode.PROTOCOL_ERROR, f"{ftype.name} on stream {sid}")
     if ftype is FrameType.OPEN and sid % 2 == 0:
         raise _conn(ErrorCode.PROTOCOL_ERROR, f"OPEN on even stream {sid}")
-    exact = {FrameType.RESET: 4, FrameType.PING: 8, FrameType.WINDOW_UPDATE: 4}.get(ftype)
-    if ((exact is not None and length != exact) or (ftype is FrameType.SETTINGS and length % 6)
+    if ((exact >= 0 and length != exact) or (ftype is FrameType.SETTINGS and length % 6)
             or (ftype in (FrameType.GOAWAY, FrameType.CHECKPOINT) and length < 8)):
         raise _conn(ErrorCode.FRAME_SIZE_ERROR, f"{ftype.name} with a {length}-byte payload")
     return length, ftype, flags, sid
@@ -480,9 +511,19 @@ def _check_header(buf: bytes | bytearray | memoryview,
 
 def _decode_payload(ftype: FrameType, flags: int, sid: int, p: bytes, max_metadata_size: int) -> Frame:
     """Check 6 of section 4.2: the payload field by field in wire order."""
-    r = _Reader(p, sid, ftype)
     if ftype is FrameType.DATA:
         return Data(sid, p, bool(flags & FLAG_END_STREAM), bool(flags & FLAG_END_MESSAGE))
+    if ftype is FrameType.TRAILERS and max_metadata_size >= 2:
+        # the common case, no trailing metadata: status, message, an empty block
+        n = len(p)
+        if n >= 5 and n == int.from_bytes(p[1:3], "big") + 5 and p[n - 2:] == b"\0\0":
+            try:
+                return Trailers(sid, p[0], p[3:n - 2].decode("utf-8"), ())
+            except UnicodeDecodeError:
+                pass  # reported below
+    elif ftype is FrameType.HEADERS and p == b"\0\0" and max_metadata_size >= 2:
+        return Headers(sid, ())
+    r = _Reader(p, sid, ftype)
     if ftype is FrameType.OPEN:
         method_len = r.uint(2, "method length")
         if method_len == 0:
@@ -571,20 +612,37 @@ class FrameDecoder:
         """The next complete frame, or ``None`` while more bytes are needed. Raises ``WireError``."""
         if self._failed is not None:
             raise self._failed
-        avail = len(self._buf) - self._pos
+        buf, start = self._buf, self._pos
+        avail = len(buf) - start
         if avail < HEADER_LEN:
             return None
-        start = self._pos
+        lt, flags, sid = _HEADER.unpack_from(buf, start)
+        code, sid = lt & 0xFF, sid & MAX_STREAM_ID
+        if code <= FrameType.TRAILERS and code != FrameType.OPEN and sid and lt >> 8 <= self.max_frame_size:
+            # DATA, HEADERS, TRAILERS: the header rules are met, the payload is read here
+            end = start + HEADER_LEN + (lt >> 8)
+            if len(buf) < end:
+                return None
+            self._pos = end
+            payload = bytes(buf[start + HEADER_LEN:end])
+            if code == FrameType.DATA:
+                return Data(sid, payload, bool(flags & FLAG_END_STREAM), bool(flags & FLAG_END_MESSAGE))
+            try:
+                return _decode_payload(_TYPE_RULES[code][0], flags, sid, payload, self.max_metadata_size)
+            except WireError as e:
+                if e.scope == "connection":
+                    self._failed = e
+                raise
         try:
-            length, ftype, flags, sid = _check_header(memoryview(self._buf)[start:start + HEADER_LEN],
-                                                      self.max_frame_size)
+            length, ftype, flags, sid = _check_header(self._buf, self.max_frame_size, start)
         except WireError as e:
             self._failed = e
             raise
         if avail < HEADER_LEN + length:
             return None
-        payload = bytes(self._buf[start + HEADER_LEN:start + HEADER_LEN + length])
-        self._pos = start + HEADER_LEN + length
+        end = start + HEADER_LEN + length
+        payload = bytes(memoryview(self._buf)[start + HEADER_LEN:end])
+        self._pos = end
         try:
             return _decode_payload(ftype, flags, sid, payload, self.max_metadata_size)
         except WireError as e:

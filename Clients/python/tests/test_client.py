@@ -129,7 +129,9 @@ def echo(peer: Peer, f: Frame) -> None:
             peer.reply(f.stream_id, bytes(buf))
 
 
-class ClientRules(unittest.TestCase):
+class ScriptedTest(unittest.TestCase):
+    """Scripted servers and clients made by a test, closed after it."""
+
     def setUp(self) -> None:
         self.servers: list[FakeServer] = []
         self.clients: list[Client] = []
@@ -150,6 +152,8 @@ class ClientRules(unittest.TestCase):
         self.clients.append(c)
         return c
 
+
+class ClientRules(ScriptedTest):
     def test_handshake_ping_and_open_layout(self) -> None:
         def handler(peer: Peer, f: Frame) -> None:
             if isinstance(f, Open):
@@ -403,6 +407,91 @@ class ClientRules(unittest.TestCase):
         goaways = [f for f in s.frames() if isinstance(f, GoAway)]
         self.assertTrue(goaways)
         self.assertEqual((goaways[0].last_stream_id, goaways[0].error_code), (0, ErrorCode.PROTOCOL_ERROR))
+
+
+
+class UnaryOnReadyConnection(ScriptedTest):
+    """``Client.unary`` on a connection already up runs in one piece (``Connection.unary``):
+    the same outcomes as the general path, for the failures it hands over to it."""
+
+    def ready_client(self, handler: Handler) -> tuple[FakeServer, Client]:
+        s = self.server(handler)
+        c = self.client(s)
+        self.assertEqual(c.unary("t.S/M", b"warm", timeout=2), b"warm")  # stream 1: connected
+        return s, c
+
+    def test_refused_then_ok(self) -> None:
+        def h(peer: Peer, f: Frame) -> None:
+            if isinstance(f, Open) and f.stream_id in (3, 5):
+                peer.send(Reset(f.stream_id, ErrorCode.REFUSED_STREAM))
+            elif f.stream_id not in (3, 5):
+                echo(peer, f)
+        _, c = self.ready_client(h)
+        self.assertEqual(c.unary("t.S/M", b"x", timeout=2), b"x")
+
+    def test_deadline_sends_cancel(self) -> None:
+        s, c = self.ready_client(lambda peer, f: echo(peer, f) if f.stream_id <= 1 else None)
+        with self.assertRaises(RPCError) as cm:
+            c.unary("t.S/M", b"x", timeout=0.3)
+        self.assertEqual(cm.exception.code, Status.DEADLINE_EXCEEDED)
+        self.assertTrue(s.wait_for(lambda fs: Reset(3, ErrorCode.CANCEL) in fs))
+
+    def test_second_response_is_internal_and_reset(self) -> None:
+        def h(peer: Peer, f: Frame) -> None:
+            if f.stream_id <= 1:
+                echo(peer, f)
+            elif isinstance(f, Data) and f.end_stream:
+                peer.send(Data(f.stream_id, b"1", end_message=True), Data(f.stream_id, b"2", end_message=True))
+        s, c = self.ready_client(h)
+        with self.assertRaises(RPCError) as cm:
+            c.unary("t.S/U", b"x", timeout=5)
+        self.assertEqual(cm.exception.code, Status.INTERNAL)
+        self.assertTrue(s.wait_for(lambda fs: Reset(3, ErrorCode.CANCEL) in fs))
+
+    def test_error_status(self) -> None:
+        def h(peer: Peer, f: Frame) -> None:
+            if f.stream_id > 1 and isinstance(f, Data) and f.end_stream:
+                peer.send(Trailers(f.stream_id, 5, "nope"))
+            elif f.stream_id <= 1:
+                echo(peer, f)
+        _, c = self.ready_client(h)
+        with self.assertRaises(RPCError) as cm:
+            c.unary("t.S/U", b"x", timeout=5)
+        self.assertEqual((cm.exception.code, cm.exception.message), (Status.NOT_FOUND, "nope"))
+
+    def test_goaway_above_last_id_retried(self) -> None:
+        def h(peer: Peer, f: Frame) -> None:
+            if isinstance(f, Open) and f.stream_id == 3:
+                peer.send(GoAway(1, ErrorCode.NO_ERROR, "bye"))
+            elif f.stream_id != 3:
+                echo(peer, f)
+        _, c = self.ready_client(h)
+        self.assertEqual(c.unary("t.S/M", b"x", timeout=3), b"x")  # on a new connection
+
+    def test_lost_connection_retried_only_if_idempotent(self) -> None:
+        for idempotent in (False, True):
+            def h(peer: Peer, f: Frame) -> None:
+                if isinstance(f, Open) and f.stream_id == 3 and not peer.state.get("lost"):
+                    peer.state["lost"] = True
+                    peer.sock.close()
+                elif f.stream_id != 3 or peer.state.get("lost") is None:
+                    echo(peer, f)
+            _, c = self.ready_client(h)
+            if idempotent:
+                self.assertEqual(c.unary("t.S/M", b"x", timeout=3, idempotent=True), b"x")
+            else:
+                with self.assertRaises(RPCError) as cm:
+                    c.unary("t.S/M", b"x", timeout=3)
+                self.assertEqual(cm.exception.code, Status.UNAVAILABLE)
+
+    def test_close_while_waiting_cancels(self) -> None:
+        _, c = self.ready_client(lambda peer, f: echo(peer, f) if f.stream_id <= 1 else None)
+        closer = threading.Timer(0.2, c.close)
+        closer.start()
+        with self.assertRaises(RPCError) as cm:
+            c.unary("t.S/M", b"x", timeout=5)
+        closer.join()
+        self.assertEqual(cm.exception.code, Status.CANCELLED)
 
 
 if __name__ == "__main__":

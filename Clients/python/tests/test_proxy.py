@@ -147,20 +147,20 @@ class ProxyTest(unittest.TestCase):
         self.assertIn("baton info stopped proxied=", proxy.stderr())
 
     def test_stalled_server(self) -> None:
-        # The proxy forwards nothing, either way, for 3 s after the first OPEN. A caller with a
-        # 300 ms deadline gets DEADLINE_EXCEEDED; the SDK's keepalive (1 s + 1 s by default)
+        # The proxy forwards nothing, either way, for 6 s after the first OPEN. A caller with a
+        # 300 ms deadline gets DEADLINE_EXCEEDED; the SDK's keepalive (1 s + 2 s by default)
         # then finds the connection dead. A call that was waiting on it may have been processed,
         # so it is retried only because it is declared idempotent, and it waits out the
         # endpoint's reconnect backoff (wait_for_ready) for a new connection, which the plan
         # (connection 1 only) leaves alone.
-        proxy = self.proxy(self.server(), "stall 3s after-opens=1")
+        proxy = self.proxy(self.server(), "stall 6s after-opens=1")
         c = self.client(proxy.endpoint)
         with self.assertRaises(RPCError) as cm:
             c.unary("demo.Echo/Unary", b"impatient", timeout=0.3)
         self.assertEqual(cm.exception.code, Status.DEADLINE_EXCEEDED)
         self.assertEqual(c.unary("demo.Echo/Unary", b"patient", timeout=30, idempotent=True, wait_for_ready=True), b"patient")
         self.assertEqual(len(proxy.injected()), 1, proxy.stderr())
-        self.assertIn('action="stall 3s"', proxy.injected()[0])
+        self.assertIn('action="stall 6s"', proxy.injected()[0])
 
     def test_bad_plan_is_a_usage_error(self) -> None:
         upstream = self.server()
