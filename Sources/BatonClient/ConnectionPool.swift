@@ -61,6 +61,10 @@ final class ConnectionPool: Sendable {
     /// `waitUntilReady` callers: how many ready addresses each wants (nil: all of them).
     var readyWaiters: [UInt64: (minimum: Int?, continuation: CheckedContinuation<Void, any Error>)] = [:]
     var keepalives: [ObjectIdentifier: Keepalive] = [:]
+    /// Connections silent with calls waiting, a keepalive PING unanswered: they get no new call
+    /// while another connection can take it, so a frozen server stops receiving calls after
+    /// one keepalive interval, not after the whole timeout.
+    var suspects: Set<ObjectIdentifier> = []
     var throttle: RetryThrottle
     var closed = false
     var closeWaiter: CheckedContinuation<Void, Never>?
@@ -210,19 +214,30 @@ final class ConnectionPool: Sendable {
 
   private static func pick(_ s: inout State, avoiding: ObjectIdentifier?) throws -> Lease? {
     if s.closed { throw RPCError(code: .unavailable, message: "the client is closed") }
+    var chosen = choose(&s, avoiding: avoiding, skippingSuspects: !s.suspects.isEmpty)
+    if chosen == nil && !s.suspects.isEmpty {
+      chosen = choose(&s, avoiding: avoiding, skippingSuspects: false)  // only suspects have room
+    }
+    guard let chosen else { return nil }
+    let (index, connection) = s.candidateOwners[chosen]
+    s.leases[ObjectIdentifier(connection), default: 0] += 1
+    s.entries[index].attempts += 1
+    return Lease(connection: connection, address: s.entries[index].id)
+  }
+
+  /// Lets the picker choose among the ready connections (scratch arrays in the state: no
+  /// allocation per call); the chosen index is into `s.candidateOwners`.
+  private static func choose(_ s: inout State, avoiding: ObjectIdentifier?, skippingSuspects: Bool) -> Int? {
     s.candidates.removeAll(keepingCapacity: true)
     s.candidateOwners.removeAll(keepingCapacity: true)
     for index in s.entries.indices {
       guard let (connection, maxStreams) = s.entries[index].channel.ready else { continue }
       let key = ObjectIdentifier(connection)
+      if skippingSuspects && s.suspects.contains(key) { continue }
       s.candidates.append(Picker.Candidate(key: key, load: s.leases[key, default: 0], capacity: maxStreams))
       s.candidateOwners.append((index, connection))
     }
-    guard let chosen = s.picker.pick(s.candidates, avoiding: avoiding) else { return nil }
-    let (index, connection) = s.candidateOwners[chosen]
-    s.leases[ObjectIdentifier(connection), default: 0] += 1
-    s.entries[index].attempts += 1
-    return Lease(connection: connection, address: s.entries[index].id)
+    return s.picker.pick(s.candidates, avoiding: avoiding)
   }
 
   /// `unavailable` with every address's last failure, when no address can take a call now and
@@ -510,6 +525,7 @@ final class ConnectionPool: Sendable {
       }
       state.withLock { s in
         _ = s.keepalives.removeValue(forKey: ObjectIdentifier(connection))
+        s.suspects.remove(ObjectIdentifier(connection))
         if action == .connect, let index = s.entries.firstIndex(where: { $0.id == id }) {
           s.entries[index].connectionsLost += 1
         }
@@ -546,10 +562,17 @@ final class ConnectionPool: Sendable {
     let (lastInbound, activeCalls) = (connection.lastInboundAt, connection.activeCallCount)
     let key = ObjectIdentifier(connection)
     var action = state.withLock { s -> Keepalive.Action? in
-      s.keepalives[key]?.tick(now: now, lastInbound: lastInbound, activeCalls: activeCalls, late: now &- due)
+      let action = s.keepalives[key]?.tick(
+        now: now, lastInbound: lastInbound, activeCalls: activeCalls, late: now &- due)
+      Self.noteSuspect(&s, key)
+      return action
     }
     if case .dead = action, connection.hasUnreadInput {
-      action = state.withLock { $0.keepalives[key]?.inputWaiting(now: now) }
+      action = state.withLock { s in
+        let action = s.keepalives[key]?.inputWaiting(now: now)
+        Self.noteSuspect(&s, key)
+        return action
+      }
     }
     switch action {
     case nil:
@@ -563,6 +586,14 @@ final class ConnectionPool: Sendable {
       let reason = "keepalive: nothing received for \(Connection.describe(nanoseconds: silence)), PING unanswered"
       logger.info("keepalive timeout", ("peer", connection.peer), ("silent", Connection.describe(nanoseconds: silence)))
       connection.forceClose(reason: reason)
+    }
+  }
+
+  private static func noteSuspect(_ s: inout State, _ key: ObjectIdentifier) {
+    if s.keepalives[key]?.awaitingAnswer == true {
+      s.suspects.insert(key)
+    } else if !s.suspects.isEmpty {
+      s.suspects.remove(key)
     }
   }
 

@@ -54,6 +54,10 @@ struct Keepalive {
     return .ping(payload: Self.payloadBase | (pings & 0xFFFF_FFFF), checkAt: now &+ timeout)
   }
 
+  /// A PING is out and nothing has come back since: the peer may be frozen. New calls go
+  /// elsewhere while this holds (the verdict comes at the timeout).
+  var awaitingAnswer: Bool { pingSentAt != nil }
+
   /// Bytes from the peer wait unread: it is alive, whatever this side has not read yet.
   mutating func inputWaiting(now: UInt64) -> Action {
     pingSentAt = nil

@@ -162,3 +162,17 @@ struct KeepaliveStarvationTests {
     }
   }
 }
+
+@Suite("Client keepalive: a connection under suspicion")
+struct KeepaliveSuspicionTests {
+  @Test("from the unanswered PING until any frame arrives, the connection is under suspicion (no new calls)")
+  func suspicion() {
+    let second: UInt64 = 1_000_000_000
+    var keepalive = Keepalive(interval: second, timeout: 2 * second, whenIdle: false)
+    #expect(!keepalive.awaitingAnswer)
+    _ = keepalive.tick(now: second, lastInbound: 0, activeCalls: 1)
+    #expect(keepalive.awaitingAnswer)
+    _ = keepalive.tick(now: 2 * second, lastInbound: 1_500_000_000, activeCalls: 1)
+    #expect(!keepalive.awaitingAnswer, "a frame came back: alive")
+  }
+}
