@@ -351,12 +351,7 @@ final class StreamingCall: Sendable {
       client.counters.retried.add(1, ordering: .relaxed)
       try await openAttempt(avoiding: old.map { ObjectIdentifier($0.lease.connection) })
     } catch {
-      let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-        guard case .recovering(let waiters) = s.phase else { return [] }
-        s.phase = .failed(error)
-        return waiters
-      }
-      for waiter in waiters { waiter.resume() }
+      giveUp(error)
       throw error
     }
   }
@@ -399,29 +394,11 @@ final class StreamingCall: Sendable {
         try attempts.mayResume(failure, progressed: skip > 0 || checkpoint.index > 0)
         let (lease, stream) = try await attempts.open(avoiding: avoiding, extraMetadata: token)
         let attempt = Attempt(lease: lease, stream: stream)
-        let outcome = state.withLock { s -> Result<[CheckedContinuation<Void, Never>], StreamFailure>? in
-          switch s.phase {
-          case .finished, .failed: return nil
-          default: break
-          }
-          let replay: ArraySlice<[UInt8]>
-          if let request = s.request {
-            replay = [request]
-          } else if s.keepsSentLog {
-            replay = s.sentLog.dropFirst(Int(checkpoint.consumed - s.sentLogBase))
-          } else {
-            replay = s.replay.dropFirst(Int(min(checkpoint.consumed, UInt64(s.replay.count))))
-          }
-          do {
-            for message in replay { _ = try stream.enqueue(message) }
-          } catch let failure as StreamFailure {
-            return .failure(failure)
-          } catch {
-            return .failure(.local(RPCError(code: .internal, message: "\(error)")))
-          }
-          if s.ended { stream.end() }
-          let waiters: [CheckedContinuation<Void, Never>]
-          if case .recovering(let parked) = s.phase { waiters = parked } else { waiters = [] }
+        let outcome = install(attempt) { s in
+          if let request = s.request { return [request] }
+          if s.keepsSentLog { return s.sentLog.dropFirst(Int(checkpoint.consumed - s.sentLogBase)) }
+          return s.replay.dropFirst(Int(min(checkpoint.consumed, UInt64(s.replay.count))))
+        } then: { s, replay in
           // The new stream continues a call the caller has seen answered: committed at once.
           s.phase = .committed
           s.everCommitted = true
@@ -432,12 +409,9 @@ final class StreamingCall: Sendable {
             s.sentLogBytes = replay.reduce(0) { $0 + $1.count }
             s.replay = []
           }
-          s.attempt = attempt
-          s.number += 1
           s.carried = StreamHandle.Checkpoint(index: 0, consumed: checkpoint.consumed, token: checkpoint.token)
           s.skip = skip
-          received.store(0, ordering: .relaxed)
-          return .success(waiters)
+          self.received.store(0, ordering: .relaxed)
         }
         switch outcome {
         case nil:
@@ -455,14 +429,52 @@ final class StreamingCall: Sendable {
         }
       }
     } catch {
-      let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-        guard case .recovering(let waiters) = s.phase else { return [] }
-        s.phase = .failed(error)
-        return waiters
-      }
-      for waiter in waiters { waiter.resume() }
+      giveUp(error)
       throw error
     }
+  }
+
+  /// Makes `attempt` the call's, under the call's lock: first the kept messages `replay` picks go
+  /// into its stream, before any later write can (so the server reads them in the order the
+  /// caller wrote them; the stream takes them all, they fit in maxReplayBytes, and credit only
+  /// paces later writes), then the half-close if the caller gave it, then `update`. Returns the
+  /// writers that waited for the recovery; nil if the call ended meanwhile; the stream's failure
+  /// if it failed already (a rolling restart refusing it too).
+  private func install(
+    _ attempt: Attempt, replay pick: (State) -> ArraySlice<[UInt8]>,
+    then update: (inout State, ArraySlice<[UInt8]>) -> Void
+  ) -> Result<[CheckedContinuation<Void, Never>], StreamFailure>? {
+    state.withLock { s in
+      switch s.phase {
+      case .finished, .failed: return nil
+      default: break
+      }
+      let replay = pick(s)
+      do {
+        for message in replay { _ = try attempt.stream.enqueue(message) }
+      } catch let failure as StreamFailure {
+        return .failure(failure)
+      } catch {
+        return .failure(.local(RPCError(code: .internal, message: "\(error)")))
+      }
+      if s.ended { attempt.stream.end() }
+      let waiters: [CheckedContinuation<Void, Never>]
+      if case .recovering(let parked) = s.phase { waiters = parked } else { waiters = [] }
+      update(&s, replay)
+      s.attempt = attempt
+      s.number += 1
+      return .success(waiters)
+    }
+  }
+
+  /// Recovery failed: every reader and writer gets `error`.
+  private func giveUp(_ error: any Error) {
+    let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+      guard case .recovering(let waiters) = s.phase else { return [] }
+      s.phase = .failed(error)
+      return waiters
+    }
+    for waiter in waiters { waiter.resume() }
   }
 
   /// Opens attempts until one takes the kept messages; the call is then `open` on it.
@@ -471,28 +483,10 @@ final class StreamingCall: Sendable {
     while true {
       let (lease, stream) = try await attempts.open(avoiding: avoiding)
       let attempt = Attempt(lease: lease, stream: stream)
-      // The kept messages go into the new stream under the call's lock, before any later write
-      // can: the order the caller wrote them in is the order the server reads them in. The
-      // stream takes them all (they fit in maxReplayBytes); credit only paces later writes.
-      let outcome = state.withLock { s -> Result<[CheckedContinuation<Void, Never>], StreamFailure>? in
-        switch s.phase {
-        case .finished, .failed: return nil
-        default: break
-        }
-        do {
-          for message in s.replay { _ = try stream.enqueue(message) }
-        } catch let failure as StreamFailure {
-          return .failure(failure)
-        } catch {
-          return .failure(.local(RPCError(code: .internal, message: "\(error)")))
-        }
-        if s.ended { stream.end() }
-        let waiters: [CheckedContinuation<Void, Never>]
-        if case .recovering(let parked) = s.phase { waiters = parked } else { waiters = [] }
+      let outcome = install(attempt) { s in
+        s.replay[...]
+      } then: { s, _ in
         s.phase = .open
-        s.attempt = attempt
-        s.number += 1
-        return .success(waiters)
       }
       switch outcome {
       case nil:

@@ -49,15 +49,7 @@ struct RealAddressTests {
       try namespace.setLink(link, up: false)
       let cutAt = ContinuousClock.now
       // No deadline: only keepalive can end the call that went to the partitioned server.
-      let calls = (0..<2).map { _ in
-        Task { () -> Result<[UInt8], RPCError> in
-          do { return .success(try await client.unary("demo.Echo/Unary", [UInt8]("x"))) } catch {
-            return .failure(error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
-          }
-        }
-      }
-      var outcomes: [Result<[UInt8], RPCError>] = []
-      for call in calls { outcomes.append(await call.value) }
+      let outcomes = await concurrentOutcomes(2) { try await client.unary("demo.Echo/Unary", [UInt8]("x")) }
       let failures = outcomes.compactMap { if case .failure(let error) = $0 { error } else { nil } }
       let failure = try #require(failures.first, "the call on the partitioned server must fail, not hang")
       #expect(failures.count == 1)

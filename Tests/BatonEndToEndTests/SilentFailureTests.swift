@@ -6,10 +6,9 @@ import Testing
 
 @Suite("Silent failures: a frozen server, a connection that always dies")
 struct SilentFailureTests {
-  @Test(
-    "a frozen server (SIGSTOP) is left within the keepalive bound: its call fails unavailable, the idempotent one moves, new calls go to the other"
-  )
-  func frozenServer() async throws {
+  /// Two `baton serve` and a client (default configuration) over both, ready; then the first
+  /// server is frozen (SIGSTOP) and `body` runs.
+  private func withFrozenPair(_ body: (Client) async throws -> Void) async throws {
     let frozen = try await BatonProcess(serve: ["--health-port", "0"])
     let other = try await BatonProcess(serve: ["--health-port", "0"])
     let endpoints = [Endpoint(host: "127.0.0.1", port: frozen.port), Endpoint(host: "127.0.0.1", port: other.port)]
@@ -18,22 +17,23 @@ struct SilentFailureTests {
       frozen.signal(SIGKILL)
       other.signal(SIGKILL)
     }
-    // The defaults: keepalive 1 s / 2 s, round-robin.
     try await withClient(endpoints: endpoints) { client in
       try await client.waitUntilReady()
       try await frozen.freeze()
+      try await body(client)
+    }
+  }
+
+  @Test(
+    "a frozen server (SIGSTOP) is left within the keepalive bound: its call fails unavailable, the idempotent one moves, new calls go to the other"
+  )
+  func frozenServer() async throws {
+    // The defaults: keepalive 1 s / 2 s, round-robin.
+    try await withFrozenPair { client in
       let frozenAt = ContinuousClock.now
       // No deadline: only keepalive can end a call on the frozen server. Round-robin puts one of
       // each pair there.
-      let plain = (0..<2).map { _ in
-        Task { () -> Result<[UInt8], RPCError> in
-          do { return .success(try await client.unary("demo.Echo/Unary", [UInt8]("plain"))) } catch {
-            return .failure(error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
-          }
-        }
-      }
-      var outcomes: [Result<[UInt8], RPCError>] = []
-      for call in plain { outcomes.append(await call.value) }
+      let outcomes = await concurrentOutcomes(2) { try await client.unary("demo.Echo/Unary", [UInt8]("plain")) }
       let noticed = ContinuousClock.now - frozenAt
       let failures = outcomes.compactMap { if case .failure(let error) = $0 { error } else { nil } }
       #expect(outcomes.count { (try? $0.get()) == [UInt8]("plain") } == 1, "the call on the live server succeeds")
@@ -55,22 +55,15 @@ struct SilentFailureTests {
 
   @Test("an idempotent call on a frozen server moves to the other within the keepalive bound and succeeds")
   func frozenIdempotent() async throws {
-    let frozen = try await BatonProcess(serve: ["--health-port", "0"])
-    let other = try await BatonProcess(serve: ["--health-port", "0"])
-    let endpoints = [Endpoint(host: "127.0.0.1", port: frozen.port), Endpoint(host: "127.0.0.1", port: other.port)]
-    defer {
-      frozen.signal(SIGCONT)
-      frozen.signal(SIGKILL)
-      other.signal(SIGKILL)
-    }
-    try await withClient(endpoints: endpoints) { client in
-      try await client.waitUntilReady()
-      try await frozen.freeze()
+    try await withFrozenPair { client in
       let options = CallOptions(idempotent: true)
       let calls = (0..<2).map { _ in
         Task { try await client.unary("demo.Echo/Unary", [UInt8]("again"), options: options) }
       }
-      for call in calls { #expect(try await call.value.text == "again") }
+      for call in calls {
+        let reply = try await call.value
+        #expect(reply.text == "again")
+      }
       #expect(client.statistics.retried == 1, "the call on the frozen server was retried once")
       #expect(client.statistics.failed == 0)
     }

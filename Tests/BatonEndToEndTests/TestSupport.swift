@@ -120,3 +120,19 @@ extension Array where Element == UInt8 {
   init(_ text: String) { self = Array(text.utf8) }
   var text: String { String(decoding: self, as: UTF8.self) }
 }
+
+/// Runs `count` copies of `call` at once and returns how each ended, in start order.
+func concurrentOutcomes(
+  _ count: Int, _ call: @escaping @Sendable () async throws -> [UInt8]
+) async -> [Result<[UInt8], RPCError>] {
+  let tasks = (0..<count).map { _ in
+    Task { () -> Result<[UInt8], RPCError> in
+      do { return .success(try await call()) } catch {
+        return .failure(error as? RPCError ?? RPCError(code: .unknown, message: "\(error)"))
+      }
+    }
+  }
+  var outcomes: [Result<[UInt8], RPCError>] = []
+  for task in tasks { outcomes.append(await task.value) }
+  return outcomes
+}
