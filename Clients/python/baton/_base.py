@@ -25,7 +25,7 @@ class ClientBase:
         if isinstance(endpoints, tuple) and len(endpoints) == 2 and isinstance(endpoints[1], int):
             endpoints = [endpoints]  # one (host, port)
         keepalive = None if keepalive_interval is None else (keepalive_interval, keepalive_timeout)
-        self._pool = Pool(list(endpoints), Settings(max_message_size=max_message_size), connect_timeout,
+        self._pool = Pool(list(endpoints), Settings(max_message_size=max_message_size, resumption=1), connect_timeout,
                           keepalive, resolver, retry_budget or RetryBudget(), self._CALLERS_READ)
         self._max_retries = max(max_retries, len(endpoints))
 

@@ -22,6 +22,7 @@ Rules (PROTOCOL.md sections 7, 12 and 14, and the Swift client's choices):
 
 from __future__ import annotations
 
+import base64
 import enum
 import threading
 from typing import Any, NoReturn
@@ -80,6 +81,12 @@ class CallCore(Interrupt):
     cancelled: RPCError | None = None
     server_ended = False  # TRAILERS received: the server's status is the outcome
     response: bytes | None = None  # what result() returned
+    # resumable streams (section 18), server-streaming calls
+    request: bytes | None = None  # the one request: sent again on each resumption
+    resumed = 0  # times the stream moved to a new stream from a checkpoint
+    carried: tuple[int, int, bytes] | None = None  # the checkpoint the current stream follows
+    skip = 0  # the current stream's first messages the application already has
+    taken = 0  # messages taken from the current stream (dropped duplicates included)
 
     def __init__(self, pool: Pool, method: str, metadata: Metadata, shape: Shape,
                  deadline: float | None, idempotent: bool, wait_for_ready: bool,
@@ -111,6 +118,7 @@ class CallCore(Interrupt):
         """Unary and server-streaming calls: the one request, and the end of the requests. It is
         kept for replay whatever its size (the caller holds these bytes anyway)."""
         self.replay, self.replay_bytes, self.sent_total, self.half_close = [request], len(request), 1, True
+        self.request = request
 
     def _ended(self) -> bool:
         """For a write on an ended call: False if the server ended it (its status is read from
@@ -191,6 +199,9 @@ class CallCore(Interrupt):
                 continue
             if kind == "msg":
                 with self.signal.lock:
+                    self.taken += 1
+                    if self.taken <= self.skip:
+                        continue  # a resumed stream repeats what followed its checkpoint
                     self.received += 1
                     n = self.received
                     self.replay = None  # the server has processed the call: no more retries
@@ -210,6 +221,8 @@ class CallCore(Interrupt):
                 self._end(att, value)
                 return None
             assert kind == "fail"
+            if self._resume(att, value):
+                continue
             if not self._replace(att, value):
                 self._fail(value.error)
 
@@ -392,6 +405,39 @@ class CallCore(Interrupt):
             self.signal.notify_all()
         if att is not None:
             att.conn.finish(att.stream)
+        return True
+
+    def _resume(self, att: _Attempt, failure: _Failure) -> bool:
+        """A server-streaming call continues on a new stream from the server's latest checkpoint
+        (section 18.4): after the server ended its stream resumably, or lost or refused it after a
+        checkpoint. True: the next attempt carries ``baton-resume`` and its first messages that
+        repeat what the application already has are dropped."""
+        if self.shape is not Shape.SERVER_STREAMING or self.request is None:
+            return False
+        if not (failure.resumable or failure.retry_if_idempotent):
+            return False  # a RESET or a status: the server's answer
+        with self.signal.lock:
+            if self.attempt is not att or self.done:
+                return False
+            checkpoint = att.stream.checkpoint or self.carried
+            if checkpoint is None:
+                return False
+            if failure.processed and not failure.resumable:
+                with self.pool.signal.lock:  # a lost stream: like an idempotent retry
+                    if not self.pool.budget.withdraw():
+                        return False
+            index, consumed, token = checkpoint
+            self.skip, self.taken = max(0, max(self.taken, self.skip) - index), 0
+            self.carried = (0, consumed, token)
+            self.metadata = tuple(m for m in self.metadata if m[0] != "baton-resume") + (
+                ("baton-resume", base64.urlsafe_b64encode(token).decode("ascii").rstrip("=")),)
+            self.replay, self.sent_total = [self.request], 1
+            self.pick.last = failure
+            self.resumed += 1
+            att.replaced = True
+            self.attempt = None
+            self.signal.notify_all()
+        att.conn.finish(att.stream)
         return True
 
     def retry_after(self, failure: _Failure) -> bool:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 from . import wire
 from ._drive import MAX_SLICE, Gen, Signal, Wait, slice_until
 from .errors import RPCError
-from .wire import (MAX_STREAM_ID, MAX_WINDOW, PREFACE, Data, ErrorCode, Frame, FrameDecoder, GoAway,
+from .wire import (MAX_STREAM_ID, MAX_WINDOW, PREFACE, Checkpoint, Data, ErrorCode, Frame, FrameDecoder, GoAway,
                    Headers, Open, Ping, Reset, Settings, SettingsFrame, Status, Trailers, WindowUpdate,
                    WireError)
 
@@ -60,12 +60,15 @@ class _Failure(Exception):
     processed* (retry anywhere); True means *may have been processed* (retry only if idempotent
     and ``retry_if_idempotent``); the caller sees ``error`` when no retry happens."""
 
-    def __init__(self, error: RPCError, processed: bool, retry_if_idempotent: bool = True) -> None:
+    def __init__(self, error: RPCError, processed: bool, retry_if_idempotent: bool = True,
+                 resumable: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.processed = processed
         self.retry_if_idempotent = retry_if_idempotent
         self.refused_by: _Connection | None = None  # RESET REFUSED_STREAM on this connection
+        # the server ended the stream at a checkpoint, to be continued elsewhere (section 18.3)
+        self.resumable = resumable
 
     def retryable(self, idempotent: bool) -> bool:
         return not self.processed or (idempotent and self.retry_if_idempotent)
@@ -86,7 +89,8 @@ class _Stream:
     """One call's stream on one connection. Mutable fields are guarded by the connection's lock."""
 
     __slots__ = ("id", "send_window", "recv_window", "recv_unreturned", "events", "fragment",
-                 "seen_first", "headers", "closed", "open_written", "first_sent", "half_closed")
+                 "seen_first", "headers", "closed", "open_written", "first_sent", "half_closed",
+                 "received", "checkpoint")
 
     def __init__(self, sid: int, send_window: int, recv_window: int) -> None:
         self.id = sid
@@ -102,6 +106,9 @@ class _Stream:
         self.open_written = False  # OPEN handed to the socket (or being handed)
         self.first_sent = False  # the first message went out with the OPEN
         self.half_closed = False  # END_STREAM sent (or being sent)
+        self.received = 0  # complete response messages received
+        # the server's latest checkpoint (1.1): (messages it covers, requests consumed, token)
+        self.checkpoint: tuple[int, int, bytes] | None = None
 
 
 class _ConnSignal(Signal):
@@ -869,7 +876,7 @@ class _Connection:
                 if stream.fragment is not None:  # section 7.3: no RESET, the stream is closed
                     self._stream_error(stream, ErrorCode.PROTOCOL_ERROR, "TRAILERS inside a message", False)
                 else:
-                    self._close_stream(stream, ("trailers", f))
+                    self._close_stream(stream, self._trailers_event(f))  # type: ignore[arg-type]
             elif stream.seen_first:
                 self._stream_error(stream, ErrorCode.PROTOCOL_ERROR, "HEADERS not first", True)
             else:
@@ -889,6 +896,8 @@ class _Connection:
             return
         if isinstance(f, Open):
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "OPEN received by a client")
+        if isinstance(f, Checkpoint) and not self.resumption_on:
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "CHECKPOINT while resumption is off")
         if f.stream_id == 0:  # WINDOW_UPDATE for the connection
             assert isinstance(f, WindowUpdate)
             if self._conn_send_window + f.increment > MAX_WINDOW:
@@ -920,7 +929,9 @@ class _Connection:
             if stream.fragment is not None:  # section 7.3: no RESET, the stream is closed
                 self._stream_error(stream, ErrorCode.PROTOCOL_ERROR, "TRAILERS inside a message", False)
             else:
-                self._close_stream(stream, ("trailers", f))
+                self._close_stream(stream, self._trailers_event(f))
+        elif isinstance(f, Checkpoint):
+            stream.checkpoint = (stream.received, f.consumed, f.token)
         elif isinstance(f, Reset):
             code = ErrorCode.of(f.error_code)
             if code is ErrorCode.REFUSED_STREAM:
@@ -931,6 +942,19 @@ class _Connection:
                 failure = _Failure(RPCError(status, f"stream reset by the server ({code.name})"),
                                    processed=True, retry_if_idempotent=False)
             self._close_stream(stream, ("fail", failure))
+
+    @property
+    def resumption_on(self) -> bool:
+        """Both sides announced RESUMPTION (section 18.1)."""
+        return bool(self.local.resumption and self.peer.resumption)
+
+    def _trailers_event(self, f: Trailers) -> tuple[str, Any]:
+        """TRAILERS as a stream event: the call's status, or, with ``baton-resumable`` and
+        resumption on, the end of this stream at a checkpoint, to be continued (section 18.3)."""
+        if self.resumption_on and any(name == "baton-resumable" for name, _ in f.metadata):
+            error = RPCError(Status.UNAVAILABLE, f"the server ended the stream to be resumed elsewhere ({f.message})")
+            return ("fail", _Failure(error, processed=True, retry_if_idempotent=False, resumable=True))
+        return ("trailers", f)
 
     def _on_data(self, stream: _Stream | None, f: Data) -> None:
         n = len(f.data)
@@ -965,6 +989,7 @@ class _Connection:
             return
         message = bytes(stream.fragment + f.data) if stream.fragment is not None else f.data
         stream.fragment = None
+        stream.received += 1
         stream.events.append(("msg", (message, n)))  # credited when the caller takes it
         self._cv.notify_all()
 

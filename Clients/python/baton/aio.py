@@ -84,6 +84,11 @@ class AsyncCall:
     def details(self) -> str:
         return self._core.details
 
+    @property
+    def resumed(self) -> int:
+        """As ``baton.Call.resumed``: moves of a resumable server stream to a new stream."""
+        return self._core.resumed
+
     def done(self) -> bool:
         return self._core.done
 

@@ -89,6 +89,12 @@ class Call:
         """The status message of the ended call."""
         return self._core.details
 
+    @property
+    def resumed(self) -> int:
+        """How often a resumable server stream moved to a new stream from the server's latest
+        checkpoint (protocol 1.1), with no gap and no duplicate for the iteration."""
+        return self._core.resumed
+
     def done(self) -> bool:
         return self._core.done
 
