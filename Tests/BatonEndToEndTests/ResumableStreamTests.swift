@@ -1,6 +1,7 @@
 import BatonCLI
 import BatonClient
 import BatonServer
+import Foundation
 import Glibc
 import Testing
 
@@ -212,5 +213,44 @@ struct ResumableKillTests {
       #expect(client.statistics.resumed == 1)
       #expect(client.endpointStates.reduce(0) { $0 + $1.connectionsLost } == 1)
     }
+  }
+}
+
+@Suite("Resumable streams through SIGTERMs of real server processes")
+struct ResumableProcessTests {
+  @Test(
+    "`baton load --method watch` through SIGTERMs of `baton serve --deadline 1` processes: no gap, no duplicate, streams resumed"
+  )
+  func loadWatchThroughSigterms() async throws {
+    let servers = [
+      try await BatonProcess(serve: ["--deadline", "1", "--health-port", "0"]),
+      try await BatonProcess(serve: ["--deadline", "1", "--health-port", "0"]),
+      try await BatonProcess(serve: ["--deadline", "1", "--health-port", "0"]),
+    ]
+    defer { for server in servers { server.signal(SIGKILL) } }
+    let list = servers.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+    let stops = Task {
+      // Each stop while watches run on the server stopped: a stream lives 4 s, a stop's
+      // deadline is 1 s, so only a move at a checkpoint keeps a stream whole.
+      for server in servers.dropLast() {
+        try await eventually("watch streams on the server about to stop") {
+          (await server.drainz()?.openStreams ?? 0) > 0
+        }
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus(timeout: .seconds(10)) == 0, "every stream left before the deadline")
+      }
+    }
+    let captured = CapturedOutput()
+    let status = await CLI.main(
+      ["baton", "load", "--endpoints", list, "--seconds", "4", "--concurrency", "6", "--method", "watch", "--json"],
+      output: captured.output)
+    try await stops.value
+    let last = try #require(captured.standardOutput.split(separator: "\n").last)
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+    #expect(status == 0, "\(captured.standardError)")
+    #expect(object["failed"] as? Int == 0, "\(last)")
+    #expect(object["gaps"] as? Int == 0, "\(last)")
+    #expect(object["duplicates"] as? Int == 0, "\(last)")
+    #expect((object["resumed"] as? Int ?? 0) > 0, "\(last)")
   }
 }

@@ -82,18 +82,18 @@ class ResumeTest(unittest.TestCase):
             time.sleep(0.01)
         raise AssertionError("no server shows the stream")
 
-    def test_watch_through_three_stops(self) -> None:
-        # 3,000 numbers, one a millisecond; at 750, 1,500 and 2,250 the server carrying the
+    def test_10000_numbers_through_three_stops(self) -> None:
+        # 10,000 numbers, one a millisecond; at 2,500, 5,000 and 7,500 the server carrying the
         # stream is stopped with SIGTERM (a graceful stop): it ends the stream at its next
         # checkpoint, and the client continues it on another server.
         with Client([("127.0.0.1", s.port) for s in self.servers], connect_timeout=2.0) as c:
-            call = c.server_streaming("demo.Echo/Watch", b"3000 1", timeout=60)
+            call = c.server_streaming("demo.Echo/Watch", b"10000 1", timeout=120)
             numbers: list[int] = []
             for message in call:
                 numbers.append(int(message))
-                if len(numbers) in (750, 1500, 2250):
+                if len(numbers) in (2500, 5000, 7500):
                     self.carrier().proc.send_signal(signal.SIGTERM)
-            self.assertEqual(numbers, list(range(3000)), "every number once, in order")
+            self.assertEqual(numbers, list(range(10000)), "every number once, in order")
             self.assertEqual(call.resumed, 3)
 
     def test_watch_survives_a_killed_server(self) -> None:
