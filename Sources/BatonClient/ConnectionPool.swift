@@ -460,12 +460,16 @@ final class ConnectionPool: Sendable {
     }
   }
 
+  /// One transition of address `id`, with its counts, in one hold of the lock; `also` runs in
+  /// the same hold whether or not the address is still known.
   private func withEntry(
-    _ id: UInt64, _ body: (inout Subchannel<Connection>) -> Subchannel<Connection>.Action
+    _ id: UInt64, also: (inout State) -> Void = { _ in },
+    _ body: (inout Entry) -> Subchannel<Connection>.Action
   ) -> Subchannel<Connection>.Action {
     state.withLock { s in
+      also(&s)
       guard let index = s.entries.firstIndex(where: { $0.id == id }) else { return .none }
-      let action = body(&s.entries[index].channel)
+      let action = body(&s.entries[index])
       if s.closed, action == .connect { return .none }
       if s.entries[index].channel.isFinished { s.entries.remove(at: index) }
       return action
@@ -474,8 +478,8 @@ final class ConnectionPool: Sendable {
 
   private func connectFailed(_ id: UInt64, reason: String, unreachable: Bool) {
     logger.log(.debug, "connect failed", ("error", reason))
-    let action = withEntry(id) { channel in
-      channel.connectFailed(reason: reason, unreachable: unreachable, backoff: configuration.backoff)
+    let action = withEntry(id) { entry in
+      entry.channel.connectFailed(reason: reason, unreachable: unreachable, backoff: configuration.backoff)
     }
     perform(action, address: id)
     resolveIfNothingWorks()
@@ -509,26 +513,25 @@ final class ConnectionPool: Sendable {
     case .goAway(let last, let code, let debug):
       logger.info("goaway", ("peer", connection.peer), ("last_stream", "\(last)"), ("debug", debug))
       let refusal = last == 0 && code == .enhanceYourCalm
-      let action = withEntry(id) { channel in
-        channel.goAway(connection, refusal: refusal, debug: debug, backoff: configuration.backoff)
-      }
-      state.withLock { s in
-        guard let index = s.entries.firstIndex(where: { $0.id == id }) else { return }
-        s.entries[index].goAways += 1
-        if code == .enhanceYourCalm && debug == "too many pings" { s.entries[index].keepaliveInterval *= 2 }
+      let action = withEntry(id) { entry in
+        entry.goAways += 1
+        if code == .enhanceYourCalm && debug == "too many pings" { entry.keepaliveInterval *= 2 }
+        return entry.channel.goAway(connection, refusal: refusal, debug: debug, backoff: configuration.backoff)
       }
       perform(action, address: id)
       if !refusal { resolveNow() }  // a draining server: its replacement may have a new address
     case .closed(let reason):
-      let action = withEntry(id) { channel in
-        channel.closed(connection, reason: reason, backoff: configuration.backoff)
-      }
-      state.withLock { s in
-        _ = s.keepalives.removeValue(forKey: ObjectIdentifier(connection))
-        s.suspects.remove(ObjectIdentifier(connection))
-        if action == .connect, let index = s.entries.firstIndex(where: { $0.id == id }) {
-          s.entries[index].connectionsLost += 1
+      let key = ObjectIdentifier(connection)
+      let action = withEntry(
+        id,
+        also: { s in
+          _ = s.keepalives.removeValue(forKey: key)
+          s.suspects.remove(key)
         }
+      ) { entry in
+        let action = entry.channel.closed(connection, reason: reason, backoff: configuration.backoff)
+        if action == .connect { entry.connectionsLost += 1 }
+        return action
       }
       if action == .connect { logger.info("disconnected", ("peer", connection.peer), ("reason", reason)) }
       perform(action, address: id)

@@ -10,7 +10,6 @@ struct WaitQueue<Waiter> {
 
   var count: Int { waiters.count }
   var isEmpty: Bool { waiters.isEmpty }
-  var all: [Waiter] { Array(waiters.values) }
 
   /// An id for a call about to wait.
   mutating func reserveID() -> UInt64 {
