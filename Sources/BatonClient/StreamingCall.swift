@@ -454,8 +454,12 @@ final class StreamingCall: Sendable {
         for message in replay { _ = try attempt.stream.enqueue(message) }
       } catch let failure as StreamFailure {
         return .failure(failure)
+      } catch let status as RPCError {
+        // The server answered before the request was queued (an unknown method, a rejection on
+        // metadata alone): its status is the call's outcome.
+        return .failure(.local(status))
       } catch {
-        return .failure(.local(RPCError(code: .internal, message: "\(error)")))
+        return .failure(.local(RPCError(code: .internal, message: "\(error)", cause: error)))
       }
       if s.ended { attempt.stream.end() }
       let waiters: [CheckedContinuation<Void, Never>]

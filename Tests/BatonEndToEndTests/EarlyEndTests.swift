@@ -78,4 +78,39 @@ struct EarlyEndTests {
       }
     }
   }
+
+  /// The server may answer a call before the client has queued its request: an unknown method,
+  /// or an interceptor that rejects on metadata alone, sends the status in reply to OPEN. The
+  /// call must fail with that status, not with `internal` wrapping its text (seen in CI once in
+  /// a few hundred calls, when the status won the race against the request).
+  @Test("a status that arrives before the request is queued is the call's error, for every shape (200 rounds)")
+  func statusBeforeRequest() async throws {
+    try await withTestServer(Router()) { _, address in
+      try await withClient(endpoints: [address]) { client in
+        var wrong: [String] = []
+        for round in 0..<200 {
+          do {
+            switch round % 3 {
+            case 0:
+              try await client.serverStreaming("test/Missing", [1]) { responses in for try await _ in responses {} }
+            case 1:
+              _ = try await client.clientStreaming("test/Missing") { writer in try await writer.write([1]) }
+            default:
+              try await client.bidirectional("test/Missing") { writer, responses in
+                try await writer.write([1])
+                for try await _ in responses {}
+              }
+            }
+            wrong.append("round \(round): succeeded")
+          } catch let error as RPCError where error.code == .unimplemented {
+            continue
+          } catch {
+            wrong.append("round \(round): \(error)")
+          }
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) of 200 calls failed otherwise, first: \(wrong.prefix(3))")
+        #expect(client.statistics.retried == 0)
+      }
+    }
+  }
 }
