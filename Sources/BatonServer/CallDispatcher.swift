@@ -55,7 +55,7 @@ final class CallDispatcher: Sendable {
 
   /// Called on the stream's loop thread, as the connection acts on the OPEN it just read (the
   /// handler starts in place there).
-  func serve(_ stream: StreamHandle, _ head: RequestHead, _ served: Server.Served) {
+  func serve(_ stream: StreamHandle, _ head: RequestHead) {
     guard let registered = router.handlers[head.method] else {
       if measures { started(nil, head.method) }
       stream.finish(
@@ -75,9 +75,9 @@ final class CallDispatcher: Sendable {
       deadline = now &+ timeoutNanos
       stream.setDeadline(at: deadline, timeout: timeoutNanos)
     }
-    served.calls.withLock { $0[stream.id] = Server.CallRecord(method: head.method, startedAt: now) }
     let context = ServerContext(
-      method: head.method, requestMetadata: head.metadata, peer: served.peer, timeout: timeout, deadline: deadline,
+      method: head.method, requestMetadata: head.metadata, peer: stream.connection.peer, timeout: timeout,
+      deadline: deadline,
       drain: drainSignal,
       resumable: !router.resumableMethods.isEmpty && router.resumableMethods.contains(head.method))
     // Run the handler on the connection's own loop: no thread hop between the frame that opened
@@ -98,11 +98,10 @@ final class CallDispatcher: Sendable {
       }
       if self.measures {
         self.finished(
-          registered.index, head.method, status: self.status(status, stream, served, deadline: deadline),
+          registered.index, head.method, status: self.status(status, stream, deadline: deadline),
           nanoseconds: MonotonicClock.now() &- now)
       }
-      served.calls.withLock { _ = $0.removeValue(forKey: stream.id) }
-      if self.drainSignal.isFired && !served.cut.withLock({ $0.contains(stream.id) }) {
+      if self.drainSignal.isFired && !stream.wasCut {
         self.drainedCalls.add(1, ordering: .relaxed)
       }
       stream.release()
@@ -112,7 +111,7 @@ final class CallDispatcher: Sendable {
   }
 
   /// The call's status as the dispatcher sent it; nil if the stream had already ended (see
-  /// ``status(_:_:_:deadline:)``).
+  /// ``status(_:_:deadline:)``).
   private func execute(_ handler: Router.Handler, _ stream: StreamHandle, _ context: ServerContext) async -> UInt8? {
     do {
       switch handler {
@@ -149,14 +148,14 @@ final class CallDispatcher: Sendable {
   /// What a call ended with, for metrics: the status sent, or for a stream that had already
   /// ended, why: its deadline passed (the connection sent `deadlineExceeded`), a stop cut it
   /// (`unavailable`), or the client reset it (`cancelled`).
-  private func status(_ sent: UInt8?, _ stream: StreamHandle, _ served: Server.Served, deadline: UInt64) -> UInt8 {
+  private func status(_ sent: UInt8?, _ stream: StreamHandle, deadline: UInt64) -> UInt8 {
     if let sent { return sent }
     if deadline != 0 && MonotonicClock.now() >= deadline {
       metrics?.streamsCutAtCallDeadline.add()
       observer?.observe(.streamsCut(count: 1, reason: "call_deadline"))
       return RPCError.Code.deadlineExceeded.rawValue
     }
-    if served.cut.withLock({ $0.contains(stream.id) }) { return RPCError.Code.unavailable.rawValue }
+    if stream.wasCut { return RPCError.Code.unavailable.rawValue }
     return RPCError.Code.cancelled.rawValue
   }
 

@@ -42,9 +42,7 @@ extension Server {
   /// ``Configuration/collectsMetrics`` is off.
   public var metricsPage: String? {
     guard let metrics = dispatcher.metrics else { return nil }
-    let (connections, streams) = state.withLock { s in
-      (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
-    }
+    let (connections, streams) = openConnectionsAndCalls
     return metrics.render(.init(openConnections: connections, openStreams: streams))
   }
 
@@ -73,16 +71,25 @@ extension Server {
 
   /// A snapshot of what a stop still waits for (also served as `/drainz`).
   public var progress: Progress {
-    let now = MonotonicClock.now()
-    return state.withLock { s in
-      Progress(
-        phase: "\(s.lifecycle.state)",
-        connections: s.connections.values.sorted { $0.served.id < $1.served.id }.map { entry in
-          let starts = entry.served.calls.withLock { table in table.keysArray.compactMap { table[$0]?.startedAt } }
-          return .init(
-            peer: entry.served.peer, openStreams: starts.count,
-            oldestStream: starts.min().map { .nanoseconds(now &- $0) }, drainPhase: entry.manager.phase.description)
-        })
+    let (phase, entries) = state.withLock { s in
+      ("\(s.lifecycle.state)", s.connections.values.sorted { $0.id < $1.id })
     }
+    let now = MonotonicClock.now()
+    return Progress(
+      phase: phase,
+      connections: entries.map { entry in
+        let starts = entry.connection.openCalls.map(\.openedAt)
+        return .init(
+          peer: entry.connection.peer, openStreams: starts.count,
+          oldestStream: starts.min().map { .nanoseconds(now &- min($0, now)) },
+          drainPhase: entry.manager.phase.description)
+      })
+  }
+
+  /// Open connections, and the calls open on them: each connection counts its own calls, read
+  /// after the server's lock is released.
+  var openConnectionsAndCalls: (connections: Int, calls: Int) {
+    let connections = state.withLock { s in s.connections.values.map(\.connection) }
+    return (connections.count, connections.reduce(0) { $0 + $1.activeCallCount })
   }
 }

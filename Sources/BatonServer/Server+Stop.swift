@@ -70,9 +70,7 @@ extension Server {
     let deadlineAt = start &+ deadline.nanoseconds
     var report = StopReport()
     drainSignal.fire()
-    let (connections, streams) = state.withLock { s in
-      (s.connections.count, s.connections.values.reduce(0) { $0 + $1.served.calls.withLock { $0.count } })
-    }
+    let (connections, streams) = openConnectionsAndCalls
     logger.info(
       "draining", ("connections", "\(connections)"), ("streams", "\(streams)"), ("deadline", deadline.readable))
 

@@ -44,7 +44,8 @@ public final class Server: Sendable {
   }
 
   struct Entry {
-    let served: Served
+    let id: UInt64
+    /// The one registry of the connection's open calls (``Connection/openCalls``).
     let connection: Connection
     /// Every decision about the connection's drain, age, idleness and keepalive.
     var manager: ConnectionManager
@@ -75,24 +76,6 @@ public final class Server: Sendable {
       case hook(@Sendable () async throws -> Void)
       case worker(@Sendable () async throws -> Void)
     }
-  }
-
-  /// Per-connection call records: what `/drainz` and the stop report show.
-  final class Served: Sendable {
-    let id: UInt64
-    let peer: String
-    let calls = Locked(StreamTable<CallRecord>())
-    /// Calls this connection had cut at a deadline: they do not count as drained.
-    let cut = Locked<Set<UInt32>>([])
-    init(id: UInt64, peer: String) {
-      self.id = id
-      self.peer = peer
-    }
-  }
-
-  struct CallRecord: Sendable {
-    var method: String
-    var startedAt: UInt64
   }
 
   /// Creates a server; nothing is bound until ``run()``.
@@ -323,7 +306,7 @@ public final class Server: Sendable {
 
   private func accept(fd: Int32, peer: String) {
     guard state.withLock({ $0.lifecycle.acceptDecision }) != .reject else { return Socket.close(fd) }
-    let served = Served(id: nextConnectionID.add(1, ordering: .relaxed).newValue, peer: peer)
+    let id = nextConnectionID.add(1, ordering: .relaxed).newValue
     let connection = Connection(
       fd: fd, loop: group.next(), role: .server, peer: peer, settings: configuration.connection,
       limits: TransportLimits(
@@ -332,12 +315,12 @@ public final class Server: Sendable {
         handshakeTimeout: configuration.handshakeTimeout.nanoseconds,
         frameTimeout: configuration.frameTimeout.nanoseconds),
       traffic: dispatcher.metrics?.traffic
-    ) { [weak self, served, dispatcher] connection, notice in
+    ) { [weak self, dispatcher] connection, notice in
       // New calls go straight to the dispatcher; only lifecycle notices need the server.
       if case .opened(let stream, let head, _) = notice {
-        dispatcher.serve(stream, head, served)
+        dispatcher.serve(stream, head)
       } else {
-        self?.handle(notice, on: connection, served: served)
+        self?.handle(notice, on: connection, id: id)
       }
     }
     // Admission is decided and recorded in one step, and before the connection reads a byte:
@@ -351,8 +334,8 @@ public final class Server: Sendable {
       let decision = s.lifecycle.acceptDecision
       if decision == .reject { return .reject }
       if s.connections.count >= configuration.maxConnections { return .refuse }
-      s.connections[served.id] = Entry(
-        served: served, connection: connection,
+      s.connections[id] = Entry(
+        id: id, connection: connection,
         manager: ConnectionManager(policy: managementPolicy(), acceptedAt: now))
       return .serve(draining: decision == .serveDraining)
     }
@@ -376,7 +359,7 @@ public final class Server: Sendable {
       noteGoAwaySent(peer)
     case .serve(let draining):
       connection.start()
-      manage(served.id) { manager, _ in manager.start(draining: draining) }
+      manage(id) { manager, _ in manager.start(draining: draining) }
     }
   }
 
@@ -422,17 +405,17 @@ public final class Server: Sendable {
 
   private func perform(_ action: ConnectionManager.Action, _ entry: Entry) {
     let connection = entry.connection
-    let id = entry.served.id
+    let id = entry.id
     switch action {
     case .ping(let payload):
       connection.ping(payload)
     case .goAway:
       connection.notifyWhenIdle()
       connection.goAway(lastStreamID: StreamID.max, debug: "server stopping")
-      noteGoAwaySent(entry.served.peer)
+      noteGoAwaySent(entry.connection.peer)
     case .finalGoAway:
       let last = connection.finalGoAway(debug: "server stopping")
-      noteGoAwaySent(entry.served.peer)
+      noteGoAwaySent(entry.connection.peer)
       manage(id) { manager, connection in
         manager.finalGoAwaySent(lastStreamID: last, activeCalls: connection.activeCallCount)
       }
@@ -440,13 +423,13 @@ public final class Server: Sendable {
       connection.closeGracefully()
     case .abort(let reason):
       connection.abort(.noError, reason: reason)
-      noteGoAwaySent(entry.served.peer)
+      noteGoAwaySent(entry.connection.peer)
     case .cut(let reason):
       _ = cut(entry, reason: reason)
     case .arm(let timer, let deadline):
       schedule(id, timer, on: connection.loop, at: deadline)
     case .log(let event):
-      logger.info(event, ("peer", entry.served.peer))
+      logger.info(event, ("peer", entry.connection.peer))
     }
   }
 
@@ -465,19 +448,19 @@ public final class Server: Sendable {
     manage(id) { manager, _ in manager.beginDrain(now: now) }
   }
 
-  private func handle(_ notice: Connection.Notice, on connection: Connection, served: Served) {
+  private func handle(_ notice: Connection.Notice, on connection: Connection, id: UInt64) {
     switch notice {
     case .opened(let stream, let head, _):
-      dispatcher.serve(stream, head, served)
+      dispatcher.serve(stream, head)
     case .pingAck(let payload):
       let now = MonotonicClock.now()
-      manage(served.id) { manager, _ in manager.pingAck(payload, now: now) }
+      manage(id) { manager, _ in manager.pingAck(payload, now: now) }
     case .idle:
-      manage(served.id) { manager, connection in manager.idle(activeCalls: connection.activeCallCount) }
+      manage(id) { manager, connection in manager.idle(activeCalls: connection.activeCallCount) }
     case .closed:
       let (waiter, timers, drainStartedAt) = state.withLock {
         s -> (CheckedContinuation<Bool, Never>?, [TimerHandle], UInt64?) in
-        let removed = s.connections.removeValue(forKey: served.id)
+        let removed = s.connections.removeValue(forKey: id)
         let timers = removed.map { Array($0.timers.values) } ?? []
         guard s.connections.isEmpty else { return (nil, timers, removed?.manager.drainStartedAt) }
         defer { s.connectionsWaiter = nil }
@@ -487,13 +470,13 @@ public final class Server: Sendable {
       if let drainStartedAt {
         let took = MonotonicClock.now() &- drainStartedAt
         dispatcher.metrics?.connectionDrains.observe(nanoseconds: took)
-        configuration.observer?.observe(.connectionDrained(peer: served.peer, duration: .nanoseconds(took)))
+        configuration.observer?.observe(.connectionDrained(peer: connection.peer, duration: .nanoseconds(took)))
       }
-      configuration.observer?.observe(.connectionClosed(peer: served.peer))
+      configuration.observer?.observe(.connectionClosed(peer: connection.peer))
       waiter?.resume(returning: true)
     case .goAway:
       dispatcher.metrics?.goAwaysReceived.add()
-      configuration.observer?.observe(.goAwayReceived(peer: served.peer))
+      configuration.observer?.observe(.goAwayReceived(peer: connection.peer))
     case .ready:
       break
     }
@@ -506,15 +489,13 @@ public final class Server: Sendable {
       (
         "server: \(s.lifecycle.state), \(s.connections.count) connections, "
           + "stop \(s.connectionsWaiter != nil ? "waiting for connections" : "not waiting"), run \(s.stopRequestWaiter != nil ? "serving" : "stopping or not started")",
-        s.connections.values.sorted { $0.served.id < $1.served.id }
+        s.connections.values.sorted { $0.id < $1.id }
       )
     }
     let lines = entries.map { entry in
-      let calls = entry.served.calls.withLock { table in
-        table.keysArray.sorted().map { "\($0) \(table[$0]?.method ?? "?")" }
-      }
+      let calls = entry.connection.openCalls.map { "\($0.id) \($0.method)" }
       return
-        "  #\(entry.served.id) drain \(entry.manager.phase), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
+        "  #\(entry.id) drain \(entry.manager.phase), calls [\(calls.joined(separator: ", "))]: \(entry.connection.debugState)"
     }
     return ([header] + lines).joined(separator: "\n")
   }
@@ -524,21 +505,16 @@ public final class Server: Sendable {
   func cut(_ entry: Entry, reason: String) -> [StopReport.CutStream] {
     let now = MonotonicClock.now()
     entry.connection.finalGoAway(debug: "server stopping")
-    noteGoAwaySent(entry.served.peer)
-    // Read before the handlers are cancelled: a cancelled handler removes its record at once.
-    let calls = entry.served.calls.withLock { $0 }
-    let ids = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason))) { ids in
-      entry.served.cut.withLock { $0.formUnion(ids) }
-    }
+    noteGoAwaySent(entry.connection.peer)
+    let cut = entry.connection.cutAll(Trailers(RPCError(code: .unavailable, message: reason)))
     entry.connection.closeGracefully(linger: configuration.shutdown.flushGrace.nanoseconds)
-    if !ids.isEmpty {
-      dispatcher.metrics?.streamsCutByStop.add(ids.count)
-      configuration.observer?.observe(.streamsCut(count: ids.count, reason: "stop"))
+    if !cut.isEmpty {
+      dispatcher.metrics?.streamsCutByStop.add(cut.count)
+      configuration.observer?.observe(.streamsCut(count: cut.count, reason: "stop"))
     }
-    return ids.sorted().map { id in
-      let record = calls[id]
-      return StopReport.CutStream(
-        method: record?.method ?? "?", age: .nanoseconds(now &- (record?.startedAt ?? now)), peer: entry.served.peer)
+    return cut.map { call in
+      StopReport.CutStream(
+        method: call.method, age: .nanoseconds(now &- min(call.openedAt, now)), peer: entry.connection.peer)
     }
   }
 

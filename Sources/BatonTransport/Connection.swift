@@ -106,11 +106,28 @@ package final class Connection: IOHandler, @unchecked Sendable {
     /// (client) The call's shape allows one response message (unary): a second one fails it
     /// (PROTOCOL.md 7.2).
     let singleResponse: Bool
+    /// (server) The call's method and when its OPEN arrived (MonotonicClock ns).
+    let method: String
+    let openedAt: UInt64
+    /// (server) ``cutAll(_:)`` ended the call before its handler did.
+    var cut = false
 
-    init(inputDone: Bool = false, singleResponse: Bool = false) {
+    init(inputDone: Bool = false, singleResponse: Bool = false, method: String = "", openedAt: UInt64 = 0) {
       self.inputDone = inputDone
       self.singleResponse = singleResponse
+      self.method = method
+      self.openedAt = openedAt
     }
+  }
+
+  /// (server) A call open on this connection, from its OPEN until its handler lets go of it.
+  /// The connection is the one registry of its calls: drain progress, metrics and the stop report
+  /// all read them here.
+  package struct OpenCall: Sendable, Hashable {
+    package var id: UInt32
+    package var method: String
+    /// When its OPEN arrived (MonotonicClock ns).
+    package var openedAt: UInt64
   }
 
   private enum Wake {
@@ -173,6 +190,17 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   package var openStreamCount: Int { state.withLock { $0.core.openStreamCount } }
   package var activeCallCount: Int { state.withLock { $0.slots.count } }
+  /// (server) The calls open now, by stream id.
+  package var openCalls: [OpenCall] {
+    state.withLock { s in
+      s.slots.keysArray.sorted().compactMap { id in
+        s.slots[id].map { OpenCall(id: id, method: $0.method, openedAt: $0.openedAt) }
+      }
+    }
+  }
+  /// (server) Whether ``cutAll(_:)`` ended the call before its handler did (asked before the
+  /// handler releases the stream).
+  func wasCut(_ id: UInt32) -> Bool { state.withLock { $0.slots[id]?.cut ?? false } }
   package var isClosed: Bool { state.withLock { $0.closedReason != nil } }
   package var canOpenStream: Bool { state.withLock { $0.core.canOpenStream } }
   package var highestPeerStreamID: UInt32 { state.withLock { $0.core.highestPeerStreamID } }
@@ -663,20 +691,22 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if idleNow { onNotice(self, .idle) }
   }
 
-  /// (server) Ends every open stream with `trailers` and cancels its handler. Returns the ids cut,
-  /// which `record` sees first: a cancelled handler may finish on its loop at once, and must
-  /// find its call already counted as cut.
-  package func cutAll(_ trailers: Trailers, record: ([UInt32]) -> Void = { _ in }) -> [UInt32] {
+  /// (server) Ends every open stream with `trailers` and cancels its handler. Returns the calls
+  /// cut, by stream id; each is marked cut in the same lock hold (``wasCut(_:)``), so a cancelled
+  /// handler that finishes at once already finds it so.
+  package func cutAll(_ trailers: Trailers) -> [OpenCall] {
     var wakes: [Wake] = []
     let (cut, flush) = state.withLock { s in
-      var cut: [UInt32] = []
-      for id in s.slots.keysArray {
-        if s.core.sendTrailers(streamID: id, trailers, discardPending: true) { cut.append(id) }
+      var cut: [OpenCall] = []
+      for id in s.slots.keysArray.sorted() {
+        if s.core.sendTrailers(streamID: id, trailers, discardPending: true), let slot = s.slots[id] {
+          slot.cut = true
+          cut.append(OpenCall(id: id, method: slot.method, openedAt: slot.openedAt))
+        }
         Self.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &s, &wakes)
       }
       return (cut, Self.claimFlush(&s))
     }
-    record(cut)
     if flush { requestFlush() }
     perform(wakes)
     return cut
@@ -815,14 +845,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   private func apply(
-    _ event: consuming ConnectionEvent, in received: Received, _ s: inout State, _ wakes: inout [Wake]
+    _ event: consuming ConnectionEvent, in received: Received, now: UInt64, _ s: inout State, _ wakes: inout [Wake]
   ) {
     switch consume event {
     case .ready(let settings):
       wakes.append(.notice(.ready(settings)))
       if let handshakeTimer { wakes.append(.cancelTimer(handshakeTimer)) }
     case .opened(let id, let head, let endStream):
-      s.slots[id] = Slot(inputDone: endStream)
+      s.slots[id] = Slot(inputDone: endStream, method: head.method, openedAt: now)
       wakes.append(.notice(.opened(StreamHandle(connection: self, id: id), head, endStream: endStream)))
     case .headers(let id, let metadata):
       s.slots[id]?.headers = metadata
@@ -1058,7 +1088,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         // the stream's inbox without a retain and release per message.
         var event = ConnectionEvent.pingAck(0)
         swap(&event, &events[index])
-        apply(event, in: received, &s, &wakes)
+        apply(event, in: received, now: now, &s, &wakes)
       }
       let closed = s.core.phase == .closed
       if !wasClosed && closed { return (used, Self.claimFlush(&s, force: true) || true, closed) }

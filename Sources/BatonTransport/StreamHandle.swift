@@ -109,4 +109,7 @@ package struct StreamHandle: Sendable {
   package func attach(_ task: Task<Void, Never>) { connection.attach(id, task: task) }
 
   package func release() { connection.release(id) }
+
+  /// (server) The server's stop cut the call before its handler ended it.
+  package var wasCut: Bool { connection.wasCut(id) }
 }
