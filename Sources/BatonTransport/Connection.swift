@@ -249,7 +249,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   package func openStream(
     _ head: RequestHead, message: [UInt8]? = nil, endStream: Bool = false, singleResponse: Bool = false
   ) throws(ConnectionCore.OpenError) -> StreamHandle {
-    let (id, flush) = try state.withLock { s throws(ConnectionCore.OpenError) in
+    let id = try withState { s, _ throws(ConnectionCore.OpenError) -> UInt32 in
       if let message, message.count > Int(s.core.peerSettings.maxMessageSize) {
         throw .messageTooLarge(size: message.count, limit: s.core.peerSettings.maxMessageSize)
       }
@@ -260,9 +260,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
         _ = s.core.sendMessage(streamID: id, message, endStream: endStream, events: &ignored)
       }
       s.slots[id] = Slot(singleResponse: singleResponse)
-      return (id, Self.claimFlush(&s))
+      return id
     }
-    if flush { requestFlush() }
     return StreamHandle(connection: self, id: id)
   }
 
@@ -291,19 +290,19 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// Parks a reader until the next message or the end, unless one is already there.
   private func parkReceiver(_ id: UInt32, _ continuation: UnsafeContinuation<[UInt8]?, any Error>) {
-    let (wake, flush) = state.withLock { s -> (Wake?, Bool) in
-      guard let slot = s.slots[id] else { return (.deliver(continuation, nil), false) }
+    withState { s, wakes in
+      guard let slot = s.slots[id] else { return wakes.append(.deliver(continuation, nil)) }
       if let message = slot.inbox.popFirst() {
         s.core.consumed(streamID: id, bytes: message.count)
-        return (.deliver(continuation, message), Self.claimFlush(&s))
+        wakes.append(.deliver(continuation, message))
+      } else if let error = Self.endError(slot, role) {
+        wakes.append(.failReceive(continuation, error))
+      } else if slot.inputDone {
+        wakes.append(.deliver(continuation, nil))
+      } else {
+        slot.receiver = continuation
       }
-      if let error = Self.endError(slot, role) { return (.failReceive(continuation, error), false) }
-      if slot.inputDone { return (.deliver(continuation, nil), false) }
-      slot.receiver = continuation
-      return (nil, false)
     }
-    if flush { requestFlush() }
-    if let wake { perform(wake) }
   }
 
   /// The next message, and into `batch` (which must be empty: the reader consumed the last one)
@@ -324,15 +323,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// Credits part of a batch the reader has consumed (see ``MessageQueue/owesCredit``).
   func credit(_ id: UInt32, _ bytes: Int) {
-    let flush = state.withLock { s -> Bool in
-      guard let slot = s.slots[id] else { return false }
+    withState { s, _ in
+      guard let slot = s.slots[id] else { return }
       let bytes = min(bytes, slot.lent)
-      guard bytes > 0 else { return false }
+      guard bytes > 0 else { return }
       slot.lent -= bytes
       s.core.consumed(streamID: id, bytes: bytes)
-      return Self.claimFlush(&s)
     }
-    if flush { requestFlush() }
   }
 
   /// Credits the reader's last batch: it has come back for more, so it consumed it.
@@ -345,8 +342,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// The next message if one is here, after crediting the reader's last batch; with `batching`,
   /// every other message already here moves into `batch` (empty on entry), lent to the reader.
   private func takeMessage(_ id: UInt32, batch: inout MessageQueue, batching: Bool) -> Take {
-    let (take, flush) = state.withLock { s -> (Take, Bool) in
-      guard let slot = s.slots[id] else { return (.end, false) }
+    // The credit returned here leaves even if the reader now waits (withState flushes it).
+    withState { s, _ -> Take in
+      guard let slot = s.slots[id] else { return .end }
       Self.returnLent(id, slot, &s)
       if let message = slot.inbox.popFirst() {
         if batching {
@@ -356,15 +354,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
           slot.inbox.lend(0)
         }
         s.core.consumed(streamID: id, bytes: message.count)
-        return (.message(message), Self.claimFlush(&s))
+        return .message(message)
       }
-      // The credit just returned must leave even if the reader now waits.
-      let flush = Self.claimFlush(&s)
-      if let error = Self.endError(slot, role) { return (.failure(error), flush) }
-      return (slot.inputDone ? .end : .wait, flush)
+      if let error = Self.endError(slot, role) { return .failure(error) }
+      return slot.inputDone ? .end : .wait
     }
-    if flush { requestFlush() }
-    return take
   }
 
   /// The error a reader sees once the input has ended: a failure, or (client) a non-OK status.
@@ -378,60 +372,52 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// credit: the caller must then ``awaitCredit(_:)`` before sending more on this stream.
   /// Synchronous, so that the common case costs no suspension and no async frame.
   func enqueue(_ id: UInt32, _ message: [UInt8], endStream: Bool) throws -> Bool {
-    let (outcome, flush) = state.withLock { s -> (Result<Bool, any Error>, Bool) in
+    try withState { s, _ throws(any Error) -> Bool in
       var events: [ConnectionEvent] = []
       // Borrowed, not copied out: this runs for every message a caller sends.
       switch s.slots.withValue(id, { $0.failure }) {
       case nil:
-        return (.failure(StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))), false)
+        throw StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
       case let failure??:
-        return (.failure(failure), false)
+        throw failure
       case .some(nil):
         break
       }
       switch s.core.sendMessage(streamID: id, message, endStream: endStream, events: &events) {
       case .written:
-        return (.success(false), Self.claimFlush(&s))
+        return false
       case .blocked:
-        return (.success(true), Self.claimFlush(&s))
+        return true
       case .streamClosed:
         // (client) The server already ended the call: the message is dropped (PROTOCOL.md 7.1,
         // the client then stops sending). A write does not turn the server's OK into a
         // failure: the call's outcome is its status, which the reader gets; an error status is
         // thrown here too.
         guard let trailers = s.slots[id]?.trailers else {
-          return (.failure(RPCError(code: .cancelled, message: "the peer already ended the call")), false)
+          throw RPCError(code: .cancelled, message: "the peer already ended the call")
         }
-        if let error = trailers.error { return (.failure(error), false) }
-        return (.success(false), false)
+        if let error = trailers.error { throw error }
+        return false
       case .tooLarge(let limit):
-        return (
-          .failure(
-            RPCError(
-              code: .resourceExhausted,
-              message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")), false
-        )
+        throw RPCError(
+          code: .resourceExhausted, message: "message of \(message.count) bytes exceeds the peer's limit of \(limit)")
       }
     }
-    if flush { requestFlush() }
-    return try outcome.get()
   }
 
   /// Waits until the message that ``enqueue(_:_:endStream:)`` reported blocked is all written.
   func awaitCredit(_ id: UInt32) async throws {
     try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-        let wake: Wake? = state.withLock { s in
-          guard let slot = s.slots[id] else { return .resume(continuation, nil) }
-          if let failure = slot.failure { return .resume(continuation, failure) }
+        withState { s, wakes in
+          guard let slot = s.slots[id] else { return wakes.append(.resume(continuation, nil)) }
+          if let failure = slot.failure { return wakes.append(.resume(continuation, failure)) }
           if slot.writableEarly || !s.core.isOpen(id) {
             slot.writableEarly = false
-            return .resume(continuation, nil)
+            return wakes.append(.resume(continuation, nil))
           }
           slot.writer = continuation
-          return nil
         }
-        if let wake { perform(wake) }
       }
     } onCancel: {
       self.cancelWaits(id)
@@ -440,26 +426,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// (client) Ends the request side of the stream.
   func end(_ id: UInt32) {
-    let flush = state.withLock { s in
-      s.core.sendEnd(streamID: id)
-      return Self.claimFlush(&s)
-    }
-    if flush { requestFlush() }
+    withState { s, _ in s.core.sendEnd(streamID: id) }
   }
 
   /// (server) Sends response metadata.
   func sendHeaders(_ id: UInt32, _ metadata: Metadata) {
-    let flush = state.withLock { s in
-      s.core.sendHeaders(streamID: id, metadata)
-      return Self.claimFlush(&s)
-    }
-    if flush { requestFlush() }
+    withState { s, _ in s.core.sendHeaders(streamID: id, metadata) }
   }
 
   /// (server) Answers a unary call in one step: headers, the message, the status.
   func respond(_ id: UInt32, headers: Metadata?, message: [UInt8]?, trailers: Trailers) {
-    let flush = state.withLock { s in
-      guard s.core.isOpen(id) else { return false }
+    withState { s, _ in
+      guard s.core.isOpen(id) else { return }
       if let headers, !headers.isEmpty { s.core.sendHeaders(streamID: id, headers) }
       var trailers = trailers
       if let message {
@@ -472,48 +450,35 @@ package final class Connection: IOHandler, @unchecked Sendable {
         }
       }
       s.core.sendTrailers(streamID: id, trailers)
-      return Self.claimFlush(&s)
     }
-    if flush { requestFlush() }
   }
 
   /// (server) Ends the stream with a status. Returns false if it had already ended.
   @discardableResult
   func finish(_ id: UInt32, _ trailers: Trailers) -> Bool {
-    let (sent, flush) = state.withLock { s in
-      let sent = s.core.sendTrailers(streamID: id, trailers)
-      return (sent, Self.claimFlush(&s))
-    }
-    if flush { requestFlush() }
-    return sent
+    withState { s, _ in s.core.sendTrailers(streamID: id, trailers) }
   }
 
   /// Resets the stream (client: CANCEL; server: an error) and fails its waiters with `failure`.
   func reset(_ id: UInt32, _ code: ErrorCode, failure: StreamFailure) {
-    var wakes: [Wake] = []
-    let flush = state.withLock { s in
+    withState { s, wakes in
       s.core.resetStream(streamID: id, code)
       Self.fail(id, failure, &s, &wakes)
-      return Self.claimFlush(&s)
     }
-    if flush { requestFlush() }
-    perform(wakes)
   }
 
   /// (client) Waits until the server has ended the stream (TRAILERS) or it failed.
   func awaitEnd(_ id: UInt32) async throws {
     try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-        let wake: Wake? = state.withLock { s in
+        withState { s, wakes in
           // The caller reads the outcome (trailers or failure) from the slot: a failure is
           // not thrown here because the caller decides whether it may retry.
           guard let slot = s.slots[id], slot.failure == nil, slot.trailers == nil else {
-            return .resume(continuation, nil)
+            return wakes.append(.resume(continuation, nil))
           }
           slot.finisher = continuation
-          return nil
         }
-        if let wake { perform(wake) }
       }
     } onCancel: {
       self.cancelWaits(id)
@@ -527,12 +492,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// (server) Sends a checkpoint of the stream; false when resumption is off or the stream ended.
   func sendCheckpoint(_ id: UInt32, consumed: UInt64, token: [UInt8]) -> Bool {
-    let (sent, flush) = state.withLock { s in
-      let sent = s.core.sendCheckpoint(streamID: id, consumed: consumed, token: token)
-      return (sent, sent && Self.claimFlush(&s))
-    }
-    if flush { requestFlush() }
-    return sent
+    withState { s, _ in s.core.sendCheckpoint(streamID: id, consumed: consumed, token: token) }
   }
 
   /// Whether both sides announced protocol 1.1's resumable streams.
@@ -542,19 +502,16 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// released, in one lock hold: the headers, the trailers or the failure, and the first message.
   func takeResponse(_ id: UInt32) -> StreamHandle.Response {
     let now = MonotonicClock.now()
-    var wakes: [Wake] = []
-    let (response, slot, flush) = state.withLock { s -> (StreamHandle.Response, Slot?, Bool) in
-      guard let slot = s.slots[id] else { return (StreamHandle.Response(), nil, false) }
+    let (response, slot) = withState { s, wakes -> (StreamHandle.Response, Slot?) in
+      guard let slot = s.slots[id] else { return (StreamHandle.Response(), nil) }
       let message = slot.inbox.popFirst()
       if let message { s.core.consumed(streamID: id, bytes: message.count) }
       let response = StreamHandle.Response(
         headers: slot.headers, trailers: slot.trailers, failure: slot.failure, message: message)
       _ = Self.release(id, &s, now: now, &wakes)
-      return (response, slot, Self.claimFlush(&s))
+      return (response, slot)
     }
     _ = slot  // the slot is freed here, after the lock
-    if flush { requestFlush() }
-    perform(wakes)
     return response
   }
 
@@ -562,14 +519,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// unread messages give back their credit.
   func release(_ id: UInt32) {
     let now = MonotonicClock.now()
-    var wakes: [Wake] = []
-    let (slot, flush) = state.withLock { s -> (Slot?, Bool) in
-      let slot = Self.release(id, &s, now: now, &wakes)
-      return (slot, slot != nil && Self.claimFlush(&s))
-    }
+    let slot = withState { s, wakes in Self.release(id, &s, now: now, &wakes) }
     _ = slot  // the slot is freed here, after the lock
-    if flush { requestFlush() }
-    perform(wakes)
   }
 
   /// Forgets a stream's slot, under the lock; returns it so that it is freed after the lock.
@@ -616,19 +567,15 @@ package final class Connection: IOHandler, @unchecked Sendable {
     let timer = loop.schedule(at: deadline) { [self] in
       let error = RPCError(
         code: .deadlineExceeded, message: "the deadline of \(Self.describe(nanoseconds: timeout)) passed")
-      var wakes: [Wake] = []
-      let flush = state.withLock { s in
-        guard s.slots[id] != nil else { return false }
+      withState { s, wakes in
+        guard s.slots[id] != nil else { return }
         if role == .client {
           s.core.resetStream(streamID: id, .cancel)
         } else {
           s.core.sendTrailers(streamID: id, Trailers(error), discardPending: true)
         }
         Self.fail(id, .local(error), &s, &wakes)
-        return Self.claimFlush(&s)
       }
-      if flush { requestFlush() }
-      perform(wakes)
     }
     let cancelled = state.withLock { s in
       guard let slot = s.slots[id] else { return true }
@@ -647,56 +594,44 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// waits just end (the server decides the status).
   private func cancelWaits(_ id: UInt32) {
     let error = RPCError(code: .cancelled, message: "the call was cancelled")
-    var wakes: [Wake] = []
-    let flush = state.withLock { s in
-      guard s.slots[id] != nil else { return false }
+    withState { s, wakes in
+      guard s.slots[id] != nil else { return }
       if role == .client { s.core.resetStream(streamID: id, .cancel) }
       Self.fail(id, .local(error), &s, &wakes, cancelHandler: false)
-      return Self.claimFlush(&s)
     }
-    if flush { requestFlush() }
-    perform(wakes)
   }
 
   // MARK: - Connection-level actions
 
   /// Sends GOAWAY (the last id never grows).
   package func goAway(lastStreamID: UInt32, _ code: ErrorCode = .noError, debug: String = "") {
-    let flush = state.withLock { s in
-      s.core.sendGoAway(lastStreamID: lastStreamID, code, debug: debug)
-      return Self.claimFlush(&s)
-    }
-    if flush { requestFlush() }
+    withState { s, _ in s.core.sendGoAway(lastStreamID: lastStreamID, code, debug: debug) }
   }
 
   /// Sends GOAWAY with the highest stream id the client has opened: the final word on which
   /// streams this server will process. Returns that id.
   @discardableResult
   package func finalGoAway(debug: String) -> UInt32 {
-    let (last, flush) = state.withLock { s in
+    withState { s, _ in
       let last = s.core.highestPeerStreamID
       s.core.sendGoAway(lastStreamID: last, .noError, debug: debug)
-      return (last, Self.claimFlush(&s))
+      return last
     }
-    if flush { requestFlush() }
-    return last
   }
 
   /// From now on, tell the owner (`.idle`) whenever the last active call ends.
   package func notifyWhenIdle() {
-    let idleNow = state.withLock { s in
+    withState { s, wakes in
       s.notifyIdle = true
-      return s.slots.isEmpty
+      if s.slots.isEmpty { wakes.append(.notice(.idle)) }
     }
-    if idleNow { onNotice(self, .idle) }
   }
 
   /// (server) Ends every open stream with `trailers` and cancels its handler. Returns the calls
   /// cut, by stream id; each is marked cut in the same lock hold (``wasCut(_:)``), so a cancelled
   /// handler that finishes at once already finds it so.
   package func cutAll(_ trailers: Trailers) -> [OpenCall] {
-    var wakes: [Wake] = []
-    let (cut, flush) = state.withLock { s in
+    withState { s, wakes in
       var cut: [OpenCall] = []
       for id in s.slots.keysArray.sorted() {
         if s.core.sendTrailers(streamID: id, trailers, discardPending: true), let slot = s.slots[id] {
@@ -705,11 +640,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
         }
         Self.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &s, &wakes)
       }
-      return (cut, Self.claimFlush(&s))
+      return cut
     }
-    if flush { requestFlush() }
-    perform(wakes)
-    return cut
   }
 
   /// (loop thread) Whether bytes from the peer wait in the socket, not yet read: the peer is
@@ -727,36 +659,26 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   package func ping(_ payload: UInt64) {
-    let flush = state.withLock { s in
-      s.core.sendPing(payload)
-      return Self.claimFlush(&s)
-    }
-    if flush { requestFlush() }
+    withState { s, _ in s.core.sendPing(payload) }
   }
 
   /// Ends the connection with a GOAWAY carrying `code` (ping flood, limit), then closes.
   package func abort(_ code: ErrorCode, reason: String) {
-    var wakes: [Wake] = []
-    let flush = state.withLock { s in
+    withState(forcingFlush: true) { s, wakes in
       var events: [ConnectionEvent] = []
       s.core.abort(code, reason: reason, into: &events)
       s.closeAfterFlush = true
       Self.failAll(.connectionLost("connection closed: \(reason)"), &s, &wakes)
-      return Self.claimFlush(&s, force: true)
     }
-    if flush { requestFlush() }
-    perform(wakes)
   }
 
   /// Flushes everything queued, then closes the write side with FIN (never RST with frames
   /// unsent) and closes the socket once the peer closes too (or after `linger` ns).
   package func closeGracefully(linger: UInt64? = nil) {
-    let flush = state.withLock { s in
+    withState(forcingFlush: true) { s, _ in
       s.closeAfterFlush = true
       if let linger { s.linger = linger }
-      return Self.claimFlush(&s, force: true)
     }
-    if flush { requestFlush() }
   }
 
   /// Returns once the socket is closed: after a graceful close that is when the last frame has
@@ -775,6 +697,25 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   // MARK: - Event processing (under the lock)
+
+  /// Decides under the lock, acts after it: the one way the connection's state changes outside
+  /// the loop's own reading. Output that `decide` queued is flushed (one flush requested per
+  /// loop turn; `forcingFlush` requests one even with nothing queued, for a close); the wakes it
+  /// collected (continuations, cancellations, notices) run once the lock is released, in order,
+  /// because whoever they resume may call straight back in.
+  @inline(__always) @discardableResult
+  private func withState<T, E: Error>(
+    forcingFlush: Bool = false, _ decide: (inout sending State, inout [Wake]) throws(E) -> sending T
+  ) throws(E) -> T {
+    var wakes: [Wake] = []
+    let (result, flush) = try state.withLock { s throws(E) -> (T, Bool) in
+      let result = try decide(&s, &wakes)
+      return (result, Self.claimFlush(&s, force: forcingFlush))
+    }
+    if flush { requestFlush() }
+    if !wakes.isEmpty { perform(wakes) }
+    return result
+  }
 
   private static func claimFlush(_ s: inout State, force: Bool = false) -> Bool {
     guard !s.flushScheduled, force || !s.core.outbound.isEmpty else { return false }
