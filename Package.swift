@@ -44,6 +44,8 @@ let package = Package(
     .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"], swiftSettings: strict),
     .testTarget(name: "BatonServerTests", dependencies: ["BatonServer"], swiftSettings: strict),
     .testTarget(name: "BatonPosixTests", dependencies: ["BatonPosix"], swiftSettings: strict),
+    // The connection's stream bookkeeping as a value, without sockets.
+    .testTarget(name: "BatonTransportTests", dependencies: ["BatonTransport", "BatonCore"], swiftSettings: strict),
     // The client's pieces as values, without sockets.
     .testTarget(name: "BatonClientTests", dependencies: ["BatonClient"], swiftSettings: strict),
     .testTarget(

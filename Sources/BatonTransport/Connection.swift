@@ -57,67 +57,21 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   private struct State {
     var core: ConnectionCore
-    var slots = StreamTable<Slot>()
+    /// Who waits on which stream: the one registry of this connection's open calls.
+    var streams = StreamSlots()
     var flushScheduled = false
     var closeAfterFlush = false
     var closedReason: String?
-    var handlerTasks = StreamTable<Task<Void, Never>>()
-    /// Send `.idle` when the last slot is released (a draining server asks for it).
-    var notifyIdle = false
     /// How long a close may wait for the flush and the peer's FIN, when not the default.
     var linger: UInt64?
-    /// When the last frame arrived and when the last call ended (MonotonicClock ns): what
-    /// keepalive and the idle timeout look at.
+    /// When the last frame arrived (MonotonicClock ns): what keepalive looks at.
     var lastInboundAt: UInt64 = 0
-    var lastCallEndedAt: UInt64 = 0
     /// Ping-flood policing: a token bucket refilled at `maxPingsPerSecond`.
     var pingTokens: Double = 0
     var pingTokensAt: UInt64 = 0
     var pingsSeen = 0
     /// Whoever awaits ``waitUntilClosed()``; resumed once the socket is closed.
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
-  }
-
-  /// A class so that the inbox is mutated in place: copying a struct out of the dictionary and
-  /// back would copy the whole queue on every message (copy-on-write), quadratic in its depth.
-  /// Only touched under the connection's lock, which is also why its inbox skips the dynamic
-  /// exclusivity check (a thread-local lookup per message otherwise).
-  private final class Slot {
-    @exclusivity(unchecked) var inbox = MessageQueue()
-    /// Bytes the reader took in its last batch beyond the message it asked for: credited when it
-    /// comes back for more (the batch is then consumed), so that inbox and batch together stay
-    /// within the window.
-    var lent = 0
-    /// No more messages will arrive (END_STREAM from a client, TRAILERS at a client).
-    var inputDone = false
-    var failure: StreamFailure?
-    var headers: Metadata?
-    var trailers: Trailers?
-    var receiver: UnsafeContinuation<[UInt8]?, any Error>?
-    var writer: UnsafeContinuation<Void, any Error>?
-    var finisher: UnsafeContinuation<Void, any Error>?
-    /// A `.writable` arrived before the writer had parked.
-    var writableEarly = false
-    /// (client) Messages received on the stream so far, and the server's latest checkpoint
-    /// (1.1), which covers the first `checkpoint.index` of them.
-    var received = 0
-    var checkpoint: StreamHandle.Checkpoint?
-    var timer: TimerHandle?
-    /// (client) The call's shape allows one response message (unary): a second one fails it
-    /// (PROTOCOL.md 7.2).
-    let singleResponse: Bool
-    /// (server) The call's method and when its OPEN arrived (MonotonicClock ns).
-    let method: String
-    let openedAt: UInt64
-    /// (server) ``cutAll(_:)`` ended the call before its handler did.
-    var cut = false
-
-    init(inputDone: Bool = false, singleResponse: Bool = false, method: String = "", openedAt: UInt64 = 0) {
-      self.inputDone = inputDone
-      self.singleResponse = singleResponse
-      self.method = method
-      self.openedAt = openedAt
-    }
   }
 
   /// (server) A call open on this connection, from its OPEN until its handler lets go of it.
@@ -130,14 +84,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     package var openedAt: UInt64
   }
 
-  private enum Wake {
-    case deliver(UnsafeContinuation<[UInt8]?, any Error>, [UInt8]?)
-    case failReceive(UnsafeContinuation<[UInt8]?, any Error>, any Error)
-    case resume(UnsafeContinuation<Void, any Error>, (any Error)?)
-    case cancelTask(Task<Void, Never>)
-    case cancelTimer(TimerHandle)
-    case notice(Notice)
-  }
+  private typealias Wake = StreamSlots.Wake
 
   /// Wraps an accepted or connected socket. Call ``start()`` to begin; until then nothing is read.
   package init(
@@ -189,18 +136,18 @@ package final class Connection: IOHandler, @unchecked Sendable {
   // MARK: - Queries
 
   package var openStreamCount: Int { state.withLock { $0.core.openStreamCount } }
-  package var activeCallCount: Int { state.withLock { $0.slots.count } }
+  package var activeCallCount: Int { state.withLock { $0.streams.count } }
   /// (server) The calls open now, by stream id.
   package var openCalls: [OpenCall] {
     state.withLock { s in
-      s.slots.keysArray.sorted().compactMap { id in
-        s.slots[id].map { OpenCall(id: id, method: $0.method, openedAt: $0.openedAt) }
+      s.streams.ids.compactMap { id in
+        s.streams[id].map { OpenCall(id: id, method: $0.method, openedAt: $0.openedAt) }
       }
     }
   }
   /// (server) Whether ``cutAll(_:)`` ended the call before its handler did (asked before the
   /// handler releases the stream).
-  func wasCut(_ id: UInt32) -> Bool { state.withLock { $0.slots[id]?.cut ?? false } }
+  func wasCut(_ id: UInt32) -> Bool { state.withLock { $0.streams[id]?.cut ?? false } }
   package var isClosed: Bool { state.withLock { $0.closedReason != nil } }
   package var canOpenStream: Bool { state.withLock { $0.core.canOpenStream } }
   package var highestPeerStreamID: UInt32 { state.withLock { $0.core.highestPeerStreamID } }
@@ -210,14 +157,14 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// When the last bytes arrived (MonotonicClock ns; 0 before any).
   package var lastInboundAt: UInt64 { state.withLock { $0.lastInboundAt } }
   /// When the last call ended (MonotonicClock ns; 0 before any).
-  package var lastCallEndedAt: UInt64 { state.withLock { $0.lastCallEndedAt } }
+  package var lastCallEndedAt: UInt64 { state.withLock { $0.streams.lastCallEndedAt } }
 
   /// For diagnostics (a hung test's watchdog): the connection's phase and, per stream slot, what
   /// is parked there (receiver, writer, finisher), what is buffered, and how the stream ended.
   package var debugState: String {
     state.withLock { s in
-      let streams = s.slots.keysArray.sorted().compactMap { id -> String? in
-        guard let slot = s.slots[id] else { return nil }
+      let streams = s.streams.ids.compactMap { id -> String? in
+        guard let slot = s.streams[id] else { return nil }
         var parts: [String] = []
         if slot.receiver != nil { parts.append("receiver parked") }
         if slot.writer != nil { parts.append("writer parked") }
@@ -227,7 +174,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         if let failure = slot.failure { parts.append("failed: \(failure)") }
         if let trailers = slot.trailers { parts.append("trailers: \(trailers.error.map { "\($0.code)" } ?? "ok")") }
         if slot.timer != nil { parts.append("deadline armed") }
-        if s.handlerTasks[id] != nil { parts.append("handler attached") }
+        if s.streams.hasHandler(id) { parts.append("handler attached") }
         return "\(id): \(parts.isEmpty ? "idle" : parts.joined(separator: ", "))"
       }
       let phase = s.closedReason.map { "closed (\($0))" } ?? "\(s.core.phase)"
@@ -259,7 +206,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         // A unary request never waits for credit: what does not fit leaves as credit arrives.
         _ = s.core.sendMessage(streamID: id, message, endStream: endStream, events: &ignored)
       }
-      s.slots[id] = Slot(singleResponse: singleResponse)
+      s.streams.open(id, StreamSlot(singleResponse: singleResponse))
       return id
     }
     return StreamHandle(connection: self, id: id)
@@ -291,11 +238,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Parks a reader until the next message or the end, unless one is already there.
   private func parkReceiver(_ id: UInt32, _ continuation: UnsafeContinuation<[UInt8]?, any Error>) {
     withState { s, wakes in
-      guard let slot = s.slots[id] else { return wakes.append(.deliver(continuation, nil)) }
+      guard let slot = s.streams[id] else { return wakes.append(.deliver(continuation, nil)) }
       if let message = slot.inbox.popFirst() {
         s.core.consumed(streamID: id, bytes: message.count)
         wakes.append(.deliver(continuation, message))
-      } else if let error = Self.endError(slot, role) {
+      } else if let error = slot.endError {
         wakes.append(.failReceive(continuation, error))
       } else if slot.inputDone {
         wakes.append(.deliver(continuation, nil))
@@ -324,7 +271,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Credits part of a batch the reader has consumed (see ``MessageQueue/owesCredit``).
   func credit(_ id: UInt32, _ bytes: Int) {
     withState { s, _ in
-      guard let slot = s.slots[id] else { return }
+      guard let slot = s.streams[id] else { return }
       let bytes = min(bytes, slot.lent)
       guard bytes > 0 else { return }
       slot.lent -= bytes
@@ -333,7 +280,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   /// Credits the reader's last batch: it has come back for more, so it consumed it.
-  private static func returnLent(_ id: UInt32, _ slot: Slot, _ s: inout State) {
+  private static func returnLent(_ id: UInt32, _ slot: StreamSlot, _ s: inout State) {
     guard slot.lent > 0 else { return }
     s.core.consumed(streamID: id, bytes: slot.lent)
     slot.lent = 0
@@ -344,7 +291,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private func takeMessage(_ id: UInt32, batch: inout MessageQueue, batching: Bool) -> Take {
     // The credit returned here leaves even if the reader now waits (withState flushes it).
     withState { s, _ -> Take in
-      guard let slot = s.slots[id] else { return .end }
+      guard let slot = s.streams[id] else { return .end }
       Self.returnLent(id, slot, &s)
       if let message = slot.inbox.popFirst() {
         if batching {
@@ -356,16 +303,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
         s.core.consumed(streamID: id, bytes: message.count)
         return .message(message)
       }
-      if let error = Self.endError(slot, role) { return .failure(error) }
+      if let error = slot.endError { return .failure(error) }
       return slot.inputDone ? .end : .wait
     }
-  }
-
-  /// The error a reader sees once the input has ended: a failure, or (client) a non-OK status.
-  private static func endError(_ slot: Slot, _ role: ConnectionCore.Role) -> (any Error)? {
-    if let failure = slot.failure { return failure }
-    if slot.inputDone, let error = slot.trailers?.error { return error }
-    return nil
   }
 
   /// Queues a message for the next flush. Returns true if part of it waits for flow-control
@@ -375,7 +315,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     try withState { s, _ throws(any Error) -> Bool in
       var events: [ConnectionEvent] = []
       // Borrowed, not copied out: this runs for every message a caller sends.
-      switch s.slots.withValue(id, { $0.failure }) {
+      switch s.streams.withSlot(id, { $0.failure }) {
       case nil:
         throw StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
       case let failure??:
@@ -393,7 +333,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         // the client then stops sending). A write does not turn the server's OK into a
         // failure: the call's outcome is its status, which the reader gets; an error status is
         // thrown here too.
-        guard let trailers = s.slots[id]?.trailers else {
+        guard let trailers = s.streams[id]?.trailers else {
           throw RPCError(code: .cancelled, message: "the peer already ended the call")
         }
         if let error = trailers.error { throw error }
@@ -410,13 +350,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
         withState { s, wakes in
-          guard let slot = s.slots[id] else { return wakes.append(.resume(continuation, nil)) }
-          if let failure = slot.failure { return wakes.append(.resume(continuation, failure)) }
-          if slot.writableEarly || !s.core.isOpen(id) {
-            slot.writableEarly = false
-            return wakes.append(.resume(continuation, nil))
-          }
-          slot.writer = continuation
+          s.streams.parkWriter(id, continuation, streamOpen: s.core.isOpen(id), &wakes)
         }
       }
     } onCancel: {
@@ -463,7 +397,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   func reset(_ id: UInt32, _ code: ErrorCode, failure: StreamFailure) {
     withState { s, wakes in
       s.core.resetStream(streamID: id, code)
-      Self.fail(id, failure, &s, &wakes)
+      s.streams.fail(id, failure, &wakes)
     }
   }
 
@@ -471,14 +405,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   func awaitEnd(_ id: UInt32) async throws {
     try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-        withState { s, wakes in
-          // The caller reads the outcome (trailers or failure) from the slot: a failure is
-          // not thrown here because the caller decides whether it may retry.
-          guard let slot = s.slots[id], slot.failure == nil, slot.trailers == nil else {
-            return wakes.append(.resume(continuation, nil))
-          }
-          slot.finisher = continuation
-        }
+        withState { s, wakes in s.streams.parkFinisher(id, continuation, &wakes) }
       }
     } onCancel: {
       self.cancelWaits(id)
@@ -487,7 +414,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
 
   /// (client) The server's latest checkpoint of the stream (1.1), if any.
   func checkpoint(_ id: UInt32) -> StreamHandle.Checkpoint? {
-    state.withLock { $0.slots[id]?.checkpoint }
+    state.withLock { $0.streams[id]?.checkpoint }
   }
 
   /// (server) Sends a checkpoint of the stream; false when resumption is off or the stream ended.
@@ -502,8 +429,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// released, in one lock hold: the headers, the trailers or the failure, and the first message.
   func takeResponse(_ id: UInt32) -> StreamHandle.Response {
     let now = MonotonicClock.now()
-    let (response, slot) = withState { s, wakes -> (StreamHandle.Response, Slot?) in
-      guard let slot = s.slots[id] else { return (StreamHandle.Response(), nil) }
+    let (response, slot) = withState { s, wakes -> (StreamHandle.Response, StreamSlot?) in
+      guard let slot = s.streams[id] else { return (StreamHandle.Response(), nil) }
       let message = slot.inbox.popFirst()
       if let message { s.core.consumed(streamID: id, bytes: message.count) }
       let response = StreamHandle.Response(
@@ -523,42 +450,24 @@ package final class Connection: IOHandler, @unchecked Sendable {
     _ = slot  // the slot is freed here, after the lock
   }
 
-  /// Forgets a stream's slot, under the lock; returns it so that it is freed after the lock.
-  private static func release(_ id: UInt32, _ s: inout State, now: UInt64, _ wakes: inout [Wake]) -> Slot? {
-    guard let slot = s.slots.removeValue(forKey: id) else { return nil }
-    // Whoever still waits on the stream (a writer or reader the caller left running past the
-    // end of its call) learns that the call has ended, instead of waiting for ever.
-    if slot.receiver != nil || slot.writer != nil || slot.finisher != nil {
-      let ended = StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
-      if let receiver = slot.receiver { wakes.append(.failReceive(receiver, ended)) }
-      if let writer = slot.writer { wakes.append(.resume(writer, ended)) }
-      if let finisher = slot.finisher { wakes.append(.resume(finisher, ended)) }
-      slot.receiver = nil
-      slot.writer = nil
-      slot.finisher = nil
-    }
-    if !s.handlerTasks.isEmpty { s.handlerTasks[id] = nil }
+  /// Forgets a stream's slot (``StreamSlots/release(_:now:_:)``) and settles it on the wire: a
+  /// stream still open is reset, unread messages give back their credit. Returns the slot so that
+  /// it is freed after the lock.
+  private static func release(_ id: UInt32, _ s: inout State, now: UInt64, _ wakes: inout [Wake]) -> StreamSlot? {
+    guard let released = s.streams.release(id, now: now, &wakes) else { return nil }
     // A reply still waiting for flow-control credit, with its status queued behind it, is
     // not abandoned: it finishes on its own as credit arrives.
     if s.core.isOpen(id) && !s.core.isEnding(id) {
       s.core.resetStream(streamID: id, s.core.role == .client ? .cancel : .internalError)
     }
-    s.lastCallEndedAt = now
-    let unread = slot.inbox.removeAll() + slot.lent
-    if unread > 0 { s.core.consumed(streamID: id, bytes: unread) }
-    if let timer = slot.timer { wakes.append(.cancelTimer(timer)) }
-    if s.slots.isEmpty && s.notifyIdle { wakes.append(.notice(.idle)) }
-    return slot
+    if released.unreadBytes > 0 { s.core.consumed(streamID: id, bytes: released.unreadBytes) }
+    return released.slot
   }
 
   /// (server) Remembers the handler task so that a reset or deadline can cancel it.
   func attach(_ id: UInt32, task: Task<Void, Never>) {
-    let cancelNow = state.withLock { s in
-      guard let slot = s.slots[id], slot.failure == nil else { return true }
-      s.handlerTasks[id] = task
-      return false
-    }
-    if cancelNow { task.cancel() }
+    let attached = state.withLock { $0.streams.attach(id, task: task) }
+    if !attached { task.cancel() }
   }
 
   /// Arms the stream's deadline. At `deadline` (MonotonicClock ns) the stream ends with
@@ -568,21 +477,17 @@ package final class Connection: IOHandler, @unchecked Sendable {
       let error = RPCError(
         code: .deadlineExceeded, message: "the deadline of \(Self.describe(nanoseconds: timeout)) passed")
       withState { s, wakes in
-        guard s.slots[id] != nil else { return }
+        guard s.streams[id] != nil else { return }
         if role == .client {
           s.core.resetStream(streamID: id, .cancel)
         } else {
           s.core.sendTrailers(streamID: id, Trailers(error), discardPending: true)
         }
-        Self.fail(id, .local(error), &s, &wakes)
+        s.streams.fail(id, .local(error), &wakes)
       }
     }
-    let cancelled = state.withLock { s in
-      guard let slot = s.slots[id] else { return true }
-      slot.timer = timer
-      return false
-    }
-    if cancelled { loop.cancel(timer) }
+    let armed = state.withLock { $0.streams.setTimer(id, timer) }
+    if !armed { loop.cancel(timer) }
   }
 
   package static func describe(nanoseconds: UInt64) -> String {
@@ -595,9 +500,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private func cancelWaits(_ id: UInt32) {
     let error = RPCError(code: .cancelled, message: "the call was cancelled")
     withState { s, wakes in
-      guard s.slots[id] != nil else { return }
+      guard s.streams[id] != nil else { return }
       if role == .client { s.core.resetStream(streamID: id, .cancel) }
-      Self.fail(id, .local(error), &s, &wakes, cancelHandler: false)
+      s.streams.fail(id, .local(error), &wakes, cancelHandler: false)
     }
   }
 
@@ -622,8 +527,8 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// From now on, tell the owner (`.idle`) whenever the last active call ends.
   package func notifyWhenIdle() {
     withState { s, wakes in
-      s.notifyIdle = true
-      if s.slots.isEmpty { wakes.append(.notice(.idle)) }
+      s.streams.notifyIdle = true
+      if s.streams.isEmpty { wakes.append(.notice(.idle)) }
     }
   }
 
@@ -633,12 +538,11 @@ package final class Connection: IOHandler, @unchecked Sendable {
   package func cutAll(_ trailers: Trailers) -> [OpenCall] {
     withState { s, wakes in
       var cut: [OpenCall] = []
-      for id in s.slots.keysArray.sorted() {
-        if s.core.sendTrailers(streamID: id, trailers, discardPending: true), let slot = s.slots[id] {
-          slot.cut = true
-          cut.append(OpenCall(id: id, method: slot.method, openedAt: slot.openedAt))
+      for id in s.streams.ids {
+        if s.core.sendTrailers(streamID: id, trailers, discardPending: true), let call = s.streams.markCut(id) {
+          cut.append(call)
         }
-        Self.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &s, &wakes)
+        s.streams.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &wakes)
       }
       return cut
     }
@@ -668,7 +572,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       var events: [ConnectionEvent] = []
       s.core.abort(code, reason: reason, into: &events)
       s.closeAfterFlush = true
-      Self.failAll(.connectionLost("connection closed: \(reason)"), &s, &wakes)
+      s.streams.failAll(.connectionLost("connection closed: \(reason)"), &wakes)
     }
   }
 
@@ -747,34 +651,22 @@ package final class Connection: IOHandler, @unchecked Sendable {
     s.pingTokens -= Double(answered)
   }
 
-  /// A whole message for stream `id`: handed to its parked reader (as `array()`), else put in its
-  /// inbox (by `queue`). The slot is borrowed, not copied out (a retain and release per message).
-  /// The credit returns as the bytes leave the connection: now, unless they wait in the inbox
-  /// (with no slot, they are dropped).
+  /// A whole message for stream `id` (``StreamSlots/deliver(_:_:queue:array:)``); its credit
+  /// returns as the bytes leave the connection: now, unless they wait in the inbox.
   @inline(__always)
   private static func deliver(
     _ id: UInt32, count: Int, _ s: inout State, _ wakes: inout [Wake],
     queue: (inout MessageQueue) -> Void, array: () -> [UInt8]
   ) {
-    let queued = s.slots.withValue(id) { slot -> Bool? in
-      slot.received &+= 1
-      guard let receiver = slot.receiver else {
-        if slot.singleResponse && !slot.inbox.isEmpty { return nil }
-        queue(&slot.inbox)
-        return true
-      }
-      slot.receiver = nil
-      wakes.append(.deliver(receiver, array()))
-      return false
-    }
-    if queued != true { s.core.consumed(streamID: id, bytes: count) }
-    if case .some(nil) = queued {
-      // A second response message on a call that takes one: the framing is valid, only the
-      // call's shape is broken (PROTOCOL.md 7.2): INTERNAL, and CANCEL to the server.
+    switch s.streams.deliver(id, &wakes, queue: queue, array: array) {
+    case .queued:
+      break
+    case .consumed:
+      s.core.consumed(streamID: id, bytes: count)
+    case .secondResponse:
+      // The framing is valid, only the call's shape is broken (PROTOCOL.md 7.2): CANCEL.
+      s.core.consumed(streamID: id, bytes: count)
       s.core.resetStream(streamID: id, .cancel)
-      let error = RPCError(
-        code: .internal, message: "the server sent more than one response message for a call that takes one")
-      fail(id, .local(error), &s, &wakes)
     }
   }
 
@@ -793,10 +685,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
       wakes.append(.notice(.ready(settings)))
       if let handshakeTimer { wakes.append(.cancelTimer(handshakeTimer)) }
     case .opened(let id, let head, let endStream):
-      s.slots[id] = Slot(inputDone: endStream, method: head.method, openedAt: now)
+      s.streams.open(id, StreamSlot(inputDone: endStream, method: head.method, openedAt: now))
       wakes.append(.notice(.opened(StreamHandle(connection: self, id: id), head, endStream: endStream)))
     case .headers(let id, let metadata):
-      s.slots[id]?.headers = metadata
+      s.streams[id]?.headers = metadata
     case .message(let id, let message):
       // Reassembled from fragments: already an array of its own.
       Self.deliver(id, count: message.count, &s, &wakes, queue: { $0.append(message) }, array: { message })
@@ -806,97 +698,31 @@ package final class Connection: IOHandler, @unchecked Sendable {
       Self.deliver(
         id, count: range.count, &s, &wakes, queue: { $0.append(copying: message) }, array: { Array(message) })
     case .endOfInput(let id):
-      guard let slot = s.slots[id] else { return }
-      slot.inputDone = true
-      if let receiver = slot.receiver {
-        slot.receiver = nil
-        wakes.append(.deliver(receiver, nil))
-      }
+      s.streams.endOfInput(id, &wakes)
     case .trailers(let id, var trailers):
-      guard let slot = s.slots[id] else { return }
-      if s.core.resumptionOn, trailers.metadata[ResumableStreams.resumableKey] != nil {
-        // Ended at a checkpoint to be continued elsewhere (PROTOCOL.md 18.3): not the call's outcome.
+      // Ended at a checkpoint to be continued elsewhere (PROTOCOL.md 18.3): not the call's outcome.
+      let resumable = s.core.resumptionOn && trailers.metadata[ResumableStreams.resumableKey] != nil
+      if resumable {
         trailers.metadata = Metadata(trailers.metadata.entries.filter { $0.name != ResumableStreams.resumableKey })
-        slot.failure = .resumable(trailers.message)
       }
-      slot.trailers = trailers
-      slot.inputDone = true
-      if let receiver = slot.receiver, slot.inbox.isEmpty {
-        slot.receiver = nil
-        if let error = Self.endError(slot, role) {
-          wakes.append(.failReceive(receiver, error))
-        } else {
-          wakes.append(.deliver(receiver, nil))
-        }
-      }
-      if let finisher = slot.finisher {
-        slot.finisher = nil
-        wakes.append(.resume(finisher, nil))
-      }
-      if let writer = slot.writer {
-        slot.writer = nil
-        // A write waiting for credit is done with OK (the rest is dropped), as in `enqueue`.
-        wakes.append(.resume(writer, slot.failure ?? trailers.error))
-      }
-      if let timer = slot.timer {
-        slot.timer = nil
-        wakes.append(.cancelTimer(timer))
-      }
+      s.streams.trailers(id, trailers, resumable: resumable, &wakes)
     case .streamReset(let id, let code, let reason, let byPeer):
       let failure: StreamFailure =
         code == .refusedStream && byPeer ? .notProcessed(reason) : .reset(code, reason)
-      Self.fail(id, failure, &s, &wakes)
+      s.streams.fail(id, failure, &wakes)
     case .writable(let id):
-      guard let slot = s.slots[id] else { return }
-      if let writer = slot.writer {
-        slot.writer = nil
-        wakes.append(.resume(writer, nil))
-      } else {
-        slot.writableEarly = true
-      }
+      s.streams.writable(id, &wakes)
     case .goAway(let last, let code, let debug):
       wakes.append(.notice(.goAway(lastStreamID: last, code, debug: debug)))
     case .pingAck(let payload):
       wakes.append(.notice(.pingAck(payload)))
     case .checkpoint(let id, let consumed, let token):
-      guard let slot = s.slots[id] else { return }
-      slot.checkpoint = StreamHandle.Checkpoint(index: slot.received, consumed: consumed, token: token)
+      s.streams.checkpoint(id, consumed: consumed, token: token)
     case .connectionError(let error):
       s.closeAfterFlush = true
       s.flushScheduled = false  // force a flush of the GOAWAY below
-      Self.failAll(.connectionLost("the connection failed: \(error)"), &s, &wakes)
+      s.streams.failAll(.connectionLost("the connection failed: \(error)"), &wakes)
     }
-  }
-
-  /// Fails every waiter of one stream, and (server) cancels its handler.
-  private static func fail(
-    _ id: UInt32, _ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake],
-    cancelHandler: Bool = true
-  ) {
-    guard let slot = s.slots[id] else { return }
-    if slot.failure == nil && slot.trailers == nil { slot.failure = failure }
-    let error: any Error = slot.failure ?? failure
-    if let receiver = slot.receiver {
-      slot.receiver = nil
-      wakes.append(.failReceive(receiver, error))
-    }
-    if let writer = slot.writer {
-      slot.writer = nil
-      wakes.append(.resume(writer, error))
-    }
-    if let finisher = slot.finisher {
-      slot.finisher = nil
-      wakes.append(.resume(finisher, nil))
-    }
-    if let timer = slot.timer {
-      slot.timer = nil
-      wakes.append(.cancelTimer(timer))
-    }
-    if cancelHandler, let task = s.handlerTasks.removeValue(forKey: id) { wakes.append(.cancelTask(task)) }
-  }
-
-  private static func failAll(_ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake]) {
-    for id in s.slots.keysArray { fail(id, failure, &s, &wakes) }
   }
 
   private func perform(_ wake: Wake) {
@@ -1170,7 +996,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// so every stream is either failed here or never opened: none can wait on a dead socket.
   private static func transportClosed(_ failure: StreamFailure, _ s: inout State, _ wakes: inout [Wake]) {
     s.core.transportClosed()
-    failAll(failure, &s, &wakes)
+    s.streams.failAll(failure, &wakes)
   }
 
   private func closeSocket(reason: String) {
