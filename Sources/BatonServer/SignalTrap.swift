@@ -13,18 +13,28 @@ final class SignalTrap: @unchecked Sendable {
   private var count = 0  // touched only on `queue`
 
   init(first: @escaping @Sendable () -> Void, second: @escaping @Sendable () -> Void) {
-    // A stop signal may already be pending, held since the process started (``StopSignals``,
-    // or a mask inherited from the parent). Ignoring a signal discards it if it is pending, so
-    // note which are before taking them over, and act on those below.
+    #if os(Linux)
+    // Dispatch reads stop signals through a signalfd, which also takes one already pending,
+    // held since the process started (``StopSignals``, or a mask inherited from the parent). So
+    // nothing here may discard a pending signal: setting SIG_IGN would, and a SIGTERM that came
+    // between a check of the pending set and SIG_IGN was lost (the process then ran on until
+    // killed; 1 start in ~200 when the signal came right as the server started). A handler that
+    // does nothing keeps the default action (death) away while the sources are set up, and
+    // discards nothing.
+    for signalNumber in [SIGTERM, SIGINT] { Self.installNoOpHandler(signalNumber) }
+    let early = 0
+    #else
+    // Elsewhere (kqueue) a source sees only signals delivered after it exists, and needs
+    // SIG_IGN. Ignoring a signal discards it if it is pending, so note which are first.
     var pending = sigset_t()
     sigemptyset(&pending)
     sigpending(&pending)
     let early = [SIGTERM, SIGINT].filter { sigismember(&pending, $0) == 1 }.count
+    for signalNumber in [SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
+    #endif
     var sources: [any DispatchSourceSignal] = []
     for signalNumber in [SIGTERM, SIGINT] {
-      signal(signalNumber, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-      sources.append(source)
+      sources.append(DispatchSource.makeSignalSource(signal: signalNumber, queue: queue))
     }
     self.sources = sources
     for source in sources {
@@ -41,6 +51,16 @@ final class SignalTrap: @unchecked Sendable {
       }
     }
   }
+
+  #if os(Linux)
+  private static func installNoOpHandler(_ signalNumber: Int32) {
+    var action = sigaction()
+    sigemptyset(&action.sa_mask)
+    action.__sigaction_handler.sa_handler = { _ in }
+    action.sa_flags = SA_RESTART
+    sigaction(signalNumber, &action, nil)
+  }
+  #endif
 
   /// After the drain, a signal should still stop at once (hooks are running).
   func disarmFirst() { queue.async { self.count = max(self.count, 1) } }

@@ -2,15 +2,23 @@ import BatonPosix
 import Synchronization
 
 /// A test's way to await an event that happens elsewhere (in a handler, on a loop) without
-/// sleeping: `fire()` once, `wait()` any number of times.
+/// sleeping: `fire()` once, `wait()` any number of times. A wait ends early if its task is
+/// cancelled (a suite's time limit), so a test whose event never comes fails instead of hanging.
 final class Signal: Sendable {
-  private let state = Locked<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+  private struct State {
+    var fired = false
+    var nextWaiter = 0
+    var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    /// Waits cancelled before they parked.
+    var cancelled: Set<Int> = []
+  }
+  private let state = Locked(State())
 
   func fire() {
     let waiters = state.withLock { s in
       s.fired = true
       defer { s.waiters.removeAll() }
-      return s.waiters
+      return Array(s.waiters.values)
     }
     for waiter in waiters { waiter.resume() }
   }
@@ -18,13 +26,28 @@ final class Signal: Sendable {
   var isFired: Bool { state.withLock { $0.fired } }
 
   func wait() async {
-    await withCheckedContinuation { continuation in
-      let now = state.withLock { s in
-        if s.fired { return true }
-        s.waiters.append(continuation)
-        return false
+    let id = state.withLock { s in
+      s.nextWaiter += 1
+      return s.nextWaiter
+    }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        let now = state.withLock { s in
+          if s.fired || s.cancelled.remove(id) != nil { return true }
+          s.waiters[id] = continuation
+          return false
+        }
+        if now { continuation.resume() }
       }
-      if now { continuation.resume() }
+    } onCancel: {
+      let waiter = state.withLock { s in
+        guard let waiter = s.waiters.removeValue(forKey: id) else {
+          s.cancelled.insert(id)
+          return nil as CheckedContinuation<Void, Never>?
+        }
+        return waiter
+      }
+      waiter?.resume()
     }
   }
 }
