@@ -30,6 +30,8 @@ public final class Client: MetricsExposition {
   /// nil when the configuration turned metrics off.
   let metrics: ClientMetrics?
   let observer: (any ClientObserver)?
+  /// `observer != nil`, read on the per-call path instead of copying the optional existential.
+  let observes: Bool
   /// Whether a call is metered at all (metrics or an observer).
   let measures: Bool
 
@@ -57,6 +59,7 @@ public final class Client: MetricsExposition {
     self.configuration = configuration
     self.pool = ConnectionPool(resolver: resolver, configuration: configuration, group: group)
     self.observer = configuration.observer
+    self.observes = configuration.observer != nil
     self.measures = configuration.collectsMetrics || configuration.observer != nil
     if configuration.collectsMetrics {
       let (labels, dropped) = ClientMetrics.constantLabels(configuration.metricsLabels)

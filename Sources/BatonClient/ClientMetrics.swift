@@ -6,7 +6,8 @@ import Synchronization
 ///
 /// A call costs a hash of its method name and a lock-free probe of a small table to find its
 /// slot (once, at its start), then relaxed atomic adds: started, its outcome, its duration's
-/// bucket and sum. No lock, no allocation, except the first call of each new method.
+/// bucket and sum. No lock, no allocation, except at the first call of each of the first 100
+/// methods.
 ///
 /// The client cannot know a server's method set, and a program that passes through method
 /// names it was given (a proxy, a gateway) would otherwise grow the page without bound: the
@@ -17,7 +18,8 @@ final class ClientMetrics: Sendable {
   static let maxMethods = 100
   /// The label shared by the methods past ``maxMethods``.
   static let otherMethod = "other"
-  /// Table size: a power of two over twice ``maxMethods``, so probes stay short.
+  /// Table size: a power of two over twice ``maxMethods``, so probes stay short (a name past
+  /// the cap probes to the first empty bucket).
   private static let capacity = 256
 
   /// One method's counts.
@@ -30,14 +32,24 @@ final class ClientMetrics: Sendable {
     init(name: String) { self.name = name }
   }
 
-  /// A table slot, set at most once (by the first call of a method that hashes here).
+  /// A table slot: the address of its method's slot (kept alive by ``owned``), 0 while empty.
+  /// Set once, under ``owned``'s lock; read without it.
   private final class Bucket: Sendable {
-    let slot = AtomicLazyReference<MethodSlot>()
+    let address = Atomic<UInt>(0)
+
+    @inline(__always) var slot: MethodSlot? {
+      let bits = address.load(ordering: .acquiring)
+      guard bits != 0, let pointer = UnsafeRawPointer(bitPattern: bits) else { return nil }
+      return Unmanaged<MethodSlot>.fromOpaque(pointer).takeUnretainedValue()
+    }
   }
 
   private let buckets: [Bucket] = (0..<ClientMetrics.capacity).map { _ in Bucket() }
-  /// Method slots handed out so far (at most ``maxMethods``).
-  private let distinct = Atomic<Int>(0)
+  /// Every method slot handed out, in first-call order: owns them for the buckets, and its lock
+  /// orders the first calls of new names (so the first 100 names, exactly, get a slot).
+  private let owned = Locked<[MethodSlot]>([])
+  /// Every slot is handed out: a name not in the table is `other` without taking the lock.
+  private let full = Atomic<Bool>(false)
   let other = MethodSlot(name: ClientMetrics.otherMethod)
   let retriedNotProcessed = MetricCounter()
   let retriedIdempotent = MetricCounter()
@@ -50,30 +62,42 @@ final class ClientMetrics: Sendable {
   }
 
   /// The slot of `method`: its own among the first ``maxMethods`` names, else ``other``.
+  /// A hash, then (almost always) one acquiring load and one string comparison.
   func slot(for method: String) -> MethodSlot {
     let mask = Self.capacity - 1
     var index = method.hashValue & mask
     for _ in 0..<Self.capacity {
-      if let slot = buckets[index].slot.load() {
-        if slot.name == method { return slot }
-        index = (index + 1) & mask
-        continue
+      guard let slot = buckets[index].slot else {
+        return full.load(ordering: .relaxed) ? other : insert(method)
       }
-      // A name not seen yet: a slot of its own while there are slots left.
-      guard distinct.load(ordering: .relaxed) < Self.maxMethods else { return other }
-      guard distinct.add(1, ordering: .relaxed).newValue <= Self.maxMethods else {
-        distinct.subtract(1, ordering: .relaxed)
-        return other
-      }
-      let fresh = MethodSlot(name: method)
-      let stored = buckets[index].slot.storeIfNil(fresh)
-      if stored === fresh { return fresh }
-      // Another call filled this bucket first: with this name (use it) or another (probe on).
-      distinct.subtract(1, ordering: .relaxed)
-      if stored.name == method { return stored }
+      if slot.name == method { return slot }
       index = (index + 1) & mask
     }
     return other
+  }
+
+  /// The first call of a name not seen yet (or one racing it), while slots are left: under the
+  /// lock, once per name.
+  private func insert(_ method: String) -> MethodSlot {
+    owned.withLock { owned in
+      let mask = Self.capacity - 1
+      var index = method.hashValue & mask
+      for _ in 0..<Self.capacity {
+        if let slot = buckets[index].slot {
+          if slot.name == method { return slot }  // another call of it came first
+          index = (index + 1) & mask
+          continue
+        }
+        guard owned.count < Self.maxMethods else { return other }
+        let slot = MethodSlot(name: method)
+        owned.append(slot)
+        let address = UInt(bitPattern: Unmanaged.passUnretained(slot).toOpaque())
+        buckets[index].address.store(address, ordering: .releasing)
+        if owned.count == Self.maxMethods { full.store(true, ordering: .relaxed) }
+        return slot
+      }
+      return other
+    }
   }
 
   func retries(_ reason: ClientEvent.RetryReason) -> MetricCounter {
@@ -85,7 +109,7 @@ final class ClientMetrics: Sendable {
 
   /// Every method slot handed out, by name, then ``other`` if a call used it.
   private var methodSlots: [MethodSlot] {
-    var slots = buckets.compactMap { $0.slot.load() }.sorted { $0.name < $1.name }
+    var slots = owned.withLock { $0 }.sorted { $0.name < $1.name }
     if other.started.load > 0 { slots.append(other) }
     return slots
   }
@@ -202,7 +226,7 @@ extension Client {
     guard measures else { return nil }
     let slot = metrics?.slot(for: method)
     slot?.started.add()
-    observer?.observe(.callStarted(method: method))
+    if observes { observer?.observe(.callStarted(method: method)) }
     return CallMeter(slot: slot, start: MonotonicClock.now())
   }
 
@@ -214,7 +238,7 @@ extension Client {
       slot.handled[Int(min(code?.rawValue ?? 0, 16))].add()
       slot.duration.observe(nanoseconds: nanoseconds)
     }
-    observer?.observe(.callFinished(method: method, status: code, duration: .nanoseconds(nanoseconds)))
+    if observes { observer?.observe(.callFinished(method: method, status: code, duration: .nanoseconds(nanoseconds))) }
   }
 
   /// An attempt is repeated on another connection.

@@ -136,9 +136,11 @@ public struct PrometheusPage: Sendable {
 
 /// A counter: one relaxed atomic add per event, read at scrape time.
 package final class MetricCounter: Sendable {
-  package let value = Atomic<Int>(0)
+  @usableFromInline package let value = Atomic<Int>(0)
   package init() {}
-  @inline(__always) package func add(_ amount: Int = 1) { value.add(amount, ordering: .relaxed) }
+  /// Inlinable: the per-call path in other modules pays the add itself, not a call.
+  @inlinable package func add() { value.add(1, ordering: .relaxed) }
+  @inlinable package func add(_ amount: Int) { value.add(amount, ordering: .relaxed) }
   package var load: Int { value.load(ordering: .relaxed) }
 }
 
