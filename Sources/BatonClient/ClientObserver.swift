@@ -18,7 +18,8 @@ public protocol ClientObserver: Sendable {
 /// One thing a client did or saw.
 ///
 /// Method names are as the caller passed them, not capped as ``Client/metricsPage``'s labels
-/// are: bound them yourself if they come from outside your program.
+/// are: bound them yourself if they come from outside your program. (`retried` and `resumed`
+/// name the method the attempt was sent with, which a ``ClientInterceptor`` may have changed.)
 public enum ClientEvent: Sendable {
   /// Why an attempt was repeated on another connection.
   public enum RetryReason: String, Sendable, Hashable {
