@@ -12,7 +12,10 @@ import Synchronization
 final class CallAttempts: Sendable {
   let deadline: UInt64?
   let timeout: UInt64
-  private let method: String
+  /// When the call started (MonotonicClock ns): its deadline counts from here, and the retry
+  /// budget records the call at this time.
+  private let startedAt: UInt64
+  let method: String
   private let options: CallOptions
   private let pool: ConnectionPool
   private let retriesLeft: Atomic<Int>
@@ -20,13 +23,18 @@ final class CallAttempts: Sendable {
   /// Whether the call has taken its first lease (which the retry budget counts).
   private let started = Atomic<Bool>(false)
 
-  init(method: String, options: CallOptions, pool: ConnectionPool, retriesWithoutDeadline: Int) {
+  /// `startedAt`: the call's start if the caller read the clock already (its metrics did).
+  init(
+    method: String, options: CallOptions, pool: ConnectionPool, retriesWithoutDeadline: Int, startedAt: UInt64? = nil
+  ) {
     self.method = method
     self.options = options
     self.pool = pool
+    let now = startedAt ?? MonotonicClock.now()
+    self.startedAt = now
     if let timeout = options.timeout {
       self.timeout = timeout.nanoseconds
-      self.deadline = MonotonicClock.now() &+ timeout.nanoseconds
+      self.deadline = now &+ timeout.nanoseconds
       self.retriesLeft = Atomic(Int.max)
     } else {
       self.timeout = 0
@@ -47,7 +55,7 @@ final class CallAttempts: Sendable {
     while true {
       let newCall = !started.exchange(true, ordering: .relaxed)
       let lease = try await pool.lease(
-        deadline: deadline, avoiding: avoiding, waitForReady: options.waitForReady, newCall: newCall)
+        deadline: deadline, avoiding: avoiding, waitForReady: options.waitForReady, newCall: newCall, now: startedAt)
       do {
         if let avoiding, ObjectIdentifier(lease.connection) == avoiding {
           // Only the connection that just refused is ready: give it a moment before asking again.
@@ -69,21 +77,25 @@ final class CallAttempts: Sendable {
 
   /// Throws the call's error unless `failure` may be retried: provably not processed, or lost
   /// and idempotent with the client's retry budget not spent, with time and retries left.
-  func mayRetry(_ failure: StreamFailure) throws {
+  /// Returns which of the two it is.
+  func mayRetry(_ failure: StreamFailure) throws -> ClientEvent.RetryReason {
+    let reason: ClientEvent.RetryReason
     switch failure {
     case .notProcessed:
-      break
+      reason = .notProcessed
     case .connectionLost(let why) where options.idempotent:
       guard pool.mayRetryCostly() else {
         throw RPCError(
           code: .unavailable,
           message: "\(why); the call may have been processed, and the client's retry budget is spent")
       }
+      reason = .idempotent
     default:
       throw failure.rpcError
     }
     try checkTime()
     guard retriesLeft.subtract(1, ordering: .relaxed).newValue >= 0 else { throw failure.rpcError }
+    return reason
   }
 
   /// Throws the call's error unless it may be resumed after `failure` (PROTOCOL.md 18.4): the

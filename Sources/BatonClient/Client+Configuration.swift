@@ -46,6 +46,19 @@ extension Client {
     /// Run around every call, first outermost, before the call's own
     /// (``CallOptions/interceptors``). See ``ClientInterceptor``. Default none.
     public var interceptors: [any ClientInterceptor]
+    /// Whether the client counts calls, retries, resumptions and per-endpoint traffic for
+    /// ``Client/metricsPage`` (a few relaxed atomic adds and a clock read per call, one add per
+    /// socket read or write). Off, ``Client/metricsPage`` is nil and the client adds nothing to
+    /// a server page it is a ``MetricsExposition`` source of. Default true.
+    public var collectsMetrics: Bool
+    /// Constant labels added first to every sample of ``Client/metricsPage``, e.g.
+    /// `["client": "inventory"]`: tells apart several clients exposed on one page. Names must
+    /// be Prometheus label names, and not `method`, `code`, `le`, `reason` or `endpoint` (the
+    /// page's own); others are left out (and logged). Default none.
+    public var metricsLabels: [String: String]
+    /// Told of calls, retries, resumptions, GOAWAYs and lost connections as they happen, to
+    /// feed a metrics or tracing library (see ``ClientObserver``). Default none.
+    public var observer: (any ClientObserver)?
 
     /// Every knob at the default documented on its property.
     public static var defaults: Configuration { Configuration() }
@@ -58,8 +71,12 @@ extension Client {
       maxRetriesWithoutDeadline: Int = 25, maxBufferedBytesPerConnection: Int = 4 << 20,
       loadBalancing: LoadBalancing = .roundRobin, keepalive: Keepalive? = .defaults,
       resolveInterval: Duration = .seconds(30), retryBudget: RetryBudget = .defaults,
-      logger: Logger = .disabled, interceptors: [any ClientInterceptor] = []
+      logger: Logger = .disabled, interceptors: [any ClientInterceptor] = [], collectsMetrics: Bool = true,
+      metricsLabels: [String: String] = [:], observer: (any ClientObserver)? = nil
     ) {
+      self.collectsMetrics = collectsMetrics
+      self.metricsLabels = metricsLabels
+      self.observer = observer
       self.loadBalancing = loadBalancing
       self.keepalive = keepalive
       self.resolveInterval = resolveInterval

@@ -22,11 +22,18 @@ import Synchronization
 ///   let reply = try await client.unary("echo.Echo/Unary", Array("hi".utf8))
 /// }
 /// ```
-public final class Client: Sendable {
+public final class Client: MetricsExposition {
   /// What the client was created with.
   public let configuration: Configuration
   let pool: ConnectionPool
   let counters = Counters()
+  /// nil when the configuration turned metrics off.
+  let metrics: ClientMetrics?
+  let observer: (any ClientObserver)?
+  /// `observer != nil`, read on the per-call path instead of copying the optional existential.
+  let observes: Bool
+  /// Whether a call is metered at all (metrics or an observer).
+  let measures: Bool
 
   /// Creates a client over every address of `endpoints` and starts connecting in the background.
   ///
@@ -51,6 +58,20 @@ public final class Client: Sendable {
   package init(resolver: any Resolver, configuration: Configuration, group: EventLoopGroup) {
     self.configuration = configuration
     self.pool = ConnectionPool(resolver: resolver, configuration: configuration, group: group)
+    self.observer = configuration.observer
+    self.observes = configuration.observer != nil
+    self.measures = configuration.collectsMetrics || configuration.observer != nil
+    if configuration.collectsMetrics {
+      let (labels, dropped) = ClientMetrics.constantLabels(configuration.metricsLabels)
+      if !dropped.isEmpty {
+        configuration.logger.log(
+          .warning, "metrics labels left out (not label names, or reserved)",
+          ("labels", dropped.joined(separator: ",")))
+      }
+      self.metrics = ClientMetrics(labels: labels)
+    } else {
+      self.metrics = nil
+    }
   }
 
   /// The event loop that carries the first endpoint's connection, as a task executor.
@@ -96,6 +117,37 @@ public final class Client: Sendable {
     Statistics(
       succeeded: counters.succeeded.load(ordering: .relaxed), failed: counters.failed.load(ordering: .relaxed),
       retried: counters.retried.load(ordering: .relaxed), resumed: counters.resumed.load(ordering: .relaxed))
+  }
+
+  /// The client's series in the Prometheus text exposition format 0.0.4, nil when
+  /// ``Configuration/collectsMetrics`` is off. Serve it yourself, or have a server include it
+  /// in its own `GET /metrics` (`Server.Configuration.metricsSources`: one page for a service
+  /// that is both).
+  ///
+  /// By method (`method`, the first 100 distinct names; later ones share `method="other"`):
+  /// `baton_client_calls_started_total`, `baton_client_calls_handled_total` (with `code`, the
+  /// status the caller saw: `ok` or an ``RPCError/Code`` name) and the histogram
+  /// `baton_client_call_seconds` (the whole call as the caller saw it, retries included).
+  /// `baton_client_retries_total` by `reason`: `not_processed` (free, transparent) or
+  /// `idempotent` (costly); `baton_client_resumptions_total`. By `endpoint` (`host:port`, each
+  /// address in use; a removed one leaves once its last connection closes):
+  /// `baton_client_attempts_total`, `baton_client_goaways_received_total`,
+  /// `baton_client_connections_lost_total`, `baton_client_open_connections`,
+  /// `baton_client_active_calls`, `baton_client_sent_bytes_total`,
+  /// `baton_client_received_bytes_total`. ``Configuration/metricsLabels`` come first in every
+  /// sample.
+  public var metricsPage: String? {
+    guard metrics != nil else { return nil }
+    var page = PrometheusPage()
+    writeMetrics(into: &page)
+    return page.text
+  }
+
+  /// Writes the client's series (see ``metricsPage``) into `page`; nothing when
+  /// ``Configuration/collectsMetrics`` is off.
+  public func writeMetrics(into page: inout PrometheusPage) {
+    guard let metrics else { return }
+    metrics.write(pool.endpointMetrics, into: &page)
   }
 
   /// Each address the client uses now (every address of a name is one), with its counts.
@@ -159,24 +211,31 @@ public final class Client: Sendable {
   public func unaryResponse(
     _ method: String, _ request: [UInt8], options: CallOptions = .defaults
   ) async throws -> UnaryResponse {
+    let meter = meterStart(method)
     do {
       let response =
         hasInterceptors(options)
-        ? try await interceptedUnary(method, request, options, performUnary)
-        : try await performUnary(method, request, options)
+        ? try await interceptedUnary(method, request, options) { try await self.performUnary($0, $1, $2) }
+        : try await performUnary(method, request, options, startedAt: meter?.start)
       counters.succeeded.add(1, ordering: .relaxed)
+      if let meter { meterEnd(meter, method, nil) }
       return response
     } catch {
       counters.failed.add(1, ordering: .relaxed)
-      throw Self.rpcError(error)
+      let error = Self.rpcError(error)
+      if let meter { meterEnd(meter, method, error) }
+      throw error
     }
   }
 
-  private func performUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse
-  {
+  /// `startedAt`: the call's start, when already read (saves reading the clock again).
+  private func performUnary(
+    _ method: String, _ request: [UInt8], _ options: CallOptions, startedAt: UInt64? = nil
+  ) async throws -> UnaryResponse {
     if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }
     let attempts = CallAttempts(
-      method: method, options: options, pool: pool, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline)
+      method: method, options: options, pool: pool, retriesWithoutDeadline: configuration.maxRetriesWithoutDeadline,
+      startedAt: startedAt)
     var avoiding: ObjectIdentifier?
     while true {
       let (lease, stream) = try await attempts.open(
@@ -191,8 +250,7 @@ public final class Client: Sendable {
       let response = stream.takeResponse()
       pool.release(lease, streamOpened: true)
       if let failure = response.failure {
-        try attempts.mayRetry(failure)
-        counters.retried.add(1, ordering: .relaxed)
+        noteRetry(try attempts.mayRetry(failure), method: method)
         avoiding = ObjectIdentifier(lease.connection)
         continue
       }

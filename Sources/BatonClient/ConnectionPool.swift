@@ -38,6 +38,8 @@ final class ConnectionPool: Sendable {
     var attempts = 0
     var goAways = 0
     var connectionsLost = 0
+    /// Bytes its connections read and wrote (nil with metrics off).
+    let traffic: TrafficCounters?
   }
 
   private struct Waiter {
@@ -119,11 +121,12 @@ final class ConnectionPool: Sendable {
   /// soon as the last pending attempt fails. With it, the call waits through reconnects.
   ///
   /// `newCall`: this is a call's first lease, which the retry budget counts (here, under the lock
-  /// the lease takes anyway).
+  /// the lease takes anyway), at `now` (the call's start) if given.
   func lease(
-    deadline: UInt64?, avoiding: ObjectIdentifier? = nil, waitForReady: Bool = false, newCall: Bool = false
+    deadline: UInt64?, avoiding: ObjectIdentifier? = nil, waitForReady: Bool = false, newCall: Bool = false,
+    now callStart: UInt64? = nil
   ) async throws -> Lease {
-    let now = newCall ? MonotonicClock.now() : 0
+    let now = newCall ? callStart ?? MonotonicClock.now() : 0
     if let lease = try state.withLock({ s throws in
       if newCall { s.throttle.recordCall(now: now) }
       let lease = try Self.pick(&s, avoiding: avoiding)
@@ -344,7 +347,8 @@ final class ConnectionPool: Sendable {
         s.loopCursor += 1
         var entry = Entry(
           id: s.nextEntryID, loop: loop, channel: Subchannel(endpoint: endpoint),
-          keepaliveInterval: configuration.keepalive?.interval.nanoseconds ?? 0)
+          keepaliveInterval: configuration.keepalive?.interval.nanoseconds ?? 0,
+          traffic: configuration.collectsMetrics ? TrafficCounters() : nil)
         s.nextEntryID += 1
         if entry.channel.connectIfIdle() == .connect { toConnect.append(entry.id) }
         s.entries.append(entry)
@@ -409,9 +413,9 @@ final class ConnectionPool: Sendable {
 
   private func connect(_ id: UInt64) {
     guard
-      let (endpoint, loop) = state.withLock({ s -> (Endpoint, EventLoop)? in
+      let (endpoint, loop, traffic) = state.withLock({ s -> (Endpoint, EventLoop, TrafficCounters?)? in
         guard let entry = s.entries.first(where: { $0.id == id }) else { return nil }
-        return (entry.channel.endpoint, entry.loop)
+        return (entry.channel.endpoint, entry.loop, entry.traffic)
       })
     else { return }
     Task {
@@ -422,7 +426,7 @@ final class ConnectionPool: Sendable {
           fd: fd, loop: loop, role: .client, peer: peer, settings: configuration.connection,
           limits: TransportLimits(
             maxBufferedBytes: configuration.maxBufferedBytesPerConnection,
-            handshakeTimeout: configuration.connectTimeout.nanoseconds)
+            handshakeTimeout: configuration.connectTimeout.nanoseconds), traffic: traffic
         ) { [self] connection, notice in
           // Strong: the cycle ends when the connection closes and leaves the pool. (A weak
           // reference would slow every retain of this per-call object.)
@@ -513,15 +517,19 @@ final class ConnectionPool: Sendable {
     case .goAway(let last, let code, let debug):
       logger.info("goaway", ("peer", connection.peer), ("last_stream", "\(last)"), ("debug", debug))
       let refusal = last == 0 && code == .enhanceYourCalm
+      var endpoint: Endpoint?
       let action = withEntry(id) { entry in
         entry.goAways += 1
+        endpoint = entry.channel.endpoint
         if code == .enhanceYourCalm && debug == "too many pings" { entry.keepaliveInterval *= 2 }
         return entry.channel.goAway(connection, refusal: refusal, debug: debug, backoff: configuration.backoff)
       }
+      if let observer = configuration.observer, let endpoint { observer.observe(.goAwayReceived(endpoint: endpoint)) }
       perform(action, address: id)
       if !refusal { resolveNow() }  // a draining server: its replacement may have a new address
     case .closed(let reason):
       let key = ObjectIdentifier(connection)
+      var endpoint: Endpoint?
       let action = withEntry(
         id,
         also: { s in
@@ -531,7 +539,11 @@ final class ConnectionPool: Sendable {
       ) { entry in
         let action = entry.channel.closed(connection, reason: reason, backoff: configuration.backoff)
         if action == .connect { entry.connectionsLost += 1 }
+        endpoint = entry.channel.endpoint
         return action
+      }
+      if action == .connect, let observer = configuration.observer, let endpoint {
+        observer.observe(.connectionLost(endpoint: endpoint))
       }
       if action == .connect { logger.info("disconnected", ("peer", connection.peer), ("reason", reason)) }
       perform(action, address: id)
@@ -649,6 +661,55 @@ final class ConnectionPool: Sendable {
           lastError: entry.channel.ready == nil ? entry.channel.lastError : nil)
       }
     }
+  }
+
+  /// One address's series on the client's metrics page.
+  struct EndpointMetrics: Sendable, Equatable {
+    /// `host:port`.
+    var endpoint: String
+    var attempts = 0
+    var goAways = 0
+    var connectionsLost = 0
+    var openConnections = 0
+    var activeCalls = 0
+    var sentBytes = 0
+    var receivedBytes = 0
+  }
+
+  /// Per address the pool holds (a removed one until its last connection closes), by
+  /// `host:port`: entries of the same address (removed, then added again) are summed, so each
+  /// label set appears once. Sorted by address.
+  var endpointMetrics: [EndpointMetrics] {
+    let rows = state.withLock { s in
+      s.entries.map { entry in
+        let channel = entry.channel
+        let ready = channel.ready?.connection
+        var active = ready.map { s.leases[ObjectIdentifier($0), default: 0] } ?? 0
+        for key in channel.draining.keys { active += s.leases[key, default: 0] }
+        return (
+          entry.channel.endpoint,
+          EndpointMetrics(
+            endpoint: "", attempts: entry.attempts, goAways: entry.goAways, connectionsLost: entry.connectionsLost,
+            openConnections: (ready == nil ? 0 : 1) + channel.draining.count, activeCalls: active,
+            sentBytes: entry.traffic?.sent.load(ordering: .relaxed) ?? 0,
+            receivedBytes: entry.traffic?.received.load(ordering: .relaxed) ?? 0)
+        )
+      }
+    }
+    var merged: [String: EndpointMetrics] = [:]
+    for (endpoint, row) in rows {
+      let name = endpoint.description
+      var total = merged[name] ?? EndpointMetrics(endpoint: name)
+      total.attempts += row.attempts
+      total.goAways += row.goAways
+      total.connectionsLost += row.connectionsLost
+      total.openConnections += row.openConnections
+      total.activeCalls += row.activeCalls
+      total.sentBytes += row.sentBytes
+      total.receivedBytes += row.receivedBytes
+      merged[name] = total
+    }
+    return merged.values.sorted { $0.endpoint < $1.endpoint }
   }
 
   /// Calls parked waiting for a connection (for tests that must act only once a call waits).

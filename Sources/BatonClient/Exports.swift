@@ -10,4 +10,6 @@
 @_exported public import struct BatonCore.Endpoint
 @_exported public import struct BatonCore.ErrorCode
 @_exported public import struct BatonCore.Metadata
+@_exported public import protocol BatonCore.MetricsExposition
+@_exported public import struct BatonCore.PrometheusPage
 @_exported public import struct BatonCore.RPCError

@@ -80,11 +80,11 @@ final class StreamingCall: Sendable {
     var skip = 0
   }
 
-  init(client: Client, method: String, options: CallOptions) {
+  init(client: Client, method: String, options: CallOptions, startedAt: UInt64? = nil) {
     self.client = client
     self.attempts = CallAttempts(
       method: method, options: options, pool: client.pool,
-      retriesWithoutDeadline: client.configuration.maxRetriesWithoutDeadline)
+      retriesWithoutDeadline: client.configuration.maxRetriesWithoutDeadline, startedAt: startedAt)
     self.state = Locked(State())
   }
 
@@ -341,14 +341,14 @@ final class StreamingCall: Sendable {
     if let old { retire(old) }
     do {
       let replayLost = state.withLock { $0.replayLost }
-      try attempts.mayRetry(failure)
+      let reason = try attempts.mayRetry(failure)
       if replayLost {
         throw RPCError(
           code: .unavailable,
           message:
             "the server did not process the call, but its messages exceeded maxReplayBytes and cannot be replayed")
       }
-      client.counters.retried.add(1, ordering: .relaxed)
+      client.noteRetry(reason, method: attempts.method)
       try await openAttempt(avoiding: old.map { ObjectIdentifier($0.lease.connection) })
     } catch {
       giveUp(error)
@@ -419,7 +419,7 @@ final class StreamingCall: Sendable {
           throw RPCError(code: .cancelled, message: "the call has ended")
         case .success(let waiters)?:
           committedFlag.store(true, ordering: .releasing)
-          client.counters.resumed.add(1, ordering: .relaxed)
+          client.noteResumption(method: attempts.method)
           for waiter in waiters { waiter.resume() }
           return
         case .failure(let next)?:
@@ -502,8 +502,7 @@ final class StreamingCall: Sendable {
       case .failure(let failure)?:
         // Not processed again (a rolling restart): try the next endpoint.
         retire(attempt)
-        try attempts.mayRetry(failure)
-        client.counters.retried.add(1, ordering: .relaxed)
+        client.noteRetry(try attempts.mayRetry(failure), method: attempts.method)
         avoiding = ObjectIdentifier(lease.connection)
       }
     }
@@ -701,25 +700,29 @@ extension Client {
     _ method: String, _ shape: CallShape, _ options: CallOptions, request: [UInt8]?,
     _ body: (StreamingCall, MessageTransforms) async throws -> Result
   ) async throws -> Result {
+    let meter = meterStart(method)
     do {
       let result =
         hasInterceptors(options)
         ? try await interceptedStreaming(method, shape, options, request: request) { options, request, transforms in
           try await streaming(method, options, request: request, transforms, body)
-        } : try await streaming(method, options, request: request, .none, body)
+        } : try await streaming(method, options, request: request, .none, startedAt: meter?.start, body)
       counters.succeeded.add(1, ordering: .relaxed)
+      if let meter { meterEnd(meter, method, nil) }
       return result
     } catch {
       counters.failed.add(1, ordering: .relaxed)
-      throw Self.rpcError(error)
+      let error = Self.rpcError(error)
+      if let meter { meterEnd(meter, method, error) }
+      throw error
     }
   }
 
   private func streaming<Result: Sendable>(
     _ method: String, _ options: CallOptions, request: [UInt8]?, _ transforms: MessageTransforms,
-    _ body: (StreamingCall, MessageTransforms) async throws -> Result
+    startedAt: UInt64? = nil, _ body: (StreamingCall, MessageTransforms) async throws -> Result
   ) async throws -> Result {
-    let call = StreamingCall(client: self, method: method, options: options)
+    let call = StreamingCall(client: self, method: method, options: options, startedAt: startedAt)
     defer { call.finish() }
     do {
       try await call.start(request: request, metadata: options.metadata)

@@ -50,6 +50,11 @@ extension Server {
     /// Told of calls, connections, GOAWAYs and drains as they happen, to feed a metrics or
     /// tracing library (see ``ServerObserver``). Default none.
     public var observer: (any ServerObserver)?
+    /// More series for this server's `GET /metrics` and ``Server/metricsPage``, written after
+    /// its own, in this order, at every scrape: for a service that is also a client, its
+    /// ``Client`` (one scrape target for both sides). See ``MetricsExposition``. Ignored when
+    /// ``collectsMetrics`` is off (the server then serves no page). Default none.
+    public var metricsSources: [any MetricsExposition]
 
     /// Binds 127.0.0.1 on a free port with the defaults above.
     public static var defaults: Configuration { Configuration() }
@@ -62,9 +67,11 @@ extension Server {
       shutdown: Shutdown = .defaults, handleSignals: Bool = false, logger: Logger = .standardError,
       healthPort: Int? = nil, connectionManagement: ConnectionManagement = .defaults,
       handshakeTimeout: Duration = .seconds(10), frameTimeout: Duration = .seconds(10),
-      collectsMetrics: Bool = true, observer: (any ServerObserver)? = nil
+      collectsMetrics: Bool = true, observer: (any ServerObserver)? = nil,
+      metricsSources: [any MetricsExposition] = []
     ) {
       self.collectsMetrics = collectsMetrics
+      self.metricsSources = metricsSources
       self.observer = observer
       self.handshakeTimeout = handshakeTimeout
       self.frameTimeout = frameTimeout

@@ -39,11 +39,15 @@ extension Server {
   /// The `GET /metrics` page: Prometheus text exposition format 0.0.4. Calls started and
   /// handled by method and status, handling time by method, open connections and streams,
   /// GOAWAYs, connection drains, cut streams, bytes in and out. nil when
-  /// ``Configuration/collectsMetrics`` is off.
+  /// ``Configuration/collectsMetrics`` is off. The series of
+  /// ``Configuration/metricsSources`` (a client of this service) follow the server's own.
   public var metricsPage: String? {
     guard let metrics = dispatcher.metrics else { return nil }
     let (connections, streams) = openConnectionsAndCalls
-    return metrics.render(.init(openConnections: connections, openStreams: streams))
+    var page = PrometheusPage()
+    metrics.write(.init(openConnections: connections, openStreams: streams), into: &page)
+    for source in configuration.metricsSources { source.writeMetrics(into: &page) }
+    return page.text
   }
 
   // MARK: - Drain progress

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# What metrics and interceptors cost: the same release binary, run alternately
+#   bare: metrics off on both sides, no interceptor
+#   full: metrics on (the default) on both sides, one no-op interceptor on each side
+# for unary calls with 1 and 64 callers. Runs alternate (bare, full, bare, full, ...) so that a
+# machine whose speed drifts (a shared VM) affects both alike; each pair gives one ratio, and
+# the script prints the medians of each configuration and the median of the ratios.
+#
+#   Benchmarks/interceptor-cost.sh                  # from anywhere in the repository
+#   PAIRS=5 SECS=2 Benchmarks/interceptor-cost.sh
+#
+# Knobs (default in brackets): PAIRS [9] runs of each configuration per load; SECS [3] measured
+# seconds per run, after WARMUP [1]; LOADS ["1 64"] caller counts; BATON [<repo>/.build/release/baton,
+# built if missing].
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PAIRS="${PAIRS:-9}"
+SECS="${SECS:-3}"
+WARMUP="${WARMUP:-1}"
+LOADS="${LOADS:-1 64}"
+BATON="${BATON:-$ROOT/.build/release/baton}"
+WORK="$(mktemp -d)"
+
+if [[ ! -x "$BATON" ]]; then
+  echo "# swift build -c release --product baton"
+  (cd "$ROOT" && swift build -c release --product baton >"$WORK/build.log" 2>&1) || { tail -30 "$WORK/build.log"; exit 1; }
+fi
+
+SERVER=""
+stop_server() {
+  [[ -n "$SERVER" ]] || return 0
+  kill -TERM "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=""
+}
+trap stop_server EXIT
+
+# start_server FLAGS...: starts `baton bench server` and sets PORT from its `listening` line.
+start_server() {
+  "$BATON" bench server --port 0 --lifetime 600 "$@" >"$WORK/server.out" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do
+    PORT=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/server.out")
+    [[ -n "$PORT" ]] && return 0
+    sleep 0.05
+  done
+  echo "error: the bench server did not start" >&2
+  cat "$WORK/server.out" >&2
+  exit 1
+}
+
+# one CONFIG CALLERS: one run, prints calls per second.
+one() {
+  local config=$1 callers=$2
+  if [[ $config == bare ]]; then
+    start_server --no-metrics
+    line=$("$BATON" bench unary --port "$PORT" --concurrency "$callers" --seconds "$SECS" --warmup "$WARMUP" --no-metrics)
+  else
+    start_server --interceptor
+    line=$("$BATON" bench unary --port "$PORT" --concurrency "$callers" --seconds "$SECS" --warmup "$WARMUP" --interceptor)
+  fi
+  stop_server
+  sed -n 's/.* rps=\([0-9]*\).*/\1/p' <<<"$line"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo "# $("$BATON" --version 2>/dev/null || echo baton), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $PAIRS pairs of ${SECS} s runs"
+printf '%-10s %14s %14s %14s  %s\n' callers "bare calls/s" "full calls/s" "full/bare" "ratios"
+for callers in $LOADS; do
+  : >"$WORK/bare" ; : >"$WORK/full" ; : >"$WORK/ratio"
+  for _ in $(seq "$PAIRS"); do
+    b=$(one bare "$callers")
+    f=$(one full "$callers")
+    echo "$b" >>"$WORK/bare"
+    echo "$f" >>"$WORK/full"
+    awk -v b="$b" -v f="$f" 'BEGIN { printf "%.3f\n", f / b }' >>"$WORK/ratio"
+  done
+  printf '%-10s %14s %14s %14s  %s\n' "$callers" "$(median <"$WORK/bare")" "$(median <"$WORK/full")" \
+    "$(median <"$WORK/ratio")" "$(sort -n "$WORK/ratio" | tr '\n' ' ')"
+done
