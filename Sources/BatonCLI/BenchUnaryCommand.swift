@@ -9,7 +9,7 @@ enum BenchUnaryCommand {
     summary: "C closed-loop unary callers over one connection",
     help: """
       usage: baton bench unary --port P [--concurrency C] [--seconds S] [--warmup W] [--size B]
-                               [--executor loop|global] [--interceptor]
+                               [--executor loop|global] [--interceptor] [--no-metrics]
 
       C callers call bench.Echo/Unary on 127.0.0.1:P in closed loops (send, await the reply,
       repeat) over one client, which keeps one connection. W unmeasured seconds come first, then
@@ -28,12 +28,13 @@ enum BenchUnaryCommand {
                            event loop (Client.preferredExecutor: no thread hop per call), or
                            'global' (default) on Swift's global executor, as plain tasks do
         --interceptor      run every call through one client interceptor that does nothing
+        --no-metrics       count nothing for the client's metrics page (what they cost)
         --help             this text
 
       exit status: 0 no call failed, 1 some call failed.
       """,
     valued: ["--port", "--concurrency", "--seconds", "--warmup", "--size", "--executor"],
-    switches: ["--interceptor"]
+    switches: ["--interceptor", "--no-metrics"]
   )
 
   static func run(_ arguments: Arguments, _ output: Output) async throws -> Int32 {
@@ -52,7 +53,9 @@ enum BenchUnaryCommand {
 
     let client = Client(
       endpoints: [Endpoint(host: "127.0.0.1", port: port)],
-      configuration: .init(interceptors: arguments.flag("--interceptor") ? [PassThrough()] : []))
+      configuration: .init(
+        interceptors: arguments.flag("--interceptor") ? [PassThrough()] : [],
+        collectsMetrics: !arguments.flag("--no-metrics")))
     if warmup > 0 {
       _ = await phase(client, payload, concurrency, seconds: warmup, onLoop: onLoop)
     }
