@@ -30,10 +30,19 @@ package struct StreamSlots {
 
   package init() {}
 
-  package var count: Int { table.count }
-  package var isEmpty: Bool { table.isEmpty }
+  // The per-message paths (a read, a write, a credit) look a slot up through these: inlined, so
+  // that the lookup reads the table in place instead of copying it out (a retain and release of
+  // its storage per message otherwise, which cost a streaming call about a fifth of its speed).
+  package var count: Int {
+    @inline(__always) get { table.count }
+  }
+  package var isEmpty: Bool {
+    @inline(__always) get { table.isEmpty }
+  }
   package var ids: [UInt32] { table.keysArray.sorted() }
-  package subscript(id: UInt32) -> StreamSlot? { table[id] }
+  package subscript(id: UInt32) -> StreamSlot? {
+    @inline(__always) get { table[id] }
+  }
   package func hasHandler(_ id: UInt32) -> Bool { handlerTasks[id] != nil }
 
   /// Borrows a slot in place: the per-message paths read it without a retain and release.
@@ -87,6 +96,7 @@ package struct StreamSlots {
   }
 
   /// No more messages will arrive on `id` (END_STREAM from a client).
+  @inline(__always)
   package mutating func endOfInput(_ id: UInt32, _ wakes: inout [Wake]) {
     guard let slot = table[id] else { return }
     slot.inputDone = true
@@ -129,6 +139,7 @@ package struct StreamSlots {
   }
 
   /// Stream `id` may send again: its parked writer goes on, or the next one will not wait.
+  @inline(__always)
   package mutating func writable(_ id: UInt32, _ wakes: inout [Wake]) {
     guard let slot = table[id] else { return }
     if let writer = slot.writer {
