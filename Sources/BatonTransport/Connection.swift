@@ -1,8 +1,9 @@
 package import BatonCore
 package import BatonPosix
 
-/// One Baton connection on a socket: a ``ConnectionCore`` under a lock, fed by the event loop that
-/// owns the socket, with the application side (handlers, callers) awaiting per-stream slots.
+/// One Baton connection on a socket: a ``ConnectionCore`` (the wire) and ``StreamSlots`` (who
+/// waits on which stream) under one lock, fed by the event loop that owns the socket, with the
+/// application side (handlers, callers) awaiting their streams' slots.
 ///
 /// Threading: socket I/O happens only on `loop`. Application code may call in from any thread or
 /// task; every decision is made under the lock and every continuation is resumed after it is
