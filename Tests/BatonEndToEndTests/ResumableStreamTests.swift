@@ -205,11 +205,14 @@ struct ResumableKillTests {
             }
             carrier?.signal(SIGKILL)
           }
-          if numbers.count == 300 { break }
+          // On until the stream has moved: under load, the numbers up to 300 may all have
+          // arrived before the kill (the server sends ahead into the flow-control window).
+          // Bounded: a stream that never moves ends at 5,000 and fails below.
+          if numbers.count >= 300 && client.statistics.resumed > 0 || numbers.count == 5_000 { break }
         }
         return numbers
       }
-      #expect(numbers == Array(0..<300), "every number once, in order")
+      #expect(numbers == Array(0..<numbers.count), "every number once, in order")
       #expect(client.statistics.resumed == 1)
       #expect(client.endpointStates.reduce(0) { $0 + $1.connectionsLost } == 1)
     }
