@@ -22,15 +22,7 @@ final class ClientMetrics: Sendable {
   /// the cap probes to the first empty bucket).
   private static let capacity = 256
 
-  /// One method's counts.
-  final class MethodSlot: Sendable {
-    let name: String
-    let started = MetricCounter()
-    /// By wire status, 0 (OK) ... 16.
-    let handled = (0...16).map { _ in MetricCounter() }
-    let duration = MetricHistogram(bounds: MetricHistogram.callBounds)
-    init(name: String) { self.name = name }
-  }
+  typealias MethodSlot = MethodMetrics
 
   /// A table slot: the address of its method's slot (kept alive by ``owned``), 0 while empty.
   /// Set once, under ``owned``'s lock; read without it.

@@ -60,7 +60,8 @@ public struct PrometheusPage: Sendable {
     }
     groupIndex[name] = groups.count
     current = groups.count
-    groups.append(Group(header: "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(type)\n", lines: ""))
+    groups.append(
+      Group(header: "# HELP \(name) \(Self.escape(help, quotes: false))\n# TYPE \(name) \(type)\n", lines: ""))
   }
 
   /// One sample of the family declared last.
@@ -98,30 +99,18 @@ public struct PrometheusPage: Sendable {
 
   package static func labels(_ labels: [(String, String)]) -> String {
     guard !labels.isEmpty else { return "" }
-    return "{" + labels.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",") + "}"
+    return "{" + labels.map { "\($0.0)=\"\(escape($0.1, quotes: true))\"" }.joined(separator: ",") + "}"
   }
 
-  /// A label value: backslash, double quote and line feed escaped (the format's three escapes).
-  package static func escapeLabel(_ value: String) -> String {
-    var out = ""
-    for character in value.unicodeScalars {
-      switch character {
-      case "\\": out += "\\\\"
-      case "\"": out += "\\\""
-      case "\n": out += "\\n"
-      default: out.unicodeScalars.append(character)
-      }
-    }
-    return out
-  }
-
-  /// HELP text: backslash and line feed escaped.
-  package static func escapeHelp(_ value: String) -> String {
+  /// Backslash and line feed escaped, and with `quotes` the double quote: a label value takes
+  /// all three of the format's escapes, HELP text the first two.
+  package static func escape(_ value: String, quotes: Bool) -> String {
     var out = ""
     for character in value.unicodeScalars {
       switch character {
       case "\\": out += "\\\\"
       case "\n": out += "\\n"
+      case "\"" where quotes: out += "\\\""
       default: out.unicodeScalars.append(character)
       }
     }
@@ -132,6 +121,17 @@ public struct PrometheusPage: Sendable {
   package static let codeNames: [String] = (0...16).map { status in
     RPCError.Code(wireStatus: UInt8(status))?.description ?? "ok"
   }
+}
+
+/// One method's counts, on either side: calls started, calls ended by status, and a histogram
+/// of their durations (a server's handling time, a client's whole call).
+package final class MethodMetrics: Sendable {
+  package let name: String
+  package let started = MetricCounter()
+  /// By wire status, 0 (OK) ... 16.
+  package let handled = (0...16).map { _ in MetricCounter() }
+  package let duration = MetricHistogram(bounds: MetricHistogram.callBounds)
+  package init(name: String) { self.name = name }
 }
 
 /// A counter: one relaxed atomic add per event, read at scrape time.

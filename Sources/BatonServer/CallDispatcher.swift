@@ -43,7 +43,7 @@ final class CallDispatcher: Sendable {
     if let metrics {
       let slot = metrics.slot(index)
       slot.handled[Int(min(status, 16))].add()
-      slot.handling.observe(nanoseconds: nanoseconds)
+      slot.duration.observe(nanoseconds: nanoseconds)
     }
     if let observer {
       observer.observe(

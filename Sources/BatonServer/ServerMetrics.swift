@@ -11,23 +11,13 @@ import Synchronization
 final class ServerMetrics: Sendable {
   /// The label of methods the router does not have.
   static let unknownMethod = "unknown"
-  /// Upper bounds of the handling-time buckets, in nanoseconds (0.5 ms ... 10 s).
-  static let handlingBounds = MetricHistogram.callBounds
   /// Upper bounds of the connection-drain buckets, in nanoseconds (1 ms ... 5 min).
   static let drainBounds: [UInt64] = [
     1_000_000, 10_000_000, 100_000_000, 1_000_000_000, 5_000_000_000, 30_000_000_000, 60_000_000_000,
     300_000_000_000,
   ]
 
-  /// One method's counts.
-  final class MethodSlot: Sendable {
-    let name: String
-    let started = Counter()
-    /// By wire status, 0 (OK) ... 16.
-    let handled = (0...16).map { _ in Counter() }
-    let handling = Histogram(bounds: ServerMetrics.handlingBounds)
-    init(name: String) { self.name = name }
-  }
+  typealias MethodSlot = MethodMetrics
 
   typealias Counter = MetricCounter
   typealias Histogram = MetricHistogram
@@ -86,7 +76,7 @@ final class ServerMetrics: Sendable {
     page.family(
       "baton_server_handling_seconds", type: "histogram",
       help: "Time from a call's OPEN to its handler's end, by method.")
-    for slot in all { page.histogram("baton_server_handling_seconds", [("method", slot.name)], slot.handling) }
+    for slot in all { page.histogram("baton_server_handling_seconds", [("method", slot.name)], slot.duration) }
     page.family("baton_server_open_connections", type: "gauge", help: "Connections open now.")
     page.sample("baton_server_open_connections", labels: [], value: gauges.openConnections)
     page.family("baton_server_open_streams", type: "gauge", help: "Calls running now.")
