@@ -727,15 +727,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   private func perform(_ wake: Wake) {
-    switch wake {
-    case .deliver(let continuation, let message): continuation.resume(returning: message)
-    case .failReceive(let continuation, let error): continuation.resume(throwing: error)
-    case .resume(let continuation, let error):
-      if let error { continuation.resume(throwing: error) } else { continuation.resume() }
-    case .cancelTask(let task): task.cancel()
-    case .cancelTimer(let timer): loop.cancel(timer)
-    case .notice(let notice): onNotice(self, notice)
-    }
+    wake.perform(cancelTimer: { loop.cancel($0) }, notice: { onNotice(self, $0) })
   }
 
   private func perform(_ wakes: [Wake]) {

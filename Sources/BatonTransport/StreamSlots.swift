@@ -19,6 +19,21 @@ package struct StreamSlots {
     case cancelTask(Task<Void, Never>)
     case cancelTimer(TimerHandle)
     case notice(Connection.Notice)
+
+    /// Carries the wake out: continuations resume and tasks are cancelled here; a timer and a
+    /// notice go to whoever owns them (the connection's loop, its owner).
+    @inline(__always)
+    package func perform(cancelTimer: (TimerHandle) -> Void, notice: (Connection.Notice) -> Void) {
+      switch self {
+      case .deliver(let continuation, let message): continuation.resume(returning: message)
+      case .failReceive(let continuation, let error): continuation.resume(throwing: error)
+      case .resume(let continuation, let error):
+        if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+      case .cancelTask(let task): task.cancel()
+      case .cancelTimer(let timer): cancelTimer(timer)
+      case .notice(let value): notice(value)
+      }
+    }
   }
 
   private var table = StreamTable<StreamSlot>()
@@ -115,27 +130,11 @@ package struct StreamSlots {
     if resumable { slot.failure = .resumable(trailers.message) }
     slot.trailers = trailers
     slot.inputDone = true
-    if let receiver = slot.receiver, slot.inbox.isEmpty {
-      slot.receiver = nil
-      if let error = slot.endError {
-        wakes.append(.failReceive(receiver, error))
-      } else {
-        wakes.append(.deliver(receiver, nil))
-      }
-    }
-    if let finisher = slot.finisher {
-      slot.finisher = nil
-      wakes.append(.resume(finisher, nil))
-    }
-    if let writer = slot.writer {
-      slot.writer = nil
-      // A write waiting for credit is done with OK (the rest is dropped), as in `enqueue`.
-      wakes.append(.resume(writer, slot.failure ?? trailers.error))
-    }
-    if let timer = slot.timer {
-      slot.timer = nil
-      wakes.append(.cancelTimer(timer))
-    }
+    // A reader with messages still to take reads them first; a write waiting for credit is done
+    // with OK (the rest is dropped), as in `enqueue`.
+    slot.endWaits(
+      reader: slot.inbox.isEmpty ? slot.endError.map(StreamSlot.ReaderEnd.failure) ?? .end : nil,
+      writer: slot.failure ?? trailers.error, finisher: nil, &wakes)
   }
 
   /// Stream `id` may send again: its parked writer goes on, or the next one will not wait.
@@ -166,22 +165,7 @@ package struct StreamSlots {
     guard let slot = table[id] else { return }
     if slot.failure == nil && slot.trailers == nil { slot.failure = failure }
     let error: any Error = slot.failure ?? failure
-    if let receiver = slot.receiver {
-      slot.receiver = nil
-      wakes.append(.failReceive(receiver, error))
-    }
-    if let writer = slot.writer {
-      slot.writer = nil
-      wakes.append(.resume(writer, error))
-    }
-    if let finisher = slot.finisher {
-      slot.finisher = nil
-      wakes.append(.resume(finisher, nil))
-    }
-    if let timer = slot.timer {
-      slot.timer = nil
-      wakes.append(.cancelTimer(timer))
-    }
+    slot.endWaits(reader: .failure(error), writer: error, finisher: nil, &wakes)
     if cancelHandler, let task = handlerTasks.removeValue(forKey: id) { wakes.append(.cancelTask(task)) }
   }
 
@@ -204,21 +188,14 @@ package struct StreamSlots {
     guard let slot = table.removeValue(forKey: id) else { return nil }
     if slot.receiver != nil || slot.writer != nil || slot.finisher != nil {
       let ended = StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
-      if let receiver = slot.receiver { wakes.append(.failReceive(receiver, ended)) }
-      if let writer = slot.writer { wakes.append(.resume(writer, ended)) }
-      if let finisher = slot.finisher { wakes.append(.resume(finisher, ended)) }
-      slot.receiver = nil
-      slot.writer = nil
-      slot.finisher = nil
+      slot.endWaits(reader: .failure(ended), writer: ended, finisher: ended, &wakes)
+    } else {
+      slot.endWaits(reader: nil, writer: nil, finisher: nil, &wakes)  // the deadline timer
     }
     if !handlerTasks.isEmpty { handlerTasks[id] = nil }
     lastCallEndedAt = now
     let unread = slot.inbox.removeAll() + slot.lent
     slot.lent = 0
-    if let timer = slot.timer {
-      slot.timer = nil
-      wakes.append(.cancelTimer(timer))
-    }
     if table.isEmpty && notifyIdle { wakes.append(.notice(.idle)) }
     return Released(slot: slot, unreadBytes: unread)
   }
@@ -315,6 +292,42 @@ package final class StreamSlot {
     self.singleResponse = singleResponse
     self.method = method
     self.openedAt = openedAt
+  }
+
+  /// How a parked reader's wait ends.
+  package enum ReaderEnd {
+    /// No more messages: the reader gets nil.
+    case end
+    case failure(any Error)
+  }
+
+  /// The stream's waits end: the parked reader gets `reader` (nil: it stays parked), the parked
+  /// writer and finisher resume (nil: without an error), the deadline timer is cancelled. The
+  /// one place that hands waiters their outcome, whether the stream ended with a status, failed,
+  /// or was released.
+  package func endWaits(
+    reader readerEnd: ReaderEnd?, writer writerError: (any Error)?, finisher finisherError: (any Error)?,
+    _ wakes: inout [StreamSlots.Wake]
+  ) {
+    if let readerEnd, let receiver {
+      self.receiver = nil
+      switch readerEnd {
+      case .end: wakes.append(.deliver(receiver, nil))
+      case .failure(let error): wakes.append(.failReceive(receiver, error))
+      }
+    }
+    if let writer {
+      self.writer = nil
+      wakes.append(.resume(writer, writerError))
+    }
+    if let finisher {
+      self.finisher = nil
+      wakes.append(.resume(finisher, finisherError))
+    }
+    if let timer {
+      self.timer = nil
+      wakes.append(.cancelTimer(timer))
+    }
   }
 
   /// The error a reader sees once the input has ended: a failure, or (client) a non-OK status.

@@ -224,17 +224,8 @@ struct StreamSlotsTests {
     #expect(slots.ids == [1, 5])
   }
 
-  /// What the connection does with the wakes once its lock is released.
+  /// What the connection does with the wakes once its lock is released (no loop, no owner here).
   private func perform(_ wakes: [StreamSlots.Wake]) {
-    for wake in wakes {
-      switch wake {
-      case .deliver(let continuation, let message): continuation.resume(returning: message)
-      case .failReceive(let continuation, let error): continuation.resume(throwing: error)
-      case .resume(let continuation, let error):
-        if let error { continuation.resume(throwing: error) } else { continuation.resume() }
-      case .cancelTask(let task): task.cancel()
-      case .cancelTimer, .notice: break
-      }
-    }
+    for wake in wakes { wake.perform(cancelTimer: { _ in }, notice: { _ in }) }
   }
 }
