@@ -190,3 +190,30 @@ func value<T: Sendable>(of task: Task<T, Never>, within timeout: Duration) async
     }
   }
 }
+
+@Suite("A client closed while its connection is being set up", .timeLimit(.minutes(5)))
+struct CloseDuringConnectTests {
+  /// The server's socket accepts nothing (the kernel completes TCP, nobody answers the preface):
+  /// every connection stays in its handshake. Closing the client then must end a call waiting
+  /// for it at once, whether the call is still being placed or already parked, and return.
+  @Test("a client closed during its connection's handshake fails the waiting call at once and returns (60 rounds)")
+  func closeDuringHandshake() async throws {
+    let server = try RawServer()
+    for round in 0..<60 {
+      let client = Client(endpoints: [server.endpoint])
+      let call = Task {
+        try await client.unary("test/Any", [1], options: CallOptions(timeout: .seconds(60), waitForReady: true))
+      }
+      // Half the rounds close once the call is parked; the others as it starts.
+      if round % 2 == 1 { try await until("the call waits for the connection") { client.waitingCalls == 1 } }
+      await client.close()
+      let result = await call.result
+      guard case .failure(let error as RPCError) = result else {
+        Issue.record("round \(round): \(result)")
+        continue
+      }
+      #expect(
+        error.code == .unavailable || error.code == .cancelled, "round \(round): \(error.code) \(error.message)")
+    }
+  }
+}
