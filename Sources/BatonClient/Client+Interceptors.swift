@@ -71,10 +71,11 @@ public struct ClientCall: Sendable {
     responseTransforms.append(transform)
   }
 
-  /// The request and response transforms of the call, each composed into one.
-  var transforms: MessageTransforms {
-    MessageTransforms(
-      outbound: Self.compose(requestTransforms), inbound: Self.compose(responseTransforms.reversed()))
+  /// The request transforms as one, outermost first; nil if there are none.
+  var outbound: MessageTransform? { Self.compose(requestTransforms) }
+  /// The response transforms as one, innermost first; nil if there are none.
+  var inbound: MessageTransform? {
+    responseTransforms.count < 2 ? responseTransforms.first : Self.compose(responseTransforms.reversed())
   }
 
   static func compose(_ transforms: [MessageTransform]) -> MessageTransform? {
@@ -107,6 +108,11 @@ extension Client {
   }
 
   /// Runs the configuration's and the call's interceptors around `terminal`.
+  ///
+  /// Inlined into its callers, and the last interceptor gets `terminal` itself as its `next`:
+  /// with one interceptor the chain adds just that interceptor's frame and the terminal's (each
+  /// async frame costs an allocation and an executor check on the way back).
+  @inline(__always)
   func intercept(
     _ method: String, _ shape: CallShape, _ options: CallOptions,
     _ terminal: (ClientCall) async throws -> Void
@@ -118,7 +124,12 @@ extension Client {
       : configuration.interceptors.isEmpty ? options.interceptors : configuration.interceptors + options.interceptors
     var options = options
     if !options.interceptors.isEmpty { options.interceptors = [] }
-    try await Self.run(interceptors, from: 0, ClientCall(method: method, shape: shape, options: options), terminal)
+    let call = ClientCall(method: method, shape: shape, options: options)
+    if interceptors.count == 1 {
+      try await interceptors[0].intercept(call, next: terminal)
+    } else {
+      try await Self.run(interceptors, from: 0, call, terminal)
+    }
   }
 
   private static func run(
@@ -126,29 +137,28 @@ extension Client {
     _ terminal: (ClientCall) async throws -> Void
   ) async throws {
     guard index < interceptors.count else { return try await terminal(call) }
+    if index == interceptors.count - 1 { return try await interceptors[index].intercept(call, next: terminal) }
     try await interceptors[index].intercept(call) { call in
       try await run(interceptors, from: index + 1, call, terminal)
     }
   }
 
   /// A unary call through the interceptors: ``unaryResponse(_:_:options:)`` comes here when any
-  /// are registered; `perform` is the call without them.
+  /// are registered. `startedAt`: the call's start, when the metrics already read the clock.
   func interceptedUnary(
-    _ method: String, _ request: [UInt8], _ options: CallOptions,
-    _ perform: (String, [UInt8], CallOptions) async throws -> UnaryResponse
+    _ method: String, _ request: [UInt8], _ options: CallOptions, startedAt: UInt64?
   ) async throws -> UnaryResponse {
     var response: UnaryResponse?
     try await intercept(method, .unary, options) { call in
-      let transforms = call.transforms
       var request = request
-      if let outbound = transforms.outbound { request = try await outbound(request) }
+      if let outbound = call.outbound { request = try await outbound(request) }
       var reply: UnaryResponse
       do {
-        reply = try await perform(call.method, request, call.options)
+        reply = try await performUnary(call.method, request, call.options, startedAt: startedAt)
       } catch {
         throw Self.rpcError(error)  // what the interceptors see is what the caller will
       }
-      if let inbound = transforms.inbound { reply.message = try await inbound(reply.message) }
+      if let inbound = call.inbound { reply.message = try await inbound(reply.message) }
       response = reply
     }
     guard let response else {
@@ -166,10 +176,9 @@ extension Client {
   ) async throws -> Result {
     var result: Result?
     try await intercept(method, shape, options) { call in
-      let transforms = call.transforms
       var request = request
-      if let single = request, let outbound = transforms.outbound { request = try await outbound(single) }
-      result = try await run(call.options, request, transforms)
+      if let single = request, let outbound = call.outbound { request = try await outbound(single) }
+      result = try await run(call.options, request, MessageTransforms(outbound: call.outbound, inbound: call.inbound))
     }
     guard let result else {
       throw RPCError(code: .internal, message: "a client interceptor ended the call without sending it")

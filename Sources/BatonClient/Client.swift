@@ -215,7 +215,7 @@ public final class Client: MetricsExposition {
     do {
       let response =
         hasInterceptors(options)
-        ? try await interceptedUnary(method, request, options) { try await self.performUnary($0, $1, $2) }
+        ? try await interceptedUnary(method, request, options, startedAt: meter?.start)
         : try await performUnary(method, request, options, startedAt: meter?.start)
       counters.succeeded.add(1, ordering: .relaxed)
       if let meter { meterEnd(meter, method, nil) }
@@ -229,7 +229,7 @@ public final class Client: MetricsExposition {
   }
 
   /// `startedAt`: the call's start, when already read (saves reading the clock again).
-  private func performUnary(
+  func performUnary(
     _ method: String, _ request: [UInt8], _ options: CallOptions, startedAt: UInt64? = nil
   ) async throws -> UnaryResponse {
     if !options.metadata.isEmpty { try MetadataRules.check(options.metadata) }

@@ -24,19 +24,10 @@ final class ClientMetrics: Sendable {
 
   typealias MethodSlot = MethodMetrics
 
-  /// A table slot: the address of its method's slot (kept alive by ``owned``), 0 while empty.
-  /// Set once, under ``owned``'s lock; read without it.
-  private final class Bucket: Sendable {
-    let address = Atomic<UInt>(0)
-
-    @inline(__always) var slot: MethodSlot? {
-      let bits = address.load(ordering: .acquiring)
-      guard bits != 0, let pointer = UnsafeRawPointer(bitPattern: bits) else { return nil }
-      return Unmanaged<MethodSlot>.fromOpaque(pointer).takeUnretainedValue()
-    }
-  }
-
-  private let buckets: [Bucket] = (0..<ClientMetrics.capacity).map { _ in Bucket() }
+  /// The table: per bucket, the address of its method's slot (kept alive by ``owned``), 0 while
+  /// empty. Set once, under ``owned``'s lock; read without it. Plain atomics, not objects, so
+  /// that a lookup touches no reference count.
+  nonisolated(unsafe) private let buckets: UnsafeMutablePointer<Atomic<UInt>>
   /// Every method slot handed out, in first-call order: owns them for the buckets, and its lock
   /// orders the first calls of new names (so the first 100 names, exactly, get a slot).
   private let owned = Locked<[MethodSlot]>([])
@@ -51,44 +42,70 @@ final class ClientMetrics: Sendable {
 
   init(labels: [(String, String)]) {
     self.labels = labels
+    buckets = .allocate(capacity: Self.capacity)
+    for index in 0..<Self.capacity { (buckets + index).initialize(to: Atomic(0)) }
+  }
+
+  deinit {
+    buckets.deinitialize(count: Self.capacity)
+    buckets.deallocate()
   }
 
   /// The slot of `method`: its own among the first ``maxMethods`` names, else ``other``.
-  /// A hash, then (almost always) one acquiring load and one string comparison.
   func slot(for method: String) -> MethodSlot {
+    find(method, { $0 }) ?? (full.load(ordering: .relaxed) ? other : insert(method))
+  }
+
+  /// Where a call of `method` is counted: ``slot(for:)``'s counts, found without retaining the
+  /// slot. A hash, then (almost always) one acquiring load and one string comparison.
+  func counts(for method: String) -> MethodCounts {
+    find(method, \.counts) ?? slot(for: method).counts
+  }
+
+  /// `body` applied to `method`'s slot if the table has it, nil if not (or it is full of others).
+  @inline(__always)
+  private func find<T>(_ method: String, _ body: (MethodSlot) -> T) -> T? {
     let mask = Self.capacity - 1
-    var index = method.hashValue & mask
+    var index = Self.hash(method) & mask
     for _ in 0..<Self.capacity {
-      guard let slot = buckets[index].slot else {
-        return full.load(ordering: .relaxed) ? other : insert(method)
+      let bits = buckets[index].load(ordering: .acquiring)
+      guard bits != 0, let pointer = UnsafeRawPointer(bitPattern: bits) else { return nil }
+      let found = Unmanaged<MethodSlot>.fromOpaque(pointer)._withUnsafeGuaranteedRef { slot in
+        slot.name == method ? body(slot) : nil
       }
-      if slot.name == method { return slot }
+      if let found { return found }
       index = (index + 1) & mask
     }
-    return other
+    return nil
+  }
+
+  /// FNV-1a over the name's UTF-8. Every call hashes its method name, and this costs a few
+  /// instructions per byte where `hashValue` (seeded SipHash) costs a few hundred per call.
+  /// Flooding one bucket gains nothing: the table holds at most ``maxMethods`` names.
+  @inline(__always)
+  private static func hash(_ method: String) -> Int {
+    func fnv1a(_ bytes: some Sequence<UInt8>) -> Int {
+      var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+      for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+      return Int(truncatingIfNeeded: hash ^ (hash >> 32))
+    }
+    return method.utf8.withContiguousStorageIfAvailable(fnv1a) ?? fnv1a(method.utf8)
   }
 
   /// The first call of a name not seen yet (or one racing it), while slots are left: under the
   /// lock, once per name.
   private func insert(_ method: String) -> MethodSlot {
     owned.withLock { owned in
+      if let slot = find(method, { $0 }) { return slot }  // another call of it came first
+      guard owned.count < Self.maxMethods else { return other }
       let mask = Self.capacity - 1
-      var index = method.hashValue & mask
-      for _ in 0..<Self.capacity {
-        if let slot = buckets[index].slot {
-          if slot.name == method { return slot }  // another call of it came first
-          index = (index + 1) & mask
-          continue
-        }
-        guard owned.count < Self.maxMethods else { return other }
-        let slot = MethodSlot(name: method)
-        owned.append(slot)
-        let address = UInt(bitPattern: Unmanaged.passUnretained(slot).toOpaque())
-        buckets[index].address.store(address, ordering: .releasing)
-        if owned.count == Self.maxMethods { full.store(true, ordering: .relaxed) }
-        return slot
-      }
-      return other
+      var index = Self.hash(method) & mask
+      while buckets[index].load(ordering: .relaxed) != 0 { index = (index + 1) & mask }
+      let slot = MethodSlot(name: method)
+      owned.append(slot)
+      buckets[index].store(UInt(bitPattern: Unmanaged.passUnretained(slot).toOpaque()), ordering: .releasing)
+      if owned.count == Self.maxMethods { full.store(true, ordering: .relaxed) }
+      return slot
     }
   }
 
@@ -102,7 +119,7 @@ final class ClientMetrics: Sendable {
   /// Every method slot handed out, by name, then ``other`` if a call used it.
   private var methodSlots: [MethodSlot] {
     var slots = owned.withLock { $0 }.sorted { $0.name < $1.name }
-    if other.started.load > 0 { slots.append(other) }
+    if other.started > 0 { slots.append(other) }
     return slots
   }
 
@@ -115,14 +132,14 @@ final class ClientMetrics: Sendable {
       help: "Calls started, by method (the first 100 names; later ones are method=\"other\").")
     for slot in slots {
       page.sample(
-        "baton_client_calls_started_total", labels: labels + [("method", slot.name)], value: slot.started.load)
+        "baton_client_calls_started_total", labels: labels + [("method", slot.name)], value: slot.started)
     }
     page.family(
       "baton_client_calls_handled_total", type: "counter",
       help: "Calls that ended, by method and the status the caller saw.")
     for slot in slots {
-      for (status, counter) in slot.handled.enumerated() {
-        let count = counter.load
+      for status in 0...16 {
+        let count = slot.handled(status)
         // Codes never seen are left out (there are 17 per method); OK is always shown.
         guard count > 0 || status == 0 else { continue }
         page.sample(
@@ -206,7 +223,8 @@ final class ClientMetrics: Sendable {
 
 /// Where a call's metering starts: its method's slot (nil with metrics off) and its start time.
 struct CallMeter {
-  let slot: ClientMetrics.MethodSlot?
+  /// nil with metrics off; valid while the client (which owns its metrics) lives, as a call does.
+  let counts: MethodCounts?
   let start: UInt64
 }
 
@@ -216,20 +234,17 @@ extension Client {
   @inline(__always)
   func meterStart(_ method: String) -> CallMeter? {
     guard measures else { return nil }
-    let slot = metrics?.slot(for: method)
-    slot?.started.add()
+    let counts = metrics?.counts(for: method)
+    counts?.callStarted()
     if observes { observer?.observe(.callStarted(method: method)) }
-    return CallMeter(slot: slot, start: MonotonicClock.now())
+    return CallMeter(counts: counts, start: MonotonicClock.now())
   }
 
   /// A call ended, with `error` (already the caller's, see ``rpcError(_:)``) or OK.
   func meterEnd(_ meter: CallMeter, _ method: String, _ error: (any Error)?) {
     let nanoseconds = MonotonicClock.now() &- meter.start
     let code: RPCError.Code? = error.map { ($0 as? RPCError)?.code ?? .unknown }
-    if let slot = meter.slot {
-      slot.handled[Int(min(code?.rawValue ?? 0, 16))].add()
-      slot.duration.observe(nanoseconds: nanoseconds)
-    }
+    meter.counts?.callEnded(status: code?.rawValue ?? 0, nanoseconds: nanoseconds)
     if observes { observer?.observe(.callFinished(method: method, status: code, duration: .nanoseconds(nanoseconds))) }
   }
 

@@ -85,15 +85,15 @@ public struct PrometheusPage: Sendable {
   }
 
   /// A histogram's `_bucket` (cumulative, seconds), `_sum` and `_count` samples.
-  package mutating func histogram(_ name: String, _ labels: [(String, String)], _ histogram: MetricHistogram) {
+  package mutating func histogram(_ name: String, _ labels: [(String, String)], _ histogram: HistogramCounts) {
     var cumulative = 0
     for (index, bound) in histogram.bounds.enumerated() {
-      cumulative += histogram.buckets[index].load
+      cumulative += histogram.buckets[index]
       sample(name + "_bucket", labels: labels + [("le", "\(Double(bound) / 1e9)")], value: cumulative)
     }
-    cumulative += histogram.buckets[histogram.bounds.count].load
+    cumulative += histogram.buckets[histogram.bounds.count]
     sample(name + "_bucket", labels: labels + [("le", "+Inf")], value: cumulative)
-    sample(name + "_sum", labels: labels, value: Double(histogram.sumNanoseconds.load) / 1e9)
+    sample(name + "_sum", labels: labels, value: Double(histogram.sumNanoseconds) / 1e9)
     sample(name + "_count", labels: labels, value: cumulative)
   }
 
@@ -125,13 +125,73 @@ public struct PrometheusPage: Sendable {
 
 /// One method's counts, on either side: calls started, calls ended by status, and a histogram
 /// of their durations (a server's handling time, a client's whole call).
+///
+/// The counts live in one block of atomics that ``counts`` points at, so that counting a call
+/// touches no reference count: a call's path adds to them through that plain value.
 package final class MethodMetrics: Sendable {
   package let name: String
-  package let started = MetricCounter()
-  /// By wire status, 0 (OK) ... 16.
-  package let handled = (0...16).map { _ in MetricCounter() }
-  package let duration = MetricHistogram(bounds: MetricHistogram.callBounds)
-  package init(name: String) { self.name = name }
+  /// Valid as long as this object lives.
+  package let counts: MethodCounts
+
+  package init(name: String) {
+    self.name = name
+    let cells = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: MethodCounts.cellCount)
+    for index in 0..<MethodCounts.cellCount { (cells + index).initialize(to: Atomic(0)) }
+    self.counts = MethodCounts(cells: cells)
+  }
+
+  deinit {
+    counts.cells.deinitialize(count: MethodCounts.cellCount)
+    counts.cells.deallocate()
+  }
+
+  package var started: Int { counts.load(MethodCounts.startedCell) }
+  /// Calls ended with wire status `status` (0 ... 16).
+  package func handled(_ status: Int) -> Int { counts.load(MethodCounts.handledCell + status) }
+  /// The duration histogram, read now.
+  package var duration: HistogramCounts {
+    HistogramCounts(
+      bounds: MetricHistogram.callBounds,
+      buckets: (0...MetricHistogram.callBounds.count).map { counts.load(MethodCounts.bucketCell + $0) },
+      sumNanoseconds: counts.load(MethodCounts.sumCell))
+  }
+}
+
+/// Where a call adds to its method's counts: a plain pointer (copying it retains nothing), valid
+/// while the ``MethodMetrics`` that made it lives.
+package struct MethodCounts: @unchecked Sendable {
+  // started | handled by status 0...16 | duration buckets (one per bound, then +Inf) | sum (ns)
+  @inlinable static var startedCell: Int { 0 }
+  @inlinable static var handledCell: Int { 1 }
+  @inlinable static var bucketCell: Int { 18 }
+  @inlinable static var sumCell: Int { bucketCell + MetricHistogram.callBoundsCount + 1 }
+  static var cellCount: Int { sumCell + 1 }
+
+  @usableFromInline let cells: UnsafeMutablePointer<Atomic<Int>>
+
+  init(cells: UnsafeMutablePointer<Atomic<Int>>) { self.cells = cells }
+
+  /// A call started.
+  @inlinable package func callStarted() {
+    cells[Self.startedCell].add(1, ordering: .relaxed)
+  }
+
+  /// A call ended with wire status `status` (above 16 counts as 16) after `nanoseconds`.
+  @inlinable package func callEnded(status: UInt8, nanoseconds: UInt64) {
+    cells[Self.handledCell + Int(min(status, 16))].add(1, ordering: .relaxed)
+    cells[Self.bucketCell + MetricHistogram.callBucket(nanoseconds)].add(1, ordering: .relaxed)
+    cells[Self.sumCell].add(Int(clamping: nanoseconds), ordering: .relaxed)
+  }
+
+  func load(_ cell: Int) -> Int { cells[cell].load(ordering: .relaxed) }
+}
+
+/// A histogram's counts as read for a page: per-bucket (not cumulative) counts, one per bound
+/// and then the `+Inf` one, and the sum of the observations in nanoseconds.
+package struct HistogramCounts: Sendable {
+  package var bounds: [UInt64]
+  package var buckets: [Int]
+  package var sumNanoseconds: Int
 }
 
 /// A counter: one relaxed atomic add per event, read at scrape time.
@@ -166,9 +226,37 @@ package final class MetricHistogram: Sendable {
     sumNanoseconds.add(Int(clamping: nanoseconds))
   }
 
+  /// The counts, read now.
+  package var counts: HistogramCounts {
+    HistogramCounts(bounds: bounds, buckets: buckets.map(\.load), sumNanoseconds: sumNanoseconds.load)
+  }
+
   /// 0.5 ms ... 10 s: a call's handling (server) or duration (client).
   package static let callBounds: [UInt64] = [
     500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000, 100_000_000, 250_000_000,
     500_000_000, 1_000_000_000, 2_500_000_000, 5_000_000_000, 10_000_000_000,
   ]
+  @inlinable static var callBoundsCount: Int { 14 }
+
+  /// The bucket of a call lasting `nanoseconds` among ``callBounds`` (their count for `+Inf`).
+  /// Written out as comparisons, since it runs for every call.
+  @inlinable package static func callBucket(_ nanoseconds: UInt64) -> Int {
+    switch nanoseconds {
+    case ...500_000: 0
+    case ...1_000_000: 1
+    case ...2_500_000: 2
+    case ...5_000_000: 3
+    case ...10_000_000: 4
+    case ...25_000_000: 5
+    case ...50_000_000: 6
+    case ...100_000_000: 7
+    case ...250_000_000: 8
+    case ...500_000_000: 9
+    case ...1_000_000_000: 10
+    case ...2_500_000_000: 11
+    case ...5_000_000_000: 12
+    case ...10_000_000_000: 13
+    default: 14
+    }
+  }
 }

@@ -19,6 +19,8 @@ final class CallDispatcher: Sendable {
   let observer: (any ServerObserver)?
   /// Whether a call's end is timed and counted at all (metrics or an observer).
   private let measures: Bool
+  /// Whether there is an observer (a Bool is cheaper to test than the optional existential).
+  private let observes: Bool
 
   init(
     router: Router, exposeErrorDetails: Bool, logger: Logger, collectsMetrics: Bool = true,
@@ -30,22 +32,21 @@ final class CallDispatcher: Sendable {
     self.metrics = collectsMetrics ? ServerMetrics(methods: router.registrationOrder) : nil
     self.observer = observer
     self.measures = collectsMetrics || observer != nil
+    self.observes = observer != nil
   }
 
   /// A call starts: counted, and told to the observer. `index` is nil for an unknown method.
   private func started(_ index: Int?, _ method: String) {
-    metrics?.slot(index).started.add()
-    observer?.observe(.callStarted(method: index == nil ? ServerMetrics.unknownMethod : method))
+    metrics?.counts(index).callStarted()
+    if observes, let observer {
+      observer.observe(.callStarted(method: index == nil ? ServerMetrics.unknownMethod : method))
+    }
   }
 
   /// A call ended with wire status `status` after `nanoseconds`.
   private func finished(_ index: Int?, _ method: String, status: UInt8, nanoseconds: UInt64) {
-    if let metrics {
-      let slot = metrics.slot(index)
-      slot.handled[Int(min(status, 16))].add()
-      slot.duration.observe(nanoseconds: nanoseconds)
-    }
-    if let observer {
+    metrics?.counts(index).callEnded(status: status, nanoseconds: nanoseconds)
+    if observes, let observer {
       observer.observe(
         .callFinished(
           method: index == nil ? ServerMetrics.unknownMethod : method, status: RPCError.Code(wireStatus: status),
@@ -171,7 +172,7 @@ final class CallDispatcher: Sendable {
     var reply: [UInt8]?
     var handlerContext = context
     do {
-      try await runServerChain(interceptors, from: 0, call) { call in
+      try await interceptServerCall(interceptors, call) { call in
         let context = context.with(requestMetadata: call.metadata)
         handlerContext = context
         let inbound = call.inbound

@@ -24,6 +24,8 @@ final class ServerMetrics: Sendable {
 
   /// Slot per registered method, in the router's registration order, then `unknown`.
   let methods: [MethodSlot]
+  /// `methods[i].counts`: read per call without touching a reference count.
+  private let methodCounts: [MethodCounts]
   let unknown: MethodSlot
   let traffic = TrafficCounters()
   let connectionsAccepted = Counter()
@@ -35,12 +37,14 @@ final class ServerMetrics: Sendable {
 
   init(methods: [String]) {
     self.methods = methods.map(MethodSlot.init)
+    self.methodCounts = self.methods.map(\.counts)
     self.unknown = MethodSlot(name: Self.unknownMethod)
   }
 
-  func slot(_ index: Int?) -> MethodSlot {
-    guard let index, index < methods.count else { return unknown }
-    return methods[index]
+  /// Where a call of the method registered at `index` (nil: unknown) is counted.
+  func counts(_ index: Int?) -> MethodCounts {
+    guard let index, index < methodCounts.count else { return unknown.counts }
+    return methodCounts[index]
   }
 
   /// The status names used as the `code` label: `ok`, then ``RPCError/Code``'s names.
@@ -59,13 +63,13 @@ final class ServerMetrics: Sendable {
     let all = methods + [unknown]
     page.family("baton_server_calls_started_total", type: "counter", help: "Calls the server accepted, by method.")
     for slot in all {
-      page.sample("baton_server_calls_started_total", labels: [("method", slot.name)], value: slot.started.load)
+      page.sample("baton_server_calls_started_total", labels: [("method", slot.name)], value: slot.started)
     }
     page.family(
       "baton_server_calls_handled_total", type: "counter", help: "Calls that ended, by method and status code.")
     for slot in all {
-      for (status, counter) in slot.handled.enumerated() {
-        let count = counter.load
+      for status in 0...16 {
+        let count = slot.handled(status)
         // Codes never seen are left out (there are 17 per method); OK is always shown.
         guard count > 0 || status == 0 else { continue }
         page.sample(
@@ -93,7 +97,7 @@ final class ServerMetrics: Sendable {
     page.family(
       "baton_server_connection_drain_seconds", type: "histogram",
       help: "Connection drains (server stop, max age, idle): from the first GOAWAY to the connection's close.")
-    page.histogram("baton_server_connection_drain_seconds", [], connectionDrains)
+    page.histogram("baton_server_connection_drain_seconds", [], connectionDrains.counts)
     page.family(
       "baton_server_streams_cut_total", type: "counter",
       help: "Calls ended by the server before their handler finished: at the call's own deadline, or by a stop.")

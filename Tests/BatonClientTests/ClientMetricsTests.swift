@@ -17,6 +17,17 @@ struct ClientMetricsValueTests {
     }
   }
 
+  @Test("a call counts into its method's slot, and a name past the first 100 into `other`")
+  func countsForMethod() {
+    let metrics = ClientMetrics(labels: [])
+    for index in 0..<120 { metrics.counts(for: "svc/C\(index)").callStarted() }
+    metrics.counts(for: "svc/C7").callStarted()
+    #expect(metrics.slot(for: "svc/C7").started == 2)
+    #expect(metrics.slot(for: "svc/C0").started == 1)
+    #expect(metrics.slot(for: "svc/C99").started == 1)
+    #expect(metrics.other.started == 20)
+  }
+
   @Test("many tasks naming 300 methods at once hand out exactly 100 slots, each name always the same one")
   func methodSlotsConcurrently() async {
     let metrics = ClientMetrics(labels: [])
