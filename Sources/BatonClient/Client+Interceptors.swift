@@ -144,17 +144,16 @@ extension Client {
   }
 
   /// A unary call through the interceptors: ``unaryResponse(_:_:options:)`` comes here when any
-  /// are registered. `startedAt`: the call's start, when the metrics already read the clock.
-  func interceptedUnary(
-    _ method: String, _ request: [UInt8], _ options: CallOptions, startedAt: UInt64?
-  ) async throws -> UnaryResponse {
+  /// are registered. The call's timeout counts from the end of the chain, as a streaming call's
+  /// does.
+  func interceptedUnary(_ method: String, _ request: [UInt8], _ options: CallOptions) async throws -> UnaryResponse {
     var response: UnaryResponse?
     try await intercept(method, .unary, options) { call in
       var request = request
       if let outbound = call.outbound { request = try await outbound(request) }
       var reply: UnaryResponse
       do {
-        reply = try await performUnary(call.method, request, call.options, startedAt: startedAt)
+        reply = try await performUnary(call.method, request, call.options)
       } catch {
         throw Self.rpcError(error)  // what the interceptors see is what the caller will
       }

@@ -215,7 +215,7 @@ public final class Client: MetricsExposition {
     do {
       let response =
         hasInterceptors(options)
-        ? try await interceptedUnary(method, request, options, startedAt: meter?.start)
+        ? try await interceptedUnary(method, request, options)
         : try await performUnary(method, request, options, startedAt: meter?.start)
       counters.succeeded.add(1, ordering: .relaxed)
       if let meter { meterEnd(meter, method, nil) }
