@@ -78,6 +78,9 @@ final class StreamingCall: Sendable {
     var carried: StreamHandle.Checkpoint?
     /// After a resumption: how many of the new stream's first messages the caller already has.
     var skip = 0
+    /// Messages the retired stream had received and the reader had not taken when the call
+    /// moved: the reader gets them before the new stream's. At most a stream window's worth.
+    var unread: [[UInt8]] = []
   }
 
   init(client: Client, method: String, options: CallOptions, startedAt: UInt64? = nil) {
@@ -235,12 +238,19 @@ final class StreamingCall: Sendable {
 
   private func nextMessage(_ receive: (StreamHandle) async throws -> [UInt8]?) async throws -> [UInt8]? {
     while true {
-      let (attempt, number, skip) = try state.withLock { s throws -> (Attempt?, Int, Int) in
+      enum Next { case unread([UInt8]), attempt(Attempt?, number: Int, skip: Int) }
+      let next = try state.withLock { s throws -> Next in
         switch s.phase {
         case .finished: throw RPCError(code: .cancelled, message: "the call has ended")
         case .failed(let error): throw error
-        default: return (s.attempt, s.number, s.skip)
+        default:
+          if !s.unread.isEmpty { return .unread(s.unread.removeFirst()) }
+          return .attempt(s.attempt, number: s.number, skip: s.skip)
         }
+      }
+      guard case .attempt(let attempt, let number, let skip) = next else {
+        if case .unread(let message) = next { return message }
+        continue
       }
       guard let attempt else {
         await waitForRecovery()
@@ -249,11 +259,17 @@ final class StreamingCall: Sendable {
       do {
         if skip > 0, received.load(ordering: .relaxed) < skip {
           // A resumed stream repeats what followed its checkpoint: drop what the caller has.
-          guard try await attempt.stream.receive() != nil else { return nil }
+          guard try await attempt.stream.receive() != nil else {
+            if isRetired(number) { continue }
+            return nil
+          }
           received.add(1, ordering: .relaxed)
           continue
         }
         let message = try await receive(attempt.stream)
+        // A stream retired under the reader (the writer moved the call) reads as ended: the
+        // call goes on with its next stream, not to its end.
+        if message == nil, isRetired(number) { continue }
         if !committedFlag.load(ordering: .relaxed) { commit(number) }
         return message
       } catch let failure as StreamFailure {
@@ -301,6 +317,18 @@ final class StreamingCall: Sendable {
     }
   }
 
+  /// Whether attempt `number` is no longer the call's: it moved on, or is moving (not when the
+  /// call has ended: a reader then sees the end).
+  private func isRetired(_ number: Int) -> Bool {
+    state.withLock { s in
+      switch s.phase {
+      case .finished, .failed: return false
+      case .recovering: return true
+      case .opening, .open, .committed: return s.number != number || s.attempt == nil
+      }
+    }
+  }
+
   /// Moves the call to a new attempt after attempt `number` failed, if the rules allow it;
   /// otherwise throws the call's error. Concurrent failures of the same attempt recover once:
   /// the others wait for that recovery.
@@ -314,7 +342,13 @@ final class StreamingCall: Sendable {
       case .committed, .open:
         let old = s.attempt
         if let checkpoint = Self.resumableFrom(failure, old, s) {
-          let position = max(received.load(ordering: .relaxed), s.skip)
+          // What the old stream received and the reader has not taken yet stays the caller's
+          // (the checkpoint may cover it, and the new stream would not repeat it), less what a
+          // reader still dropping a resumed stream's repeats would have dropped.
+          let taken = received.load(ordering: .relaxed)
+          let unread = old?.stream.takeUnread() ?? []
+          s.unread.append(contentsOf: unread.dropFirst(max(0, s.skip - taken)))
+          let position = max(taken + unread.count, s.skip)
           s.attempt = nil
           s.phase = .recovering(waiters: [])
           return .resume(old, checkpoint, skip: max(0, position - checkpoint.index))

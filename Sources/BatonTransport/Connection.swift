@@ -418,6 +418,21 @@ package final class Connection: IOHandler, @unchecked Sendable {
     state.withLock { $0.streams[id]?.checkpoint }
   }
 
+  /// (client) Takes the messages that arrived on the stream and that no reader has taken yet,
+  /// crediting them as consumed: a call moving to another stream hands them to its reader
+  /// before the new stream's (the checkpoint it resumes from may already cover them).
+  func takeUnread(_ id: UInt32) -> [[UInt8]] {
+    withState { s, _ in
+      guard let slot = s.streams[id] else { return [] }
+      var unread: [[UInt8]] = []
+      while let message = slot.inbox.popFirst() {
+        s.core.consumed(streamID: id, bytes: message.count)
+        unread.append(message)
+      }
+      return unread
+    }
+  }
+
   /// (server) Sends a checkpoint of the stream; false when resumption is off or the stream ended.
   func sendCheckpoint(_ id: UInt32, consumed: UInt64, token: [UInt8]) -> Bool {
     withState { s, _ in s.core.sendCheckpoint(streamID: id, consumed: consumed, token: token) }

@@ -79,6 +79,10 @@ package struct StreamHandle: Sendable {
   /// (client) The latest checkpoint the server sent on this stream.
   package var checkpoint: Checkpoint? { connection.checkpoint(id) }
 
+  /// (client) The messages that arrived and that no reader has taken yet, taken now (see
+  /// ``Connection/takeUnread(_:)``).
+  package func takeUnread() -> [[UInt8]] { connection.takeUnread(id) }
+
   /// (server) Marks a checkpoint after the messages written so far; false when resumption is
   /// off on this connection or the stream has ended.
   @discardableResult
