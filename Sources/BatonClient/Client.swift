@@ -163,7 +163,7 @@ public final class Client: MetricsExposition {
     public var activeCalls: Int
     /// Older connections that received GOAWAY and still finish their calls.
     public var drainingConnections: Int
-    /// Call attempts sent here (a retried call counts once per attempt).
+    /// Call attempts sent here, counted as each ends (a retried call counts once per attempt).
     public var attempts: Int
     /// GOAWAYs received from this address.
     public var goAwaysReceived: Int

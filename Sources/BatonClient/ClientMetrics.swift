@@ -168,7 +168,10 @@ final class ClientMetrics: Sendable {
     page.sample("baton_client_resumptions_total", labels: labels, value: resumptions.load)
 
     let perEndpoint: [(String, String, String, (ConnectionPool.EndpointMetrics) -> Int)] = [
-      ("baton_client_attempts_total", "counter", "Call attempts sent to the endpoint.", \.attempts),
+      (
+        "baton_client_attempts_total", "counter", "Call attempts sent to the endpoint, counted as each ends.",
+        \.attempts
+      ),
       ("baton_client_goaways_received_total", "counter", "GOAWAY frames received from the endpoint.", \.goAways),
       (
         "baton_client_connections_lost_total", "counter",

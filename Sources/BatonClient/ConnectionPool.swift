@@ -195,6 +195,9 @@ final class ConnectionPool: Sendable {
       }
       if streamOpened, let index = s.entries.firstIndex(where: { $0.id == lease.address }) {
         s.entries[index].channel.streamOpened()
+        // Counted as the attempt ends, and only for a stream that opened: a lease whose
+        // connection refused the stream locally (a GOAWAY had just arrived) sent nothing there.
+        s.entries[index].attempts += 1
       }
       let grants = s.waiters.isEmpty ? [] : Self.grantWaiters(&s)
       if s.closed && s.leases.isEmpty, let waiter = s.closeWaiter {
@@ -224,7 +227,6 @@ final class ConnectionPool: Sendable {
     guard let chosen else { return nil }
     let (index, connection) = s.candidateOwners[chosen]
     s.leases[ObjectIdentifier(connection), default: 0] += 1
-    s.entries[index].attempts += 1
     return Lease(connection: connection, address: s.entries[index].id)
   }
 
