@@ -16,10 +16,6 @@ final class StreamingCall: Sendable {
   /// Mirrors `Phase.committed` so that the reader's per-message path skips the lock once the
   /// call can no longer move.
   private let committedFlag = Atomic<Bool>(false)
-  /// Response messages taken from the current attempt's stream (those dropped as duplicates
-  /// after a resumption included): what a checkpoint's index is compared with.
-  private let received = Atomic<Int>(0)
-
   struct Attempt: Sendable {
     let lease: ConnectionPool.Lease
     let stream: StreamHandle
@@ -76,7 +72,8 @@ final class StreamingCall: Sendable {
     /// After a resumption: the checkpoint the current attempt continues from (its stream's
     /// message 0 follows it), until the new stream sends one of its own.
     var carried: StreamHandle.Checkpoint?
-    /// After a resumption: how many of the new stream's first messages the caller already has.
+    /// After a resumption: how many of the new stream's first messages the caller already has
+    /// (0 again once the reader is past them).
     var skip = 0
     /// Messages the retired stream had received and the reader had not taken when the call
     /// moved: the reader gets them before the new stream's. At most a stream window's worth.
@@ -212,11 +209,7 @@ final class StreamingCall: Sendable {
 
   /// The next message, taken alone.
   func next() async throws -> [UInt8]? {
-    try await nextMessage { stream in
-      let message = try await stream.receive()
-      received.add(1, ordering: .relaxed)
-      return message
-    }
+    try await nextMessage { stream in try await stream.receive() }
   }
 
   /// Credits bytes the reader consumed of its batch. A batch exists only once the server has
@@ -229,11 +222,7 @@ final class StreamingCall: Sendable {
   /// ``StreamHandle/receive(batch:)``), which the caller drains before calling again.
   func next(batch: inout MessageQueue) async throws -> [UInt8]? {
     if let message = batch.popFirst() { return message }
-    return try await nextMessage { stream in
-      let message = try await stream.receive(batch: &batch)
-      received.add(1 + batch.count, ordering: .relaxed)
-      return message
-    }
+    return try await nextMessage { stream in try await stream.receive(batch: &batch) }
   }
 
   private func nextMessage(_ receive: (StreamHandle) async throws -> [UInt8]?) async throws -> [UInt8]? {
@@ -257,14 +246,17 @@ final class StreamingCall: Sendable {
         continue
       }
       do {
-        if skip > 0, received.load(ordering: .relaxed) < skip {
-          // A resumed stream repeats what followed its checkpoint: drop what the caller has.
-          guard try await attempt.stream.receive() != nil else {
-            if isRetired(number) { continue }
-            return nil
+        if skip > 0 {
+          if attempt.stream.taken < skip {
+            // A resumed stream repeats what followed its checkpoint: drop what the caller has.
+            guard try await attempt.stream.receive() != nil else {
+              if isRetired(number) { continue }
+              return nil
+            }
+            continue
           }
-          received.add(1, ordering: .relaxed)
-          continue
+          // Past the repeats: later messages need no count (a recovery counts on the connection).
+          state.withLock { s in if s.number == number { s.skip = 0 } }
         }
         let message = try await receive(attempt.stream)
         // A stream retired under the reader (the writer moved the call) reads as ended: the
@@ -345,10 +337,10 @@ final class StreamingCall: Sendable {
           // What the old stream received and the reader has not taken yet stays the caller's
           // (the checkpoint may cover it, and the new stream would not repeat it), less what a
           // reader still dropping a resumed stream's repeats would have dropped.
-          let taken = received.load(ordering: .relaxed)
-          let unread = old?.stream.takeUnread() ?? []
-          s.unread.append(contentsOf: unread.dropFirst(max(0, s.skip - taken)))
-          let position = max(taken + unread.count, s.skip)
+          // Counted by the connection as it takes them: exact even while the reader runs.
+          let (unread, arrived) = old?.stream.takeUnread() ?? ([], 0)
+          s.unread.append(contentsOf: unread.dropFirst(max(0, s.skip - (arrived - unread.count))))
+          let position = max(arrived, s.skip)
           s.attempt = nil
           s.phase = .recovering(waiters: [])
           return .resume(old, checkpoint, skip: max(0, position - checkpoint.index))
@@ -445,7 +437,6 @@ final class StreamingCall: Sendable {
           }
           s.carried = StreamHandle.Checkpoint(index: 0, consumed: checkpoint.consumed, token: checkpoint.token)
           s.skip = skip
-          self.received.store(0, ordering: .relaxed)
         }
         switch outcome {
         case nil:

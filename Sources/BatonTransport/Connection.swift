@@ -419,18 +419,25 @@ package final class Connection: IOHandler, @unchecked Sendable {
   }
 
   /// (client) Takes the messages that arrived on the stream and that no reader has taken yet,
-  /// crediting them as consumed: a call moving to another stream hands them to its reader
-  /// before the new stream's (the checkpoint it resumes from may already cover them).
-  func takeUnread(_ id: UInt32) -> [[UInt8]] {
+  /// crediting them as consumed, with how many arrived in all (the count a checkpoint's index
+  /// uses): a call moving to another stream hands them to its reader before the new stream's
+  /// (the checkpoint it resumes from may already cover them).
+  func takeUnread(_ id: UInt32) -> (unread: [[UInt8]], arrived: Int) {
     withState { s, _ in
-      guard let slot = s.streams[id] else { return [] }
+      guard let slot = s.streams[id] else { return ([], 0) }
       var unread: [[UInt8]] = []
       while let message = slot.inbox.popFirst() {
         s.core.consumed(streamID: id, bytes: message.count)
         unread.append(message)
       }
-      return unread
+      return (unread, slot.received)
     }
+  }
+
+  /// (client) How many of the stream's messages a reader has taken (got, or batched): counted
+  /// here, under the lock that hands them out, so that it is exact while the reader runs.
+  func taken(_ id: UInt32) -> Int {
+    state.withLock { s in s.streams[id].map { $0.received - $0.inbox.count } ?? 0 }
   }
 
   /// (server) Sends a checkpoint of the stream; false when resumption is off or the stream ended.

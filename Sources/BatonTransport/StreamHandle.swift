@@ -79,9 +79,12 @@ package struct StreamHandle: Sendable {
   /// (client) The latest checkpoint the server sent on this stream.
   package var checkpoint: Checkpoint? { connection.checkpoint(id) }
 
-  /// (client) The messages that arrived and that no reader has taken yet, taken now (see
-  /// ``Connection/takeUnread(_:)``).
-  package func takeUnread() -> [[UInt8]] { connection.takeUnread(id) }
+  /// (client) The messages that arrived and that no reader has taken yet, taken now, with how
+  /// many arrived in all (see ``Connection/takeUnread(_:)``).
+  package func takeUnread() -> (unread: [[UInt8]], arrived: Int) { connection.takeUnread(id) }
+
+  /// (client) How many of the stream's messages a reader has taken.
+  package var taken: Int { connection.taken(id) }
 
   /// (server) Marks a checkpoint after the messages written so far; false when resumption is
   /// off on this connection or the stream has ended.
