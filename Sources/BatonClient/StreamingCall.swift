@@ -77,7 +77,7 @@ final class StreamingCall: Sendable {
     var skip = 0
     /// Messages the retired stream had received and the reader had not taken when the call
     /// moved: the reader gets them before the new stream's. At most a stream window's worth.
-    var unread: [[UInt8]] = []
+    var unread = MessageQueue()
   }
 
   init(client: Client, method: String, options: CallOptions, startedAt: UInt64? = nil) {
@@ -227,20 +227,14 @@ final class StreamingCall: Sendable {
 
   private func nextMessage(_ receive: (StreamHandle) async throws -> [UInt8]?) async throws -> [UInt8]? {
     while true {
-      enum Next { case unread([UInt8]), attempt(Attempt?, number: Int, skip: Int) }
-      let next = try state.withLock { s throws -> Next in
+      let (unread, attempt, number, skip) = try state.withLock { s throws -> ([UInt8]?, Attempt?, Int, Int) in
         switch s.phase {
         case .finished: throw RPCError(code: .cancelled, message: "the call has ended")
         case .failed(let error): throw error
-        default:
-          if !s.unread.isEmpty { return .unread(s.unread.removeFirst()) }
-          return .attempt(s.attempt, number: s.number, skip: s.skip)
+        default: return (s.unread.popFirst(), s.attempt, s.number, s.skip)
         }
       }
-      guard case .attempt(let attempt, let number, let skip) = next else {
-        if case .unread(let message) = next { return message }
-        continue
-      }
+      if let unread { return unread }
       guard let attempt else {
         await waitForRecovery()
         continue
@@ -249,19 +243,15 @@ final class StreamingCall: Sendable {
         if skip > 0 {
           if attempt.stream.taken < skip {
             // A resumed stream repeats what followed its checkpoint: drop what the caller has.
-            guard try await attempt.stream.receive() != nil else {
-              if isRetired(number) { continue }
-              return nil
-            }
+            guard try await attempt.stream.receive() != nil else { return nil }
             continue
           }
           // Past the repeats: later messages need no count (a recovery counts on the connection).
           state.withLock { s in if s.number == number { s.skip = 0 } }
         }
+        // A stream retired under the reader (the writer moved the call) fails with
+        // `StreamFailure.released`: the recovery below finds the call moved on and waits for it.
         let message = try await receive(attempt.stream)
-        // A stream retired under the reader (the writer moved the call) reads as ended: the
-        // call goes on with its next stream, not to its end.
-        if message == nil, isRetired(number) { continue }
         if !committedFlag.load(ordering: .relaxed) { commit(number) }
         return message
       } catch let failure as StreamFailure {
@@ -309,18 +299,6 @@ final class StreamingCall: Sendable {
     }
   }
 
-  /// Whether attempt `number` is no longer the call's: it moved on, or is moving (not when the
-  /// call has ended: a reader then sees the end).
-  private func isRetired(_ number: Int) -> Bool {
-    state.withLock { s in
-      switch s.phase {
-      case .finished, .failed: return false
-      case .recovering: return true
-      case .opening, .open, .committed: return s.number != number || s.attempt == nil
-      }
-    }
-  }
-
   /// Moves the call to a new attempt after attempt `number` failed, if the rules allow it;
   /// otherwise throws the call's error. Concurrent failures of the same attempt recover once:
   /// the others wait for that recovery.
@@ -338,8 +316,9 @@ final class StreamingCall: Sendable {
           // (the checkpoint may cover it, and the new stream would not repeat it), less what a
           // reader still dropping a resumed stream's repeats would have dropped.
           // Counted by the connection as it takes them: exact even while the reader runs.
-          let (unread, arrived) = old?.stream.takeUnread() ?? ([], 0)
-          s.unread.append(contentsOf: unread.dropFirst(max(0, s.skip - (arrived - unread.count))))
+          var (unread, arrived) = old?.stream.takeUnread() ?? (MessageQueue(), 0)
+          for _ in 0..<max(0, s.skip - (arrived - unread.count)) { _ = unread.popFirst() }
+          while let message = unread.popFirst() { s.unread.append(message) }
           let position = max(arrived, s.skip)
           s.attempt = nil
           s.phase = .recovering(waiters: [])

@@ -239,7 +239,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// Parks a reader until the next message or the end, unless one is already there.
   private func parkReceiver(_ id: UInt32, _ continuation: UnsafeContinuation<[UInt8]?, any Error>) {
     withState { s, wakes in
-      guard let slot = s.streams[id] else { return wakes.append(.deliver(continuation, nil)) }
+      guard let slot = s.streams[id] else { return wakes.append(.failReceive(continuation, StreamFailure.released)) }
       if let message = slot.inbox.popFirst() {
         s.core.consumed(streamID: id, bytes: message.count)
         wakes.append(.deliver(continuation, message))
@@ -292,7 +292,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   private func takeMessage(_ id: UInt32, batch: inout MessageQueue, batching: Bool) -> Take {
     // The credit returned here leaves even if the reader now waits (withState flushes it).
     withState { s, _ -> Take in
-      guard let slot = s.streams[id] else { return .end }
+      guard let slot = s.streams[id] else { return .failure(StreamFailure.released) }
       Self.returnLent(id, slot, &s)
       if let message = slot.inbox.popFirst() {
         if batching {
@@ -318,7 +318,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       // Borrowed, not copied out: this runs for every message a caller sends.
       switch s.streams.withSlot(id, { $0.failure }) {
       case nil:
-        throw StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
+        throw StreamFailure.released
       case let failure??:
         throw failure
       case .some(nil):
@@ -422,10 +422,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// crediting them as consumed, with how many arrived in all (the count a checkpoint's index
   /// uses): a call moving to another stream hands them to its reader before the new stream's
   /// (the checkpoint it resumes from may already cover them).
-  func takeUnread(_ id: UInt32) -> (unread: [[UInt8]], arrived: Int) {
+  func takeUnread(_ id: UInt32) -> (unread: MessageQueue, arrived: Int) {
     withState { s, _ in
-      guard let slot = s.streams[id] else { return ([], 0) }
-      var unread: [[UInt8]] = []
+      guard let slot = s.streams[id] else { return (MessageQueue(), 0) }
+      var unread = MessageQueue()
       while let message = slot.inbox.popFirst() {
         s.core.consumed(streamID: id, bytes: message.count)
         unread.append(message)

@@ -50,7 +50,7 @@ package struct MessageQueue: Sendable {
   var capacityBytes: Int { packed.capacity + items.capacity * MemoryLayout<Item>.stride }
 
   /// Consuming: the connection hands over the bytes it decoded, with no retain and release.
-  mutating func append(_ message: consuming [UInt8]) {
+  package mutating func append(_ message: consuming [UInt8]) {
     byteCount += message.count
     if head == items.count {
       guard let first = single.take() else {

@@ -15,6 +15,11 @@ package enum StreamFailure: Error, Sendable, Hashable, CustomStringConvertible {
   /// (PROTOCOL.md 18.3); the message is the server's.
   case resumable(String)
 
+  /// What a reader, writer or finisher of a released stream gets: the stream is no longer the
+  /// call's (it ended, or the client moved the call to another stream). Never "no more
+  /// messages", which a reader would take for the call's end.
+  package static let released = StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
+
   package var description: String {
     switch self {
     case .notProcessed(let why): "not processed: \(why)"

@@ -81,7 +81,7 @@ package struct StreamHandle: Sendable {
 
   /// (client) The messages that arrived and that no reader has taken yet, taken now, with how
   /// many arrived in all (see ``Connection/takeUnread(_:)``).
-  package func takeUnread() -> (unread: [[UInt8]], arrived: Int) { connection.takeUnread(id) }
+  package func takeUnread() -> (unread: MessageQueue, arrived: Int) { connection.takeUnread(id) }
 
   /// (client) How many of the stream's messages a reader has taken.
   package var taken: Int { connection.taken(id) }

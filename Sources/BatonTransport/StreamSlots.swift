@@ -187,7 +187,7 @@ package struct StreamSlots {
   package mutating func release(_ id: UInt32, now: UInt64, _ wakes: inout [Wake]) -> Released? {
     guard let slot = table.removeValue(forKey: id) else { return nil }
     if slot.receiver != nil || slot.writer != nil || slot.finisher != nil {
-      let ended = StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
+      let ended = StreamFailure.released
       slot.endWaits(reader: .failure(ended), writer: ended, finisher: ended, &wakes)
     } else {
       slot.endWaits(reader: nil, writer: nil, finisher: nil, &wakes)  // the deadline timer
