@@ -19,47 +19,15 @@ PAIRS="${PAIRS:-9}"
 SECS="${SECS:-3}"
 WARMUP="${WARMUP:-1}"
 LOADS="${LOADS:-1 64}"
-BATON="${BATON:-$ROOT/.build/release/baton}"
 WORK="$(mktemp -d)"
-
-if [[ ! -x "$BATON" ]]; then
-  echo "# swift build -c release --product baton"
-  (cd "$ROOT" && swift build -c release --product baton >"$WORK/build.log" 2>&1) || { tail -30 "$WORK/build.log"; exit 1; }
-fi
-
-SERVER=""
-stop_server() {
-  [[ -n "$SERVER" ]] || return 0
-  kill -TERM "$SERVER" 2>/dev/null || true
-  wait "$SERVER" 2>/dev/null || true
-  SERVER=""
-}
-trap stop_server EXIT
-
-# start_server FLAGS...: starts `baton bench server` and sets PORT from its `listening` line.
-start_server() {
-  "$BATON" bench server --port 0 --lifetime 600 "$@" >"$WORK/server.out" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 100); do
-    PORT=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/server.out")
-    [[ -n "$PORT" ]] && return 0
-    sleep 0.05
-  done
-  echo "error: the bench server did not start" >&2
-  cat "$WORK/server.out" >&2
-  exit 1
-}
+source "$ROOT/Benchmarks/cost-lib.sh"
 
 # one CONFIG CALLERS: one run, prints calls per second.
 one() {
-  local config=$1 callers=$2
-  if [[ $config == bare ]]; then
-    start_server --no-metrics
-    line=$("$BATON" bench unary --port "$PORT" --concurrency "$callers" --seconds "$SECS" --warmup "$WARMUP" --no-metrics)
-  else
-    start_server --interceptor
-    line=$("$BATON" bench unary --port "$PORT" --concurrency "$callers" --seconds "$SECS" --warmup "$WARMUP" --interceptor)
-  fi
+  local callers=$2 flags
+  read -ra flags <<<"$(config_flags "$1")"
+  start_server "$BATON" bench server --port 0 --lifetime 600 "${flags[@]}"
+  line=$("$BATON" bench unary --port "$PORT" --concurrency "$callers" --seconds "$SECS" --warmup "$WARMUP" "${flags[@]}")
   stop_server
   sed -n 's/.* rps=\([0-9]*\).*/\1/p' <<<"$line"
 }

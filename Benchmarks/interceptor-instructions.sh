@@ -19,41 +19,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CALLERS="${CALLERS:-64}"
 SECS="${SECS:-3}"
-BATON="${BATON:-$ROOT/.build/release/baton}"
 WORK="$(mktemp -d)"
 command -v valgrind >/dev/null || { echo "error: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-if [[ ! -x "$BATON" ]]; then
-  (cd "$ROOT" && swift build -c release --product baton >"$WORK/build.log" 2>&1) || { tail -30 "$WORK/build.log"; exit 1; }
-fi
+source "$ROOT/Benchmarks/cost-lib.sh"
 # valgrind cannot read the Swift DWARF; symbols are enough.
 PROFILED="$WORK/baton"
 cp "$BATON" "$PROFILED"
 strip -g "$PROFILED"
 
-flags() {
-  case $1 in
-    bare) echo "--no-metrics" ;;
-    metrics) echo "" ;;
-    icpt) echo "--no-metrics --interceptor" ;;
-    full) echo "--interceptor" ;;
-    *) echo "error: unknown configuration '$1'" >&2; exit 2 ;;
-  esac
-}
-
-SERVER=""
-trap '[[ -n "$SERVER" ]] && kill -TERM "$SERVER" 2>/dev/null; true' EXIT
-# start_server CMD...: sets SERVER and PORT.
-start_server() {
-  "$@" >"$WORK/server.out" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 600); do
-    PORT=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/server.out")
-    [[ -n "$PORT" ]] && return 0
-    sleep 0.1
-  done
-  echo "error: the server did not start" >&2; cat "$WORK/server.out" >&2; exit 1
-}
-stop_server() { kill -TERM "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; SERVER=""; }
 calls() { sed -n 's/.* calls=\([0-9]*\).*/\1/p'; }
 total() { sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$1" | head -1; }
 configs=("$@")
@@ -62,7 +35,7 @@ configs=("$@")
 echo "# $("$BATON" --version 2>/dev/null || echo baton), $CALLERS callers, instructions per unary call (callgrind)"
 printf '%-8s %10s %10s %10s\n' config server client total
 for config in "${configs[@]}"; do
-  read -ra f <<<"$(flags "$config")"
+  read -ra f <<<"$(config_flags "$config")"
   start_server valgrind --tool=callgrind --callgrind-out-file="$WORK/server.$config" \
     "$PROFILED" bench server --port 0 --lifetime 600 "${f[@]}"
   "$BATON" bench unary --port "$PORT" --concurrency "$CALLERS" --warmup 0 --seconds 1 "${f[@]}" >/dev/null
