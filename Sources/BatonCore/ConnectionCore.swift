@@ -630,10 +630,11 @@ public struct ConnectionCore: Sendable {
     guard role == .server, var stream = streams[id], !stream.sentHeaders else { return false }
     let size = FrameEncoder.metadataLength(metadata)
     guard size <= Int(peerSettings.maxMetadataSize), size <= Int(peerSettings.maxFrameSize) else {
-      sendTrailers(
+      // Nothing of a message has gone out before the headers: this ends with TRAILERS.
+      cutStream(
         streamID: id,
         Trailers(status: 8, message: "response metadata of \(size) bytes exceeds the client's limit"),
-        discardPending: true)
+        midMessage: .reset(.internalError))
       return false
     }
     stream.sentHeaders = true
@@ -668,14 +669,13 @@ public struct ConnectionCore: Sendable {
   }
 
   /// (server) Ends the stream with a status. A message still waiting for flow-control credit
-  /// goes first and the status follows it (the stream stays open until then), unless
-  /// `discardPending` (a cut at the stop deadline), which drops it and ends at once.
-  /// Returns false if the stream had already ended.
+  /// goes first and the status follows it (the stream stays open until then).
+  /// Returns false if the stream had already ended or already has its status.
   @discardableResult
-  public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers, discardPending: Bool = false) -> Bool {
+  public mutating func sendTrailers(streamID id: UInt32, _ trailers: Trailers) -> Bool {
     guard streams[id] != nil else { return false }
     let trailers = fitted(trailers)
-    if !discardPending, var pending = pendings[id] {
+    if var pending = pendings[id] {
       guard pending.trailers == nil else { return false }
       pending.trailers = trailers
       pendings[id] = pending
@@ -683,6 +683,36 @@ public struct ConnectionCore: Sendable {
     }
     removeStream(id)
     FrameEncoder.appendTrailers(&outbound.frameBytes, streamID: id, trailers: trailers)
+    return true
+  }
+
+  /// How a server stream that is cut (``cutStream(streamID:_:midMessage:)``) ends when part of
+  /// its pending response message has already gone out, where TRAILERS may not follow
+  /// (PROTOCOL.md 7.3).
+  public enum MidMessageEnd: Sendable {
+    /// RESET with this code (the call's deadline passed: CANCEL, section 10).
+    case reset(ErrorCode)
+    /// Nothing: the connection closes next, and the close ends the stream for the client as
+    /// *may have been processed* (the drain deadline, section 13.2).
+    case silence
+  }
+
+  /// (server) Ends the stream at once, dropping a message still waiting for flow-control credit:
+  /// with `trailers` if no byte of that message has gone out, otherwise as `midMessage` says.
+  /// Returns false if the stream had already ended.
+  @discardableResult
+  public mutating func cutStream(streamID id: UInt32, _ trailers: Trailers, midMessage: MidMessageEnd) -> Bool {
+    guard streams[id] != nil else { return false }
+    let partlySent = (pendings[id]?.offset ?? 0) > 0
+    removeStream(id)
+    switch (partlySent, midMessage) {
+    case (false, _):
+      FrameEncoder.appendTrailers(&outbound.frameBytes, streamID: id, trailers: fitted(trailers))
+    case (true, .reset(let code)):
+      FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
+    case (true, .silence):
+      break
+    }
     return true
   }
 

@@ -504,12 +504,13 @@ package final class Connection: IOHandler, @unchecked Sendable {
         if role == .client {
           s.core.resetStream(streamID: id, .cancel)
         } else {
-          s.core.sendTrailers(streamID: id, Trailers(error), discardPending: true)
+          // A response message partly sent cannot be followed by TRAILERS (PROTOCOL.md 10).
+          s.core.cutStream(streamID: id, Trailers(error), midMessage: .reset(.cancel))
         }
         s.streams.fail(id, .local(error), &wakes)
       }
     }
-    let armed = state.withLock { $0.streams.setTimer(id, timer) }
+    let armed = state.withLock { $0.streams.setTimer(id, timer, deadline: deadline) }
     if !armed { loop.cancel(timer) }
   }
 
@@ -555,14 +556,17 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
   }
 
-  /// (server) Ends every open stream with `trailers` and cancels its handler. Returns the calls
+  /// (server) Ends every open stream with `trailers` (or, for a stream inside a response message,
+  /// with nothing: the caller closes the connection next) and cancels its handler. Returns the calls
   /// cut, by stream id; each is marked cut in the same lock hold (``wasCut(_:)``), so a cancelled
   /// handler that finishes at once already finds it so.
   package func cutAll(_ trailers: Trailers) -> [OpenCall] {
     withState { s, wakes in
       var cut: [OpenCall] = []
       for id in s.streams.ids {
-        if s.core.sendTrailers(streamID: id, trailers, discardPending: true), let call = s.streams.markCut(id) {
+        // A stream cut inside a response message gets no TRAILERS (PROTOCOL.md 13.2): the close
+        // that follows every cut ends it for the client.
+        if s.core.cutStream(streamID: id, trailers, midMessage: .silence), let call = s.streams.markCut(id) {
           cut.append(call)
         }
         s.streams.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &wakes)
@@ -731,7 +735,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
       s.streams.trailers(id, trailers, resumable: resumable, &wakes)
     case .streamReset(let id, let code, let reason, let byPeer):
       let failure: StreamFailure =
-        code == .refusedStream && byPeer ? .notProcessed(reason) : .reset(code, reason)
+        byPeer
+        ? .peerReset(code, reason, deadlinePassed: s.streams.deadlinePassed(id, now: MonotonicClock.now()))
+        : .reset(code, reason)
       s.streams.fail(id, failure, &wakes)
     case .writable(let id):
       s.streams.writable(id, &wakes)

@@ -20,6 +20,19 @@ package enum StreamFailure: Error, Sendable, Hashable, CustomStringConvertible {
   /// messages", which a reader would take for the call's end.
   package static let released = StreamFailure.local(RPCError(code: .cancelled, message: "the call has ended"))
 
+  /// A RESET the peer sent, as the caller will see it. REFUSED_STREAM is *not processed*. A
+  /// CANCEL that arrives once the stream's deadline has passed is that deadline: a server whose
+  /// deadline passes inside a response message resets with CANCEL (PROTOCOL.md 10), and a busy
+  /// loop may read it before its own timer for the same deadline fires.
+  package static func peerReset(_ code: ErrorCode, _ reason: String, deadlinePassed: Bool) -> StreamFailure {
+    switch code {
+    case .refusedStream: .notProcessed(reason)
+    case .cancel where deadlinePassed:
+      .local(RPCError(code: .deadlineExceeded, message: "the deadline passed (the server ended the call)"))
+    default: .reset(code, reason)
+    }
+  }
+
   package var description: String {
     switch self {
     case .notProcessed(let why): "not processed: \(why)"

@@ -211,10 +211,17 @@ package struct StreamSlots {
   }
 
   /// Arms stream `id`'s deadline timer; false if the stream has gone (cancel the timer).
-  package mutating func setTimer(_ id: UInt32, _ timer: TimerHandle) -> Bool {
+  package mutating func setTimer(_ id: UInt32, _ timer: TimerHandle, deadline: UInt64) -> Bool {
     guard let slot = table[id] else { return false }
     slot.timer = timer
+    slot.deadline = deadline
     return true
+  }
+
+  /// Whether stream `id` has a deadline and it has passed by `now` (MonotonicClock ns).
+  package func deadlinePassed(_ id: UInt32, now: UInt64) -> Bool {
+    guard let deadline = table[id]?.deadline else { return false }
+    return deadline <= now
   }
 
   /// Parks a writer until stream `id` may send again, unless it may now (`streamOpen` false: the
@@ -278,6 +285,8 @@ package final class StreamSlot {
   package var received = 0
   package var checkpoint: StreamHandle.Checkpoint?
   package var timer: TimerHandle?
+  /// When ``timer`` fires (MonotonicClock ns).
+  package var deadline: UInt64?
   /// (client) The call's shape allows one response message (unary): a second one fails it
   /// (PROTOCOL.md 7.2).
   package let singleResponse: Bool

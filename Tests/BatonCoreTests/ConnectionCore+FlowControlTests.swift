@@ -373,16 +373,41 @@ struct ConnectionCoreFlowControlTests {
     #expect(frames.dataFrames.allSatisfy { !$0.endStream }, "a server never sets END_STREAM")
   }
 
-  @Test("sendTrailers with discardPending drops a blocked message and ends the stream at once")
-  func trailersDiscardingPending() {
+  @Test("a cut drops a blocked message of which nothing has gone out and ends the stream with its status at once")
+  func cutDropsUnsentMessage() {
     var server = Driven.ready(.server, peer: ConnectionSettings(initialWindowSize: 100))
     server.receive(openFrame(1))
-    #expect(server.core.send(1, pattern(250)).outcome == .blocked)
-    #expect(server.core.sendTrailers(streamID: 1, Trailers(status: 14), discardPending: true) == true)
+    #expect(server.core.send(1, pattern(100)).outcome == .written)
+    #expect(server.core.send(1, pattern(50)).outcome == .blocked, "the window is spent: nothing of it goes out")
+    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), midMessage: .silence) == true)
     #expect(!server.core.isOpen(1))
     let frames = server.written()
     #expect(frames.dataFrames.map(\.payload.count) == [100])
     #expect(frames.last == .trailers(streamID: 1, Trailers(status: 14)))
+    #expect(server.receive(.windowUpdate(streamID: 1, increment: 500)).isEmpty)
+    #expect(server.written().isEmpty, "nothing of the dropped message follows")
+    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), midMessage: .silence) == false)
+  }
+
+  @Test(
+    "a cut inside a partly sent message sends no TRAILERS (they would fall inside it): silence for the drain deadline, RESET CANCEL for the call's deadline",
+    arguments: [ConnectionCore.MidMessageEnd.silence, .reset(.cancel)])
+  func cutInsideMessage(end: ConnectionCore.MidMessageEnd) {
+    var server = Driven.ready(.server, peer: ConnectionSettings(initialWindowSize: 100))
+    server.receive(openFrame(1))
+    #expect(server.core.send(1, pattern(250)).outcome == .blocked)
+    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), midMessage: end) == true)
+    #expect(!server.core.isOpen(1))
+    let frames = server.written()
+    #expect(frames.dataFrames.map(\.payload.count) == [100])
+    #expect(frames.dataFrames.allSatisfy { !$0.endMessage }, "the message stays incomplete")
+    #expect(!frames.contains { if case .trailers = $0 { true } else { false } })
+    switch end {
+    case .silence:
+      #expect(frames.count == 1, "nothing after the fragment")
+    case .reset(let code):
+      #expect(frames.last == .reset(streamID: 1, code))
+    }
     #expect(server.receive(.windowUpdate(streamID: 1, increment: 500)).isEmpty)
     #expect(server.written().isEmpty, "nothing of the dropped message follows")
   }

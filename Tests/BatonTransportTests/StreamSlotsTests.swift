@@ -229,3 +229,29 @@ struct StreamSlotsTests {
     for wake in wakes { wake.perform(cancelTimer: { _ in }, notice: { _ in }) }
   }
 }
+
+/// A RESET from the peer, as the caller sees it (``StreamFailure/peerReset(_:_:deadlinePassed:)``).
+@Suite("A peer's RESET as a failure")
+struct PeerResetTests {
+  @Test(
+    "CANCEL once the stream's deadline has passed is that deadline (a server's deadline inside a message, PROTOCOL.md 10); before it, CANCELLED"
+  )
+  func cancelAfterDeadline() {
+    #expect(StreamFailure.peerReset(.cancel, "r", deadlinePassed: true).rpcError.code == .deadlineExceeded)
+    #expect(StreamFailure.peerReset(.cancel, "r", deadlinePassed: false).rpcError.code == .cancelled)
+    #expect(StreamFailure.peerReset(.refusedStream, "r", deadlinePassed: true) == .notProcessed("r"))
+    #expect(StreamFailure.peerReset(.internalError, "r", deadlinePassed: true).rpcError.code == .internal)
+  }
+
+  @Test("a slot's deadline has passed from the instant it names, and never for a slot without one")
+  func deadlinePassed() {
+    var slots = StreamSlots()
+    slots.open(1, StreamSlot())
+    slots.open(3, StreamSlot())
+    slots[1]?.deadline = 1_000
+    #expect(!slots.deadlinePassed(1, now: 999))
+    #expect(slots.deadlinePassed(1, now: 1_000))
+    #expect(!slots.deadlinePassed(3, now: .max), "no deadline")
+    #expect(!slots.deadlinePassed(5, now: .max), "no such stream")
+  }
+}

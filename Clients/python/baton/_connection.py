@@ -85,12 +85,26 @@ _RESET_STATUS = {  # section 12.2: RESET received from the server
 }
 
 
+def _reset_failure(code: ErrorCode, deadline_passed: bool) -> _Failure:
+    """A RESET received from the server, as the caller sees it (section 12.2). A CANCEL once the
+    call's deadline has passed is that deadline: a server whose deadline passes inside a response
+    message resets with CANCEL (section 10), which may be read before the client notices."""
+    if code is ErrorCode.REFUSED_STREAM:
+        return _not_processed("stream refused by the server (REFUSED_STREAM)")
+    if code is ErrorCode.CANCEL and deadline_passed:
+        return _Failure(RPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded (the server ended the call)"),
+                        processed=True, retry_if_idempotent=False)
+    status = _RESET_STATUS.get(code, Status.INTERNAL)
+    return _Failure(RPCError(status, f"stream reset by the server ({code.name})"),
+                    processed=True, retry_if_idempotent=False)
+
+
 class _Stream:
     """One call's stream on one connection. Mutable fields are guarded by the connection's lock."""
 
     __slots__ = ("id", "send_window", "recv_window", "recv_unreturned", "events", "fragment",
                  "seen_first", "headers", "closed", "open_written", "first_sent", "half_closed",
-                 "received", "checkpoint")
+                 "received", "checkpoint", "deadline")
 
     def __init__(self, sid: int, send_window: int, recv_window: int) -> None:
         self.id = sid
@@ -109,6 +123,7 @@ class _Stream:
         self.received = 0  # complete response messages received
         # the server's latest checkpoint (1.1): (messages it covers, requests consumed, token)
         self.checkpoint: tuple[int, int, bytes] | None = None
+        self.deadline: float | None = None  # the call's (time.monotonic()), as sent in the OPEN
 
 
 class _ConnSignal(Signal):
@@ -473,6 +488,7 @@ class _Connection:
             self._blocking_seen = time.monotonic()
         stream = _Stream(sid, peer.initial_window_size, self.local.initial_window_size)
         stream.open_written = True  # from here on the server may see it
+        stream.deadline = deadline
         stream.half_closed = end_stream and first is None
         n = len(first) if first is not None else -1
         if 0 <= n <= min(peer.max_frame_size, stream.send_window, self._conn_send_window):
@@ -934,13 +950,9 @@ class _Connection:
             stream.checkpoint = (stream.received, f.consumed, f.token)
         elif isinstance(f, Reset):
             code = ErrorCode.of(f.error_code)
+            failure = _reset_failure(code, _expired(stream.deadline))
             if code is ErrorCode.REFUSED_STREAM:
-                failure = _not_processed("stream refused by the server (REFUSED_STREAM)")
                 failure.refused_by = self
-            else:
-                status = _RESET_STATUS.get(code, Status.INTERNAL)
-                failure = _Failure(RPCError(status, f"stream reset by the server ({code.name})"),
-                                   processed=True, retry_if_idempotent=False)
             self._close_stream(stream, ("fail", failure))
 
     @property

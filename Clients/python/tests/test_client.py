@@ -376,6 +376,18 @@ class ClientRules(ScriptedTest):
         s.wait_for(lambda fs: Reset(1, ErrorCode.CANCEL) in fs)
         self.assertIn(Reset(1, ErrorCode.CANCEL), s.frames())
 
+    def test_server_reset_cancel_after_the_deadline_is_deadline_exceeded(self) -> None:
+        # Section 10: a server whose deadline passes inside a response message resets with
+        # CANCEL; read before the client's own deadline check, it is still that deadline.
+        from baton._connection import _reset_failure
+        late = _reset_failure(ErrorCode.CANCEL, deadline_passed=True)
+        self.assertEqual(late.error.code, Status.DEADLINE_EXCEEDED)
+        self.assertTrue(late.processed)
+        self.assertFalse(late.retry_if_idempotent)
+        self.assertEqual(_reset_failure(ErrorCode.CANCEL, deadline_passed=False).error.code, Status.CANCELLED)
+        self.assertFalse(_reset_failure(ErrorCode.REFUSED_STREAM, deadline_passed=True).processed)
+        self.assertEqual(_reset_failure(ErrorCode.INTERNAL_ERROR, deadline_passed=True).error.code, Status.INTERNAL)
+
     def test_connection_limit_goaway_is_not_processed(self) -> None:
         # Section 16.1: at its connection limit a server sends preface, SETTINGS, then
         # GOAWAY(0, ENHANCE_YOUR_CALM) and closes: nothing was processed, the call goes elsewhere.
