@@ -630,7 +630,8 @@ public struct ConnectionCore: Sendable {
     guard role == .server, var stream = streams[id], !stream.sentHeaders else { return false }
     let size = FrameEncoder.metadataLength(metadata)
     guard size <= Int(peerSettings.maxMetadataSize), size <= Int(peerSettings.maxFrameSize) else {
-      // Nothing of a message has gone out before the headers: this ends with TRAILERS.
+      // Headers precede the first message, so this ends with TRAILERS; a handler that set
+      // them only after writing a message partly sent gets RESET instead.
       cutStream(
         streamID: id,
         Trailers(status: 8, message: "response metadata of \(size) bytes exceeds the client's limit"),
