@@ -20,7 +20,9 @@ WARMUP="${WARMUP:-1}"
 LOADS="${LOADS:-1 64}"
 read -ra FLAGS <<<"${FLAGS:-}"
 WORK="$(mktemp -d)"
-BATON="$1"  # cost-lib.sh builds nothing when BATON names an executable
+A="$1"
+B="$2"
+BATON="$A"  # cost-lib.sh builds nothing when BATON names an executable
 source "$ROOT/Benchmarks/cost-lib.sh"
 
 # one BINARY CALLERS: one run against a server of the same binary; prints calls per second.
@@ -31,19 +33,9 @@ one() {
   sed -n 's/.* rps=\([0-9]*\).*/\1/p' <<<"$line"
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+first() { one "$A" "$1"; }
+second() { one "$B" "$1"; }
 
-echo "# A=$1, B=$2, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $PAIRS pairs of ${SECS} s runs, flags '${FLAGS[*]}'"
+echo "# A=$A, B=$B, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $PAIRS pairs of ${SECS} s runs, flags '${FLAGS[*]}'"
 printf '%-10s %14s %14s %10s  %s\n' callers "A calls/s" "B calls/s" "B/A" "ratios"
-for callers in $LOADS; do
-  : >"$WORK/a"; : >"$WORK/b"; : >"$WORK/ratio"
-  for _ in $(seq "$PAIRS"); do
-    a=$(one "$1" "$callers")
-    b=$(one "$2" "$callers")
-    echo "$a" >>"$WORK/a"
-    echo "$b" >>"$WORK/b"
-    awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", b / a }' >>"$WORK/ratio"
-  done
-  printf '%-10s %14s %14s %10s  %s\n' "$callers" "$(median <"$WORK/a")" "$(median <"$WORK/b")" \
-    "$(median <"$WORK/ratio")" "$(sort -n "$WORK/ratio" | tr '\n' ' ')"
-done
+alternate first second

@@ -46,3 +46,27 @@ start_server() {
   cat "$WORK/server.out" >&2
   exit 1
 }
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# alternate RUN_A RUN_B: for each caller count in LOADS, PAIRS runs of each function in turn
+# (A, B, A, B, ...: a machine whose speed drifts affects both alike); each is called with the
+# caller count and prints calls/s. Prints a row per load: both medians, the median B/A ratio of
+# the pairs, and every ratio.
+alternate() {
+  local callers a b
+  for callers in $LOADS; do
+    : >"$WORK/a"
+    : >"$WORK/b"
+    : >"$WORK/ratio"
+    for _ in $(seq "$PAIRS"); do
+      a=$("$1" "$callers")
+      b=$("$2" "$callers")
+      echo "$a" >>"$WORK/a"
+      echo "$b" >>"$WORK/b"
+      awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", b / a }' >>"$WORK/ratio"
+    done
+    printf '%-10s %14s %14s %10s  %s\n' "$callers" "$(median <"$WORK/a")" "$(median <"$WORK/b")" \
+      "$(median <"$WORK/ratio")" "$(sort -n "$WORK/ratio" | tr '\n' ' ')"
+  done
+}

@@ -32,19 +32,9 @@ one() {
   sed -n 's/.* rps=\([0-9]*\).*/\1/p' <<<"$line"
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+bare() { one bare "$1"; }
+full() { one full "$1"; }
 
 echo "# $("$BATON" --version 2>/dev/null || echo baton), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $PAIRS pairs of ${SECS} s runs"
-printf '%-10s %14s %14s %14s  %s\n' callers "bare calls/s" "full calls/s" "full/bare" "ratios"
-for callers in $LOADS; do
-  : >"$WORK/bare" ; : >"$WORK/full" ; : >"$WORK/ratio"
-  for _ in $(seq "$PAIRS"); do
-    b=$(one bare "$callers")
-    f=$(one full "$callers")
-    echo "$b" >>"$WORK/bare"
-    echo "$f" >>"$WORK/full"
-    awk -v b="$b" -v f="$f" 'BEGIN { printf "%.3f\n", f / b }' >>"$WORK/ratio"
-  done
-  printf '%-10s %14s %14s %14s  %s\n' "$callers" "$(median <"$WORK/bare")" "$(median <"$WORK/full")" \
-    "$(median <"$WORK/ratio")" "$(sort -n "$WORK/ratio" | tr '\n' ' ')"
-done
+printf '%-10s %14s %14s %10s  %s\n' callers "bare calls/s" "full calls/s" "full/bare" "ratios"
+alternate bare full
