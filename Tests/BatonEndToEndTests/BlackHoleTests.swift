@@ -108,6 +108,21 @@ struct BlackHoleTests {
     }
   }
 
+  @Test(
+    "a call whose only endpoint is black-holed waits for the connect attempt, then fails fast: unavailable, timed out")
+  func failFastAfterConnectTimeout() async throws {
+    let hole = try BlackHole()
+    let configuration = Client.Configuration(connectTimeout: .milliseconds(300))
+    try await withClient(endpoints: [hole.endpoint], configuration: configuration) { client in
+      let error = await #expect(throws: RPCError.self) {
+        try await client.unary("echo/Unary", [1], options: CallOptions(timeout: .seconds(60)))
+      }
+      #expect(error?.code == .unavailable, "\(String(describing: error))")
+      #expect(error?.message.lowercased().contains("timed out") == true, "\(String(describing: error))")
+      #expect(client.statistics.failed == 1)
+    }
+  }
+
   @Test("a client closed while its connect never completes fails the waiting call at once and returns (40 rounds)")
   func closeDuringConnect() async throws {
     let hole = try BlackHole()

@@ -421,6 +421,27 @@ class ClientRules(ScriptedTest):
         self.assertEqual((goaways[0].last_stream_id, goaways[0].error_code), (0, ErrorCode.PROTOCOL_ERROR))
 
 
+    def test_black_holed_endpoint_times_out_and_calls_go_elsewhere(self) -> None:
+        # A port whose accept queue is full: the kernel drops every SYN, so a connect there
+        # never completes, as to the address of a pod that is gone.
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        filler = socket.create_connection(hole.getsockname(), timeout=2)
+        self.addCleanup(hole.close)
+        self.addCleanup(filler.close)
+        dead = hole.getsockname()
+        alone = Client([dead], connect_timeout=0.3)
+        self.clients.append(alone)
+        with self.assertRaises(RPCError) as cm:
+            alone.unary("t.S/M", b"x", timeout=30)
+        self.assertEqual(cm.exception.code, Status.UNAVAILABLE)  # after the connect timeout
+        self.assertIn("timed out", str(cm.exception).lower())
+        c = Client([dead, self.server(echo).endpoint], connect_timeout=0.3)
+        self.clients.append(c)
+        for i in range(10):
+            self.assertEqual(c.unary("t.S/M", b"%d" % i, timeout=30), b"%d" % i)
+
 
 class UnaryOnReadyConnection(ScriptedTest):
     """``Client.unary`` on a connection already up runs in one piece (``Connection.unary``):
