@@ -62,6 +62,9 @@ package final class Connection: IOHandler, @unchecked Sendable {
     var streams = StreamSlots()
     var flushScheduled = false
     var closeAfterFlush = false
+    /// Why this side ended the connection (a handshake timeout, a connection error): what its
+    /// close reports when the peer never answers with its own FIN.
+    var abortReason: String?
     var closedReason: String?
     /// How long a close may wait for the flush and the peer's FIN, when not the default.
     var linger: UInt64?
@@ -131,6 +134,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
     handshakeTimer = nil
     guard !fdClosed, state.withLock({ $0.core.phase == .awaitingPreface || $0.core.phase == .awaitingSettings })
     else { return }
+    // A client does not wait for the FIN of a server that never spoke: the address counts as
+    // unreachable once the socket closes, and calls that can only wait for it should not wait
+    // out a linger too. (A server lingers: its GOAWAY should reach a slow client.)
+    if role == .client { state.withLock { $0.linger = 0 } }
     abort(.protocolError, reason: "handshake timeout: no preface and SETTINGS in time")
   }
 
@@ -599,6 +606,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       var events: [ConnectionEvent] = []
       s.core.abort(code, reason: reason, into: &events)
       s.closeAfterFlush = true
+      s.abortReason = s.abortReason ?? reason
       s.streams.failAll(.connectionLost("connection closed: \(reason)"), &wakes)
     }
   }
@@ -749,6 +757,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
       s.streams.checkpoint(id, consumed: consumed, token: token)
     case .connectionError(let error):
       s.closeAfterFlush = true
+      s.abortReason = s.abortReason ?? "\(error)"
       s.flushScheduled = false  // force a flush of the GOAWAY below
       s.streams.failAll(.connectionLost("the connection failed: \(error)"), &wakes)
     }
@@ -940,7 +949,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
     if closeAfter && lingerTimer == nil {
       // Bounds the flush as well: a peer that stops reading cannot hold a closing socket open.
       lingerTimer = loop.schedule(at: MonotonicClock.now() &+ linger) { [self] in
-        loop.execute { self.closeSocket(reason: "closed") }
+        loop.execute { self.closeSocket(reason: self.state.withLock { $0.abortReason } ?? "closed") }
       }
     }
     if pendingBytes == 0 && closeAfter && !halfClosed {
@@ -1004,7 +1013,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// The socket is done (EOF, error, or our FIN answered). `reason` nil means an orderly close.
   private func connectionLost(_ reason: String?) {
     var wakes: [Wake] = []
-    let why = reason ?? "the connection closed"
+    let why = reason ?? state.withLock { $0.abortReason } ?? "the connection closed"
     state.withLock { s in
       Self.transportClosed(.connectionLost("connection to \(peer) lost: \(why)"), &s, &wakes)
     }

@@ -91,6 +91,44 @@ struct BlackHoleTests {
     }
   }
 
+  @Test(
+    "a server that completes TCP but never answers the preface is left after connectTimeout too, and calls go to the live endpoint"
+  )
+  func handshakeTimeoutMovesOn() async throws {
+    let mute = try RawServer()  // listens; nobody accepts, so no preface or SETTINGS ever comes
+    try await withTestServer(echoRouter()) { _, live in
+      let configuration = Client.Configuration(connectTimeout: .milliseconds(300))
+      try await withClient(endpoints: [mute.endpoint, live], configuration: configuration) { client in
+        for index in 0..<20 {
+          let reply = try await client.unary("echo/Unary", Array("\(index)".utf8))
+          #expect(reply.text == "\(index)")
+        }
+        try await until("the mute server's handshake timed out") {
+          client.endpointStates.first { $0.endpoint == mute.endpoint }?.lastError != nil
+        }
+        let muteState = try #require(client.endpointStates.first { $0.endpoint == mute.endpoint })
+        #expect(!muteState.ready)
+        #expect(muteState.attempts == 0)
+        #expect(muteState.lastError?.contains("handshake") == true, "lastError: \(muteState.lastError ?? "nil")")
+        #expect(client.statistics.failed == 0)
+      }
+    }
+  }
+
+  @Test(
+    "a call whose only server never answers the preface fails fast after connectTimeout, naming the handshake timeout")
+  func handshakeTimeoutFailsFast() async throws {
+    let mute = try RawServer()
+    let configuration = Client.Configuration(connectTimeout: .milliseconds(300))
+    try await withClient(endpoints: [mute.endpoint], configuration: configuration) { client in
+      let error = await #expect(throws: RPCError.self) {
+        try await client.unary("echo/Unary", [1], options: CallOptions(timeout: .seconds(60)))
+      }
+      #expect(error?.code == .unavailable, "\(String(describing: error))")
+      #expect(error?.message.contains("handshake timeout") == true, "\(String(describing: error))")
+    }
+  }
+
   @Test("a call whose only endpoint is black-holed fails with its deadline, not later and not with a connect error")
   func deadlineWhileConnecting() async throws {
     let hole = try BlackHole()
