@@ -1013,9 +1013,10 @@ package final class Connection: IOHandler, @unchecked Sendable {
   /// The socket is done (EOF, error, or our FIN answered). `reason` nil means an orderly close.
   private func connectionLost(_ reason: String?) {
     var wakes: [Wake] = []
-    let why = reason ?? state.withLock { $0.abortReason } ?? "the connection closed"
-    state.withLock { s in
+    let why = state.withLock { s in
+      let why = reason ?? s.abortReason ?? "the connection closed"
       Self.transportClosed(.connectionLost("connection to \(peer) lost: \(why)"), &s, &wakes)
+      return why
     }
     perform(wakes)
     closeSocket(reason: why)

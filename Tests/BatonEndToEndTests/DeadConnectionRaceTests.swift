@@ -199,21 +199,27 @@ struct CloseDuringConnectTests {
   @Test("a client closed during its connection's handshake fails the waiting call at once and returns (60 rounds)")
   func closeDuringHandshake() async throws {
     let server = try RawServer()
-    for round in 0..<60 {
-      let client = Client(endpoints: [server.endpoint])
-      let call = Task {
-        try await client.unary("test/Any", [1], options: CallOptions(timeout: .seconds(60), waitForReady: true))
-      }
-      // Half the rounds close once the call is parked; the others as it starts.
-      if round % 2 == 1 { try await until("the call waits for the connection") { client.waitingCalls == 1 } }
-      await client.close()
-      let result = await call.result
-      guard case .failure(let error as RPCError) = result else {
-        Issue.record("round \(round): \(result)")
-        continue
-      }
-      #expect(
-        error.code == .unavailable || error.code == .cancelled, "round \(round): \(error.code) \(error.message)")
+    try await closeWhileConnecting(to: server.endpoint, rounds: 60)
+  }
+
+}
+
+/// `rounds` times: a client whose only endpoint never becomes ready starts a call that waits for
+/// it and is closed, half the rounds once the call is parked, the others as it starts. The call
+/// must fail at once (`unavailable` or `cancelled`) and the close return.
+func closeWhileConnecting(to endpoint: Endpoint, rounds: Int) async throws {
+  for round in 0..<rounds {
+    let client = Client(endpoints: [endpoint], configuration: Client.Configuration(connectTimeout: .seconds(60)))
+    let call = Task {
+      try await client.unary("test/Any", [1], options: CallOptions(timeout: .seconds(60), waitForReady: true))
     }
+    if round % 2 == 1 { try await until("the call waits for the connection") { client.waitingCalls == 1 } }
+    await client.close()
+    let result = await call.result
+    guard case .failure(let error as RPCError) = result else {
+      Issue.record("round \(round): \(result)")
+      continue
+    }
+    #expect(error.code == .unavailable || error.code == .cancelled, "round \(round): \(error.code) \(error.message)")
   }
 }

@@ -60,3 +60,14 @@ func bindLoopback(listening: Bool) throws -> (fd: Int32, port: Int) {
   }
   return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
+
+/// `connect(2)` of `fd` to 127.0.0.1:`port`: its result (0, or -1 with `errno` set).
+func connectLoopback(_ fd: Int32, port: Int) -> Int32 {
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = UInt16(port).bigEndian
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  return withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+  }
+}
