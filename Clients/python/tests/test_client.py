@@ -420,7 +420,6 @@ class ClientRules(ScriptedTest):
         self.assertTrue(goaways)
         self.assertEqual((goaways[0].last_stream_id, goaways[0].error_code), (0, ErrorCode.PROTOCOL_ERROR))
 
-
     def test_black_holed_endpoint_times_out_and_calls_go_elsewhere(self) -> None:
         # A port whose accept queue is full: the kernel drops every SYN, so a connect there
         # never completes, as to the address of a pod that is gone.
