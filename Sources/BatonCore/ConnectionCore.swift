@@ -73,6 +73,8 @@ public struct ConnectionCore: Sendable {
     var fragmentCredit = 0
     /// (server) HEADERS were sent: at most once.
     var sentHeaders = false
+    /// (server, resumption on) A CHECKPOINT went out: the client can resume the stream.
+    var checkpointed = false
   }
 
   private struct PendingSend {
@@ -694,7 +696,9 @@ public struct ConnectionCore: Sendable {
     /// RESET with this code (the call's deadline passed: CANCEL, section 10).
     case reset(ErrorCode)
     /// Nothing: the connection closes next, and the close ends the stream for the client as
-    /// *may have been processed* (the drain deadline, section 13.2).
+    /// *may have been processed* (the drain deadline, section 13.2). A stream on which a
+    /// CHECKPOINT went out gets nothing either, wherever it is cut: the client resumes it from
+    /// that checkpoint, as after any lost connection (sections 13.2 and 18.3).
     case silence
   }
 
@@ -703,16 +707,15 @@ public struct ConnectionCore: Sendable {
   /// Returns false if the stream had already ended.
   @discardableResult
   public mutating func cutStream(streamID id: UInt32, _ trailers: Trailers, midMessage: MidMessageEnd) -> Bool {
-    guard streams[id] != nil else { return false }
     let partlySent = (pendings[id]?.offset ?? 0) > 0
-    removeStream(id)
+    guard let stream = removeStream(id) else { return false }
     switch (partlySent, midMessage) {
+    case (_, .silence) where stream.checkpointed, (true, .silence):
+      break
     case (false, _):
       FrameEncoder.appendTrailers(&outbound.frameBytes, streamID: id, trailers: fitted(trailers))
     case (true, .reset(let code)):
       FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
-    case (true, .silence):
-      break
     }
     return true
   }
@@ -730,6 +733,7 @@ public struct ConnectionCore: Sendable {
       return true
     }
     FrameEncoder.appendCheckpoint(&outbound.frameBytes, streamID: id, consumed: consumed, token: token)
+    streams.update(id) { $0.checkpointed = true }
     return true
   }
 
@@ -870,6 +874,7 @@ public struct ConnectionCore: Sendable {
         if let checkpoint = pending.checkpoint {
           FrameEncoder.appendCheckpoint(
             &outbound.frameBytes, streamID: id, consumed: checkpoint.consumed, token: checkpoint.token)
+          stream.checkpointed = true
         }
         if let trailers = pending.trailers {
           streams[id] = stream

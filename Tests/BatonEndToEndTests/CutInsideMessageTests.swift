@@ -17,6 +17,16 @@ struct CutInsideMessageTests {
     router.serverStreaming("cut/Flood") { _, responses, _ in
       while true { try await responses.write([UInt8](repeating: 7, count: 250)) }
     }
+    // Resumable, but a new call stops after message 2 and waits for good (for an event that never
+    // comes, say): it reaches no checkpoint in a drain. A resumed call goes on to message 5.
+    router.serverStreaming("cut/Stuck", resumable: true) { _, responses, context in
+      var next = context.resumeToken.flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0
+      while next < 6 {
+        if next == 3 && context.resumeToken == nil { try await Task.sleep(for: .seconds(3_600)) }
+        try await responses.write(numbered(next), checkpoint: Array(String(next + 1).utf8))
+        next += 1
+      }
+    }
     router.serverStreaming("cut/Numbers", resumable: true) { _, responses, context in
       var next = context.resumeToken.flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0
       while next < 6 {
@@ -124,6 +134,40 @@ struct CutInsideMessageTests {
     arguments: 0..<3)
   func resumableCutResumes(round: Int) async throws {
     let started = Signal()
+    let narrow = Client.Configuration(connection: ConnectionSettings(initialWindowSize: 1_024))
+    try await withTwoServers(started: started) { servers, endpoints in
+      let received = try await withClient(endpoints: endpoints, configuration: narrow) { client in
+        let numbers = try await client.serverStreaming("cut/Numbers", []) { responses in
+          // Nothing is read until the stop is over: message 0 fills 700 bytes of the 1 KiB
+          // window, message 1 gets 324 bytes in and waits for credit, so the handler cannot
+          // reach its next checkpoint to move: the drain deadline cuts it inside message 1.
+          await started.wait()
+          let carrier = try #require(servers.first { $0.progress.openStreams > 0 })
+          let report = await carrier.gracefulStop(deadline: .milliseconds(300))
+          #expect(report.cutStreams.count == 1 && report.migratedStreams == 0)
+          var numbers: [Int] = []
+          for try await message in responses {
+            numbers.append(Self.number(message))
+            #expect(message.count == 700)
+          }
+          return numbers
+        }
+        #expect(client.statistics.resumed == 1)
+        return numbers
+      }
+      #expect(received == Array(0..<6))
+    }
+  }
+
+  private static func number(_ message: [UInt8]) -> Int {
+    Int(String(decoding: message.prefix { $0 != UInt8(ascii: ".") }, as: UTF8.self)) ?? -1
+  }
+
+  /// Two servers of ``router(started:)``, each stoppable on its own; both are stopped at once
+  /// when `body` ends.
+  private func withTwoServers(
+    started: Signal = Signal(), _ body: ([Server], [Endpoint]) async throws -> Void
+  ) async throws {
     let servers = (0..<2).map { _ in
       Server(configuration: Server.Configuration(logger: .disabled), router: Self.router(started: started))
     }
@@ -131,30 +175,33 @@ struct CutInsideMessageTests {
     defer {
       for server in servers { server.stopNow() }
     }
-    let narrow = Client.Configuration(connection: ConnectionSettings(initialWindowSize: 1_024))
     var endpoints: [Endpoint] = []
     for server in servers { endpoints.append(try await server.listeningAddress) }
-    let received = try await withClient(endpoints: endpoints, configuration: narrow) { client in
-      let numbers = try await client.serverStreaming("cut/Numbers", []) { responses in
-        // Nothing is read until the stop is over: message 0 fills 700 bytes of the 1 KiB window,
-        // message 1 gets 324 bytes in and waits for credit, so the handler cannot reach its next
-        // checkpoint to move: the drain deadline cuts it inside message 1.
-        await started.wait()
-        let carrier = try #require(servers.first { $0.progress.openStreams > 0 })
-        let report = await carrier.gracefulStop(deadline: .milliseconds(300))
-        #expect(report.cutStreams.count == 1 && report.migratedStreams == 0)
-        var numbers: [Int] = []
-        for try await message in responses {
-          numbers.append(Int(String(decoding: message.prefix { $0 != UInt8(ascii: ".") }, as: UTF8.self)) ?? -1)
-          #expect(message.count == 700)
-        }
-        return numbers
-      }
-      #expect(client.statistics.resumed == 1)
-      return numbers
-    }
-    #expect(received == Array(0..<6))
+    try await body(servers, endpoints)
     for server in servers { server.stopNow() }
     for run in runs { _ = try? await run.value }
+  }
+
+  @Test(
+    "a resumable stream cut at the drain deadline between messages gets no TRAILERS either, and resumes elsewhere from its last checkpoint"
+  )
+  func resumableCutBetweenMessagesResumes() async throws {
+    try await withTwoServers { servers, endpoints in
+      try await withClient(endpoints: endpoints) { client in
+        let numbers = try await client.serverStreaming("cut/Stuck", []) { responses in
+          var numbers: [Int] = []
+          var iterator = responses.makeAsyncIterator()
+          // Messages 0 to 2, then the handler waits for good: the drain deadline cuts it.
+          while numbers.count < 3, let message = try await iterator.next() { numbers.append(Self.number(message)) }
+          let carrier = try #require(servers.first { $0.progress.openStreams > 0 })
+          let report = await carrier.gracefulStop(deadline: .milliseconds(300))
+          #expect(report.cutStreams.count == 1 && report.migratedStreams == 0)
+          while let message = try await iterator.next() { numbers.append(Self.number(message)) }
+          return numbers
+        }
+        #expect(numbers == Array(0..<6), "no gap, no duplicate")
+        #expect(client.statistics.resumed == 1)
+      }
+    }
   }
 }
