@@ -632,12 +632,10 @@ public struct ConnectionCore: Sendable {
     guard role == .server, var stream = streams[id], !stream.sentHeaders else { return false }
     let size = FrameEncoder.metadataLength(metadata)
     guard size <= Int(peerSettings.maxMetadataSize), size <= Int(peerSettings.maxFrameSize) else {
-      // Headers precede the first message, so this ends with TRAILERS; a handler that set
-      // them only after writing a message partly sent gets RESET instead.
       cutStream(
         streamID: id,
         Trailers(status: 8, message: "response metadata of \(size) bytes exceeds the client's limit"),
-        midMessage: .reset(.internalError))
+        because: .error)
       return false
     }
     stream.sentHeaders = true
@@ -689,33 +687,37 @@ public struct ConnectionCore: Sendable {
     return true
   }
 
-  /// How a server stream that is cut (``cutStream(streamID:_:midMessage:)``) ends when part of
-  /// its pending response message has already gone out, where TRAILERS may not follow
-  /// (PROTOCOL.md 7.3).
-  public enum MidMessageEnd: Sendable {
-    /// RESET with this code (the call's deadline passed: CANCEL, section 10).
-    case reset(ErrorCode)
-    /// Nothing: the connection closes next, and the close ends the stream for the client as
-    /// *may have been processed* (the drain deadline, section 13.2). A stream on which a
-    /// CHECKPOINT went out gets nothing either, wherever it is cut: the client resumes it from
-    /// that checkpoint, as after any lost connection (sections 13.2 and 18.3).
-    case silence
+  /// Why the server ends a stream at once (``cutStream(streamID:_:because:)``). It decides the
+  /// end where TRAILERS may not be it: inside a partly sent response message (PROTOCOL.md 7.3),
+  /// and on a stream the client can resume.
+  public enum CutCause: Sendable {
+    /// The call's deadline passed: TRAILERS, or RESET CANCEL inside a message (section 10).
+    /// Resumable or not, the call is over.
+    case callDeadline
+    /// The server stops (its drain deadline passed, or at once) and closes the connection next:
+    /// TRAILERS, or no frame at all inside a message or on a stream that has sent a CHECKPOINT.
+    /// The close ends those for the client, which resumes a checkpointed one (13.2, 18.3).
+    case stop
+    /// The server's own error (response metadata the client cannot take): TRAILERS, or RESET
+    /// INTERNAL_ERROR inside a message.
+    case error
   }
 
-  /// (server) Ends the stream at once, dropping a message still waiting for flow-control credit:
-  /// with `trailers` if no byte of that message has gone out, otherwise as `midMessage` says.
-  /// Returns false if the stream had already ended.
+  /// (server) Ends the stream at once, dropping a message still waiting for flow-control credit,
+  /// as `cause` says. Returns false if the stream had already ended.
   @discardableResult
-  public mutating func cutStream(streamID id: UInt32, _ trailers: Trailers, midMessage: MidMessageEnd) -> Bool {
+  public mutating func cutStream(streamID id: UInt32, _ trailers: Trailers, because cause: CutCause) -> Bool {
     let partlySent = (pendings[id]?.offset ?? 0) > 0
     guard let stream = removeStream(id) else { return false }
-    switch (partlySent, midMessage) {
-    case (_, .silence) where stream.checkpointed, (true, .silence):
+    switch cause {
+    case .stop where partlySent || stream.checkpointed:
       break
-    case (false, _):
+    case .callDeadline where partlySent:
+      FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: .cancel)
+    case .error where partlySent:
+      FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: .internalError)
+    default:
       FrameEncoder.appendTrailers(&outbound.frameBytes, streamID: id, trailers: fitted(trailers))
-    case (true, .reset(let code)):
-      FrameEncoder.appendReset(&outbound.frameBytes, streamID: id, code: code)
     }
     return true
   }

@@ -511,8 +511,7 @@ package final class Connection: IOHandler, @unchecked Sendable {
         if role == .client {
           s.core.resetStream(streamID: id, .cancel)
         } else {
-          // A response message partly sent cannot be followed by TRAILERS (PROTOCOL.md 10).
-          s.core.cutStream(streamID: id, Trailers(error), midMessage: .reset(.cancel))
+          s.core.cutStream(streamID: id, Trailers(error), because: .callDeadline)
         }
         s.streams.fail(id, .local(error), &wakes)
       }
@@ -563,17 +562,16 @@ package final class Connection: IOHandler, @unchecked Sendable {
     }
   }
 
-  /// (server) Ends every open stream with `trailers` (or, for a stream inside a response message,
-  /// with nothing: the caller closes the connection next) and cancels its handler. Returns the calls
+  /// (server) Ends every open stream with `trailers` (or with nothing, for a stream inside a
+  /// response message or one the client can resume: the caller closes the connection next, see
+  /// ``ConnectionCore/CutCause/stop``) and cancels its handler. Returns the calls
   /// cut, by stream id; each is marked cut in the same lock hold (``wasCut(_:)``), so a cancelled
   /// handler that finishes at once already finds it so.
   package func cutAll(_ trailers: Trailers) -> [OpenCall] {
     withState { s, wakes in
       var cut: [OpenCall] = []
       for id in s.streams.ids {
-        // A stream cut inside a response message gets no TRAILERS (PROTOCOL.md 13.2): the close
-        // that follows every cut ends it for the client.
-        if s.core.cutStream(streamID: id, trailers, midMessage: .silence), let call = s.streams.markCut(id) {
+        if s.core.cutStream(streamID: id, trailers, because: .stop), let call = s.streams.markCut(id) {
           cut.append(call)
         }
         s.streams.fail(id, .local(trailers.error ?? RPCError(code: .unavailable, message: "stopped")), &wakes)

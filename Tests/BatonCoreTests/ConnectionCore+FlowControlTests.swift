@@ -379,34 +379,36 @@ struct ConnectionCoreFlowControlTests {
     server.receive(openFrame(1))
     #expect(server.core.send(1, pattern(100)).outcome == .written)
     #expect(server.core.send(1, pattern(50)).outcome == .blocked, "the window is spent: nothing of it goes out")
-    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), midMessage: .silence) == true)
+    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), because: .stop) == true)
     #expect(!server.core.isOpen(1))
     let frames = server.written()
     #expect(frames.dataFrames.map(\.payload.count) == [100])
     #expect(frames.last == .trailers(streamID: 1, Trailers(status: 14)))
     #expect(server.receive(.windowUpdate(streamID: 1, increment: 500)).isEmpty)
     #expect(server.written().isEmpty, "nothing of the dropped message follows")
-    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), midMessage: .silence) == false)
+    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), because: .stop) == false)
   }
 
   @Test(
-    "a cut inside a partly sent message sends no TRAILERS (they would fall inside it): silence for the drain deadline, RESET CANCEL for the call's deadline",
-    arguments: [ConnectionCore.MidMessageEnd.silence, .reset(.cancel)])
-  func cutInsideMessage(end: ConnectionCore.MidMessageEnd) {
+    "a cut inside a partly sent message sends no TRAILERS (they would fall inside it): nothing for a stop, RESET CANCEL for the call's deadline, RESET INTERNAL_ERROR for an error",
+    arguments: [ConnectionCore.CutCause.stop, .callDeadline, .error])
+  func cutInsideMessage(cause: ConnectionCore.CutCause) {
     var server = Driven.ready(.server, peer: ConnectionSettings(initialWindowSize: 100))
     server.receive(openFrame(1))
     #expect(server.core.send(1, pattern(250)).outcome == .blocked)
-    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), midMessage: end) == true)
+    #expect(server.core.cutStream(streamID: 1, Trailers(status: 14), because: cause) == true)
     #expect(!server.core.isOpen(1))
     let frames = server.written()
     #expect(frames.dataFrames.map(\.payload.count) == [100])
     #expect(frames.dataFrames.allSatisfy { !$0.endMessage }, "the message stays incomplete")
     #expect(!frames.contains { if case .trailers = $0 { true } else { false } })
-    switch end {
-    case .silence:
+    switch cause {
+    case .stop:
       #expect(frames.count == 1, "nothing after the fragment")
-    case .reset(let code):
-      #expect(frames.last == .reset(streamID: 1, code))
+    case .callDeadline:
+      #expect(frames.last == .reset(streamID: 1, .cancel))
+    case .error:
+      #expect(frames.last == .reset(streamID: 1, .internalError))
     }
     #expect(server.receive(.windowUpdate(streamID: 1, increment: 500)).isEmpty)
     #expect(server.written().isEmpty, "nothing of the dropped message follows")
