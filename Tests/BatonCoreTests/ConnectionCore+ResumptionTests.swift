@@ -72,53 +72,42 @@ struct ConnectionCoreResumptionTests {
 
 @Suite("ConnectionCore: cutting a resumable stream")
 struct ConnectionCoreResumableCutTests {
-  @Test(
-    "a stop's cut sends no TRAILERS on a stream that has sent a CHECKPOINT, even between messages: the close resumes it"
-  )
-  func stopCutLeavesCheckpointedStreamToTheClose() throws {
-    var pair = Pair()
-    let id = try pair.client.core.open()
-    pair.clientToServer()
-    let checkpointed = pair.server.core.sendCheckpoint(streamID: id, consumed: 1, token: [])
-    #expect(checkpointed)
-    _ = pair.server.core.send(id, [1, 2, 3])
-    _ = pair.flushServer()
-    let cut = pair.server.core.cutStream(streamID: id, Trailers(status: 14), because: .stop)
-    #expect(cut)
-    #expect(!pair.server.core.isOpen(id))
-    let frames = pair.flushServer()
-    #expect(frames.isEmpty, "nothing: no TRAILERS, no RESET")
-  }
-
-  @Test("a checkpoint still waiting behind a message has not reached the client: that stream's cut sends TRAILERS")
-  func pendingCheckpointDoesNotCount() throws {
+  /// Cuts a stream at a message boundary, for `cause`, once its server has sent a CHECKPOINT and
+  /// a message (or, with `checkpointOut` false, once its CHECKPOINT waits behind a message that
+  /// a spent window holds back, so that nothing of it has gone out). Returns what was written.
+  private func cutCheckpointedStream(_ cause: ConnectionCore.CutCause, checkpointOut: Bool = true) throws -> [Frame] {
     var pair = Pair(client: ConnectionSettings(initialWindowSize: 4))
     let id = try pair.client.core.open()
     pair.clientToServer()
     let first = pair.server.core.send(id, [1, 2, 3, 4]).outcome
     #expect(first == .written)
-    let second = pair.server.core.send(id, [5, 6]).outcome
-    #expect(second == .blocked, "the window is spent: nothing of it goes out")
-    let queued = pair.server.core.sendCheckpoint(streamID: id, consumed: 1, token: [])
-    #expect(queued)
+    if !checkpointOut {
+      let second = pair.server.core.send(id, [5, 6]).outcome
+      #expect(second == .blocked, "the window is spent: nothing of it goes out")
+    }
+    let checkpointed = pair.server.core.sendCheckpoint(streamID: id, consumed: 1, token: [])
+    #expect(checkpointed)
     _ = pair.flushServer()
-    let cut = pair.server.core.cutStream(streamID: id, Trailers(status: 14), because: .stop)
+    let cut = pair.server.core.cutStream(streamID: id, Trailers(status: 14), because: cause)
     #expect(cut)
-    let frames = pair.flushServer()
-    #expect(frames == [.trailers(streamID: id, Trailers(status: 14))])
+    #expect(!pair.server.core.isOpen(id))
+    return pair.flushServer()
+  }
+
+  @Test(
+    "a stop's cut sends no TRAILERS on a stream that has sent a CHECKPOINT, even between messages: the close resumes it"
+  )
+  func stopCutLeavesCheckpointedStreamToTheClose() throws {
+    #expect(try cutCheckpointedStream(.stop).isEmpty, "nothing: no TRAILERS, no RESET")
+  }
+
+  @Test("a checkpoint still waiting behind a message has not reached the client: that stream's cut sends TRAILERS")
+  func pendingCheckpointDoesNotCount() throws {
+    #expect(try cutCheckpointedStream(.stop, checkpointOut: false) == [.trailers(streamID: 1, Trailers(status: 14))])
   }
 
   @Test("the call's own deadline ends a checkpointed stream with TRAILERS at a message boundary: the call is over")
   func callDeadlineIsTheEnd() throws {
-    var pair = Pair()
-    let id = try pair.client.core.open()
-    pair.clientToServer()
-    let checkpointed = pair.server.core.sendCheckpoint(streamID: id, consumed: 1, token: [])
-    #expect(checkpointed)
-    _ = pair.flushServer()
-    let cut = pair.server.core.cutStream(streamID: id, Trailers(status: 4), because: .callDeadline)
-    #expect(cut)
-    let frames = pair.flushServer()
-    #expect(frames == [.trailers(streamID: id, Trailers(status: 4))])
+    #expect(try cutCheckpointedStream(.callDeadline) == [.trailers(streamID: 1, Trailers(status: 14))])
   }
 }
