@@ -1,4 +1,5 @@
 import BatonCore
+import BatonTransport
 
 /// Code that runs around every call a ``Client`` makes: attaching credentials, propagating a
 /// deadline or a trace, logging, metrics.
@@ -72,24 +73,9 @@ public struct ClientCall: Sendable {
   }
 
   /// The request transforms as one, outermost first; nil if there are none.
-  var outbound: MessageTransform? { Self.compose(requestTransforms) }
+  var outbound: MessageTransform? { composed(requestTransforms) }
   /// The response transforms as one, innermost first; nil if there are none.
-  var inbound: MessageTransform? {
-    responseTransforms.count < 2 ? responseTransforms.first : Self.compose(responseTransforms.reversed())
-  }
-
-  static func compose(_ transforms: [MessageTransform]) -> MessageTransform? {
-    switch transforms.count {
-    case 0: return nil
-    case 1: return transforms[0]
-    default:
-      return { message in
-        var message = message
-        for transform in transforms { message = try await transform(message) }
-        return message
-      }
-    }
-  }
+  var inbound: MessageTransform? { composed(responseTransforms.reversed()) }
 }
 
 /// What a call's interceptors do to its messages: nil (the usual case) leaves them alone.

@@ -53,13 +53,18 @@ final class ClientMetrics: Sendable {
 
   /// The slot of `method`: its own among the first ``maxMethods`` names, else ``other``.
   func slot(for method: String) -> MethodSlot {
-    find(method, { $0 }) ?? (full.load(ordering: .relaxed) ? other : insert(method))
+    find(method, { $0 }) ?? unlisted(method)
   }
 
   /// Where a call of `method` is counted: ``slot(for:)``'s counts, found without retaining the
   /// slot. A hash, then (almost always) one acquiring load and one string comparison.
   func counts(for method: String) -> MethodCounts {
-    find(method, \.counts) ?? slot(for: method).counts
+    find(method, \.counts) ?? unlisted(method).counts
+  }
+
+  /// The slot of a name the table does not hold: its own while slots are left, else ``other``.
+  private func unlisted(_ method: String) -> MethodSlot {
+    full.load(ordering: .relaxed) ? other : insert(method)
   }
 
   /// `body` applied to `method`'s slot if the table has it, nil if not (or it is full of others).

@@ -727,15 +727,15 @@ public struct ConnectionCore: Sendable {
   /// Returns false, sending nothing, when resumption is off or the stream has ended.
   @discardableResult
   public mutating func sendCheckpoint(streamID id: UInt32, consumed: UInt64, token: [UInt8]) -> Bool {
-    guard role == .server, resumptionOn, streams[id] != nil else { return false }
-    if var pending = pendings[id] {
+    guard role == .server, resumptionOn else { return false }
+    if var pending = pendings[id] {  // a pending message belongs to an open stream
       guard pending.trailers == nil else { return false }
       pending.checkpoint = (consumed, token)
       pendings[id] = pending
       return true
     }
+    guard streams.update(id, { $0.checkpointed = true }) != nil else { return false }
     FrameEncoder.appendCheckpoint(&outbound.frameBytes, streamID: id, consumed: consumed, token: token)
-    streams.update(id) { $0.checkpointed = true }
     return true
   }
 

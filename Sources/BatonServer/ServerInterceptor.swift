@@ -1,4 +1,5 @@
 import BatonCore
+import BatonTransport
 
 /// Code that runs around every call a ``Router`` answers, between the wire and the handler:
 /// authentication, logging, metrics, tracing, metadata rewriting.
@@ -80,24 +81,9 @@ public struct ServerCall: Sendable {
   }
 
   /// The request transforms as one, outermost first; nil if there are none.
-  var inbound: MessageTransform? { Self.compose(requestTransforms) }
+  var inbound: MessageTransform? { composed(requestTransforms) }
   /// The response transforms as one, innermost first; nil if there are none.
-  var outbound: MessageTransform? {
-    responseTransforms.count < 2 ? responseTransforms.first : Self.compose(responseTransforms.reversed())
-  }
-
-  static func compose(_ transforms: [MessageTransform]) -> MessageTransform? {
-    switch transforms.count {
-    case 0: return nil
-    case 1: return transforms[0]
-    default:
-      return { message in
-        var message = message
-        for transform in transforms { message = try await transform(message) }
-        return message
-      }
-    }
-  }
+  var outbound: MessageTransform? { composed(responseTransforms.reversed()) }
 }
 
 extension Router {
